@@ -1,0 +1,453 @@
+//! The person linkage index: one dense `person_id` per linked person.
+//!
+//! Persons are the keys seen in a source's person-level tables. Keys that the
+//! linkage table maps to the same `link_key` get the same number in every
+//! source. Numbering: link keys in ascending byte order first, then unlinked
+//! keys ordered by (source name, key). The same store always gives the same
+//! numbers.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, LargeStringArray, RecordBatch, UInt32Array,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::{ScalarValue, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use hashbrown::HashTable;
+
+use crate::error::{CatalogError, Result};
+
+/// The keys of one source, sorted, with the person number of each.
+pub struct SourceKeys {
+    keys: LargeStringArray,
+    ids: Vec<u32>,
+    lookup: OnceLock<HashTable<u32>>,
+}
+
+impl std::fmt::Debug for SourceKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceKeys").field("keys", &self.keys.len()).finish()
+    }
+}
+
+fn hasher() -> &'static hashbrown::DefaultHashBuilder {
+    static H: OnceLock<hashbrown::DefaultHashBuilder> = OnceLock::new();
+    H.get_or_init(hashbrown::DefaultHashBuilder::default)
+}
+
+impl SourceKeys {
+    /// Number of distinct keys.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when the source has no persons.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    fn table(&self) -> &HashTable<u32> {
+        self.lookup.get_or_init(|| {
+            let mut t = HashTable::with_capacity(self.keys.len());
+            let h = hasher();
+            for i in 0..self.keys.len() {
+                let k = self.keys.value(i);
+                t.insert_unique(h.hash_one(k), i as u32, |&j| {
+                    h.hash_one(self.keys.value(j as usize))
+                });
+            }
+            t
+        })
+    }
+
+    /// The person number of a key, if the key is known.
+    pub fn person_id(&self, key: &str) -> Option<u32> {
+        let pos = self
+            .table()
+            .find(hasher().hash_one(key), |&j| self.keys.value(j as usize) == key)?;
+        Some(self.ids[*pos as usize])
+    }
+
+    /// The position of a key in the sorted keys.
+    fn position(&self, key: &str) -> Option<usize> {
+        let (mut lo, mut hi) = (0usize, self.keys.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.keys.value(mid).cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+}
+
+/// The person numbers of every source of a store.
+#[derive(Debug, Clone)]
+pub struct PersonIndex {
+    persons: u64,
+    linked: u64,
+    sources: HashMap<String, Arc<SourceKeys>>,
+}
+
+/// A row of the linkage table: (source, person_key, link_key).
+pub struct LinkRow<'a> {
+    pub source: &'a str,
+    pub person_key: &'a str,
+    pub link_key: &'a str,
+}
+
+impl PersonIndex {
+    /// Number of distinct linked persons.
+    pub fn persons(&self) -> u64 {
+        self.persons
+    }
+
+    /// Number of persons with a link key seen in at least one source.
+    pub fn linked_persons(&self) -> u64 {
+        self.linked
+    }
+
+    /// The keys of a source.
+    pub fn source(&self, name: &str) -> Option<&Arc<SourceKeys>> {
+        self.sources.get(name)
+    }
+
+    /// Builds the index from each source's sorted distinct keys and the linkage rows.
+    ///
+    /// `links` yields rows with their place in the linkage file for messages:
+    /// a CSV line when `lines` is true, else a Parquet row.
+    pub fn build<'a>(
+        keys: Vec<(String, LargeStringArray)>,
+        links: impl Iterator<Item = (u64, LinkRow<'a>)>,
+        linkage_file: &Path,
+        lines: bool,
+    ) -> Result<PersonIndex> {
+        let at = |row: u64, column: &str, problem: String| {
+            if lines {
+                CatalogError::malformed(linkage_file, Some(column), Some(row), problem)
+            } else {
+                CatalogError::malformed_row(linkage_file, Some(column), row, problem)
+            }
+        };
+        let order: Vec<String> = keys.iter().map(|(s, _)| s.clone()).collect();
+        let mut sources: HashMap<String, SourceKeys> = keys
+            .into_iter()
+            .map(|(name, keys)| {
+                let n = keys.len();
+                (
+                    name,
+                    SourceKeys {
+                        keys,
+                        ids: vec![u32::MAX; n],
+                        lookup: OnceLock::new(),
+                    },
+                )
+            })
+            .collect();
+        // (link key, source, position of key in that source)
+        let mut present: Vec<(&'a str, usize, usize, u64)> = Vec::new();
+        for (row, link) in links {
+            let Some(src_idx) = order.iter().position(|s| s == link.source) else {
+                return Err(at(
+                    row,
+                    "source",
+                    "the row names a source that the manifest does not declare".into(),
+                ));
+            };
+            let src = &sources[link.source];
+            if let Some(pos) = src.position(link.person_key) {
+                present.push((link.link_key, src_idx, pos, row));
+            }
+        }
+        present.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        let mut next: u64 = 0;
+        let mut last: Option<&str> = None;
+        for &(link_key, src_idx, pos, row) in &present {
+            if last != Some(link_key) {
+                if last.is_some() {
+                    next += 1;
+                }
+                last = Some(link_key);
+            }
+            let src = sources.get_mut(&order[src_idx]).expect("known source");
+            let current = src.ids[pos];
+            if current != u32::MAX && current as u64 != next {
+                return Err(at(
+                    row,
+                    "link_key",
+                    format!(
+                        "a person key of source {} is linked to two different link keys",
+                        order[src_idx]
+                    ),
+                ));
+            }
+            src.ids[pos] = next as u32;
+        }
+        let linked = if last.is_some() { next + 1 } else { 0 };
+        let mut next = linked;
+        let mut names = order.clone();
+        names.sort();
+        for name in &names {
+            let src = sources.get_mut(name).expect("known source");
+            for id in src.ids.iter_mut().filter(|id| **id == u32::MAX) {
+                *id = next as u32;
+                next += 1;
+                if next >= u32::MAX as u64 {
+                    return Err(CatalogError::malformed(
+                        linkage_file,
+                        None,
+                        None,
+                        "the store has more persons than person_id can number (2^32 - 1)",
+                    ));
+                }
+            }
+        }
+        Ok(PersonIndex {
+            persons: next,
+            linked,
+            sources: sources
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v)))
+                .collect(),
+        })
+    }
+
+    /// Saves the index as one Parquet file per source in `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| CatalogError::state(dir, e))?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("person_key", DataType::LargeUtf8, false),
+            Field::new("person_id", DataType::UInt32, false),
+        ]));
+        for (name, src) in &self.sources {
+            let path = dir.join(format!("{name}.parquet"));
+            let io = |e: &dyn std::fmt::Display| {
+                CatalogError::state(&path, std::io::Error::other(e.to_string()))
+            };
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(src.keys.clone()) as ArrayRef,
+                    Arc::new(UInt32Array::from(src.ids.clone())),
+                ],
+            )
+            .map_err(|e| io(&e))?;
+            let file = File::create(&path).map_err(|e| CatalogError::state(&path, e))?;
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .build();
+            let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| io(&e))?;
+            w.write(&batch).map_err(|e| io(&e))?;
+            w.close().map_err(|e| io(&e))?;
+        }
+        let meta = serde_json::json!({ "persons": self.persons, "linked": self.linked });
+        std::fs::write(dir.join("index.json"), meta.to_string())
+            .map_err(|e| CatalogError::state(dir, e))
+    }
+
+    /// Loads an index saved by [`PersonIndex::save`].
+    pub fn load(dir: &Path, sources: &[String]) -> Result<PersonIndex> {
+        let meta_path = dir.join("index.json");
+        let bad = |p: &Path, e: &dyn std::fmt::Display| {
+            CatalogError::state(p, std::io::Error::other(e.to_string()))
+        };
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&meta_path).map_err(|e| CatalogError::state(&meta_path, e))?,
+        )
+        .map_err(|e| bad(&meta_path, &e))?;
+        let mut map = HashMap::new();
+        for name in sources {
+            let path = dir.join(format!("{name}.parquet"));
+            let file = File::open(&path).map_err(|e| CatalogError::state(&path, e))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.with_batch_size(1 << 20).build())
+                .map_err(|e| bad(&path, &e))?;
+            let mut key_parts: Vec<ArrayRef> = Vec::new();
+            let mut ids = Vec::new();
+            for batch in reader {
+                let batch = batch.map_err(|e| bad(&path, &e))?;
+                key_parts.push(batch.column(0).clone());
+                ids.extend_from_slice(batch.column(1).as_primitive::<datafusion::arrow::datatypes::UInt32Type>().values());
+            }
+            let refs: Vec<&dyn Array> = key_parts.iter().map(|a| a.as_ref()).collect();
+            let keys = if refs.is_empty() {
+                LargeStringArray::from(Vec::<&str>::new())
+            } else {
+                datafusion::arrow::compute::concat(&refs)
+                    .map_err(|e| bad(&path, &e))?
+                    .as_string::<i64>()
+                    .clone()
+            };
+            map.insert(
+                name.clone(),
+                Arc::new(SourceKeys {
+                    keys,
+                    ids,
+                    lookup: OnceLock::new(),
+                }),
+            );
+        }
+        Ok(PersonIndex {
+            persons: meta["persons"].as_u64().unwrap_or(0),
+            linked: meta["linked"].as_u64().unwrap_or(0),
+            sources: map,
+        })
+    }
+}
+
+/// Maps a source's delivered person keys to `person_id`: used inside the
+/// views the engine shows, never called by name in SQL.
+#[derive(Debug)]
+pub struct PersonIdUdf {
+    source: String,
+    keys: Arc<SourceKeys>,
+    signature: Signature,
+}
+
+impl PersonIdUdf {
+    /// The lookup for one source.
+    pub fn new(source: &str, keys: Arc<SourceKeys>) -> Self {
+        Self {
+            source: source.to_owned(),
+            keys,
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+        }
+    }
+}
+
+impl PartialEq for PersonIdUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source && Arc::ptr_eq(&self.keys, &other.keys)
+    }
+}
+impl Eq for PersonIdUdf {}
+impl std::hash::Hash for PersonIdUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.source.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PersonIdUdf {
+    fn name(&self) -> &str {
+        "tsunagu_person_id"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        let lookup = |k: &str| self.keys.person_id(k).map(i64::from);
+        match &args.args[0] {
+            ColumnarValue::Scalar(ScalarValue::Utf8(k)) => Ok(ColumnarValue::Scalar(
+                ScalarValue::Int64(k.as_deref().and_then(lookup)),
+            )),
+            ColumnarValue::Array(a) => {
+                let a = if a.data_type() == &DataType::Utf8 {
+                    a.clone()
+                } else {
+                    cast(a, &DataType::Utf8)?
+                };
+                let s = a.as_string::<i32>();
+                let out: Int64Array = s.iter().map(|k| k.and_then(lookup)).collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+            other => exec_err!("tsunagu_person_id: unexpected argument {}", other.data_type()),
+        }
+    }
+}
+
+/// Where the derived index of a store lives inside its state folder.
+pub fn index_dir(derived: &Path) -> PathBuf {
+    derived.join("persons")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &[&str]) -> LargeStringArray {
+        LargeStringArray::from(v.to_vec())
+    }
+
+    #[test]
+    fn numbering_follows_the_contract() {
+        let links = [
+            ("b", "k2", "L2"),
+            ("a", "k1", "L2"),
+            ("a", "k3", "L1"),
+            ("a", "zz", "L0"), // key appears nowhere: ignored
+        ];
+        let idx = PersonIndex::build(
+            vec![
+                ("b".into(), keys(&["k1", "k2"])),
+                ("a".into(), keys(&["k1", "k2", "k3"])),
+            ],
+            links.iter().enumerate().map(|(i, (s, p, l))| {
+                (i as u64 + 2, LinkRow { source: s, person_key: p, link_key: l })
+            }),
+            Path::new("link.csv"),
+            true,
+        )
+        .unwrap();
+        let a = idx.source("a").unwrap();
+        let b = idx.source("b").unwrap();
+        assert_eq!(a.person_id("k3"), Some(0)); // L1
+        assert_eq!(a.person_id("k1"), Some(1)); // L2
+        assert_eq!(b.person_id("k2"), Some(1)); // L2
+        assert_eq!(a.person_id("k2"), Some(2)); // unlinked, source a first
+        assert_eq!(b.person_id("k1"), Some(3));
+        assert_eq!(idx.persons(), 4);
+        assert_eq!(idx.linked_persons(), 2);
+        assert_eq!(a.person_id("nope"), None);
+    }
+
+    #[test]
+    fn conflicting_and_unknown_links_are_refused() {
+        let build = |links: &[(&str, &str, &str)]| {
+            PersonIndex::build(
+                vec![("a".into(), keys(&["k1"]))],
+                links.iter().enumerate().map(|(i, (s, p, l))| {
+                    (i as u64 + 2, LinkRow { source: s, person_key: p, link_key: l })
+                }),
+                Path::new("link.csv"),
+                true,
+            )
+        };
+        let e = build(&[("x", "k1", "L")]).unwrap_err().to_string();
+        assert!(e.contains("link.csv, line 2, column source"), "{e}");
+        let e = build(&[("a", "k1", "L"), ("a", "k1", "M")]).unwrap_err().to_string();
+        assert!(e.contains("two different link keys"), "{e}");
+    }
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let idx = PersonIndex::build(
+            vec![("a".into(), keys(&["x", "y"]))],
+            std::iter::empty(),
+            Path::new("l"),
+            true,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        idx.save(dir.path()).unwrap();
+        let back = PersonIndex::load(dir.path(), &["a".into()]).unwrap();
+        assert_eq!(back.persons(), 2);
+        assert_eq!(back.source("a").unwrap().person_id("y"), Some(1));
+    }
+}

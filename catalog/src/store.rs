@@ -1,0 +1,482 @@
+//! Opening a store: manifest, delivered tables, derived state, person index,
+//! and the SQL schemas built from them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, LargeStringArray};
+use datafusion::arrow::compute::{cast, concat};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::catalog::view::ViewTable;
+use datafusion::common::Column;
+use datafusion::logical_expr::{Expr, LogicalPlan, cast as cast_expr, col};
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::prelude::SessionContext;
+
+use crate::csv_import;
+use crate::error::{CatalogError, Result};
+use crate::files::{self, DeliveredTable, FileFormat};
+use crate::linkage::{LinkRow, PersonIndex, index_dir};
+use crate::manifest::Manifest;
+use crate::state;
+use crate::tables::{self, TableDef};
+use crate::views;
+
+/// Options for opening a store.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Where derived state is kept; by default a folder under the user's state directory.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Schema of the vocabulary tables.
+pub const VOCAB_SCHEMA: &str = "vocab";
+/// Schema of the cross-source unions.
+pub const LINKED_SCHEMA: &str = "linked";
+
+/// A shown table and the plan that computes it.
+#[derive(Debug, Clone)]
+pub struct ShownTable {
+    /// SQL schema.
+    pub schema: String,
+    /// SQL table name.
+    pub name: String,
+    /// True when rows are about persons (they carry `person_id`).
+    pub person_level: bool,
+    /// The plan behind the table.
+    pub plan: LogicalPlan,
+}
+
+/// An opened store: checked, indexed, ready to register on any `SessionContext`.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    manifest: Manifest,
+    state_dir: PathBuf,
+    tables: Vec<TableDef>,
+    shown: Vec<ShownTable>,
+    index: PersonIndex,
+}
+
+impl Store {
+    /// Opens the store in `root`, deriving its state on first open and reusing it after.
+    pub async fn open(root: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        if !root.is_dir() {
+            return Err(CatalogError::manifest(
+                root.join("rwd.toml"),
+                "the store folder does not exist",
+            ));
+        }
+        let manifest = Manifest::load(&root)?;
+        let state_dir = options
+            .state_dir
+            .unwrap_or_else(|| state::default_state_dir(&root));
+        let fingerprint = state::fingerprint(&root)?;
+        let derived_root = state_dir.join("derived");
+        let derived = derived_root.join(&fingerprint);
+        let reuse = derived.join("complete.json").is_file();
+        let work = if reuse {
+            derived.clone()
+        } else {
+            std::fs::create_dir_all(&derived_root)
+                .map_err(|e| CatalogError::state(&derived_root, e))?;
+            state::temp_sibling(&derived)
+        };
+        let result = Self::open_in(&root, &manifest, &work, reuse).await;
+        let (tables, index) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                if !reuse {
+                    let _ = std::fs::remove_dir_all(&work);
+                }
+                return Err(e);
+            }
+        };
+        let tables = if reuse {
+            tables
+        } else {
+            std::fs::write(
+                work.join("complete.json"),
+                serde_json::json!({ "store": root.to_string_lossy(), "fingerprint": fingerprint })
+                    .to_string(),
+            )
+            .map_err(|e| CatalogError::state(&work, e))?;
+            match std::fs::rename(&work, &derived) {
+                Ok(()) => {}
+                // Another process derived the same state first: use theirs.
+                Err(_) if derived.join("complete.json").is_file() => {
+                    let _ = std::fs::remove_dir_all(&work);
+                }
+                Err(e) => return Err(CatalogError::state(&derived, e)),
+            }
+            let _ = state::sync_dir(&derived_root);
+            remove_stale(&derived_root, &fingerprint);
+            // Paths of converted files now live in the final folder.
+            tables
+                .into_iter()
+                .map(|mut t| {
+                    t.files = t
+                        .files
+                        .into_iter()
+                        .map(|f| match f.strip_prefix(&work) {
+                            Ok(rel) => derived.join(rel),
+                            Err(_) => f,
+                        })
+                        .collect();
+                    t
+                })
+                .collect()
+        };
+        let shown = build_shown(&tables, &index)?;
+        Ok(Store {
+            root,
+            manifest,
+            state_dir,
+            tables,
+            shown,
+            index,
+        })
+    }
+
+    async fn open_in(
+        root: &Path,
+        manifest: &Manifest,
+        work: &Path,
+        reuse: bool,
+    ) -> Result<(Vec<TableDef>, PersonIndex)> {
+        let mut tables = Vec::new();
+        for source in &manifest.sources {
+            for delivered in files::discover(&root.join(&source.path), &source.path)? {
+                tables.push(load_table(
+                    root,
+                    &source.name,
+                    delivered,
+                    Some(&source.person_key),
+                    work,
+                    reuse,
+                )?);
+            }
+        }
+        if let Some(vocab) = &manifest.vocabulary {
+            for delivered in files::discover(&root.join(vocab), vocab)? {
+                tables.push(load_table(root, VOCAB_SCHEMA, delivered, None, work, reuse)?);
+            }
+        }
+        let sources: Vec<String> = manifest.sources.iter().map(|s| s.name.clone()).collect();
+        let index = if reuse {
+            PersonIndex::load(&index_dir(work), &sources)?
+        } else {
+            let mut keys = Vec::new();
+            for s in &sources {
+                keys.push((s.clone(), distinct_keys(&tables, s).await?));
+            }
+            let index = match &manifest.linkage {
+                Some(rel) => {
+                    let link = linkage_table(root, rel, work)?;
+                    read_links(&link, rel, keys)?
+                }
+                None => PersonIndex::build(keys, std::iter::empty(), Path::new("-"), false)?,
+            };
+            index.save(&index_dir(work))?;
+            index
+        };
+        Ok((tables, index))
+    }
+
+    /// The store folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The store's name from its manifest.
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// The parsed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The state folder of this store.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The delivered tables, checked.
+    pub fn tables(&self) -> &[TableDef] {
+        &self.tables
+    }
+
+    /// Every table shown in SQL, `linked` unions included.
+    pub fn shown_tables(&self) -> &[ShownTable] {
+        &self.shown
+    }
+
+    /// The person linkage index.
+    pub fn persons(&self) -> &PersonIndex {
+        &self.index
+    }
+
+    /// Registers the store's schemas in catalog `catalog` of a session.
+    pub fn register(&self, ctx: &SessionContext, catalog: &str) -> Result<()> {
+        let provider = MemoryCatalogProvider::new();
+        let mut schemas: Vec<&str> = self.manifest.sources.iter().map(|s| s.name.as_str()).collect();
+        schemas.extend([VOCAB_SCHEMA, LINKED_SCHEMA, "public"]);
+        for name in schemas {
+            let schema = MemorySchemaProvider::new();
+            for t in self.shown.iter().filter(|t| t.schema == name) {
+                let view = ViewTable::new(t.plan.clone(), None);
+                schema.register_table(t.name.clone(), Arc::new(view))?;
+            }
+            provider.register_schema(name, Arc::new(schema))?;
+        }
+        ctx.register_catalog(catalog, Arc::new(provider));
+        Ok(())
+    }
+}
+
+/// Checks one delivered table and, for CSV, converts it into the work folder.
+fn load_table(
+    root: &Path,
+    schema: &str,
+    delivered: DeliveredTable,
+    key: Option<&str>,
+    work: &Path,
+    reuse: bool,
+) -> Result<TableDef> {
+    let shown = |p: &Path| p.strip_prefix(root).unwrap_or(p).to_path_buf();
+    let first = shown(&delivered.files[0]);
+    let (files, file_schema, rows) = match delivered.format {
+        FileFormat::Parquet => {
+            let mut schemas = Vec::new();
+            let mut rows = 0;
+            for f in &delivered.files {
+                let (s, n) = files::parquet_schema(f, &shown(f))?;
+                rows += n;
+                schemas.push((shown(f), s));
+            }
+            let merged = tables::merge_schemas(&schemas)?;
+            (delivered.files.clone(), merged, rows)
+        }
+        FileFormat::Csv => {
+            let out = work
+                .join("tables")
+                .join(schema)
+                .join(format!("{}.parquet", delivered.name));
+            if !reuse {
+                std::fs::create_dir_all(out.parent().expect("has parent"))
+                    .map_err(|e| CatalogError::state(&out, e))?;
+                let cdm = crate::cdm::table(&delivered.name);
+                let type_for = |c: &str| -> Option<DataType> {
+                    if Some(c) == key {
+                        return Some(DataType::Utf8);
+                    }
+                    cdm.and_then(|t| t.column(c)).map(|t| t.arrow())
+                };
+                csv_import::convert(&delivered.files, &shown, &type_for, &out)?;
+            }
+            let (s, n) = files::parquet_schema(&out, &out)?;
+            (vec![out], s, n)
+        }
+    };
+    let (columns, key) = tables::shape(&delivered.name, &file_schema, key, &first)?;
+    Ok(TableDef {
+        schema: schema.to_owned(),
+        name: delivered.name,
+        files,
+        file_schema,
+        key,
+        columns,
+        rows,
+    })
+}
+
+/// The sorted distinct person keys of one source, as text.
+async fn distinct_keys(tables: &[TableDef], source: &str) -> Result<LargeStringArray> {
+    let ctx = SessionContext::new();
+    let mut union = None;
+    for t in tables.iter().filter(|t| t.schema == source) {
+        let Some(key) = &t.key else { continue };
+        let key_col = Expr::Column(Column::new_unqualified(key));
+        let df = ctx
+            .read_table(views::file_provider(t)?)?
+            .select(vec![cast_expr(key_col, DataType::LargeUtf8).alias("k")])?;
+        union = Some(match union {
+            None => df,
+            Some(u) => df.union(u)?,
+        });
+    }
+    let Some(df) = union else {
+        return Ok(LargeStringArray::from(Vec::<&str>::new()));
+    };
+    let batches = df
+        .filter(col("k").is_not_null())?
+        .aggregate(vec![col("k")], vec![])?
+        .sort(vec![col("k").sort(true, false)])?
+        .collect()
+        .await?;
+    let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(0).as_ref()).collect();
+    if parts.is_empty() {
+        return Ok(LargeStringArray::from(Vec::<&str>::new()));
+    }
+    Ok(concat(&parts)?.as_string::<i64>().clone())
+}
+
+/// The linkage table as Parquet files, and whether its rows are CSV lines.
+struct LinkageFiles {
+    files: Vec<PathBuf>,
+    csv: bool,
+}
+
+fn linkage_table(root: &Path, rel: &Path, work: &Path) -> Result<LinkageFiles> {
+    let path = root.join(rel);
+    let shown = |p: &Path| p.strip_prefix(root).unwrap_or(p).to_path_buf();
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&path)
+            .map_err(|e| CatalogError::io(rel, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet" || e == "csv"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.clone()]
+    };
+    if files.is_empty() {
+        return Err(CatalogError::malformed(rel, None, None, "the linkage folder holds no Parquet or CSV file"));
+    }
+    let csv = files[0].extension().is_some_and(|e| e == "csv");
+    if !csv {
+        return Ok(LinkageFiles { files, csv });
+    }
+    let out = work.join("tables").join("linkage.parquet");
+    std::fs::create_dir_all(out.parent().expect("has parent")).map_err(|e| CatalogError::state(&out, e))?;
+    csv_import::convert(&files, &shown, &|_| Some(DataType::Utf8), &out)?;
+    Ok(LinkageFiles { files: vec![out], csv })
+}
+
+/// Reads the linkage rows in file order and builds the index.
+fn read_links(
+    link: &LinkageFiles,
+    rel: &Path,
+    keys: Vec<(String, LargeStringArray)>,
+) -> Result<PersonIndex> {
+    const COLUMNS: [&str; 3] = ["source", "person_key", "link_key"];
+    let mut columns: Vec<[ArrayRef; 3]> = Vec::new();
+    for f in &link.files {
+        let file = std::fs::File::open(f).map_err(|e| CatalogError::io(rel, e))?;
+        let unreadable = |e: &dyn std::fmt::Display| {
+            CatalogError::malformed(rel, None, None, format!("not a readable linkage table ({e})"))
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
+        let schema = builder.schema().clone();
+        let mut idx = [0usize; 3];
+        for (i, c) in COLUMNS.iter().enumerate() {
+            let Some((pos, field)) = schema.column_with_name(c) else {
+                return Err(CatalogError::malformed(rel, Some(c), None, "the linkage table lacks this column"));
+            };
+            let t = field.data_type();
+            if !(tables::normalize(t) == Some(DataType::Utf8) || t.is_integer()) {
+                return Err(CatalogError::malformed(rel, Some(c), None, "the column must be text"));
+            }
+            idx[i] = pos;
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(1 << 16)
+            .build()
+            .map_err(|e| unreadable(&e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| unreadable(&e))?;
+            let get = |name: &str| -> Result<ArrayRef> {
+                let a = batch.column_by_name(name).expect("projected");
+                Ok(cast(a, &DataType::Utf8)?)
+            };
+            columns.push([get("source")?, get("person_key")?, get("link_key")?]);
+        }
+    }
+    // Reject NULLs up front, naming the row.
+    let mut row = 0u64;
+    for cols in &columns {
+        for i in 0..cols[0].len() {
+            row += 1;
+            for (c, name) in cols.iter().zip(COLUMNS) {
+                if c.is_null(i) {
+                    let place = if link.csv { row + 1 } else { row };
+                    return Err(if link.csv {
+                        CatalogError::malformed(rel, Some(name), Some(place), "the value is missing")
+                    } else {
+                        CatalogError::malformed_row(rel, Some(name), place, "the value is missing")
+                    });
+                }
+            }
+        }
+    }
+    let csv = link.csv;
+    let rows = columns.iter().flat_map(|cols| {
+        let (s, p, l) = (cols[0].as_string::<i32>(), cols[1].as_string::<i32>(), cols[2].as_string::<i32>());
+        (0..s.len()).map(move |i| LinkRow {
+            source: s.value(i),
+            person_key: p.value(i),
+            link_key: l.value(i),
+        })
+    });
+    let numbered = rows
+        .enumerate()
+        .map(|(i, r)| (if csv { i as u64 + 2 } else { i as u64 + 1 }, r));
+    PersonIndex::build(keys, numbered, rel, csv)
+}
+
+/// Builds the plans of every shown table, and the `linked` unions.
+fn build_shown(tables: &[TableDef], index: &PersonIndex) -> Result<Vec<ShownTable>> {
+    let mut shown = Vec::new();
+    for t in tables {
+        shown.push(ShownTable {
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            person_level: t.is_person_level(),
+            plan: views::table_plan(t, index)?,
+        });
+    }
+    let mut names: Vec<&str> = tables
+        .iter()
+        .filter(|t| t.schema != VOCAB_SCHEMA)
+        .map(|t| t.name.as_str())
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let parts: Vec<(&TableDef, &LogicalPlan)> = tables
+            .iter()
+            .zip(&shown)
+            .filter(|(t, _)| t.schema != VOCAB_SCHEMA && t.name == name)
+            .map(|(t, s)| (t, &s.plan))
+            .collect();
+        if parts.len() < 2 {
+            continue;
+        }
+        shown.push(ShownTable {
+            schema: LINKED_SCHEMA.into(),
+            name: name.into(),
+            person_level: parts.iter().any(|(t, _)| t.is_person_level()),
+            plan: views::linked_plan(&parts)?,
+        });
+    }
+    Ok(shown)
+}
+
+/// Removes derived state of earlier versions of the store.
+fn remove_stale(derived_root: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(derived_root) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != keep && !name.starts_with('.') {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}

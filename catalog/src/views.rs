@@ -1,0 +1,134 @@
+//! The logical plans behind every table the engine shows: a scan of the
+//! Parquet files, projected to the shown columns with `person_id` looked up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
+use datafusion::common::{Column, ScalarValue, TableReference};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, lit};
+
+use crate::error::Result;
+use crate::linkage::{PersonIdUdf, PersonIndex};
+use crate::tables::{ColumnSource, TableDef};
+
+/// The catalog name under which the raw file scans are planned.
+pub const FILES_CATALOG: &str = "tsunagu_files";
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+/// A provider reading a table's Parquet files with its merged file schema.
+pub fn file_provider(def: &TableDef) -> Result<Arc<dyn TableProvider>> {
+    let urls = def
+        .files
+        .iter()
+        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(def.file_schema.clone());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// The plan of a shown table: file scan, then one expression per shown column.
+pub fn table_plan(def: &TableDef, index: &PersonIndex) -> Result<LogicalPlan> {
+    let provider = file_provider(def)?;
+    let scan = LogicalPlanBuilder::scan(
+        TableReference::full(FILES_CATALOG, def.schema.as_str(), def.name.as_str()),
+        provider_as_source(provider),
+        None,
+    )?;
+    let lookup = match (&def.key, index.source(&def.schema)) {
+        (Some(_), Some(keys)) => Some(Arc::new(ScalarUDF::new_from_impl(PersonIdUdf::new(
+            &def.schema,
+            keys.clone(),
+        )))),
+        _ => None,
+    };
+    let key_text = || cast(column(def.key.as_deref().unwrap_or_default()), DataType::Utf8);
+    let exprs = def
+        .columns
+        .iter()
+        .map(|c| {
+            let e = match &c.source {
+                ColumnSource::PersonId => match &lookup {
+                    Some(udf) => Expr::ScalarFunction(ScalarFunction::new_udf(
+                        udf.clone(),
+                        vec![key_text()],
+                    )),
+                    None => lit(ScalarValue::Int64(None)),
+                },
+                ColumnSource::PersonKey => key_text(),
+                ColumnSource::File(name) => {
+                    let file_type = def.file_schema.field_with_name(name)?.data_type();
+                    if file_type == &c.data_type {
+                        column(name)
+                    } else {
+                        cast(column(name), c.data_type.clone())
+                    }
+                }
+                ColumnSource::Null => lit(ScalarValue::try_from(&c.data_type)?),
+            };
+            Ok(e.alias(&c.name))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(scan.project(exprs)?.build()?)
+}
+
+/// The plan of `linked.<table>`: the union by column name of one table across
+/// sources, with a `source` column first; NULL where a source lacks a column.
+pub fn linked_plan(parts: &[(&TableDef, &LogicalPlan)]) -> Result<LogicalPlan> {
+    let mut names: Vec<String> = Vec::new();
+    let mut types: HashMap<String, DataType> = HashMap::new();
+    for (def, _) in parts {
+        for c in &def.columns {
+            match types.get(&c.name) {
+                None => {
+                    names.push(c.name.clone());
+                    types.insert(c.name.clone(), c.data_type.clone());
+                }
+                Some(t) if t == &c.data_type => {}
+                Some(t) => {
+                    let common = if t.is_numeric() && c.data_type.is_numeric() {
+                        DataType::Float64
+                    } else {
+                        DataType::Utf8
+                    };
+                    types.insert(c.name.clone(), common);
+                }
+            }
+        }
+    }
+    let mut builder: Option<LogicalPlanBuilder> = None;
+    for (def, plan) in parts {
+        let mut exprs = vec![lit(def.schema.as_str()).alias("source")];
+        for name in &names {
+            let t = &types[name];
+            let e = match def.columns.iter().find(|c| &c.name == name) {
+                Some(c) if &c.data_type == t => column(name),
+                Some(_) => cast(column(name), t.clone()),
+                None => lit(ScalarValue::try_from(t)?),
+            };
+            exprs.push(e.alias(name));
+        }
+        let branch = LogicalPlanBuilder::from((*plan).clone())
+            .project(exprs)?
+            .build()?;
+        builder = Some(match builder {
+            None => LogicalPlanBuilder::from(branch),
+            Some(b) => b.union(branch)?,
+        });
+    }
+    Ok(builder.expect("at least two parts").build()?)
+}

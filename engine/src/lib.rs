@@ -1,0 +1,115 @@
+//! Tsunagu's engine: open a linked, pseudonymized RWD store and query it
+//! with SQL, with no server involved.
+//!
+//! ```no_run
+//! # async fn demo() -> tsunagu_engine::Result<()> {
+//! use tsunagu_engine::{Engine, EngineOptions};
+//! let engine = Engine::open("path/to/store", EngineOptions::default()).await?;
+//! let session = engine.session()?;
+//! let batches = session
+//!     .sql("SELECT source, count(DISTINCT person_id) AS persons FROM linked.person GROUP BY source")
+//!     .await?;
+//! println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap());
+//! # Ok(()) }
+//! ```
+//!
+//! The path of a query: parse → plan → optimize → execute, in a DataFusion
+//! `SessionContext` per [`Session`] that shows the store's schemas
+//! (`tsunagu_catalog`) and the RWD functions (`tsunagu_udfs`). A wire
+//! server, a CLI or a distributed runner sit on top; the engine knows none
+//! of them.
+
+pub mod error;
+pub mod session;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use tsunagu_catalog::{Store, StoreOptions};
+
+pub use error::{EngineError, Result};
+pub use session::{Prepared, Session};
+pub use tsunagu_catalog as catalog;
+
+/// The catalog name the store's schemas live in.
+pub const CATALOG: &str = "tsunagu";
+
+/// How to open a store.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Where derived state is kept (default: under the user's state directory).
+    pub state_dir: Option<PathBuf>,
+    /// Memory limit for query execution in bytes (default: none).
+    pub memory_limit: Option<usize>,
+    /// Parallelism of query execution (default: the number of cores).
+    pub target_partitions: Option<usize>,
+}
+
+/// An opened store, ready to hand out sessions.
+pub struct Engine {
+    store: Arc<Store>,
+    runtime: Arc<RuntimeEnv>,
+    options: EngineOptions,
+}
+
+impl Engine {
+    /// Opens the store at `path` (see the data model), deriving or reusing its state.
+    pub async fn open(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
+        let store = Store::open(
+            path,
+            StoreOptions {
+                state_dir: options.state_dir.clone(),
+            },
+        )
+        .await?;
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = options.memory_limit {
+            runtime = runtime.with_memory_limit(limit, 1.0);
+        }
+        Ok(Engine {
+            store: Arc::new(store),
+            runtime: runtime.build_arc()?,
+            options,
+        })
+    }
+
+    /// The opened store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The session configuration Tsunagu uses.
+    pub fn config(&self) -> SessionConfig {
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        if let Some(n) = self.options.target_partitions {
+            config = config.with_target_partitions(n.max(1));
+        }
+        let opts = config.options_mut();
+        opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        config
+    }
+
+    /// A new session with its own settings, sharing the store and memory pool.
+    pub fn session(&self) -> Result<Session> {
+        let ctx = SessionContext::new_with_config_rt(self.config(), self.runtime.clone());
+        self.register(&ctx)?;
+        Ok(Session::new(ctx))
+    }
+
+    /// Registers the store's schemas and the RWD functions on any context.
+    pub fn register(&self, ctx: &SessionContext) -> Result<()> {
+        self.store.register(ctx, CATALOG)?;
+        tsunagu_udfs::register(ctx);
+        Ok(())
+    }
+}
+
+/// Compiles the README's examples as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

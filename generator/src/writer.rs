@@ -1,0 +1,163 @@
+//! Column builders that flush to one Parquet file per table.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+
+use crate::GenerateError;
+
+/// A value of one cell.
+pub enum V<'a> {
+    I(i64),
+    F(f64),
+    S(&'a str),
+    D(i32),
+    Null,
+}
+
+enum Col {
+    I(Int64Builder),
+    F(Float64Builder),
+    S(StringBuilder),
+    D(Date32Builder),
+}
+
+/// Rows of one table being built in memory.
+pub struct RowBuf {
+    schema: SchemaRef,
+    cols: Vec<Col>,
+    rows: usize,
+}
+
+/// The Arrow schema of columns given as (name, type letter: i, f, s, d).
+pub fn schema(columns: &[(&str, char)]) -> SchemaRef {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|(n, t)| {
+                let dt = match t {
+                    'i' => DataType::Int64,
+                    'f' => DataType::Float64,
+                    'd' => DataType::Date32,
+                    _ => DataType::Utf8,
+                };
+                Field::new(*n, dt, true)
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+}
+
+impl RowBuf {
+    /// An empty buffer for `schema`.
+    pub fn new(schema: SchemaRef) -> Self {
+        let mut b = RowBuf {
+            schema,
+            cols: Vec::new(),
+            rows: 0,
+        };
+        b.reset();
+        b
+    }
+
+    fn reset(&mut self) {
+        self.cols = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Int64 => Col::I(Int64Builder::new()),
+                DataType::Float64 => Col::F(Float64Builder::new()),
+                DataType::Date32 => Col::D(Date32Builder::new()),
+                _ => Col::S(StringBuilder::new()),
+            })
+            .collect();
+        self.rows = 0;
+    }
+
+    /// Appends one row; values must follow the column order and types.
+    pub fn row(&mut self, values: &[V<'_>]) {
+        debug_assert_eq!(values.len(), self.cols.len());
+        for (c, v) in self.cols.iter_mut().zip(values) {
+            match (c, v) {
+                (Col::I(b), V::I(x)) => b.append_value(*x),
+                (Col::F(b), V::F(x)) => b.append_value(*x),
+                (Col::S(b), V::S(x)) => b.append_value(x),
+                (Col::D(b), V::D(x)) => b.append_value(*x),
+                (Col::I(b), V::Null) => b.append_null(),
+                (Col::F(b), V::Null) => b.append_null(),
+                (Col::S(b), V::Null) => b.append_null(),
+                (Col::D(b), V::Null) => b.append_null(),
+                _ => unreachable!("generator tables are written with values of their column types"),
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Takes the rows built so far as a batch.
+    pub fn take(&mut self) -> RecordBatch {
+        let arrays: Vec<ArrayRef> = self
+            .cols
+            .iter_mut()
+            .map(|c| -> ArrayRef {
+                match c {
+                    Col::I(b) => Arc::new(b.finish()),
+                    Col::F(b) => Arc::new(b.finish()),
+                    Col::S(b) => Arc::new(b.finish()),
+                    Col::D(b) => Arc::new(b.finish()),
+                }
+            })
+            .collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .expect("builders follow the schema");
+        self.reset();
+        batch
+    }
+}
+
+/// A Parquet file being written.
+pub struct TableFile {
+    writer: ArrowWriter<File>,
+    path: std::path::PathBuf,
+}
+
+impl TableFile {
+    /// Creates the file at `path`.
+    pub fn create(path: &Path, schema: SchemaRef) -> Result<Self, GenerateError> {
+        let file = File::create(path).map_err(|e| GenerateError::io(path, e))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(1024 * 1024))
+            .build();
+        let writer = ArrowWriter::try_new(file, schema, Some(props))
+            .map_err(|e| GenerateError::io(path, std::io::Error::other(e)))?;
+        Ok(TableFile {
+            writer,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Appends a batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), GenerateError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.writer
+            .write(batch)
+            .map_err(|e| GenerateError::io(&self.path, std::io::Error::other(e)))
+    }
+
+    /// Closes the file.
+    pub fn finish(self) -> Result<(), GenerateError> {
+        self.writer
+            .close()
+            .map(|_| ())
+            .map_err(|e| GenerateError::io(&self.path, std::io::Error::other(e)))
+    }
+}

@@ -1,0 +1,63 @@
+//! Engine errors as Postgres errors with SQLSTATE codes.
+
+use datafusion::error::DataFusionError;
+use pgwire::error::{ErrorInfo, PgWireError};
+use tsunagu_engine::EngineError;
+
+/// The SQLSTATE of an engine error.
+pub fn sqlstate(e: &EngineError) -> &'static str {
+    match e {
+        EngineError::Unsupported(_) => "0A000",
+        EngineError::Catalog(_) => "58000",
+        EngineError::DataFusion(d) => match d.find_root() {
+            DataFusionError::SQL(..) => "42601",
+            DataFusionError::NotImplemented(_) => "0A000",
+            DataFusionError::SchemaError(s, _) => {
+                let m = s.to_string();
+                if m.contains("No field named") {
+                    "42703"
+                } else if m.contains("not found") {
+                    "42P01"
+                } else {
+                    "42P10"
+                }
+            }
+            DataFusionError::Plan(m) => {
+                if m.contains("table") && m.contains("not found") {
+                    "42P01"
+                } else if m.contains("Invalid function") || m.contains("function") && m.contains("not found") {
+                    "42883"
+                } else if m.contains("No function matches") || m.contains("does not support") {
+                    "42883"
+                } else {
+                    "42000"
+                }
+            }
+            DataFusionError::ResourcesExhausted(_) => "53200",
+            DataFusionError::ArrowError(a, _) => match a.as_ref() {
+                datafusion::arrow::error::ArrowError::DivideByZero => "22012",
+                datafusion::arrow::error::ArrowError::CastError(_) => "22P02",
+                datafusion::arrow::error::ArrowError::ComputeError(m) if m.contains("Overflow") => "22003",
+                _ => "XX000",
+            },
+            DataFusionError::Execution(m) if m.contains("Divide by zero") => "22012",
+            DataFusionError::Execution(_) => "22000",
+            _ => "XX000",
+        },
+    }
+}
+
+/// A wire error for an engine error.
+pub fn to_pg(e: EngineError) -> PgWireError {
+    let code = sqlstate(&e);
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_owned(),
+        code.to_owned(),
+        e.to_string(),
+    )))
+}
+
+/// A wire error for a DataFusion error raised while streaming.
+pub fn from_datafusion(e: DataFusionError) -> PgWireError {
+    to_pg(EngineError::DataFusion(e))
+}

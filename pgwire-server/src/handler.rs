@@ -1,0 +1,380 @@
+//! The per-connection Postgres handler: startup, simple and extended query
+//! protocols, cancellation. It only translates; the engine does the work.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use futures::{Sink, Stream, StreamExt, stream};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::data::DataRow;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio_util::sync::CancellationToken;
+use tsunagu_engine::{Engine, Prepared, Session};
+
+use crate::commands::{self, Command, Settings};
+use crate::encode;
+use crate::errors::{from_datafusion, to_pg};
+
+/// A statement as parsed at Parse time: planned, so Describe matches Execute.
+#[derive(Debug, Clone)]
+pub enum Planned {
+    Query(Arc<Prepared>),
+    Command(Command),
+}
+
+/// Cancels the running query of one connection.
+#[derive(Debug, Default)]
+pub struct QueryCancel {
+    current: Mutex<CancellationToken>,
+}
+
+impl QueryCancel {
+    /// A fresh token for the query about to run.
+    fn begin(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = token.clone();
+        token
+    }
+
+    fn cancel(&self) {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+    }
+}
+
+/// Connections by (process id, secret key), for cancel requests.
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    map: Mutex<HashMap<(i32, Bytes), Weak<QueryCancel>>>,
+}
+
+impl CancelRegistry {
+    fn insert(&self, key: (i32, Bytes), cancel: &Arc<QueryCancel>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(key, Arc::downgrade(cancel));
+    }
+}
+
+#[async_trait]
+impl CancelHandler for CancelRegistry {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let key = (request.pid, request.secret_key.to_bytes());
+        let target = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .and_then(Weak::upgrade);
+        if let Some(cancel) = target {
+            cancel.cancel();
+        }
+    }
+}
+
+/// Everything one connection needs: its own engine session and settings.
+pub struct Connection {
+    session: Session,
+    settings: OnceLock<Arc<Settings>>,
+    cancel: Arc<QueryCancel>,
+    registry: Arc<CancelRegistry>,
+    parser: Arc<Parser>,
+}
+
+impl Connection {
+    /// A connection with a new session on `engine`.
+    pub fn new(engine: &Engine, registry: Arc<CancelRegistry>) -> tsunagu_engine::Result<Arc<Self>> {
+        let session = engine.session()?;
+        Ok(Arc::new(Connection {
+            parser: Arc::new(Parser {
+                session: session.clone(),
+            }),
+            session,
+            settings: OnceLock::new(),
+            cancel: Arc::new(QueryCancel::default()),
+            registry,
+        }))
+    }
+
+    fn settings<C: ClientInfo>(&self, client: &C) -> Arc<Settings> {
+        self.settings
+            .get_or_init(|| {
+                Arc::new(Settings::new(
+                    client.metadata().iter().map(|(k, v)| (k.clone(), v.clone())),
+                ))
+            })
+            .clone()
+    }
+
+    /// Runs a session command.
+    fn command<C: ClientInfo>(&self, client: &C, command: &Command) -> PgWireResult<Response> {
+        let settings = self.settings(client);
+        Ok(match command {
+            Command::Begin => Response::TransactionStart(Tag::new("BEGIN")),
+            Command::Commit => Response::TransactionEnd(Tag::new("COMMIT")),
+            Command::Rollback => Response::TransactionEnd(Tag::new("ROLLBACK")),
+            Command::Ack(tag) => Response::Execution(Tag::new(tag)),
+            Command::Set { name, value } => {
+                if name == "search_path" {
+                    self.set_search_path(value);
+                }
+                settings.set(name, value);
+                Response::Execution(Tag::new("SET"))
+            }
+            Command::Show { name } => {
+                let Some(value) = settings.get(name) else {
+                    return Err(encode::user_error(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    ));
+                };
+                let fields = Arc::new(vec![FieldInfo::new(name.clone(), None, None, Type::TEXT, FieldFormat::Text)]);
+                let mut enc = pgwire::api::results::DataRowEncoder::new(fields.clone());
+                enc.encode_field(&value)?;
+                let row = enc.take_row();
+                Response::Query(QueryResponse::new(fields, stream::iter(vec![Ok(row)])))
+            }
+        })
+    }
+
+    /// `SET search_path` picks the default schema for unqualified names.
+    fn set_search_path(&self, value: &str) {
+        let ctx = self.session.context();
+        let catalog = ctx.catalog(tsunagu_engine::CATALOG);
+        let schema = value
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').to_owned())
+            .find(|s| catalog.as_ref().is_some_and(|c| c.schema(s).is_some()));
+        if let Some(schema) = schema {
+            ctx.state_ref().write().config_mut().options_mut().catalog.default_schema = schema;
+        }
+    }
+
+    /// Runs a planned query, streaming rows in the given formats.
+    async fn query(&self, prepared: &Prepared, params: Vec<datafusion::common::ScalarValue>, format: &Format) -> PgWireResult<Response> {
+        let token = self.cancel.begin();
+        let stream = self.session.execute(prepared, params).await.map_err(to_pg)?;
+        if matches!(prepared.plan, LogicalPlan::Statement(_)) || prepared.plan.schema().fields().is_empty() {
+            let mut stream = stream;
+            while let Some(b) = stream.next().await {
+                b.map_err(from_datafusion)?;
+            }
+            return Ok(Response::Execution(Tag::new(statement_tag(&prepared.plan))));
+        }
+        let fields = Arc::new(encode::fields(&prepared.schema(), format));
+        Ok(Response::Query(QueryResponse::new(fields.clone(), rows(stream, fields, token))))
+    }
+
+    async fn plan(&self, statement: datafusion::sql::parser::Statement) -> PgWireResult<Planned> {
+        if let Some(c) = commands::classify(&statement) {
+            return Ok(Planned::Command(c));
+        }
+        let prepared = self.session.plan_statement(statement).await.map_err(to_pg)?;
+        Ok(Planned::Query(Arc::new(prepared)))
+    }
+}
+
+fn statement_tag(plan: &LogicalPlan) -> &'static str {
+    match plan {
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::SetVariable(_)) => "SET",
+        _ => "OK",
+    }
+}
+
+/// Encodes a record batch stream as data rows; a cancel request ends it with an error.
+fn rows(
+    stream: SendableRecordBatchStream,
+    fields: Arc<Vec<FieldInfo>>,
+    token: CancellationToken,
+) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+    stream::unfold((stream, token, false), move |(mut s, token, done)| {
+        let fields = fields.clone();
+        async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => Some((Err(canceled()), (s, token, true))),
+                next = s.next() => match next {
+                    None => None,
+                    Some(Err(e)) => Some((Err(from_datafusion(e)), (s, token, true))),
+                    Some(Ok(batch)) => Some((encode::encode_batch(&batch, &fields), (s, token, false))),
+                },
+            }
+        }
+    })
+    .flat_map(|r| {
+        stream::iter(match r {
+            Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        })
+    })
+}
+
+fn canceled() -> PgWireError {
+    encode::user_error("57014", "canceling statement due to user request".into())
+}
+
+/// Plans statements at Parse time.
+pub struct Parser {
+    session: Session,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Planned;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Planned>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = self.session.parse(sql).map_err(to_pg)?;
+        match statements.len() {
+            0 => Ok(None),
+            1 => {
+                let statement = statements.remove(0);
+                if let Some(c) = commands::classify(&statement) {
+                    return Ok(Some(Planned::Command(c)));
+                }
+                let prepared = self.session.plan_statement(statement).await.map_err(to_pg)?;
+                Ok(Some(Planned::Query(Arc::new(prepared))))
+            }
+            _ => Err(encode::user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement".into(),
+            )),
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Planned) -> PgWireResult<Vec<Type>> {
+        Ok(match stmt {
+            Planned::Query(p) => p
+                .parameter_types
+                .iter()
+                .map(|t| t.as_ref().map(encode::pg_type).unwrap_or(Type::TEXT))
+                .collect(),
+            Planned::Command(_) => vec![],
+        })
+    }
+
+    fn get_result_schema(&self, stmt: &Planned, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        let format = format.cloned().unwrap_or(Format::UnifiedText);
+        Ok(match stmt {
+            Planned::Query(p) if !matches!(p.plan, LogicalPlan::Statement(_)) => encode::fields(&p.schema(), &format),
+            Planned::Command(Command::Show { name }) => {
+                vec![FieldInfo::new(name.clone(), None, None, Type::TEXT, FieldFormat::Text)]
+            }
+            _ => vec![],
+        })
+    }
+}
+
+#[async_trait]
+impl NoopStartupHandler for Connection {
+    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (pid, key) = client.pid_and_secret_key();
+        self.registry.insert((pid, key.to_bytes()), &self.cancel);
+        let _ = self.settings(client);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = self.session.parse(query).map_err(to_pg)?;
+        let mut out = Vec::with_capacity(statements.len());
+        for statement in statements {
+            let result = match self.plan(statement).await {
+                Ok(Planned::Command(c)) => self.command(client, &c),
+                Ok(Planned::Query(p)) => self.query(&p, vec![], &Format::UnifiedText).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(r) => out.push(r),
+                Err(PgWireError::UserError(info)) => {
+                    out.push(Response::Error(info));
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Planned;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Planned>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match &portal.statement.statement {
+            Planned::Command(c) => self.command(client, c),
+            Planned::Query(p) => {
+                let params = encode::parameters(portal, &portal.statement.parameter_types, &p.parameter_types)?;
+                self.query(p, params, &portal.result_column_format).await
+            }
+        }
+    }
+}
+
+/// The handlers of one connection.
+pub struct Handlers {
+    pub connection: Arc<Connection>,
+    pub registry: Arc<CancelRegistry>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.connection.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.connection.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.connection.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.registry.clone()
+    }
+}
+

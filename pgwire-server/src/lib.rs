@@ -1,0 +1,15 @@
+//! Tsunagu's Postgres wire endpoint: psql, Python/R drivers and BI tools
+//! talk to the engine through it.
+//!
+//! Layered as: [`encode`] (Arrow ↔ Postgres types, pure), [`errors`]
+//! (SQLSTATE codes), [`commands`] (session statements clients send:
+//! `SET`, `SHOW`, `BEGIN`), [`handler`] (the protocol handlers, one engine
+//! session per connection), [`server`] (listener and shutdown). The engine
+//! knows nothing of any of this.
+
+pub mod commands;
+pub mod demo;
+pub mod encode;
+pub mod errors;
+pub mod handler;
+pub mod server;

@@ -1,0 +1,191 @@
+//! `tsunagu`: generate a synthetic store, serve a store over the Postgres
+//! wire protocol, or run one query embedded.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use tsunagu_engine::{Engine, EngineOptions};
+use tsunagu_pgwire::{demo, server};
+
+#[derive(Parser)]
+#[command(name = "tsunagu", version, about = "A SQL engine for pseudonymized, linked medical real-world data")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct StoreArgs {
+    /// The store folder (see the data model); default: the built-in demo store.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Folder for derived state (default: under ~/.local/state/tsunagu).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Memory limit for query execution, e.g. 4G or 512M (default: none).
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a deterministic synthetic store.
+    Generate {
+        /// Number of persons.
+        #[arg(long, default_value_t = 10_000)]
+        persons: u64,
+        /// Random seed: the same seed gives the same store.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Serve a store over the Postgres wire protocol.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5433")]
+        listen: String,
+    },
+    /// Run one SQL query on a store and print the result.
+    Sql {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print CSV with a header row instead of a table.
+        #[arg(long)]
+        csv: bool,
+        /// The query.
+        query: String,
+    },
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1usize << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("not a size: {s}"))?;
+    Ok((n * mult as f64) as usize)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tsunagu: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tsunagu: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open(args: &StoreArgs) -> Result<(Engine, PathBuf), String> {
+    let path = match &args.store {
+        Some(p) => p.clone(),
+        None => tokio::task::spawn_blocking(demo::demo_store)
+            .await
+            .map_err(|e| e.to_string())??,
+    };
+    let options = EngineOptions {
+        state_dir: args.state.clone(),
+        memory_limit: args.memory_limit,
+        target_partitions: None,
+    };
+    let engine = Engine::open(&path, options).await.map_err(|e| e.to_string())?;
+    Ok((engine, path))
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Cmd::Generate { persons, seed, out, threads } => {
+            let opts = tsunagu_generator::GenerateOptions {
+                persons,
+                seed,
+                threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+            };
+            let bar = demo::progress_bar(persons);
+            let started = std::time::Instant::now();
+            tokio::task::spawn_blocking(move || {
+                let result = tsunagu_generator::generate(&opts, &out, &|done, _| bar.set_position(done));
+                bar.finish_and_clear();
+                result.map(|_| out)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|out| {
+                eprintln!("tsunagu: wrote {persons} persons to {} in {:.1?}", out.display(), started.elapsed());
+            })
+            .map_err(|e| e.to_string())
+        }
+        Cmd::Serve { store, listen } => {
+            let (engine, path) = open(&store).await?;
+            let (listener, addr) = server::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let persons = engine.store().persons().persons();
+            println!("tsunagu: serving store {:?} ({} persons) from {}", engine.store().name(), persons, path.display());
+            println!("tsunagu: listening on {addr}; connect with:");
+            println!("  psql \"host={} port={} dbname=tsunagu user=tsunagu\"", addr.ip(), addr.port());
+            server::serve(Arc::new(engine), listener).await.map_err(|e| e.to_string())
+        }
+        Cmd::Sql { store, csv, query } => {
+            let (engine, _) = open(&store).await?;
+            let session = engine.session().map_err(|e| e.to_string())?;
+            let statements = session.parse(&query).map_err(|e| e.to_string())?;
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            let mut schema = None;
+            for statement in statements {
+                let prepared = session.plan_statement(statement).await.map_err(|e| e.to_string())?;
+                let mut stream = session.execute(&prepared, vec![]).await.map_err(|e| e.to_string())?;
+                schema = Some(prepared.schema());
+                batches.clear();
+                while let Some(b) = stream.next().await {
+                    batches.push(b.map_err(|e| tsunagu_engine::EngineError::from(e).to_string())?);
+                }
+            }
+            let Some(schema) = schema else { return Ok(()) };
+            if csv {
+                let mut out = Vec::new();
+                {
+                    let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+                    if batches.is_empty() {
+                        w.write(&RecordBatch::new_empty(schema)).map_err(|e| e.to_string())?;
+                    }
+                    for b in &batches {
+                        w.write(b).map_err(|e| e.to_string())?;
+                    }
+                }
+                print!("{}", String::from_utf8_lossy(&out));
+            } else {
+                let table = if batches.is_empty() {
+                    datafusion::arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema)])
+                } else {
+                    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                }
+                .map_err(|e| e.to_string())?;
+                println!("{table}");
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                println!("({rows} row{})", if rows == 1 { "" } else { "s" });
+            }
+            Ok(())
+        }
+    }
+}

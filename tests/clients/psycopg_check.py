@@ -1,0 +1,176 @@
+"""Checks Tsunagu's wire endpoint with psycopg 3: text and binary results,
+parameters, types, Describe, errors with SQLSTATE, concurrency, cancel,
+streaming. Usage: psycopg_check.py CONNINFO. Prints 'N passed, N failed'."""
+
+import datetime
+import decimal
+import sys
+import threading
+import time
+import traceback
+
+import psycopg
+from psycopg import errors
+
+CONNINFO = sys.argv[1]
+results = []
+
+
+def check(fn):
+    try:
+        fn()
+        results.append((fn.__name__, None))
+    except Exception:  # noqa: BLE001 - report every failure
+        results.append((fn.__name__, traceback.format_exc()))
+    return fn
+
+
+def connect():
+    return psycopg.connect(CONNINFO, autocommit=True)
+
+
+@check
+def counts_and_parameters():
+    with connect() as conn:
+        total = conn.execute("SELECT count(*) FROM ndb.person").fetchone()[0]
+        assert isinstance(total, int) and total > 0, total
+        older = conn.execute("SELECT count(*) FROM ndb.person WHERE year_of_birth < %s", (1950,)).fetchone()[0]
+        assert 0 < older < total, (older, total)
+        by_param = conn.execute(
+            "SELECT count(*) FROM ndb.person WHERE year_of_birth < %s AND gender_concept_id = %s", (1950, 8532)
+        ).fetchone()[0]
+        assert 0 < by_param < older, (by_param, older)
+        with conn.cursor(binary=True) as cur:
+            cur.execute("SELECT count(*) FROM ndb.person WHERE year_of_birth < %s", (1950,))
+            assert cur.fetchone()[0] == older
+
+
+TYPES_SQL = (
+    "SELECT DATE '2020-01-02' AS d, CAST(1.5 AS DOUBLE) AS f, true AS b, 'x' AS t, CAST(3 AS BIGINT) AS i, "
+    "CAST(1.25 AS DECIMAL(10,2)) AS n, TIMESTAMP '2020-01-02 03:04:05' AS ts, CAST(2 AS INT) AS i4, "
+    "make_array(1, 2, 3) AS arr, CAST(NULL AS BIGINT) AS nothing"
+)
+TYPES_EXPECTED = (
+    datetime.date(2020, 1, 2), 1.5, True, "x", 3, decimal.Decimal("1.25"),
+    datetime.datetime(2020, 1, 2, 3, 4, 5), 2, [1, 2, 3], None,
+)
+
+
+@check
+def types_text():
+    with connect() as conn:
+        row = conn.execute(TYPES_SQL).fetchone()
+        assert row == TYPES_EXPECTED, row
+
+
+@check
+def types_binary():
+    with connect() as conn, conn.cursor(binary=True) as cur:
+        cur.execute(TYPES_SQL)
+        row = cur.fetchone()
+        assert row == TYPES_EXPECTED, row
+
+
+@check
+def dates_from_the_store_are_dates():
+    with connect() as conn:
+        row = conn.execute(
+            "SELECT min(drug_exposure_start_date), max(days_supply) FROM ndb.drug_exposure WHERE person_id < %s", (500,)
+        ).fetchone()
+        assert isinstance(row[0], datetime.date) and isinstance(row[1], int), row
+
+
+@check
+def describe_matches_execute():
+    with connect() as conn:
+        query = "SELECT person_id, person_key, year_of_birth FROM ndb.person WHERE year_of_birth = %s LIMIT 3"
+        for _ in range(6):  # prepared server-side after the fifth execution
+            cur = conn.execute(query, (1960,), prepare=True)
+            names = [d.name for d in cur.description]
+            oids = [d.type_code for d in cur.description]
+            assert names == ["person_id", "person_key", "year_of_birth"], names
+            assert oids == [20, 25, 20], oids
+            assert all(r[2] == 1960 for r in cur.fetchall())
+
+
+@check
+def errors_carry_sqlstate():
+    with connect() as conn:
+        try:
+            conn.execute("SELECT * FROM ndb.nope")
+            raise AssertionError("no error")
+        except errors.UndefinedTable as e:
+            assert e.sqlstate == "42P01"
+        try:
+            conn.execute("SELEC 1")
+            raise AssertionError("no error")
+        except errors.SyntaxError as e:
+            assert e.sqlstate == "42601"
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
+
+
+@check
+def many_concurrent_connections():
+    answers, failures = [], []
+
+    def work():
+        try:
+            with connect() as conn:
+                answers.append(conn.execute("SELECT count(DISTINCT person_id) FROM linked.person").fetchone()[0])
+        except Exception as e:  # noqa: BLE001
+            failures.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures, failures
+    assert len(answers) == 12 and len(set(answers)) == 1, answers
+
+
+@check
+def cancel_stops_a_running_query():
+    with connect() as conn:
+        box = {}
+
+        def run():
+            try:
+                conn.execute(
+                    "SELECT count(*) FROM ndb.drug_exposure a CROSS JOIN ndb.drug_exposure b "
+                    "WHERE a.drug_exposure_id + b.drug_exposure_id = 7"
+                )
+                box["result"] = "finished"
+            except Exception as e:  # noqa: BLE001
+                box["result"] = e
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(1.5)
+        started = time.time()
+        conn.cancel_safe()
+        t.join(30)
+        assert not t.is_alive(), "the query was not cancelled"
+        assert isinstance(box["result"], errors.QueryCanceled), box
+        assert time.time() - started < 10
+        assert conn.execute("SELECT 2").fetchone()[0] == 2
+
+
+@check
+def results_stream():
+    with connect() as conn:
+        total = conn.execute("SELECT count(*) FROM ndb.drug_exposure").fetchone()[0]
+        seen = 0
+        with conn.cursor() as cur:
+            for _ in cur.stream("SELECT drug_exposure_id, drug_exposure_start_date FROM ndb.drug_exposure"):
+                seen += 1
+        assert seen == total, (seen, total)
+
+
+failed = [(n, tb) for n, tb in results if tb]
+for name, tb in results:
+    print(("ok   " if not tb else "FAIL ") + name)
+    if tb:
+        print(tb)
+print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+sys.exit(1 if failed else 0)

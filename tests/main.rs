@@ -1,0 +1,10 @@
+//! Tsunagu's integration tests, in one binary: stores opened for real,
+//! SQL behaviour in `.slt` files, the `tsunagu` command, and real
+//! Postgres clients (psql, psycopg) against a served store.
+
+mod cli;
+mod common;
+mod malformed;
+mod slt;
+mod stores;
+mod wire;

@@ -1,0 +1,129 @@
+//! SQL behaviour as sqllogictest files under `sql/tests/<store>/`, run on
+//! the embedded engine. `TSUNAGU_SLT_COMPLETE=1 cargo test slt` rewrites
+//! the expected results from what the engine returns.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::display::ArrayFormatter;
+use sqllogictest::{DBOutput, DefaultColumnType};
+use tsunagu_engine::{EngineError, Session};
+
+use crate::common::{eunomia, open, repo, synthetic};
+
+struct Db {
+    session: Session,
+}
+
+fn column_type(t: &DataType) -> DefaultColumnType {
+    match t {
+        t if t.is_integer() => DefaultColumnType::Integer,
+        t if t.is_floating() || matches!(t, DataType::Decimal128(..)) => DefaultColumnType::FloatingPoint,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DefaultColumnType::Text,
+        _ => DefaultColumnType::Any,
+    }
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for Db {
+    type Error = EngineError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, EngineError> {
+        let mut statements = self.session.parse(sql)?;
+        let Some(last) = statements.pop() else {
+            return Ok(DBOutput::StatementComplete(0));
+        };
+        for s in statements {
+            self.session.sql(&s.to_string()).await?;
+        }
+        let prepared = self.session.plan_statement(last).await?;
+        let schema = prepared.schema();
+        let batches = self.session.context().execute_logical_plan(prepared.plan).await?.collect().await?;
+        if schema.fields().is_empty() {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        let mut rows = Vec::new();
+        for b in &batches {
+            let formatters = b
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &Default::default()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(datafusion::error::DataFusionError::from)?;
+            for row in 0..b.num_rows() {
+                rows.push(
+                    b.columns()
+                        .iter()
+                        .zip(&formatters)
+                        .map(|(c, f)| {
+                            if c.is_null(row) {
+                                "NULL".to_string()
+                            } else {
+                                let s = f.value(row).to_string();
+                                if s.is_empty() { "(empty)".into() } else { s }
+                            }
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "tsunagu"
+    }
+}
+
+fn slt_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    files
+}
+
+async fn run_all(store: &Path, folder: &str) {
+    let engine = std::sync::Arc::new(open(store).await);
+    let files = slt_files(&repo().join("sql/tests").join(folder));
+    assert!(!files.is_empty(), "no .slt files in sql/tests/{folder}");
+    let complete = std::env::var_os("TSUNAGU_SLT_COMPLETE").is_some();
+    for file in files {
+        let engine = engine.clone();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let engine = engine.clone();
+            async move { Ok(Db { session: engine.session()? }) }
+        });
+        if complete {
+            runner
+                .update_test_file(
+                    &file,
+                    " ",
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::default_column_validator,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        } else if let Err(e) = runner.run_file_async(&file).await {
+            panic!("{}:\n{}", file.display(), e.display(true));
+        }
+    }
+}
+
+#[tokio::test]
+async fn slt_eunomia() {
+    run_all(&eunomia(), "eunomia").await;
+}
+
+#[tokio::test]
+async fn slt_synthetic() {
+    run_all(synthetic(), "synthetic").await;
+}

@@ -1,0 +1,153 @@
+//! Real Postgres clients against `tsunagu serve` on the built-in demo store.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::common::{repo, tsunagu};
+
+/// Cache and state folders shared by every server of the test run.
+fn dirs() -> &'static (PathBuf, PathBuf) {
+    static DIRS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        let cache = crate::common::state_dir();
+        let state = crate::common::state_dir();
+        // The first use generates the demo store; `sql` without --store uses it.
+        let out = Command::new(tsunagu())
+            .args(["sql", "--csv", "SELECT count(*) AS n FROM ndb.person"])
+            .env("TSUNAGU_CACHE_DIR", &cache)
+            .env("TSUNAGU_STATE_DIR", &state)
+            .output()
+            .expect("tsunagu runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (cache, state)
+    })
+}
+
+/// A running `tsunagu serve`, stopped when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start() -> Server {
+        let (cache, state) = dirs();
+        let mut child = Command::new(tsunagu())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("TSUNAGU_CACHE_DIR", cache)
+            .env("TSUNAGU_STATE_DIR", state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("tsunagu serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut port = None;
+        let mut psql_line = None;
+        for line in lines.by_ref() {
+            let line = line.expect("server output");
+            if let Some(rest) = line.strip_prefix("tsunagu: listening on ") {
+                let addr = rest.split(';').next().unwrap();
+                port = Some(addr.rsplit(':').next().unwrap().parse().unwrap());
+            }
+            if line.trim_start().starts_with("psql ") {
+                psql_line = Some(line);
+                break;
+            }
+        }
+        let port = port.expect("the server prints its address");
+        assert!(psql_line.unwrap().contains(&format!("port={port} dbname=tsunagu")));
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, port }
+    }
+
+    fn conninfo(&self) -> String {
+        format!("host=127.0.0.1 port={} dbname=tsunagu user=analyst", self.port)
+    }
+
+    fn psql(&self, sql: &str) -> (bool, String, String) {
+        let out = Command::new("psql")
+            .args([self.conninfo().as_str(), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql is installed");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn psql_queries_linked_person_and_every_source_schema() {
+    let server = Server::start();
+    for table in ["linked.person", "ndb.person", "ndb.drug_exposure", "dpc.visit_occurrence", "kaigo.care_service", "vocab.concept"] {
+        let (ok, out, err) = server.psql(&format!("SELECT count(*) FROM {table}"));
+        assert!(ok, "{table}: {err}");
+        assert!(out.parse::<u64>().unwrap() > 0, "{table}: {out}");
+    }
+    let (ok, out, _) = server.psql("SELECT source, count(DISTINCT person_id) FROM linked.person GROUP BY source ORDER BY source");
+    assert!(ok);
+    let sources: Vec<&str> = out.lines().map(|l| l.split('|').next().unwrap()).collect();
+    assert_eq!(sources, vec!["dpc", "kaigo", "ndb"]);
+    // Dates, numbers and text come back in Postgres' text forms.
+    let (ok, out, err) = server.psql("SELECT DATE '2020-01-02', CAST(1.5 AS DOUBLE), true, 'x', CAST(7 AS BIGINT)");
+    assert!(ok, "{err}");
+    assert_eq!(out, "2020-01-02|1.5|t|x|7");
+}
+
+#[test]
+fn psql_sees_errors_with_sqlstate() {
+    let server = Server::start();
+    let out = Command::new("psql")
+        .args([server.conninfo().as_str(), "-X", "-v", "VERBOSITY=verbose", "-c", "SELECT * FROM ndb.no_such_table"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("42P01"), "{err}");
+    let (ok, _, err) = server.psql("SELEC 1");
+    assert!(!ok && err.contains("ERROR"), "{err}");
+    // The connection stays usable after an error, and session statements are accepted.
+    let (ok, out, err) = server.psql("BEGIN; SET search_path TO ndb; SHOW search_path; SELECT count(*) > 0 FROM person; COMMIT");
+    assert!(ok, "{err}");
+    assert!(out.ends_with('t') || out.contains("\nt"), "{out}");
+}
+
+#[test]
+fn psycopg_text_binary_parameters_types_errors_concurrency_cancel() {
+    let server = Server::start();
+    let out = Command::new("python3")
+        .arg(repo().join("tests/clients/psycopg_check.py"))
+        .arg(server.conninfo())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "psycopg checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
+
+#[test]
+fn sigterm_shuts_the_server_down_cleanly() {
+    let mut server = Server::start();
+    let (ok, _, err) = server.psql("SELECT 1");
+    assert!(ok, "{err}");
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
