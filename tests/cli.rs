@@ -19,9 +19,14 @@ fn sql(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn sql_prints_a_table() {
-    let out = sql(&["SELECT gender_concept_id, count(*) AS n FROM cdm.person GROUP BY 1 ORDER BY 1"]);
+    let out =
+        sql(&["SELECT gender_concept_id, count(*) AS n FROM cdm.person GROUP BY 1 ORDER BY 1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("| gender_concept_id | n    |"), "{stdout}");
     assert!(stdout.contains("| 8507              | 1321 |"), "{stdout}");
     assert!(stdout.contains("(2 rows)"), "{stdout}");
@@ -29,8 +34,15 @@ fn sql_prints_a_table() {
 
 #[test]
 fn sql_prints_csv_with_a_header() {
-    let out = sql(&["--csv", "SELECT person_key, year_of_birth, birth_datetime FROM cdm.person WHERE person_key IN ('6', '123') ORDER BY year_of_birth"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = sql(&[
+        "--csv",
+        "SELECT person_key, year_of_birth, birth_datetime FROM cdm.person WHERE person_key IN ('6', '123') ORDER BY year_of_birth",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "person_key,year_of_birth,birth_datetime");
@@ -55,10 +67,18 @@ fn sql_fails_with_status_and_stderr() {
 fn sql_refuses_a_malformed_store() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rwd.toml"), "[[source]]\nname = \"x\"\n").unwrap();
-    let out = Command::new(tsunagu()).args(["sql", "--store"]).arg(dir.path()).arg("SELECT 1").output().unwrap();
+    let out = Command::new(tsunagu())
+        .args(["sql", "--store"])
+        .arg(dir.path())
+        .arg("SELECT 1")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("rwd.toml") && stderr.contains("folder x does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("rwd.toml") && stderr.contains("folder x does not exist"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -70,7 +90,11 @@ fn generate_writes_a_store_that_opens() {
         .arg(&out_dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let state = state_dir();
     let out = Command::new(tsunagu())
         .args(["sql", "--csv", "--store"])
@@ -80,7 +104,16 @@ fn generate_writes_a_store_that_opens() {
         .arg("SELECT count(DISTINCT person_id) AS persons FROM linked.person")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let n: u64 = String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().parse().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(n >= 400, "{n}");
 }

@@ -8,7 +8,10 @@ use tsunagu_engine::{Engine, EngineOptions};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// The Eunomia GiBleed store shipped with the tests.
@@ -20,8 +23,16 @@ pub fn eunomia() -> PathBuf {
 pub fn synthetic() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
     STORE.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("tsunagu-synthetic-").tempdir().expect("tempdir").keep();
-        let opts = tsunagu_generator::GenerateOptions { persons: 2000, seed: 7, threads: 2 };
+        let dir = tempfile::Builder::new()
+            .prefix("tsunagu-synthetic-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        let opts = tsunagu_generator::GenerateOptions {
+            persons: 2000,
+            seed: 7,
+            threads: 2,
+        };
         tsunagu_generator::generate(&opts, &dir, &|_, _| {}).expect("generate");
         dir
     })
@@ -29,28 +40,55 @@ pub fn synthetic() -> &'static Path {
 
 /// A fresh, empty state folder that lives for the test run.
 pub fn state_dir() -> PathBuf {
-    tempfile::Builder::new().prefix("tsunagu-state-").tempdir().expect("tempdir").keep()
+    tempfile::Builder::new()
+        .prefix("tsunagu-state-")
+        .tempdir()
+        .expect("tempdir")
+        .keep()
 }
 
 /// Opens a store with a fresh state folder.
 pub async fn open(store: &Path) -> Engine {
-    Engine::open(store, EngineOptions { state_dir: Some(state_dir()), ..Default::default() })
-        .await
-        .unwrap_or_else(|e| panic!("{} does not open: {e}", store.display()))
+    Engine::open(
+        store,
+        EngineOptions {
+            state_dir: Some(state_dir()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{} does not open: {e}", store.display()))
 }
 
 /// Runs SQL and renders the result as lines of `|`-separated values.
 pub async fn query(engine: &Engine, sql: &str) -> Vec<String> {
-    let batches = engine.session().expect("session").sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = engine
+        .session()
+        .expect("session")
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let mut out = Vec::new();
     for b in &batches {
         let formatters: Vec<_> = b
             .columns()
             .iter()
-            .map(|c| datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &Default::default()).expect("formatter"))
+            .map(|c| {
+                datafusion::arrow::util::display::ArrayFormatter::try_new(
+                    c.as_ref(),
+                    &Default::default(),
+                )
+                .expect("formatter")
+            })
             .collect();
         for row in 0..b.num_rows() {
-            out.push(formatters.iter().map(|f| f.value(row).to_string()).collect::<Vec<_>>().join("|"));
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
         }
     }
     out
@@ -60,7 +98,9 @@ pub async fn query(engine: &Engine, sql: &str) -> Vec<String> {
 pub async fn count(engine: &Engine, sql: &str) -> i64 {
     let rows = query(engine, sql).await;
     assert_eq!(rows.len(), 1, "{sql} returned {rows:?}");
-    rows[0].parse().unwrap_or_else(|_| panic!("{sql} returned {rows:?}"))
+    rows[0]
+        .parse()
+        .unwrap_or_else(|_| panic!("{sql} returned {rows:?}"))
 }
 
 /// The `tsunagu` binary, built once per test run.
@@ -73,7 +113,9 @@ pub fn tsunagu() -> PathBuf {
             .status()
             .expect("cargo build runs");
         assert!(status.success(), "building tsunagu failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("target"));
         target.join("debug").join("tsunagu")
     })
     .clone()

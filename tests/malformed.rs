@@ -8,7 +8,8 @@ use tsunagu_engine::{Engine, EngineOptions};
 
 const MANIFEST: &str = "[store]\nname = \"t\"\n\n[[source]]\nname = \"ndb\"\npath = \"ndb\"\nperson_key = \"person_key\"\n\n[[source]]\nname = \"kaigo\"\npath = \"kaigo\"\nperson_key = \"person_key\"\n\n[linkage]\npath = \"linkage/person_link.csv\"\n";
 
-const PERSON: &str = "person_key,gender_concept_id,year_of_birth\na1,8507,1950\na2,8532,1960\na3,8532,1970\n";
+const PERSON: &str =
+    "person_key,gender_concept_id,year_of_birth\na1,8507,1950\na2,8532,1960\na3,8532,1970\n";
 const DRUGS: &str = "drug_exposure_id,person_key,drug_concept_id,drug_exposure_start_date,drug_exposure_end_date,days_supply\n\
 1,a1,3100001,2020-01-01,2020-01-28,28\n2,a2,3100001,2020-02-01,2020-01-15,14\n3,a9,0,2031-05-01,2031-05-02,1\n";
 const KAIGO: &str = "person_key,year_of_birth\nk1,1950\nk2,1940\n";
@@ -36,27 +37,46 @@ fn valid() -> Vec<(&'static str, &'static str)> {
 }
 
 fn with(replace: (&'static str, &'static str)) -> Vec<(&'static str, &'static str)> {
-    let mut files: Vec<_> = valid().into_iter().filter(|(p, _)| *p != replace.0).collect();
+    let mut files: Vec<_> = valid()
+        .into_iter()
+        .filter(|(p, _)| *p != replace.0)
+        .collect();
     files.push(replace);
     files
 }
 
 async fn open(dir: &Path) -> Result<Engine, String> {
-    Engine::open(dir, EngineOptions { state_dir: Some(state_dir()), ..Default::default() })
-        .await
-        .map_err(|e| e.to_string())
+    Engine::open(
+        dir,
+        EngineOptions {
+            state_dir: Some(state_dir()),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 async fn refused(files: Vec<(&'static str, &'static str)>) -> String {
     let dir = store(&files);
     let state = state_dir();
-    let e = match Engine::open(dir.path(), EngineOptions { state_dir: Some(state.clone()), ..Default::default() }).await {
+    let e = match Engine::open(
+        dir.path(),
+        EngineOptions {
+            state_dir: Some(state.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    {
         Ok(_) => panic!("the store was opened"),
         Err(e) => e.to_string(),
     };
     // Nothing half-derived is left behind.
     let derived = state.join("derived");
-    let left: Vec<_> = std::fs::read_dir(&derived).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&derived)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "left in the state folder: {left:?}");
     e
 }
@@ -68,25 +88,56 @@ async fn a_valid_csv_store_opens_with_implausible_rows_visible() {
     // Keys: ndb a1 a2 a3 a9, kaigo k1 k2; links: L0 (k2), L1 (a1, k1); zz appears nowhere.
     let p = engine.store().persons();
     assert_eq!((p.persons(), p.linked_persons()), (5, 2));
-    assert_eq!(query(&engine, "SELECT person_key, person_id FROM kaigo.person ORDER BY person_key").await, vec!["k1|1", "k2|0"]);
-    assert_eq!(query(&engine, "SELECT person_key, person_id FROM ndb.person ORDER BY person_key").await, vec!["a1|1", "a2|2", "a3|3"]);
+    assert_eq!(
+        query(
+            &engine,
+            "SELECT person_key, person_id FROM kaigo.person ORDER BY person_key"
+        )
+        .await,
+        vec!["k1|1", "k2|0"]
+    );
+    assert_eq!(
+        query(
+            &engine,
+            "SELECT person_key, person_id FROM ndb.person ORDER BY person_key"
+        )
+        .await,
+        vec!["a1|1", "a2|2", "a3|3"]
+    );
     // End before start, a key with no person row, a future date, concept 0: all shown as delivered.
     assert_eq!(count(&engine, "SELECT count(*) FROM ndb.drug_exposure WHERE drug_exposure_end_date < drug_exposure_start_date").await, 1);
-    assert_eq!(query(&engine, "SELECT person_id, drug_concept_id FROM ndb.drug_exposure WHERE person_key = 'a9'").await, vec!["4|0"]);
+    assert_eq!(
+        query(
+            &engine,
+            "SELECT person_id, drug_concept_id FROM ndb.drug_exposure WHERE person_key = 'a9'"
+        )
+        .await,
+        vec!["4|0"]
+    );
     // CSV columns of CDM tables take CDM types; missing CDM columns are typed NULLs.
     assert_eq!(
         query(&engine, "SELECT arrow_typeof(days_supply), arrow_typeof(drug_exposure_start_date), arrow_typeof(quantity), count(quantity) FROM ndb.drug_exposure GROUP BY 1, 2, 3").await,
         vec!["Int64|Date32|Float64|0"]
     );
-    assert_eq!(count(&engine, "SELECT count(*) FROM linked.person").await, 5);
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM linked.person").await,
+        5
+    );
 }
 
 #[tokio::test]
 async fn manifest_errors_name_the_manifest() {
     let e = refused(with(("rwd.toml", "[[source]\nname = 1"))).await;
     assert!(e.contains("rwd.toml"), "{e}");
-    let e = refused(with(("rwd.toml", "[[source]]\nname = \"ndb\"\npath = \"nowhere\"\n"))).await;
-    assert!(e.contains("rwd.toml") && e.contains("nowhere") && e.contains("does not exist"), "{e}");
+    let e = refused(with((
+        "rwd.toml",
+        "[[source]]\nname = \"ndb\"\npath = \"nowhere\"\n",
+    )))
+    .await;
+    assert!(
+        e.contains("rwd.toml") && e.contains("nowhere") && e.contains("does not exist"),
+        "{e}"
+    );
     let e = refused(vec![("ndb/person.csv", PERSON)]).await;
     assert!(e.contains("rwd.toml") && e.contains("cannot read"), "{e}");
 }
@@ -95,7 +146,10 @@ async fn manifest_errors_name_the_manifest() {
 async fn a_bad_date_names_file_line_and_column_but_not_the_value() {
     let bad = "drug_exposure_id,person_key,drug_concept_id,drug_exposure_start_date\n1,a1,5,2020-01-01\n2,a1,5,2020-02-30\n";
     let e = refused(with(("ndb/drug_exposure.csv", bad))).await;
-    assert!(e.contains("ndb/drug_exposure.csv, line 3, column drug_exposure_start_date"), "{e}");
+    assert!(
+        e.contains("ndb/drug_exposure.csv, line 3, column drug_exposure_start_date"),
+        "{e}"
+    );
     assert!(e.contains("not a date"), "{e}");
     assert!(!e.contains("2020-02-30"), "values are not echoed: {e}");
 }
@@ -104,7 +158,11 @@ async fn a_bad_date_names_file_line_and_column_but_not_the_value() {
 async fn a_wrong_type_is_refused() {
     let bad = "drug_exposure_id,person_key,drug_concept_id,days_supply\n1,a1,5,30\n2,a2,5,thirty\n";
     let e = refused(with(("ndb/drug_exposure.csv", bad))).await;
-    assert!(e.contains("ndb/drug_exposure.csv, line 3, column days_supply") && e.contains("not an integer"), "{e}");
+    assert!(
+        e.contains("ndb/drug_exposure.csv, line 3, column days_supply")
+            && e.contains("not an integer"),
+        "{e}"
+    );
     // The same in Parquet: a text column where the CDM has a date.
     let dir = store(&valid());
     let ctx = datafusion::prelude::SessionContext::new();
@@ -119,21 +177,34 @@ async fn a_wrong_type_is_refused() {
     .await
     .unwrap();
     let e = open(dir.path()).await.err().expect("refused");
-    assert!(e.contains("ndb/condition_occurrence.parquet, column condition_start_date") && e.contains("expected DATE"), "{e}");
+    assert!(
+        e.contains("ndb/condition_occurrence.parquet, column condition_start_date")
+            && e.contains("expected DATE"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_key_column_is_refused() {
     let bad = "gender_concept_id,year_of_birth\n8507,1950\n";
     let e = refused(with(("ndb/person.csv", bad))).await;
-    assert!(e.contains("ndb/person.csv") && e.contains("column person_key") && e.contains("lacks its person-key column"), "{e}");
+    assert!(
+        e.contains("ndb/person.csv")
+            && e.contains("column person_key")
+            && e.contains("lacks its person-key column"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_source_in_the_linkage_is_refused() {
     let bad = "source,person_key,link_key\nndb,a1,L1\nclaims,a2,L2\n";
     let e = refused(with(("linkage/person_link.csv", bad))).await;
-    assert!(e.contains("linkage/person_link.csv, line 3, column source") && e.contains("does not declare"), "{e}");
+    assert!(
+        e.contains("linkage/person_link.csv, line 3, column source")
+            && e.contains("does not declare"),
+        "{e}"
+    );
     let bad = "source,person_key\nndb,a1\n";
     let e = refused(with(("linkage/person_link.csv", bad))).await;
     assert!(e.contains("column link_key") && e.contains("lacks"), "{e}");
@@ -142,12 +213,18 @@ async fn an_unknown_source_in_the_linkage_is_refused() {
 #[tokio::test]
 async fn an_unreadable_parquet_file_is_refused() {
     let e = refused(with(("ndb/measurement.parquet", "this is not parquet"))).await;
-    assert!(e.contains("ndb/measurement.parquet") && e.contains("not a readable Parquet file"), "{e}");
+    assert!(
+        e.contains("ndb/measurement.parquet") && e.contains("not a readable Parquet file"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
 async fn ragged_csv_rows_are_refused() {
     let bad = "person_key,year_of_birth\nk1,1950\nk2,1940,extra\n";
     let e = refused(with(("kaigo/person.csv", bad))).await;
-    assert!(e.contains("kaigo/person.csv") && e.contains("not valid CSV"), "{e}");
+    assert!(
+        e.contains("kaigo/person.csv") && e.contains("not valid CSV"),
+        "{e}"
+    );
 }

@@ -19,7 +19,9 @@ struct Db {
 fn column_type(t: &DataType) -> DefaultColumnType {
     match t {
         t if t.is_integer() => DefaultColumnType::Integer,
-        t if t.is_floating() || matches!(t, DataType::Decimal128(..)) => DefaultColumnType::FloatingPoint,
+        t if t.is_floating() || matches!(t, DataType::Decimal128(..)) => {
+            DefaultColumnType::FloatingPoint
+        }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DefaultColumnType::Text,
         _ => DefaultColumnType::Any,
     }
@@ -40,11 +42,21 @@ impl sqllogictest::AsyncDB for Db {
         }
         let prepared = self.session.plan_statement(last).await?;
         let schema = prepared.schema();
-        let batches = self.session.context().execute_logical_plan(prepared.plan).await?.collect().await?;
+        let batches = self
+            .session
+            .context()
+            .execute_logical_plan(prepared.plan)
+            .await?
+            .collect()
+            .await?;
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
         }
-        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
         let mut rows = Vec::new();
         for b in &batches {
             let formatters = b
@@ -99,7 +111,11 @@ async fn run_all(store: &Path, folder: &str) {
         let engine = engine.clone();
         let mut runner = sqllogictest::Runner::new(move || {
             let engine = engine.clone();
-            async move { Ok(Db { session: engine.session()? }) }
+            async move {
+                Ok(Db {
+                    session: engine.session()?,
+                })
+            }
         });
         if complete {
             runner

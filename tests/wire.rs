@@ -21,7 +21,11 @@ fn dirs() -> &'static (PathBuf, PathBuf) {
             .env("TSUNAGU_STATE_DIR", &state)
             .output()
             .expect("tsunagu runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         (cache, state)
     })
 }
@@ -59,21 +63,41 @@ impl Server {
             }
         }
         let port = port.expect("the server prints its address");
-        assert!(psql_line.unwrap().contains(&format!("port={port} dbname=tsunagu")));
+        assert!(
+            psql_line
+                .unwrap()
+                .contains(&format!("port={port} dbname=tsunagu"))
+        );
         std::thread::spawn(move || for _ in lines {});
         Server { child, port }
     }
 
     fn conninfo(&self) -> String {
-        format!("host=127.0.0.1 port={} dbname=tsunagu user=analyst", self.port)
+        format!(
+            "host=127.0.0.1 port={} dbname=tsunagu user=analyst",
+            self.port
+        )
     }
 
     fn psql(&self, sql: &str) -> (bool, String, String) {
         let out = Command::new("psql")
-            .args([self.conninfo().as_str(), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args([
+                self.conninfo().as_str(),
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
             .output()
             .expect("psql is installed");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     }
 }
 
@@ -87,7 +111,14 @@ impl Drop for Server {
 #[test]
 fn psql_queries_linked_person_and_every_source_schema() {
     let server = Server::start();
-    for table in ["linked.person", "ndb.person", "ndb.drug_exposure", "dpc.visit_occurrence", "kaigo.care_service", "vocab.concept"] {
+    for table in [
+        "linked.person",
+        "ndb.person",
+        "ndb.drug_exposure",
+        "dpc.visit_occurrence",
+        "kaigo.care_service",
+        "vocab.concept",
+    ] {
         let (ok, out, err) = server.psql(&format!("SELECT count(*) FROM {table}"));
         assert!(ok, "{table}: {err}");
         assert!(out.parse::<u64>().unwrap() > 0, "{table}: {out}");
@@ -97,7 +128,8 @@ fn psql_queries_linked_person_and_every_source_schema() {
     let sources: Vec<&str> = out.lines().map(|l| l.split('|').next().unwrap()).collect();
     assert_eq!(sources, vec!["dpc", "kaigo", "ndb"]);
     // Dates, numbers and text come back in Postgres' text forms.
-    let (ok, out, err) = server.psql("SELECT DATE '2020-01-02', CAST(1.5 AS DOUBLE), true, 'x', CAST(7 AS BIGINT)");
+    let (ok, out, err) =
+        server.psql("SELECT DATE '2020-01-02', CAST(1.5 AS DOUBLE), true, 'x', CAST(7 AS BIGINT)");
     assert!(ok, "{err}");
     assert_eq!(out, "2020-01-02|1.5|t|x|7");
 }
@@ -106,7 +138,14 @@ fn psql_queries_linked_person_and_every_source_schema() {
 fn psql_sees_errors_with_sqlstate() {
     let server = Server::start();
     let out = Command::new("psql")
-        .args([server.conninfo().as_str(), "-X", "-v", "VERBOSITY=verbose", "-c", "SELECT * FROM ndb.no_such_table"])
+        .args([
+            server.conninfo().as_str(),
+            "-X",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            "SELECT * FROM ndb.no_such_table",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -115,7 +154,9 @@ fn psql_sees_errors_with_sqlstate() {
     let (ok, _, err) = server.psql("SELEC 1");
     assert!(!ok && err.contains("ERROR"), "{err}");
     // The connection stays usable after an error, and session statements are accepted.
-    let (ok, out, err) = server.psql("BEGIN; SET search_path TO ndb; SHOW search_path; SELECT count(*) > 0 FROM person; COMMIT");
+    let (ok, out, err) = server.psql(
+        "BEGIN; SET search_path TO ndb; SHOW search_path; SELECT count(*) > 0 FROM person; COMMIT",
+    );
     assert!(ok, "{err}");
     assert!(out.ends_with('t') || out.contains("\nt"), "{out}");
 }
@@ -130,7 +171,10 @@ fn psycopg_text_binary_parameters_types_errors_concurrency_cancel() {
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "psycopg checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "psycopg checks failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
 
@@ -139,7 +183,10 @@ fn sigterm_shuts_the_server_down_cleanly() {
     let mut server = Server::start();
     let (ok, _, err) = server.psql("SELECT 1");
     assert!(ok, "{err}");
-    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let started = Instant::now();
     loop {
@@ -147,7 +194,10 @@ fn sigterm_shuts_the_server_down_cleanly() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "the server did not stop");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server did not stop"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

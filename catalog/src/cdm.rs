@@ -85,7 +85,10 @@ pub struct CdmTable {
 impl CdmTable {
     /// The CDM type of a column, if the CDM defines it.
     pub fn column(&self, name: &str) -> Option<CdmType> {
-        self.columns.iter().find(|(c, _)| *c == name).map(|(_, t)| *t)
+        self.columns
+            .iter()
+            .find(|(c, _)| *c == name)
+            .map(|(_, t)| *t)
     }
 
     /// True when the CDM table is per person (it has `person_id`).

@@ -108,12 +108,24 @@ pub fn convert(
 pub fn read_header(path: &Path, shown: &Path) -> Result<Vec<String>> {
     let file = File::open(path).map_err(|e| CatalogError::io(shown, e))?;
     let mut line = String::new();
-    BufReader::new(file)
-        .read_line(&mut line)
-        .map_err(|e| CatalogError::malformed(shown, None, Some(1), format!("cannot read the header row ({e})")))?;
-    let line = line.trim_end_matches(['\n', '\r']).trim_start_matches('\u{feff}');
+    BufReader::new(file).read_line(&mut line).map_err(|e| {
+        CatalogError::malformed(
+            shown,
+            None,
+            Some(1),
+            format!("cannot read the header row ({e})"),
+        )
+    })?;
+    let line = line
+        .trim_end_matches(['\n', '\r'])
+        .trim_start_matches('\u{feff}');
     if line.is_empty() {
-        return Err(CatalogError::malformed(shown, None, Some(1), "the file has no header row"));
+        return Err(CatalogError::malformed(
+            shown,
+            None,
+            Some(1),
+            "the file has no header row",
+        ));
     }
     let names: Vec<String> = split_header(line);
     for (i, n) in names.iter().enumerate() {
@@ -179,7 +191,12 @@ fn for_each_batch(
     let mut line = 2u64;
     for batch in reader {
         let batch = batch.map_err(|e| {
-            CatalogError::malformed(shown, None, None, format!("not valid CSV: {}", csv_problem(&e.to_string())))
+            CatalogError::malformed(
+                shown,
+                None,
+                None,
+                format!("not valid CSV: {}", csv_problem(&e.to_string())),
+            )
         })?;
         f(&batch, line)?;
         line += batch.num_rows() as u64;
@@ -411,7 +428,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t.csv");
         std::fs::write(&f, text).unwrap();
-        convert(&[f], &|p| p.file_name().unwrap().into(), type_for, &dir.path().join("t.parquet"))
+        convert(
+            &[f],
+            &|p| p.file_name().unwrap().into(),
+            type_for,
+            &dir.path().join("t.parquet"),
+        )
     }
 
     #[test]
@@ -428,11 +450,21 @@ mod tests {
 
     #[test]
     fn inference_picks_the_narrowest_type() {
-        let s = convert_text("a,b,c,d,e\n1,1.5,2020-01-01,x,\n2,2,2020-01-02,3,\n", &|_| None).unwrap();
+        let s = convert_text(
+            "a,b,c,d,e\n1,1.5,2020-01-01,x,\n2,2,2020-01-02,3,\n",
+            &|_| None,
+        )
+        .unwrap();
         let types: Vec<_> = s.fields().iter().map(|f| f.data_type().clone()).collect();
         assert_eq!(
             types,
-            vec![DataType::Int64, DataType::Float64, DataType::Date32, DataType::Utf8, DataType::Utf8]
+            vec![
+                DataType::Int64,
+                DataType::Float64,
+                DataType::Date32,
+                DataType::Utf8,
+                DataType::Utf8
+            ]
         );
     }
 }

@@ -134,7 +134,12 @@ fn collect(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 pub fn parquet_schema(path: &Path, shown_as: &Path) -> Result<(SchemaRef, u64)> {
     let file = File::open(path).map_err(|e| CatalogError::io(shown_as, e))?;
     let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| {
-        CatalogError::malformed(shown_as, None, None, format!("not a readable Parquet file ({e})"))
+        CatalogError::malformed(
+            shown_as,
+            None,
+            None,
+            format!("not a readable Parquet file ({e})"),
+        )
     })?;
     let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
     Ok((meta.schema().clone(), rows))

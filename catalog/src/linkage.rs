@@ -38,7 +38,9 @@ pub struct SourceKeys {
 
 impl std::fmt::Debug for SourceKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SourceKeys").field("keys", &self.keys.len()).finish()
+        f.debug_struct("SourceKeys")
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -74,9 +76,9 @@ impl SourceKeys {
 
     /// The person number of a key, if the key is known.
     pub fn person_id(&self, key: &str) -> Option<u32> {
-        let pos = self
-            .table()
-            .find(hasher().hash_one(key), |&j| self.keys.value(j as usize) == key)?;
+        let pos = self.table().find(hasher().hash_one(key), |&j| {
+            self.keys.value(j as usize) == key
+        })?;
         Some(self.ids[*pos as usize])
     }
 
@@ -219,10 +221,7 @@ impl PersonIndex {
         Ok(PersonIndex {
             persons: next,
             linked,
-            sources: sources
-                .into_iter()
-                .map(|(k, v)| (k, Arc::new(v)))
-                .collect(),
+            sources: sources.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
         })
     }
 
@@ -250,7 +249,8 @@ impl PersonIndex {
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
                 .build();
-            let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| io(&e))?;
+            let mut w =
+                ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| io(&e))?;
             w.write(&batch).map_err(|e| io(&e))?;
             w.close().map_err(|e| io(&e))?;
         }
@@ -281,7 +281,12 @@ impl PersonIndex {
             for batch in reader {
                 let batch = batch.map_err(|e| bad(&path, &e))?;
                 key_parts.push(batch.column(0).clone());
-                ids.extend_from_slice(batch.column(1).as_primitive::<datafusion::arrow::datatypes::UInt32Type>().values());
+                ids.extend_from_slice(
+                    batch
+                        .column(1)
+                        .as_primitive::<datafusion::arrow::datatypes::UInt32Type>()
+                        .values(),
+                );
             }
             let refs: Vec<&dyn Array> = key_parts.iter().map(|a| a.as_ref()).collect();
             let keys = if refs.is_empty() {
@@ -351,7 +356,10 @@ impl ScalarUDFImpl for PersonIdUdf {
     fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
         Ok(DataType::Int64)
     }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
         let lookup = |k: &str| self.keys.person_id(k).map(i64::from);
         match &args.args[0] {
             ColumnarValue::Scalar(ScalarValue::Utf8(k)) => Ok(ColumnarValue::Scalar(
@@ -367,7 +375,10 @@ impl ScalarUDFImpl for PersonIdUdf {
                 let out: Int64Array = s.iter().map(|k| k.and_then(lookup)).collect();
                 Ok(ColumnarValue::Array(Arc::new(out)))
             }
-            other => exec_err!("tsunagu_person_id: unexpected argument {}", other.data_type()),
+            other => exec_err!(
+                "tsunagu_person_id: unexpected argument {}",
+                other.data_type()
+            ),
         }
     }
 }
@@ -399,7 +410,14 @@ mod tests {
                 ("a".into(), keys(&["k1", "k2", "k3"])),
             ],
             links.iter().enumerate().map(|(i, (s, p, l))| {
-                (i as u64 + 2, LinkRow { source: s, person_key: p, link_key: l })
+                (
+                    i as u64 + 2,
+                    LinkRow {
+                        source: s,
+                        person_key: p,
+                        link_key: l,
+                    },
+                )
             }),
             Path::new("link.csv"),
             true,
@@ -423,7 +441,14 @@ mod tests {
             PersonIndex::build(
                 vec![("a".into(), keys(&["k1"]))],
                 links.iter().enumerate().map(|(i, (s, p, l))| {
-                    (i as u64 + 2, LinkRow { source: s, person_key: p, link_key: l })
+                    (
+                        i as u64 + 2,
+                        LinkRow {
+                            source: s,
+                            person_key: p,
+                            link_key: l,
+                        },
+                    )
                 }),
                 Path::new("link.csv"),
                 true,
@@ -431,7 +456,9 @@ mod tests {
         };
         let e = build(&[("x", "k1", "L")]).unwrap_err().to_string();
         assert!(e.contains("link.csv, line 2, column source"), "{e}");
-        let e = build(&[("a", "k1", "L"), ("a", "k1", "M")]).unwrap_err().to_string();
+        let e = build(&[("a", "k1", "L"), ("a", "k1", "M")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("two different link keys"), "{e}");
     }
 

@@ -74,9 +74,8 @@ impl Manifest {
     /// Reads and checks `rwd.toml` in the store folder.
     pub fn load(store: &Path) -> Result<Manifest> {
         let path = store.join("rwd.toml");
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            CatalogError::manifest(&path, format!("cannot read the manifest: {e}"))
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| CatalogError::manifest(&path, format!("cannot read the manifest: {e}")))?;
         Self::parse(&text, store, &path)
     }
 
@@ -84,15 +83,12 @@ impl Manifest {
     pub fn parse(text: &str, store: &Path, path: &Path) -> Result<Manifest> {
         let raw: RawManifest = toml::from_str(text)
             .map_err(|e| CatalogError::manifest(path, e.to_string().trim_end().to_owned()))?;
-        let name = raw
-            .store
-            .and_then(|s| s.name)
-            .unwrap_or_else(|| {
-                store
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "store".into())
-            });
+        let name = raw.store.and_then(|s| s.name).unwrap_or_else(|| {
+            store
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "store".into())
+        });
         if raw.source.is_empty() {
             return Err(CatalogError::manifest(path, "no [[source]] is declared"));
         }
@@ -232,7 +228,9 @@ mod tests {
         assert!(e.contains("rwd.toml"), "{e}");
         let e = parse("").unwrap_err().to_string();
         assert!(e.contains("no [[source]]"), "{e}");
-        let e = parse("[[source]]\nname = \"vocab\"\n").unwrap_err().to_string();
+        let e = parse("[[source]]\nname = \"vocab\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("reserved"), "{e}");
         let e = parse("[[source]]\nname = \"ndb\"\n[linkage]\npath = \"../x\"\n")
             .unwrap_err()

@@ -18,9 +18,7 @@ pub fn default_state_dir(store: &Path) -> PathBuf {
     let base = std::env::var_os("TSUNAGU_STATE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|p| PathBuf::from(p).join("tsunagu")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/tsunagu"))
-        })
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/tsunagu")))
         .unwrap_or_else(|| std::env::temp_dir().join("tsunagu-state"));
     let canonical = store.canonicalize().unwrap_or_else(|_| store.to_path_buf());
     let digest = Sha256::digest(canonical.to_string_lossy().as_bytes());

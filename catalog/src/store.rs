@@ -7,8 +7,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, LargeStringArray};
 use datafusion::arrow::compute::{cast, concat};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
 use datafusion::catalog::view::ViewTable;
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
+};
 use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, LogicalPlan, cast as cast_expr, col};
 use datafusion::parquet::arrow::ProjectionMask;
@@ -162,7 +164,14 @@ impl Store {
         }
         if let Some(vocab) = &manifest.vocabulary {
             for delivered in files::discover(&root.join(vocab), vocab)? {
-                tables.push(load_table(root, VOCAB_SCHEMA, delivered, None, work, reuse)?);
+                tables.push(load_table(
+                    root,
+                    VOCAB_SCHEMA,
+                    delivered,
+                    None,
+                    work,
+                    reuse,
+                )?);
             }
         }
         let sources: Vec<String> = manifest.sources.iter().map(|s| s.name.clone()).collect();
@@ -224,7 +233,12 @@ impl Store {
     /// Registers the store's schemas in catalog `catalog` of a session.
     pub fn register(&self, ctx: &SessionContext, catalog: &str) -> Result<()> {
         let provider = MemoryCatalogProvider::new();
-        let mut schemas: Vec<&str> = self.manifest.sources.iter().map(|s| s.name.as_str()).collect();
+        let mut schemas: Vec<&str> = self
+            .manifest
+            .sources
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         schemas.extend([VOCAB_SCHEMA, LINKED_SCHEMA, "public"]);
         for name in schemas {
             let schema = MemorySchemaProvider::new();
@@ -347,16 +361,25 @@ fn linkage_table(root: &Path, rel: &Path, work: &Path) -> Result<LinkageFiles> {
         vec![path.clone()]
     };
     if files.is_empty() {
-        return Err(CatalogError::malformed(rel, None, None, "the linkage folder holds no Parquet or CSV file"));
+        return Err(CatalogError::malformed(
+            rel,
+            None,
+            None,
+            "the linkage folder holds no Parquet or CSV file",
+        ));
     }
     let csv = files[0].extension().is_some_and(|e| e == "csv");
     if !csv {
         return Ok(LinkageFiles { files, csv });
     }
     let out = work.join("tables").join("linkage.parquet");
-    std::fs::create_dir_all(out.parent().expect("has parent")).map_err(|e| CatalogError::state(&out, e))?;
+    std::fs::create_dir_all(out.parent().expect("has parent"))
+        .map_err(|e| CatalogError::state(&out, e))?;
     csv_import::convert(&files, &shown, &|_| Some(DataType::Utf8), &out)?;
-    Ok(LinkageFiles { files: vec![out], csv })
+    Ok(LinkageFiles {
+        files: vec![out],
+        csv,
+    })
 }
 
 /// Reads the linkage rows in file order and builds the index.
@@ -370,18 +393,33 @@ fn read_links(
     for f in &link.files {
         let file = std::fs::File::open(f).map_err(|e| CatalogError::io(rel, e))?;
         let unreadable = |e: &dyn std::fmt::Display| {
-            CatalogError::malformed(rel, None, None, format!("not a readable linkage table ({e})"))
+            CatalogError::malformed(
+                rel,
+                None,
+                None,
+                format!("not a readable linkage table ({e})"),
+            )
         };
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
         let schema = builder.schema().clone();
         let mut idx = [0usize; 3];
         for (i, c) in COLUMNS.iter().enumerate() {
             let Some((pos, field)) = schema.column_with_name(c) else {
-                return Err(CatalogError::malformed(rel, Some(c), None, "the linkage table lacks this column"));
+                return Err(CatalogError::malformed(
+                    rel,
+                    Some(c),
+                    None,
+                    "the linkage table lacks this column",
+                ));
             };
             let t = field.data_type();
             if !(tables::normalize(t) == Some(DataType::Utf8) || t.is_integer()) {
-                return Err(CatalogError::malformed(rel, Some(c), None, "the column must be text"));
+                return Err(CatalogError::malformed(
+                    rel,
+                    Some(c),
+                    None,
+                    "the column must be text",
+                ));
             }
             idx[i] = pos;
         }
@@ -409,7 +447,12 @@ fn read_links(
                 if c.is_null(i) {
                     let place = if link.csv { row + 1 } else { row };
                     return Err(if link.csv {
-                        CatalogError::malformed(rel, Some(name), Some(place), "the value is missing")
+                        CatalogError::malformed(
+                            rel,
+                            Some(name),
+                            Some(place),
+                            "the value is missing",
+                        )
                     } else {
                         CatalogError::malformed_row(rel, Some(name), place, "the value is missing")
                     });
@@ -419,7 +462,11 @@ fn read_links(
     }
     let csv = link.csv;
     let rows = columns.iter().flat_map(|cols| {
-        let (s, p, l) = (cols[0].as_string::<i32>(), cols[1].as_string::<i32>(), cols[2].as_string::<i32>());
+        let (s, p, l) = (
+            cols[0].as_string::<i32>(),
+            cols[1].as_string::<i32>(),
+            cols[2].as_string::<i32>(),
+        );
         (0..s.len()).map(move |i| LinkRow {
             source: s.value(i),
             person_key: p.value(i),
@@ -472,7 +519,9 @@ fn build_shown(tables: &[TableDef], index: &PersonIndex) -> Result<Vec<ShownTabl
 
 /// Removes derived state of earlier versions of the store.
 fn remove_stale(derived_root: &Path, keep: &str) {
-    let Ok(entries) = std::fs::read_dir(derived_root) else { return };
+    let Ok(entries) = std::fs::read_dir(derived_root) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name != keep && !name.starts_with('.') {

@@ -294,14 +294,20 @@ mod tests {
         let (cols, key) = shape("death", &s, Some("person_key"), Path::new("x")).unwrap();
         assert_eq!(key.as_deref(), Some("person_key"));
         let names: Vec<_> = cols.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(&names[..4], &["person_id", "person_key", "death_date", "death_datetime"]);
+        assert_eq!(
+            &names[..4],
+            &["person_id", "person_key", "death_date", "death_datetime"]
+        );
         assert_eq!(names.last(), Some(&"extra"));
         assert_eq!(cols[3].source, ColumnSource::Null);
     }
 
     #[test]
     fn wrong_types_and_missing_keys_are_refused() {
-        let s = schema(&[("person_key", DataType::Utf8), ("death_date", DataType::Utf8)]);
+        let s = schema(&[
+            ("person_key", DataType::Utf8),
+            ("death_date", DataType::Utf8),
+        ]);
         let e = shape("death", &s, Some("person_key"), Path::new("d.parquet")).unwrap_err();
         assert!(e.to_string().contains("column death_date"), "{e}");
         let s = schema(&[("death_date", DataType::Date32)]);
@@ -311,8 +317,12 @@ mod tests {
 
     #[test]
     fn non_cdm_tables_are_person_level_by_their_key() {
-        let s = schema(&[("care_level", DataType::Int64), ("person_key", DataType::Utf8)]);
-        let (cols, key) = shape("care_certification", &s, Some("person_key"), Path::new("x")).unwrap();
+        let s = schema(&[
+            ("care_level", DataType::Int64),
+            ("person_key", DataType::Utf8),
+        ]);
+        let (cols, key) =
+            shape("care_certification", &s, Some("person_key"), Path::new("x")).unwrap();
         assert!(key.is_some());
         let names: Vec<_> = cols.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, vec!["care_level", "person_id", "person_key"]);

@@ -33,8 +33,8 @@ pub fn file_provider(def: &TableDef) -> Result<Arc<dyn TableProvider>> {
         .iter()
         .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
         .collect::<datafusion::error::Result<Vec<_>>>()?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet");
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .with_schema(def.file_schema.clone());
@@ -56,17 +56,21 @@ pub fn table_plan(def: &TableDef, index: &PersonIndex) -> Result<LogicalPlan> {
         )))),
         _ => None,
     };
-    let key_text = || cast(column(def.key.as_deref().unwrap_or_default()), DataType::Utf8);
+    let key_text = || {
+        cast(
+            column(def.key.as_deref().unwrap_or_default()),
+            DataType::Utf8,
+        )
+    };
     let exprs = def
         .columns
         .iter()
         .map(|c| {
             let e = match &c.source {
                 ColumnSource::PersonId => match &lookup {
-                    Some(udf) => Expr::ScalarFunction(ScalarFunction::new_udf(
-                        udf.clone(),
-                        vec![key_text()],
-                    )),
+                    Some(udf) => {
+                        Expr::ScalarFunction(ScalarFunction::new_udf(udf.clone(), vec![key_text()]))
+                    }
                     None => lit(ScalarValue::Int64(None)),
                 },
                 ColumnSource::PersonKey => key_text(),

@@ -94,7 +94,9 @@ pub fn generate(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(), GenerateError> {
     if opts.persons == 0 {
-        return Err(GenerateError::Invalid("--persons must be at least 1".into()));
+        return Err(GenerateError::Invalid(
+            "--persons must be at least 1".into(),
+        ));
     }
     if opts.persons >= 40_000_000 {
         return Err(GenerateError::Invalid(
@@ -204,17 +206,44 @@ fn write_vocabulary(v: &Vocabulary, dir: &Path) -> Result<(), GenerateError> {
     };
     table(
         "concept",
-        &[("concept_id", 'i'), ("concept_name", 's'), ("domain_id", 's'), ("vocabulary_id", 's'), ("concept_class_id", 's'), ("standard_concept", 's'), ("concept_code", 's'), ("valid_start_date", 'd'), ("valid_end_date", 'd'), ("invalid_reason", 's')],
+        &[
+            ("concept_id", 'i'),
+            ("concept_name", 's'),
+            ("domain_id", 's'),
+            ("vocabulary_id", 's'),
+            ("concept_class_id", 's'),
+            ("standard_concept", 's'),
+            ("concept_code", 's'),
+            ("valid_start_date", 'd'),
+            ("valid_end_date", 'd'),
+            ("invalid_reason", 's'),
+        ],
         &mut |rows| {
             for c in &v.concepts {
                 let standard = c.standard.map(V::S).unwrap_or(V::Null);
-                rows.row(&[V::I(c.id), V::S(&c.name), V::S(c.domain), V::S(c.vocabulary), V::S(c.class), standard, V::S(&c.code), V::D(valid_start), V::D(valid_end), V::Null]);
+                rows.row(&[
+                    V::I(c.id),
+                    V::S(&c.name),
+                    V::S(c.domain),
+                    V::S(c.vocabulary),
+                    V::S(c.class),
+                    standard,
+                    V::S(&c.code),
+                    V::D(valid_start),
+                    V::D(valid_end),
+                    V::Null,
+                ]);
             }
         },
     )?;
     table(
         "concept_ancestor",
-        &[("ancestor_concept_id", 'i'), ("descendant_concept_id", 'i'), ("min_levels_of_separation", 'i'), ("max_levels_of_separation", 'i')],
+        &[
+            ("ancestor_concept_id", 'i'),
+            ("descendant_concept_id", 'i'),
+            ("min_levels_of_separation", 'i'),
+            ("max_levels_of_separation", 'i'),
+        ],
         &mut |rows| {
             for (a, d, min, max) in v.ancestors() {
                 rows.row(&[V::I(a), V::I(d), V::I(min), V::I(max)]);
@@ -223,14 +252,42 @@ fn write_vocabulary(v: &Vocabulary, dir: &Path) -> Result<(), GenerateError> {
     )?;
     table(
         "concept_relationship",
-        &[("concept_id_1", 'i'), ("concept_id_2", 'i'), ("relationship_id", 's'), ("valid_start_date", 'd'), ("valid_end_date", 'd'), ("invalid_reason", 's')],
+        &[
+            ("concept_id_1", 'i'),
+            ("concept_id_2", 'i'),
+            ("relationship_id", 's'),
+            ("valid_start_date", 'd'),
+            ("valid_end_date", 'd'),
+            ("invalid_reason", 's'),
+        ],
         &mut |rows| {
             for (child, parent) in &v.is_a {
-                rows.row(&[V::I(*child), V::I(*parent), V::S("Is a"), V::D(valid_start), V::D(valid_end), V::Null]);
-                rows.row(&[V::I(*parent), V::I(*child), V::S("Subsumes"), V::D(valid_start), V::D(valid_end), V::Null]);
+                rows.row(&[
+                    V::I(*child),
+                    V::I(*parent),
+                    V::S("Is a"),
+                    V::D(valid_start),
+                    V::D(valid_end),
+                    V::Null,
+                ]);
+                rows.row(&[
+                    V::I(*parent),
+                    V::I(*child),
+                    V::S("Subsumes"),
+                    V::D(valid_start),
+                    V::D(valid_end),
+                    V::Null,
+                ]);
             }
             for c in v.concepts.iter().filter(|c| c.standard == Some("S")) {
-                rows.row(&[V::I(c.id), V::I(c.id), V::S("Maps to"), V::D(valid_start), V::D(valid_end), V::Null]);
+                rows.row(&[
+                    V::I(c.id),
+                    V::I(c.id),
+                    V::S("Maps to"),
+                    V::D(valid_start),
+                    V::D(valid_end),
+                    V::Null,
+                ]);
             }
         },
     )
@@ -243,10 +300,16 @@ mod tests {
     fn digest(dir: &Path) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         for source in ["ndb", "dpc", "kaigo", "linkage", "vocab"] {
-            let mut names: Vec<_> = std::fs::read_dir(dir.join(source)).unwrap().map(|e| e.unwrap().path()).collect();
+            let mut names: Vec<_> = std::fs::read_dir(dir.join(source))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
             names.sort();
             for p in names {
-                out.push((p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()));
+                out.push((
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                ));
             }
         }
         out
@@ -256,12 +319,30 @@ mod tests {
     fn same_seed_same_bytes_whatever_the_threads() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        let opts = GenerateOptions { persons: 3000, seed: 7, threads: 1 };
+        let opts = GenerateOptions {
+            persons: 3000,
+            seed: 7,
+            threads: 1,
+        };
         generate(&opts, a.path(), &|_, _| {}).unwrap();
-        generate(&GenerateOptions { threads: 3, ..opts }, b.path(), &|_, _| {}).unwrap();
+        generate(
+            &GenerateOptions { threads: 3, ..opts },
+            b.path(),
+            &|_, _| {},
+        )
+        .unwrap();
         assert_eq!(digest(a.path()), digest(b.path()));
         let c = tempfile::tempdir().unwrap();
-        generate(&GenerateOptions { seed: 8, threads: 2, ..opts }, c.path(), &|_, _| {}).unwrap();
+        generate(
+            &GenerateOptions {
+                seed: 8,
+                threads: 2,
+                ..opts
+            },
+            c.path(),
+            &|_, _| {},
+        )
+        .unwrap();
         assert_ne!(digest(a.path()), digest(c.path()));
     }
 }

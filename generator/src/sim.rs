@@ -17,22 +17,194 @@ const CLAIM: i64 = 32810;
 
 /// The tables written: (source, table, columns as (name, type letter)).
 pub const TABLES: &[(&str, &str, &[(&str, char)])] = &[
-    ("ndb", "person", &[("person_key", 's'), ("gender_concept_id", 'i'), ("year_of_birth", 'i'), ("month_of_birth", 'i'), ("day_of_birth", 'i'), ("gender_source_value", 's')]),
-    ("ndb", "observation_period", &[("observation_period_id", 'i'), ("person_key", 's'), ("observation_period_start_date", 'd'), ("observation_period_end_date", 'd'), ("period_type_concept_id", 'i')]),
-    ("ndb", "visit_occurrence", &[("visit_occurrence_id", 'i'), ("person_key", 's'), ("visit_concept_id", 'i'), ("visit_start_date", 'd'), ("visit_end_date", 'd'), ("visit_type_concept_id", 'i')]),
-    ("ndb", "condition_occurrence", &[("condition_occurrence_id", 'i'), ("person_key", 's'), ("condition_concept_id", 'i'), ("condition_start_date", 'd'), ("condition_type_concept_id", 'i'), ("visit_occurrence_id", 'i'), ("condition_source_value", 's')]),
-    ("ndb", "drug_exposure", &[("drug_exposure_id", 'i'), ("person_key", 's'), ("drug_concept_id", 'i'), ("drug_exposure_start_date", 'd'), ("drug_exposure_end_date", 'd'), ("drug_type_concept_id", 'i'), ("quantity", 'f'), ("days_supply", 'i'), ("visit_occurrence_id", 'i'), ("drug_source_value", 's')]),
-    ("ndb", "procedure_occurrence", &[("procedure_occurrence_id", 'i'), ("person_key", 's'), ("procedure_concept_id", 'i'), ("procedure_date", 'd'), ("procedure_type_concept_id", 'i'), ("visit_occurrence_id", 'i'), ("procedure_source_value", 's')]),
-    ("ndb", "measurement", &[("measurement_id", 'i'), ("person_key", 's'), ("measurement_concept_id", 'i'), ("measurement_date", 'd'), ("measurement_type_concept_id", 'i'), ("value_as_number", 'f'), ("unit_concept_id", 'i'), ("measurement_source_value", 's')]),
-    ("ndb", "death", &[("person_key", 's'), ("death_date", 'd'), ("death_type_concept_id", 'i')]),
-    ("dpc", "person", &[("person_key", 's'), ("gender_concept_id", 'i'), ("year_of_birth", 'i')]),
-    ("dpc", "visit_occurrence", &[("visit_occurrence_id", 'i'), ("person_key", 's'), ("visit_concept_id", 'i'), ("visit_start_date", 'd'), ("visit_end_date", 'd'), ("visit_type_concept_id", 'i'), ("dpc_code", 's')]),
-    ("dpc", "condition_occurrence", &[("condition_occurrence_id", 'i'), ("person_key", 's'), ("condition_concept_id", 'i'), ("condition_start_date", 'd'), ("condition_type_concept_id", 'i'), ("visit_occurrence_id", 'i'), ("condition_source_value", 's'), ("diagnosis_role", 's')]),
-    ("dpc", "procedure_occurrence", &[("procedure_occurrence_id", 'i'), ("person_key", 's'), ("procedure_concept_id", 'i'), ("procedure_date", 'd'), ("procedure_type_concept_id", 'i'), ("visit_occurrence_id", 'i'), ("procedure_source_value", 's')]),
-    ("kaigo", "person", &[("person_key", 's'), ("gender_concept_id", 'i'), ("year_of_birth", 'i')]),
-    ("kaigo", "care_certification", &[("certification_id", 'i'), ("person_key", 's'), ("certification_date", 'd'), ("valid_start_date", 'd'), ("valid_end_date", 'd'), ("care_level_concept_id", 'i'), ("care_level", 's')]),
-    ("kaigo", "care_service", &[("care_service_id", 'i'), ("person_key", 's'), ("service_month", 'd'), ("service_concept_id", 'i'), ("service_type", 's'), ("units", 'i')]),
-    ("linkage", "person_link", &[("source", 's'), ("person_key", 's'), ("link_key", 's')]),
+    (
+        "ndb",
+        "person",
+        &[
+            ("person_key", 's'),
+            ("gender_concept_id", 'i'),
+            ("year_of_birth", 'i'),
+            ("month_of_birth", 'i'),
+            ("day_of_birth", 'i'),
+            ("gender_source_value", 's'),
+        ],
+    ),
+    (
+        "ndb",
+        "observation_period",
+        &[
+            ("observation_period_id", 'i'),
+            ("person_key", 's'),
+            ("observation_period_start_date", 'd'),
+            ("observation_period_end_date", 'd'),
+            ("period_type_concept_id", 'i'),
+        ],
+    ),
+    (
+        "ndb",
+        "visit_occurrence",
+        &[
+            ("visit_occurrence_id", 'i'),
+            ("person_key", 's'),
+            ("visit_concept_id", 'i'),
+            ("visit_start_date", 'd'),
+            ("visit_end_date", 'd'),
+            ("visit_type_concept_id", 'i'),
+        ],
+    ),
+    (
+        "ndb",
+        "condition_occurrence",
+        &[
+            ("condition_occurrence_id", 'i'),
+            ("person_key", 's'),
+            ("condition_concept_id", 'i'),
+            ("condition_start_date", 'd'),
+            ("condition_type_concept_id", 'i'),
+            ("visit_occurrence_id", 'i'),
+            ("condition_source_value", 's'),
+        ],
+    ),
+    (
+        "ndb",
+        "drug_exposure",
+        &[
+            ("drug_exposure_id", 'i'),
+            ("person_key", 's'),
+            ("drug_concept_id", 'i'),
+            ("drug_exposure_start_date", 'd'),
+            ("drug_exposure_end_date", 'd'),
+            ("drug_type_concept_id", 'i'),
+            ("quantity", 'f'),
+            ("days_supply", 'i'),
+            ("visit_occurrence_id", 'i'),
+            ("drug_source_value", 's'),
+        ],
+    ),
+    (
+        "ndb",
+        "procedure_occurrence",
+        &[
+            ("procedure_occurrence_id", 'i'),
+            ("person_key", 's'),
+            ("procedure_concept_id", 'i'),
+            ("procedure_date", 'd'),
+            ("procedure_type_concept_id", 'i'),
+            ("visit_occurrence_id", 'i'),
+            ("procedure_source_value", 's'),
+        ],
+    ),
+    (
+        "ndb",
+        "measurement",
+        &[
+            ("measurement_id", 'i'),
+            ("person_key", 's'),
+            ("measurement_concept_id", 'i'),
+            ("measurement_date", 'd'),
+            ("measurement_type_concept_id", 'i'),
+            ("value_as_number", 'f'),
+            ("unit_concept_id", 'i'),
+            ("measurement_source_value", 's'),
+        ],
+    ),
+    (
+        "ndb",
+        "death",
+        &[
+            ("person_key", 's'),
+            ("death_date", 'd'),
+            ("death_type_concept_id", 'i'),
+        ],
+    ),
+    (
+        "dpc",
+        "person",
+        &[
+            ("person_key", 's'),
+            ("gender_concept_id", 'i'),
+            ("year_of_birth", 'i'),
+        ],
+    ),
+    (
+        "dpc",
+        "visit_occurrence",
+        &[
+            ("visit_occurrence_id", 'i'),
+            ("person_key", 's'),
+            ("visit_concept_id", 'i'),
+            ("visit_start_date", 'd'),
+            ("visit_end_date", 'd'),
+            ("visit_type_concept_id", 'i'),
+            ("dpc_code", 's'),
+        ],
+    ),
+    (
+        "dpc",
+        "condition_occurrence",
+        &[
+            ("condition_occurrence_id", 'i'),
+            ("person_key", 's'),
+            ("condition_concept_id", 'i'),
+            ("condition_start_date", 'd'),
+            ("condition_type_concept_id", 'i'),
+            ("visit_occurrence_id", 'i'),
+            ("condition_source_value", 's'),
+            ("diagnosis_role", 's'),
+        ],
+    ),
+    (
+        "dpc",
+        "procedure_occurrence",
+        &[
+            ("procedure_occurrence_id", 'i'),
+            ("person_key", 's'),
+            ("procedure_concept_id", 'i'),
+            ("procedure_date", 'd'),
+            ("procedure_type_concept_id", 'i'),
+            ("visit_occurrence_id", 'i'),
+            ("procedure_source_value", 's'),
+        ],
+    ),
+    (
+        "kaigo",
+        "person",
+        &[
+            ("person_key", 's'),
+            ("gender_concept_id", 'i'),
+            ("year_of_birth", 'i'),
+        ],
+    ),
+    (
+        "kaigo",
+        "care_certification",
+        &[
+            ("certification_id", 'i'),
+            ("person_key", 's'),
+            ("certification_date", 'd'),
+            ("valid_start_date", 'd'),
+            ("valid_end_date", 'd'),
+            ("care_level_concept_id", 'i'),
+            ("care_level", 's'),
+        ],
+    ),
+    (
+        "kaigo",
+        "care_service",
+        &[
+            ("care_service_id", 'i'),
+            ("person_key", 's'),
+            ("service_month", 'd'),
+            ("service_concept_id", 'i'),
+            ("service_type", 's'),
+            ("units", 'i'),
+        ],
+    ),
+    (
+        "linkage",
+        "person_link",
+        &[("source", 's'), ("person_key", 's'), ("link_key", 's')],
+    ),
 ];
 
 #[derive(Clone, Copy)]
@@ -58,11 +230,31 @@ enum T {
 
 /// Chronic conditions: (ICD-10 code, prevalence by age, treatments by ATC code).
 const CHRONIC: &[(&str, fn(f64) -> f64, &[&str])] = &[
-    ("I10", |a| (0.012 * (a - 30.0)).clamp(0.0, 0.6), &["C08CA01", "C09CA06"]),
-    ("E11.9", |a| (0.005 * (a - 30.0)).clamp(0.0, 0.2), &["A10BA02", "A10BH01"]),
-    ("E78.5", |a| (0.007 * (a - 25.0)).clamp(0.0, 0.35), &["C10AA05", "C10AA07"]),
-    ("K21.9", |a| if a >= 20.0 { 0.08 } else { 0.0 }, &["A02BC01", "A02BC03"]),
-    ("F32.9", |a| if a >= 15.0 { 0.05 } else { 0.0 }, &["N06AB06"]),
+    (
+        "I10",
+        |a| (0.012 * (a - 30.0)).clamp(0.0, 0.6),
+        &["C08CA01", "C09CA06"],
+    ),
+    (
+        "E11.9",
+        |a| (0.005 * (a - 30.0)).clamp(0.0, 0.2),
+        &["A10BA02", "A10BH01"],
+    ),
+    (
+        "E78.5",
+        |a| (0.007 * (a - 25.0)).clamp(0.0, 0.35),
+        &["C10AA05", "C10AA07"],
+    ),
+    (
+        "K21.9",
+        |a| if a >= 20.0 { 0.08 } else { 0.0 },
+        &["A02BC01", "A02BC03"],
+    ),
+    (
+        "F32.9",
+        |a| if a >= 15.0 { 0.05 } else { 0.0 },
+        &["N06AB06"],
+    ),
     ("J45.9", |_| 0.06, &["R03AC02"]),
 ];
 
@@ -117,7 +309,8 @@ pub fn ymd(y: i32, m: u32, d: u32) -> i32 {
 }
 
 fn date_of(days: i32) -> chrono::NaiveDate {
-    chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::TimeDelta::days(days as i64)
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")
+        + chrono::TimeDelta::days(days as i64)
 }
 
 fn year_of(days: i32) -> i32 {
@@ -186,7 +379,13 @@ impl Life<'_> {
         self.keys
             .iter()
             .find(|(_, s, e)| d >= *s && d <= *e)
-            .or_else(|| if d < self.keys[0].1 { self.keys.first() } else { self.keys.last() })
+            .or_else(|| {
+                if d < self.keys[0].1 {
+                    self.keys.first()
+                } else {
+                    self.keys.last()
+                }
+            })
             .map(|(k, _, _)| k.as_str())
             .expect("at least one key")
     }
@@ -195,7 +394,14 @@ impl Life<'_> {
         let id = self.id(T::Visit);
         let key = self.key_at(date).to_owned();
         let concept = if inpatient { 9201 } else { 9202 };
-        c.t(T::Visit).row(&[V::I(id), V::S(&key), V::I(concept), V::D(date), V::D(end), V::I(CLAIM)]);
+        c.t(T::Visit).row(&[
+            V::I(id),
+            V::S(&key),
+            V::I(concept),
+            V::D(date),
+            V::D(end),
+            V::I(CLAIM),
+        ]);
         id
     }
 
@@ -203,18 +409,46 @@ impl Life<'_> {
         let id = self.id(T::Cond);
         let key = self.key_at(date).to_owned();
         // Real deliveries carry a few unmapped diagnoses.
-        let concept = if self.r.random::<f64>() < 0.002 { 0 } else { self.v.icd(code) };
-        c.t(T::Cond).row(&[V::I(id), V::S(&key), V::I(concept), V::D(date), V::I(CLAIM), V::I(visit), V::S(code)]);
+        let concept = if self.r.random::<f64>() < 0.002 {
+            0
+        } else {
+            self.v.icd(code)
+        };
+        c.t(T::Cond).row(&[
+            V::I(id),
+            V::S(&key),
+            V::I(concept),
+            V::D(date),
+            V::I(CLAIM),
+            V::I(visit),
+            V::S(code),
+        ]);
     }
 
     fn procedure(&mut self, c: &mut Chunk, date: i32, concept: i64, code: &str, visit: i64) {
         let id = self.id(T::Proc);
         let key = self.key_at(date).to_owned();
-        c.t(T::Proc).row(&[V::I(id), V::S(&key), V::I(concept), V::D(date), V::I(CLAIM), V::I(visit), V::S(code)]);
+        c.t(T::Proc).row(&[
+            V::I(id),
+            V::S(&key),
+            V::I(concept),
+            V::D(date),
+            V::I(CLAIM),
+            V::I(visit),
+            V::S(code),
+        ]);
     }
 
     /// One dispensing at an outpatient visit, with the diagnosis it treats.
-    fn dispense(&mut self, c: &mut Chunk, date: i32, atc: &str, product: i64, supply: i32, diagnosis: &str) {
+    fn dispense(
+        &mut self,
+        c: &mut Chunk,
+        date: i32,
+        atc: &str,
+        product: i64,
+        supply: i32,
+        diagnosis: &str,
+    ) {
         let visit = self.visit(c, date, date, false);
         self.condition(c, date, diagnosis, visit);
         let id = self.id(T::Drug);
@@ -227,8 +461,16 @@ impl Life<'_> {
         };
         let quantity = (supply * self.r.random_range(1..=3)) as f64;
         c.t(T::Drug).row(&[
-            V::I(id), V::S(&key), V::I(product), V::D(date), V::D(end), V::I(CLAIM),
-            V::F(quantity), V::I(supply as i64), V::I(visit), V::S(atc),
+            V::I(id),
+            V::S(&key),
+            V::I(product),
+            V::D(date),
+            V::D(end),
+            V::I(CLAIM),
+            V::F(quantity),
+            V::I(supply as i64),
+            V::I(visit),
+            V::S(atc),
         ]);
         if NSAIDS.contains(&atc) {
             if date > self.last_nsaid_end + 180 {
@@ -263,7 +505,14 @@ impl Life<'_> {
     }
 
     /// A short course (pain, oedema): 1–3 dispensings of 7–28 days.
-    fn short_course(&mut self, c: &mut Chunk, start: i32, atc: &str, diagnosis: &str, supplies: &[i32]) {
+    fn short_course(
+        &mut self,
+        c: &mut Chunk,
+        start: i32,
+        atc: &str,
+        diagnosis: &str,
+        supplies: &[i32],
+    ) {
         let products = self.v.products(atc);
         let product = *pick(&mut self.r, &products);
         let n = self.r.random_range(1..=3);
@@ -279,7 +528,15 @@ impl Life<'_> {
     }
 
     /// An inpatient stay in claims and in the case-mix database.
-    fn admission(&mut self, c: &mut Chunk, date: i32, days: i32, code: &str, dpc_code: &str, procedure: Option<(i64, &str)>) -> i32 {
+    fn admission(
+        &mut self,
+        c: &mut Chunk,
+        date: i32,
+        days: i32,
+        code: &str,
+        dpc_code: &str,
+        procedure: Option<(i64, &str)>,
+    ) -> i32 {
         let end = (date + days).min(self.obs_end);
         let visit = self.visit(c, date, end, true);
         self.condition(c, date, code, visit);
@@ -291,13 +548,38 @@ impl Life<'_> {
         }
         let key = self.dpc_key.clone().expect("set above");
         let vid = self.id(T::DpcVisit);
-        c.t(T::DpcVisit).row(&[V::I(vid), V::S(&key), V::I(9201), V::D(date), V::D(end), V::I(32817), V::S(dpc_code)]);
+        c.t(T::DpcVisit).row(&[
+            V::I(vid),
+            V::S(&key),
+            V::I(9201),
+            V::D(date),
+            V::D(end),
+            V::I(32817),
+            V::S(dpc_code),
+        ]);
         let cid = self.id(T::DpcCond);
         let concept = self.v.icd(code);
-        c.t(T::DpcCond).row(&[V::I(cid), V::S(&key), V::I(concept), V::D(date), V::I(32817), V::I(vid), V::S(code), V::S("main")]);
+        c.t(T::DpcCond).row(&[
+            V::I(cid),
+            V::S(&key),
+            V::I(concept),
+            V::D(date),
+            V::I(32817),
+            V::I(vid),
+            V::S(code),
+            V::S("main"),
+        ]);
         if let Some((p, pc)) = procedure {
             let pid = self.id(T::DpcProc);
-            c.t(T::DpcProc).row(&[V::I(pid), V::S(&key), V::I(p), V::D(date + 1), V::I(32817), V::I(vid), V::S(pc)]);
+            c.t(T::DpcProc).row(&[
+                V::I(pid),
+                V::S(&key),
+                V::I(p),
+                V::D(date + 1),
+                V::I(32817),
+                V::I(vid),
+                V::S(pc),
+            ]);
         }
         end
     }
@@ -316,7 +598,9 @@ impl Life<'_> {
 
 /// Simulates person `i` into the chunk's tables.
 pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
-    let mut r = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut r = ChaCha8Rng::seed_from_u64(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03),
+    );
     let male = r.random::<f64>() < 0.48;
     let age0: f64 = {
         let u: f64 = r.random();
@@ -373,7 +657,8 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
     if life.r.random::<f64>() < 0.03 && obs_end - obs_start > 730 {
         let change = life.r.random_range(obs_start + 180..obs_end - 180);
         life.keys.push((k0, obs_start, change - 1));
-        life.keys.push((pseudonym(seed, "ndb", i, 1), change, obs_end));
+        life.keys
+            .push((pseudonym(seed, "ndb", i, 1), change, obs_end));
     } else {
         life.keys.push((k0, obs_start, obs_end));
     }
@@ -382,9 +667,17 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
     let keys = life.keys.clone();
     for (k, s, e) in &keys {
         let (m, d) = month_day(birth);
-        c.t(T::Person).row(&[V::S(k), V::I(gender), V::I(yob as i64), V::I(m), V::I(d), V::S(if male { "1" } else { "2" })]);
+        c.t(T::Person).row(&[
+            V::S(k),
+            V::I(gender),
+            V::I(yob as i64),
+            V::I(m),
+            V::I(d),
+            V::S(if male { "1" } else { "2" }),
+        ]);
         let id = life.id(T::Obs);
-        c.t(T::Obs).row(&[V::I(id), V::S(k), V::D(*s), V::D(*e), V::I(CLAIM)]);
+        c.t(T::Obs)
+            .row(&[V::I(id), V::S(k), V::D(*s), V::D(*e), V::I(CLAIM)]);
     }
     if let Some(d) = death {
         let key = life.key_at(d).to_owned();
@@ -421,10 +714,18 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
     }
     // Pain: NSAIDs or acetaminophen in short courses.
     let oa = life.r.random::<f64>() < (0.006 * (age_end - 45.0)).clamp(0.0, 0.3);
-    let pain_rate = if oa { 0.8 } else { 0.12 + 0.002 * age_end.max(0.0) };
+    let pain_rate = if oa {
+        0.8
+    } else {
+        0.12 + 0.002 * age_end.max(0.0)
+    };
     for d in poisson_times(&mut life.r, pain_rate, obs_start, obs_end) {
         let diagnosis = if oa { "M17.9" } else { "M54.5" };
-        let atc = if life.r.random::<f64>() < 0.6 { *pick(&mut life.r, NSAIDS) } else { "N02BE01" };
+        let atc = if life.r.random::<f64>() < 0.6 {
+            *pick(&mut life.r, NSAIDS)
+        } else {
+            "N02BE01"
+        };
         life.short_course(c, d, atc, diagnosis, &[7, 14, 14, 28]);
     }
     // GI haemorrhage: baseline, tripled in the 30 days after starting an NSAID.
@@ -437,7 +738,14 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
     for d in bleeds {
         if life.r.random::<f64>() < 0.4 {
             let days = life.r.random_range(3..14);
-            life.admission(c, d, days, "K92.2", "060190xx99x0xx", Some((4_000_001, "K653")));
+            life.admission(
+                c,
+                d,
+                days,
+                "K92.2",
+                "060190xx99x0xx",
+                Some((4_000_001, "K653")),
+            );
         } else {
             let visit = life.visit(c, d, d, false);
             life.condition(c, d, "K92.2", visit);
@@ -451,7 +759,11 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
         let rate = 0.003 * (0.1 * (mid - 65.0)).exp() * sex;
         if let Some(&d) = poisson_times(&mut life.r, rate, obs_start, obs_end).first() {
             let days = life.r.random_range(14..45);
-            let surgery = if life.r.random::<f64>() < 0.5 { (4_000_002, "K046") } else { (4_000_003, "K081") };
+            let surgery = if life.r.random::<f64>() < 0.5 {
+                (4_000_002, "K046")
+            } else {
+                (4_000_003, "K081")
+            };
             let out = life.admission(c, d, days, "S72.0", "160800xx01xxxx", Some(surgery));
             if life.r.random::<f64>() < 0.6 {
                 let when = out + life.r.random_range(7..365);
@@ -464,7 +776,14 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
         let rate = 0.0015 * (0.07 * (mid - 60.0)).exp();
         if let Some(&d) = poisson_times(&mut life.r, rate, obs_start, obs_end).first() {
             let days = life.r.random_range(10..60);
-            let out = life.admission(c, d, days, "I63.9", "010060x099030x", Some((4_000_004, "E200")));
+            let out = life.admission(
+                c,
+                d,
+                days,
+                "I63.9",
+                "010060x099030x",
+                Some((4_000_004, "E200")),
+            );
             if life.r.random::<f64>() < 0.4 {
                 let when = out + life.r.random_range(7..365);
                 let level = life.r.random_range(3..=7);
@@ -474,7 +793,14 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
         let rate = 0.001 * (0.06 * (mid - 60.0)).exp() * if male { 2.0 } else { 1.0 };
         if let Some(&d) = poisson_times(&mut life.r, rate, obs_start, obs_end).first() {
             let days = life.r.random_range(7..21);
-            life.admission(c, d, days, "I21.9", "050030xx97000x", Some((4_000_005, "K549")));
+            life.admission(
+                c,
+                d,
+                days,
+                "I21.9",
+                "050030xx97000x",
+                Some((4_000_005, "K549")),
+            );
         }
     }
     let pneumonia = 0.01 * if mid >= 75.0 { 3.0 } else { 1.0 };
@@ -491,23 +817,60 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
     for year in year_of(obs_start)..=year_of(obs_end) {
         let d = ymd(year, 4, 1) + life.r.random_range(0..270);
         let age = life.age_at(d);
-        if d < obs_start || d > obs_end || !(40.0..75.0).contains(&age) || life.r.random::<f64>() >= 0.5 {
+        if d < obs_start
+            || d > obs_end
+            || !(40.0..75.0).contains(&age)
+            || life.r.random::<f64>() >= 0.5
+        {
             continue;
         }
         let hypertensive = life.ids[T::Drug as usize] > 0 && amlodipine_start.is_some();
         let values = [
-            (5_000_001, 5_100_001, "BMI", 23.0 + 3.5 * normal(&mut life.r)),
-            (5_000_002, 5_100_002, "SBP", 125.0 + 15.0 * normal(&mut life.r) + if hypertensive { 10.0 } else { 0.0 }),
-            (5_000_003, 5_100_003, "HBA1C", 5.6 + 0.4 * normal(&mut life.r)),
-            (5_000_004, 5_100_004, "LDL", 120.0 + 30.0 * normal(&mut life.r)),
+            (
+                5_000_001,
+                5_100_001,
+                "BMI",
+                23.0 + 3.5 * normal(&mut life.r),
+            ),
+            (
+                5_000_002,
+                5_100_002,
+                "SBP",
+                125.0 + 15.0 * normal(&mut life.r) + if hypertensive { 10.0 } else { 0.0 },
+            ),
+            (
+                5_000_003,
+                5_100_003,
+                "HBA1C",
+                5.6 + 0.4 * normal(&mut life.r),
+            ),
+            (
+                5_000_004,
+                5_100_004,
+                "LDL",
+                120.0 + 30.0 * normal(&mut life.r),
+            ),
         ];
         // A rare record dated in the future, as real deliveries have.
-        let date = if life.r.random::<f64>() < 0.0005 { ymd(2031, 1, 1) } else { d };
+        let date = if life.r.random::<f64>() < 0.0005 {
+            ymd(2031, 1, 1)
+        } else {
+            d
+        };
         for (concept, unit, code, value) in values {
             let id = life.id(T::Meas);
             let key = life.key_at(d).to_owned();
             let value = (value * 10.0).round() / 10.0;
-            c.t(T::Meas).row(&[V::I(id), V::S(&key), V::I(concept), V::D(date), V::I(CLAIM), V::F(value), V::I(unit), V::S(code)]);
+            c.t(T::Meas).row(&[
+                V::I(id),
+                V::S(&key),
+                V::I(concept),
+                V::D(date),
+                V::I(CLAIM),
+                V::F(value),
+                V::I(unit),
+                V::S(code),
+            ]);
         }
     }
     // A visit before enrolment: an event outside any observation period.
@@ -539,7 +902,8 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
     if let Some(k) = life.dpc_key.clone() {
         // A few case-mix keys have no person row.
         if life.r.random::<f64>() >= 0.01 {
-            c.t(T::DpcPerson).row(&[V::S(&k), V::I(gender), V::I(yob as i64)]);
+            c.t(T::DpcPerson)
+                .row(&[V::S(&k), V::I(gender), V::I(yob as i64)]);
         }
         if life.r.random::<f64>() < 0.95 {
             c.t(T::Link).row(&[V::S("dpc"), V::S(&k), V::S(&link)]);
@@ -563,7 +927,15 @@ fn care(life: &mut Life<'_>, c: &mut Chunk, from: i32, first_level: i64) {
         let id = life.id(T::KCert);
         let concept = 6_000_000 + level;
         let code = ["12", "13", "21", "22", "23", "24", "25"][(level - 1) as usize];
-        c.t(T::KCert).row(&[V::I(id), V::S(&key), V::D(start - life.r.random_range(7..30)), V::D(start), V::D(end), V::I(concept), V::S(code)]);
+        c.t(T::KCert).row(&[
+            V::I(id),
+            V::S(&key),
+            V::D(start - life.r.random_range(7..30)),
+            V::D(start),
+            V::D(end),
+            V::I(concept),
+            V::S(code),
+        ]);
         if life.r.random::<f64>() < 0.3 && level < 7 {
             level += 1;
         }
@@ -579,7 +951,14 @@ fn care(life: &mut Life<'_>, c: &mut Chunk, from: i32, first_level: i64) {
     while month <= life.obs_end {
         let id = life.id(T::KService);
         let units = life.r.random_range(200..3000) * first_level;
-        c.t(T::KService).row(&[V::I(id), V::S(&key), V::D(month), V::I(service.0), V::S(service.1), V::I(units)]);
+        c.t(T::KService).row(&[
+            V::I(id),
+            V::S(&key),
+            V::D(month),
+            V::I(service.0),
+            V::S(service.1),
+            V::I(units),
+        ]);
         month = first_of_month(month + 32);
     }
 }

@@ -26,14 +26,30 @@ pub struct Vocabulary {
 
 /// ICD-10 chapters used: (roman numeral, range, title).
 const ICD_CHAPTERS: &[(&str, &str, &str)] = &[
-    ("IV", "E00-E90", "Endocrine, nutritional and metabolic diseases"),
+    (
+        "IV",
+        "E00-E90",
+        "Endocrine, nutritional and metabolic diseases",
+    ),
     ("V", "F00-F99", "Mental and behavioural disorders"),
     ("IX", "I00-I99", "Diseases of the circulatory system"),
     ("X", "J00-J99", "Diseases of the respiratory system"),
     ("XI", "K00-K93", "Diseases of the digestive system"),
-    ("XIII", "M00-M99", "Diseases of the musculoskeletal system and connective tissue"),
-    ("XVIII", "R00-R99", "Symptoms, signs and abnormal clinical and laboratory findings, not elsewhere classified"),
-    ("XIX", "S00-T98", "Injury, poisoning and certain other consequences of external causes"),
+    (
+        "XIII",
+        "M00-M99",
+        "Diseases of the musculoskeletal system and connective tissue",
+    ),
+    (
+        "XVIII",
+        "R00-R99",
+        "Symptoms, signs and abnormal clinical and laboratory findings, not elsewhere classified",
+    ),
+    (
+        "XIX",
+        "S00-T98",
+        "Injury, poisoning and certain other consequences of external causes",
+    ),
 ];
 
 /// ICD-10 blocks used: (range, chapter range, title).
@@ -46,8 +62,16 @@ const ICD_BLOCKS: &[(&str, &str, &str)] = &[
     ("I60-I69", "I00-I99", "Cerebrovascular diseases"),
     ("J09-J18", "J00-J99", "Influenza and pneumonia"),
     ("J40-J47", "J00-J99", "Chronic lower respiratory diseases"),
-    ("K20-K31", "K00-K93", "Diseases of oesophagus, stomach and duodenum"),
-    ("K90-K93", "K00-K93", "Other diseases of the digestive system"),
+    (
+        "K20-K31",
+        "K00-K93",
+        "Diseases of oesophagus, stomach and duodenum",
+    ),
+    (
+        "K90-K93",
+        "K00-K93",
+        "Other diseases of the digestive system",
+    ),
     ("M15-M19", "M00-M99", "Arthrosis"),
     ("M50-M54", "M00-M99", "Other dorsopathies"),
     ("R50-R69", "R00-R99", "General symptoms and signs"),
@@ -57,14 +81,26 @@ const ICD_BLOCKS: &[(&str, &str, &str)] = &[
 /// ICD-10 categories and codes used: (code, block, title). Four-character codes sit under their category.
 const ICD_CODES: &[(&str, &str, &str)] = &[
     ("E11", "E10-E14", "Type 2 diabetes mellitus"),
-    ("E11.9", "E10-E14", "Type 2 diabetes mellitus without complications"),
-    ("E78", "E70-E90", "Disorders of lipoprotein metabolism and other lipidaemias"),
+    (
+        "E11.9",
+        "E10-E14",
+        "Type 2 diabetes mellitus without complications",
+    ),
+    (
+        "E78",
+        "E70-E90",
+        "Disorders of lipoprotein metabolism and other lipidaemias",
+    ),
     ("E78.5", "E70-E90", "Hyperlipidaemia, unspecified"),
     ("F32", "F30-F39", "Depressive episode"),
     ("F32.9", "F30-F39", "Depressive episode, unspecified"),
     ("I10", "I10-I15", "Essential (primary) hypertension"),
     ("I21", "I20-I25", "Acute myocardial infarction"),
-    ("I21.9", "I20-I25", "Acute myocardial infarction, unspecified"),
+    (
+        "I21.9",
+        "I20-I25",
+        "Acute myocardial infarction, unspecified",
+    ),
     ("I63", "I60-I69", "Cerebral infarction"),
     ("I63.9", "I60-I69", "Cerebral infarction, unspecified"),
     ("J18", "J09-J18", "Pneumonia, organism unspecified"),
@@ -72,9 +108,17 @@ const ICD_CODES: &[(&str, &str, &str)] = &[
     ("J45", "J40-J47", "Asthma"),
     ("J45.9", "J40-J47", "Asthma, unspecified"),
     ("K21", "K20-K31", "Gastro-oesophageal reflux disease"),
-    ("K21.9", "K20-K31", "Gastro-oesophageal reflux disease without oesophagitis"),
+    (
+        "K21.9",
+        "K20-K31",
+        "Gastro-oesophageal reflux disease without oesophagitis",
+    ),
     ("K92", "K90-K93", "Other diseases of digestive system"),
-    ("K92.2", "K90-K93", "Gastrointestinal haemorrhage, unspecified"),
+    (
+        "K92.2",
+        "K90-K93",
+        "Gastrointestinal haemorrhage, unspecified",
+    ),
     ("M17", "M15-M19", "Gonarthrosis [arthrosis of knee]"),
     ("M17.9", "M15-M19", "Gonarthrosis, unspecified"),
     ("M54", "M50-M54", "Dorsalgia"),
@@ -89,7 +133,10 @@ const ICD_CODES: &[(&str, &str, &str)] = &[
 const ATC_CLASSES: &[(&str, &str)] = &[
     ("A", "ALIMENTARY TRACT AND METABOLISM"),
     ("A02", "DRUGS FOR ACID RELATED DISORDERS"),
-    ("A02B", "DRUGS FOR PEPTIC ULCER AND GASTRO-OESOPHAGEAL REFLUX DISEASE (GORD)"),
+    (
+        "A02B",
+        "DRUGS FOR PEPTIC ULCER AND GASTRO-OESOPHAGEAL REFLUX DISEASE (GORD)",
+    ),
     ("A02BC", "Proton pump inhibitors"),
     ("A10", "DRUGS USED IN DIABETES"),
     ("A10B", "BLOOD GLUCOSE LOWERING DRUGS, EXCL. INSULINS"),
@@ -100,7 +147,10 @@ const ATC_CLASSES: &[(&str, &str)] = &[
     ("C03C", "HIGH-CEILING DIURETICS"),
     ("C03CA", "Sulfonamides, plain"),
     ("C08", "CALCIUM CHANNEL BLOCKERS"),
-    ("C08C", "SELECTIVE CALCIUM CHANNEL BLOCKERS WITH MAINLY VASCULAR EFFECTS"),
+    (
+        "C08C",
+        "SELECTIVE CALCIUM CHANNEL BLOCKERS WITH MAINLY VASCULAR EFFECTS",
+    ),
     ("C08CA", "Dihydropyridine derivatives"),
     ("C09", "AGENTS ACTING ON THE RENIN-ANGIOTENSIN SYSTEM"),
     ("C09C", "ANGIOTENSIN II RECEPTOR BLOCKERS (ARBs), PLAIN"),
@@ -110,7 +160,10 @@ const ATC_CLASSES: &[(&str, &str)] = &[
     ("C10AA", "HMG CoA reductase inhibitors"),
     ("M", "MUSCULO-SKELETAL SYSTEM"),
     ("M01", "ANTIINFLAMMATORY AND ANTIRHEUMATIC PRODUCTS"),
-    ("M01A", "ANTIINFLAMMATORY AND ANTIRHEUMATIC PRODUCTS, NON-STEROIDS"),
+    (
+        "M01A",
+        "ANTIINFLAMMATORY AND ANTIRHEUMATIC PRODUCTS, NON-STEROIDS",
+    ),
     ("M01AB", "Acetic acid derivatives and related substances"),
     ("M01AE", "Propionic acid derivatives"),
     ("M01AH", "Coxibs"),
@@ -129,21 +182,90 @@ const ATC_CLASSES: &[(&str, &str)] = &[
 
 /// Ingredients (ATC level 5) and their products: (ATC code, ingredient, [(product, strength)]).
 pub const DRUGS: &[(&str, &str, &[&str])] = &[
-    ("A02BC01", "omeprazole", &["omeprazole 20 MG Delayed Release Oral Tablet"]),
-    ("A02BC03", "lansoprazole", &["lansoprazole 15 MG Orally Disintegrating Tablet", "lansoprazole 30 MG Orally Disintegrating Tablet"]),
-    ("A10BA02", "metformin", &["metformin hydrochloride 250 MG Oral Tablet", "metformin hydrochloride 500 MG Oral Tablet"]),
+    (
+        "A02BC01",
+        "omeprazole",
+        &["omeprazole 20 MG Delayed Release Oral Tablet"],
+    ),
+    (
+        "A02BC03",
+        "lansoprazole",
+        &[
+            "lansoprazole 15 MG Orally Disintegrating Tablet",
+            "lansoprazole 30 MG Orally Disintegrating Tablet",
+        ],
+    ),
+    (
+        "A10BA02",
+        "metformin",
+        &[
+            "metformin hydrochloride 250 MG Oral Tablet",
+            "metformin hydrochloride 500 MG Oral Tablet",
+        ],
+    ),
     ("A10BH01", "sitagliptin", &["sitagliptin 50 MG Oral Tablet"]),
-    ("C03CA01", "furosemide", &["furosemide 20 MG Oral Tablet", "furosemide 40 MG Oral Tablet"]),
-    ("C08CA01", "amlodipine", &["amlodipine 2.5 MG Oral Tablet", "amlodipine 5 MG Oral Tablet"]),
-    ("C09CA06", "candesartan", &["candesartan cilexetil 8 MG Oral Tablet"]),
-    ("C10AA05", "atorvastatin", &["atorvastatin 10 MG Oral Tablet"]),
-    ("C10AA07", "rosuvastatin", &["rosuvastatin 2.5 MG Oral Tablet", "rosuvastatin 5 MG Oral Tablet"]),
-    ("M01AB05", "diclofenac", &["diclofenac sodium 25 MG Oral Tablet"]),
-    ("M01AE01", "ibuprofen", &["ibuprofen 100 MG Oral Tablet", "ibuprofen 200 MG Oral Tablet"]),
+    (
+        "C03CA01",
+        "furosemide",
+        &[
+            "furosemide 20 MG Oral Tablet",
+            "furosemide 40 MG Oral Tablet",
+        ],
+    ),
+    (
+        "C08CA01",
+        "amlodipine",
+        &[
+            "amlodipine 2.5 MG Oral Tablet",
+            "amlodipine 5 MG Oral Tablet",
+        ],
+    ),
+    (
+        "C09CA06",
+        "candesartan",
+        &["candesartan cilexetil 8 MG Oral Tablet"],
+    ),
+    (
+        "C10AA05",
+        "atorvastatin",
+        &["atorvastatin 10 MG Oral Tablet"],
+    ),
+    (
+        "C10AA07",
+        "rosuvastatin",
+        &[
+            "rosuvastatin 2.5 MG Oral Tablet",
+            "rosuvastatin 5 MG Oral Tablet",
+        ],
+    ),
+    (
+        "M01AB05",
+        "diclofenac",
+        &["diclofenac sodium 25 MG Oral Tablet"],
+    ),
+    (
+        "M01AE01",
+        "ibuprofen",
+        &[
+            "ibuprofen 100 MG Oral Tablet",
+            "ibuprofen 200 MG Oral Tablet",
+        ],
+    ),
     ("M01AH01", "celecoxib", &["celecoxib 100 MG Oral Tablet"]),
-    ("N02BE01", "acetaminophen", &["acetaminophen 200 MG Oral Tablet", "acetaminophen 500 MG Oral Tablet"]),
+    (
+        "N02BE01",
+        "acetaminophen",
+        &[
+            "acetaminophen 200 MG Oral Tablet",
+            "acetaminophen 500 MG Oral Tablet",
+        ],
+    ),
     ("N06AB06", "sertraline", &["sertraline 25 MG Oral Tablet"]),
-    ("R03AC02", "salbutamol", &["salbutamol 0.1 MG/ACTUAT Metered Dose Inhaler"]),
+    (
+        "R03AC02",
+        "salbutamol",
+        &["salbutamol 0.1 MG/ACTUAT Metered Dose Inhaler"],
+    ),
 ];
 
 /// Other concepts: (id, name, domain, vocabulary, class, code).
@@ -152,33 +274,215 @@ const OTHER: &[(i64, &str, &str, &str, &str, &str)] = &[
     (8532, "FEMALE", "Gender", "Gender", "Gender", "F"),
     (9201, "Inpatient Visit", "Visit", "Visit", "Visit", "IP"),
     (9202, "Outpatient Visit", "Visit", "Visit", "Visit", "OP"),
-    (32810, "Claim", "Type Concept", "Type Concept", "Type Concept", "OMOP4976890"),
-    (32817, "EHR", "Type Concept", "Type Concept", "Type Concept", "OMOP4976890"),
-    (4_000_001, "Upper gastrointestinal endoscopy", "Procedure", "JP Procedure", "Procedure", "K653"),
-    (4_000_002, "Femoral neck fracture surgery (osteosynthesis)", "Procedure", "JP Procedure", "Procedure", "K046"),
-    (4_000_003, "Hemiarthroplasty of hip", "Procedure", "JP Procedure", "Procedure", "K081"),
-    (4_000_004, "Computed tomography of head", "Procedure", "JP Procedure", "Procedure", "E200"),
-    (4_000_005, "Percutaneous coronary intervention", "Procedure", "JP Procedure", "Procedure", "K549"),
-    (4_000_006, "Influenza vaccination", "Procedure", "JP Procedure", "Procedure", "V001"),
-    (5_000_001, "Body mass index", "Measurement", "JP Health Check", "Lab Test", "BMI"),
-    (5_000_002, "Systolic blood pressure", "Measurement", "JP Health Check", "Clinical Observation", "SBP"),
-    (5_000_003, "Hemoglobin A1c (NGSP)", "Measurement", "JP Health Check", "Lab Test", "HBA1C"),
-    (5_000_004, "LDL cholesterol", "Measurement", "JP Health Check", "Lab Test", "LDL"),
-    (5_100_001, "kilogram per square meter", "Unit", "UCUM", "Unit", "kg/m2"),
-    (5_100_002, "millimeter mercury column", "Unit", "UCUM", "Unit", "mm[Hg]"),
+    (
+        32810,
+        "Claim",
+        "Type Concept",
+        "Type Concept",
+        "Type Concept",
+        "OMOP4976890",
+    ),
+    (
+        32817,
+        "EHR",
+        "Type Concept",
+        "Type Concept",
+        "Type Concept",
+        "OMOP4976890",
+    ),
+    (
+        4_000_001,
+        "Upper gastrointestinal endoscopy",
+        "Procedure",
+        "JP Procedure",
+        "Procedure",
+        "K653",
+    ),
+    (
+        4_000_002,
+        "Femoral neck fracture surgery (osteosynthesis)",
+        "Procedure",
+        "JP Procedure",
+        "Procedure",
+        "K046",
+    ),
+    (
+        4_000_003,
+        "Hemiarthroplasty of hip",
+        "Procedure",
+        "JP Procedure",
+        "Procedure",
+        "K081",
+    ),
+    (
+        4_000_004,
+        "Computed tomography of head",
+        "Procedure",
+        "JP Procedure",
+        "Procedure",
+        "E200",
+    ),
+    (
+        4_000_005,
+        "Percutaneous coronary intervention",
+        "Procedure",
+        "JP Procedure",
+        "Procedure",
+        "K549",
+    ),
+    (
+        4_000_006,
+        "Influenza vaccination",
+        "Procedure",
+        "JP Procedure",
+        "Procedure",
+        "V001",
+    ),
+    (
+        5_000_001,
+        "Body mass index",
+        "Measurement",
+        "JP Health Check",
+        "Lab Test",
+        "BMI",
+    ),
+    (
+        5_000_002,
+        "Systolic blood pressure",
+        "Measurement",
+        "JP Health Check",
+        "Clinical Observation",
+        "SBP",
+    ),
+    (
+        5_000_003,
+        "Hemoglobin A1c (NGSP)",
+        "Measurement",
+        "JP Health Check",
+        "Lab Test",
+        "HBA1C",
+    ),
+    (
+        5_000_004,
+        "LDL cholesterol",
+        "Measurement",
+        "JP Health Check",
+        "Lab Test",
+        "LDL",
+    ),
+    (
+        5_100_001,
+        "kilogram per square meter",
+        "Unit",
+        "UCUM",
+        "Unit",
+        "kg/m2",
+    ),
+    (
+        5_100_002,
+        "millimeter mercury column",
+        "Unit",
+        "UCUM",
+        "Unit",
+        "mm[Hg]",
+    ),
     (5_100_003, "percent", "Unit", "UCUM", "Unit", "%"),
-    (5_100_004, "milligram per deciliter", "Unit", "UCUM", "Unit", "mg/dL"),
-    (6_000_001, "Support level 1 (yoshien 1)", "Observation", "JP Care Level", "Care Level", "12"),
-    (6_000_002, "Support level 2 (yoshien 2)", "Observation", "JP Care Level", "Care Level", "13"),
-    (6_000_003, "Care level 1 (yokaigo 1)", "Observation", "JP Care Level", "Care Level", "21"),
-    (6_000_004, "Care level 2 (yokaigo 2)", "Observation", "JP Care Level", "Care Level", "22"),
-    (6_000_005, "Care level 3 (yokaigo 3)", "Observation", "JP Care Level", "Care Level", "23"),
-    (6_000_006, "Care level 4 (yokaigo 4)", "Observation", "JP Care Level", "Care Level", "24"),
-    (6_000_007, "Care level 5 (yokaigo 5)", "Observation", "JP Care Level", "Care Level", "25"),
-    (6_100_001, "Home-visit care", "Observation", "JP Care Service", "Care Service", "11"),
-    (6_100_002, "Day care service", "Observation", "JP Care Service", "Care Service", "15"),
-    (6_100_003, "Short-stay care", "Observation", "JP Care Service", "Care Service", "21"),
-    (6_100_004, "Welfare facility for the elderly", "Observation", "JP Care Service", "Care Service", "51"),
+    (
+        5_100_004,
+        "milligram per deciliter",
+        "Unit",
+        "UCUM",
+        "Unit",
+        "mg/dL",
+    ),
+    (
+        6_000_001,
+        "Support level 1 (yoshien 1)",
+        "Observation",
+        "JP Care Level",
+        "Care Level",
+        "12",
+    ),
+    (
+        6_000_002,
+        "Support level 2 (yoshien 2)",
+        "Observation",
+        "JP Care Level",
+        "Care Level",
+        "13",
+    ),
+    (
+        6_000_003,
+        "Care level 1 (yokaigo 1)",
+        "Observation",
+        "JP Care Level",
+        "Care Level",
+        "21",
+    ),
+    (
+        6_000_004,
+        "Care level 2 (yokaigo 2)",
+        "Observation",
+        "JP Care Level",
+        "Care Level",
+        "22",
+    ),
+    (
+        6_000_005,
+        "Care level 3 (yokaigo 3)",
+        "Observation",
+        "JP Care Level",
+        "Care Level",
+        "23",
+    ),
+    (
+        6_000_006,
+        "Care level 4 (yokaigo 4)",
+        "Observation",
+        "JP Care Level",
+        "Care Level",
+        "24",
+    ),
+    (
+        6_000_007,
+        "Care level 5 (yokaigo 5)",
+        "Observation",
+        "JP Care Level",
+        "Care Level",
+        "25",
+    ),
+    (
+        6_100_001,
+        "Home-visit care",
+        "Observation",
+        "JP Care Service",
+        "Care Service",
+        "11",
+    ),
+    (
+        6_100_002,
+        "Day care service",
+        "Observation",
+        "JP Care Service",
+        "Care Service",
+        "15",
+    ),
+    (
+        6_100_003,
+        "Short-stay care",
+        "Observation",
+        "JP Care Service",
+        "Care Service",
+        "21",
+    ),
+    (
+        6_100_004,
+        "Welfare facility for the elderly",
+        "Observation",
+        "JP Care Service",
+        "Care Service",
+        "51",
+    ),
 ];
 
 impl Vocabulary {
@@ -187,19 +491,47 @@ impl Vocabulary {
         let mut v = Vocabulary::default();
         let mut next_icd = 1_000_001;
         for (numeral, range, title) in ICD_CHAPTERS {
-            let id = v.add(next_icd, title, "Condition", "ICD10", "ICD10 Chapter", None, &format!("Chapter {numeral}"));
+            let id = v.add(
+                next_icd,
+                title,
+                "Condition",
+                "ICD10",
+                "ICD10 Chapter",
+                None,
+                &format!("Chapter {numeral}"),
+            );
             v.by_code.insert(("ICD10", range.to_string()), id);
             next_icd += 1;
         }
         for (range, chapter, title) in ICD_BLOCKS {
-            let id = v.add(next_icd, title, "Condition", "ICD10", "ICD10 Hierarchy", None, range);
+            let id = v.add(
+                next_icd,
+                title,
+                "Condition",
+                "ICD10",
+                "ICD10 Hierarchy",
+                None,
+                range,
+            );
             let parent = v.by_code[&("ICD10", chapter.to_string())];
             v.is_a.push((id, parent));
             next_icd += 1;
         }
         for (code, block, title) in ICD_CODES {
-            let class = if code.contains('.') { "ICD10 code" } else { "ICD10 Hierarchy" };
-            let id = v.add(next_icd, title, "Condition", "ICD10", class, Some("S"), code);
+            let class = if code.contains('.') {
+                "ICD10 code"
+            } else {
+                "ICD10 Hierarchy"
+            };
+            let id = v.add(
+                next_icd,
+                title,
+                "Condition",
+                "ICD10",
+                class,
+                Some("S"),
+                code,
+            );
             let parent = match code.split_once('.') {
                 Some((category, _)) => v.by_code[&("ICD10", category.to_string())],
                 None => v.by_code[&("ICD10", block.to_string())],
@@ -217,7 +549,11 @@ impl Vocabulary {
             };
             let id = v.add(next_atc, title, "Drug", "ATC", class, Some("C"), code);
             if code.len() > 1 {
-                let parent_len = match code.len() { 3 => 1, 4 => 3, _ => 4 };
+                let parent_len = match code.len() {
+                    3 => 1,
+                    4 => 3,
+                    _ => 4,
+                };
                 let parent = v.by_code[&("ATC", code[..parent_len].to_string())];
                 v.is_a.push((id, parent));
             }
@@ -226,14 +562,39 @@ impl Vocabulary {
         let mut next_ing = 3_000_001;
         let mut next_product = 3_100_001;
         for (atc, ingredient, products) in DRUGS {
-            let atc5 = v.add(next_atc, ingredient, "Drug", "ATC", "ATC 5th", Some("C"), atc);
-            v.is_a.push((atc5, v.by_code[&("ATC", atc[..5].to_string())]));
+            let atc5 = v.add(
+                next_atc,
+                ingredient,
+                "Drug",
+                "ATC",
+                "ATC 5th",
+                Some("C"),
+                atc,
+            );
+            v.is_a
+                .push((atc5, v.by_code[&("ATC", atc[..5].to_string())]));
             next_atc += 1;
-            let ing = v.add(next_ing, ingredient, "Drug", "JP Drug", "Ingredient", Some("S"), &format!("ING-{atc}"));
+            let ing = v.add(
+                next_ing,
+                ingredient,
+                "Drug",
+                "JP Drug",
+                "Ingredient",
+                Some("S"),
+                &format!("ING-{atc}"),
+            );
             v.is_a.push((ing, atc5));
             next_ing += 1;
             for (k, product) in products.iter().enumerate() {
-                let p = v.add(next_product, product, "Drug", "JP Drug", "Clinical Drug", Some("S"), &format!("{atc}-{}", k + 1));
+                let p = v.add(
+                    next_product,
+                    product,
+                    "Drug",
+                    "JP Drug",
+                    "Clinical Drug",
+                    Some("S"),
+                    &format!("{atc}-{}", k + 1),
+                );
                 v.is_a.push((p, ing));
                 next_product += 1;
             }

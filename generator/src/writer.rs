@@ -39,19 +39,19 @@ pub struct RowBuf {
 
 /// The Arrow schema of columns given as (name, type letter: i, f, s, d).
 pub fn schema(columns: &[(&str, char)]) -> SchemaRef {
-        let fields: Vec<Field> = columns
-            .iter()
-            .map(|(n, t)| {
-                let dt = match t {
-                    'i' => DataType::Int64,
-                    'f' => DataType::Float64,
-                    'd' => DataType::Date32,
-                    _ => DataType::Utf8,
-                };
-                Field::new(*n, dt, true)
-            })
-            .collect();
-        Arc::new(Schema::new(fields))
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(n, t)| {
+            let dt = match t {
+                'i' => DataType::Int64,
+                'f' => DataType::Float64,
+                'd' => DataType::Date32,
+                _ => DataType::Utf8,
+            };
+            Field::new(*n, dt, true)
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 impl RowBuf {
@@ -114,8 +114,8 @@ impl RowBuf {
                 }
             })
             .collect();
-        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
-            .expect("builders follow the schema");
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), arrays).expect("builders follow the schema");
         self.reset();
         batch
     }

@@ -14,9 +14,14 @@ pub enum Command {
     Commit,
     Rollback,
     /// `SET name = value` of a Postgres setting (not a DataFusion one).
-    Set { name: String, value: String },
+    Set {
+        name: String,
+        value: String,
+    },
     /// `SHOW name` of a Postgres setting.
-    Show { name: String },
+    Show {
+        name: String,
+    },
     /// Accepted and ignored, answered with this tag.
     Ack(&'static str),
 }
@@ -32,7 +37,9 @@ pub fn classify(statement: &Statement) -> Option<Command> {
         ast::Statement::Rollback { .. } => Command::Rollback,
         ast::Statement::Discard { .. } => Command::Ack("DISCARD ALL"),
         ast::Statement::Deallocate { .. } => Command::Ack("DEALLOCATE"),
-        ast::Statement::Set(Set::SingleAssignment { variable, values, .. }) => {
+        ast::Statement::Set(Set::SingleAssignment {
+            variable, values, ..
+        }) => {
             let name = variable.to_string().to_ascii_lowercase();
             if name.starts_with("datafusion.") {
                 return None;
@@ -41,7 +48,9 @@ pub fn classify(statement: &Statement) -> Option<Command> {
                 .iter()
                 .map(|v| match v {
                     ast::Expr::Value(v) => match &v.value {
-                        ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => s.clone(),
+                        ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => {
+                            s.clone()
+                        }
                         other => other.to_string(),
                     },
                     other => other.to_string(),
@@ -61,7 +70,11 @@ pub fn classify(statement: &Statement) -> Option<Command> {
                 .map(|i| i.value.to_ascii_lowercase())
                 .collect::<Vec<_>>()
                 .join(" ");
-            if name.starts_with("datafusion.") || name == "all" || name == "tables" || name == "columns" {
+            if name.starts_with("datafusion.")
+                || name == "all"
+                || name == "tables"
+                || name == "columns"
+            {
                 return None;
             }
             Command::Show { name }

@@ -25,14 +25,19 @@ pub fn demo_store() -> Result<PathBuf, String> {
     if dir.join("rwd.toml").is_file() {
         return Ok(dir);
     }
-    eprintln!("tsunagu: generating the demo store ({DEMO_PERSONS} persons) into {}", dir.display());
+    eprintln!(
+        "tsunagu: generating the demo store ({DEMO_PERSONS} persons) into {}",
+        dir.display()
+    );
     let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let opts = GenerateOptions {
         persons: DEMO_PERSONS,
         seed: DEMO_SEED,
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
     };
     let bar = progress_bar(DEMO_PERSONS);
     generate(&opts, &tmp, &|done, _| bar.set_position(done)).map_err(|e| e.to_string())?;
@@ -51,8 +56,10 @@ pub fn demo_store() -> Result<PathBuf, String> {
 pub fn progress_bar(total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} persons ({eta} left)")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} persons ({eta} left)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
 }

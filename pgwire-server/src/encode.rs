@@ -28,17 +28,28 @@ pub fn pg_type(t: &DataType) -> Type {
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
         DataType::Int32 | DataType::UInt16 => Type::INT4,
         DataType::Int64 | DataType::UInt32 => Type::INT8,
-        DataType::UInt64 | DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => Type::NUMERIC,
+        DataType::UInt64
+        | DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => Type::NUMERIC,
         DataType::Float16 | DataType::Float32 => Type::FLOAT4,
         DataType::Float64 => Type::FLOAT8,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Type::TEXT,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => Type::BYTEA,
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => Type::BYTEA,
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
         DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
         DataType::Dictionary(_, v) => pg_type(v),
-        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) | DataType::LargeListView(f) | DataType::FixedSizeList(f, _) => {
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _) => {
             match pg_type(f.data_type()) {
                 Type::BOOL => Type::BOOL_ARRAY,
                 Type::INT2 => Type::INT2_ARRAY,
@@ -83,7 +94,10 @@ fn is_text_type(t: &DataType) -> bool {
 }
 
 /// Encodes every row of a batch.
-pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+pub fn encode_batch(
+    batch: &RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+) -> PgWireResult<Vec<DataRow>> {
     let columns: Vec<ArrayRef> = batch
         .columns()
         .iter()
@@ -125,7 +139,12 @@ fn timestamp(v: i64, unit: &TimeUnit) -> Option<NaiveDateTime> {
     DateTime::from_timestamp_micros(micros).map(|d| d.naive_utc())
 }
 
-fn encode_value(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize, field: &FieldInfo) -> PgWireResult<()> {
+fn encode_value(
+    enc: &mut DataRowEncoder,
+    col: &ArrayRef,
+    row: usize,
+    field: &FieldInfo,
+) -> PgWireResult<()> {
     if col.is_null(row) {
         return enc.encode_field(&None::<i8>);
     }
@@ -143,7 +162,9 @@ fn encode_value(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize, field: &Fi
         DataType::UInt16 => enc.encode_field(&(col.as_primitive::<UInt16Type>().value(row) as i32)),
         DataType::Int64 => enc.encode_field(&col.as_primitive::<Int64Type>().value(row)),
         DataType::UInt32 => enc.encode_field(&(col.as_primitive::<UInt32Type>().value(row) as i64)),
-        DataType::Float16 => enc.encode_field(&col.as_primitive::<Float16Type>().value(row).to_f32()),
+        DataType::Float16 => {
+            enc.encode_field(&col.as_primitive::<Float16Type>().value(row).to_f32())
+        }
         DataType::Float32 => enc.encode_field(&col.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => enc.encode_field(&col.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => enc.encode_field(&col.as_string::<i32>().value(row)),
@@ -163,7 +184,8 @@ fn encode_value(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize, field: &Fi
             let ts = timestamp(v.as_primitive::<Int64Type>().value(row), unit);
             match tz {
                 None => enc.encode_field(&ts),
-                Some(_) => enc.encode_field(&ts.map(|t| DateTime::<Utc>::from_naive_utc_and_offset(t, Utc))),
+                Some(_) => enc
+                    .encode_field(&ts.map(|t| DateTime::<Utc>::from_naive_utc_and_offset(t, Utc))),
             }
         }
         DataType::Time64(TimeUnit::Microsecond) => {
@@ -177,11 +199,19 @@ fn encode_value(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize, field: &Fi
             let t = cast(col, &DataType::Time64(TimeUnit::Microsecond)).map_err(err)?;
             encode_value(enc, &t, row, field)
         }
-        DataType::UInt64 | DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => {
+        DataType::UInt64
+        | DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => {
             let scalar = ScalarValue::try_from_array(col, row).map_err(err)?;
             enc.encode_field(&decimal(&scalar)?)
         }
-        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) | DataType::ListView(_) | DataType::LargeListView(_) => {
+        DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::FixedSizeList(..)
+        | DataType::ListView(_)
+        | DataType::LargeListView(_) => {
             let inner = ScalarValue::try_from_array(col, row).map_err(err)?;
             encode_list(enc, &inner, field)
         }
@@ -196,16 +226,26 @@ fn encode_value(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize, field: &Fi
 fn decimal(v: &ScalarValue) -> PgWireResult<Option<Decimal>> {
     Ok(match v {
         ScalarValue::UInt64(Some(x)) => Some(Decimal::from(*x)),
-        ScalarValue::Decimal128(Some(x), _, s) => Some(Decimal::try_from_i128_with_scale(*x, *s as u32).map_err(err)?),
-        ScalarValue::Decimal32(Some(x), _, s) => Some(Decimal::try_from_i128_with_scale(*x as i128, *s as u32).map_err(err)?),
-        ScalarValue::Decimal64(Some(x), _, s) => Some(Decimal::try_from_i128_with_scale(*x as i128, *s as u32).map_err(err)?),
+        ScalarValue::Decimal128(Some(x), _, s) => {
+            Some(Decimal::try_from_i128_with_scale(*x, *s as u32).map_err(err)?)
+        }
+        ScalarValue::Decimal32(Some(x), _, s) => {
+            Some(Decimal::try_from_i128_with_scale(*x as i128, *s as u32).map_err(err)?)
+        }
+        ScalarValue::Decimal64(Some(x), _, s) => {
+            Some(Decimal::try_from_i128_with_scale(*x as i128, *s as u32).map_err(err)?)
+        }
         other if other.is_null() => None,
         other => Some(other.to_string().parse::<Decimal>().map_err(err)?),
     })
 }
 
 /// Encodes a list value as a Postgres array of the element type.
-fn encode_list(enc: &mut DataRowEncoder, list: &ScalarValue, field: &FieldInfo) -> PgWireResult<()> {
+fn encode_list(
+    enc: &mut DataRowEncoder,
+    list: &ScalarValue,
+    field: &FieldInfo,
+) -> PgWireResult<()> {
     let values: ArrayRef = match list {
         ScalarValue::List(a) => a.value(0),
         ScalarValue::LargeList(a) => a.value(0),
@@ -216,14 +256,18 @@ fn encode_list(enc: &mut DataRowEncoder, list: &ScalarValue, field: &FieldInfo) 
     macro_rules! prim {
         ($t:ty, $conv:expr) => {{
             let a = values.as_primitive::<$t>();
-            let v: Vec<Option<_>> = (0..n).map(|i| (!a.is_null(i)).then(|| $conv(a.value(i)))).collect();
+            let v: Vec<Option<_>> = (0..n)
+                .map(|i| (!a.is_null(i)).then(|| $conv(a.value(i))))
+                .collect();
             enc.encode_field(&v)
         }};
     }
     match (field.datatype(), values.data_type()) {
         (&Type::BOOL_ARRAY, _) => {
             let a = values.as_boolean();
-            let v: Vec<Option<bool>> = (0..n).map(|i| (!a.is_null(i)).then(|| a.value(i))).collect();
+            let v: Vec<Option<bool>> = (0..n)
+                .map(|i| (!a.is_null(i)).then(|| a.value(i)))
+                .collect();
             enc.encode_field(&v)
         }
         (&Type::INT2_ARRAY, DataType::Int16) => prim!(Int16Type, |x| x),
@@ -236,18 +280,32 @@ fn encode_list(enc: &mut DataRowEncoder, list: &ScalarValue, field: &FieldInfo) 
         (&Type::INT2_ARRAY | &Type::INT4_ARRAY | &Type::INT8_ARRAY, _) => {
             let a = cast(&values, &DataType::Int64).map_err(err)?;
             let a = a.as_primitive::<Int64Type>();
-            let v: Vec<Option<i64>> = (0..n).map(|i| (!a.is_null(i)).then(|| a.value(i))).collect();
+            let v: Vec<Option<i64>> = (0..n)
+                .map(|i| (!a.is_null(i)).then(|| a.value(i)))
+                .collect();
             // Widened values travel as text to keep the declared element type honest.
-            enc.encode_field_with_type_and_format(&v, &Type::INT8_ARRAY, FieldFormat::Text, field.format_options())
+            enc.encode_field_with_type_and_format(
+                &v,
+                &Type::INT8_ARRAY,
+                FieldFormat::Text,
+                field.format_options(),
+            )
         }
         _ => {
             let a = cast(&values, &DataType::Utf8).map_err(err)?;
             let a = a.as_string::<i32>();
-            let v: Vec<Option<&str>> = (0..n).map(|i| (!a.is_null(i)).then(|| a.value(i))).collect();
+            let v: Vec<Option<&str>> = (0..n)
+                .map(|i| (!a.is_null(i)).then(|| a.value(i)))
+                .collect();
             if field.datatype() == &Type::TEXT_ARRAY {
                 enc.encode_field(&v)
             } else {
-                enc.encode_field_with_type_and_format(&v, &Type::TEXT_ARRAY, FieldFormat::Text, field.format_options())
+                enc.encode_field_with_type_and_format(
+                    &v,
+                    &Type::TEXT_ARRAY,
+                    FieldFormat::Text,
+                    field.format_options(),
+                )
             }
         }
     }
@@ -275,7 +333,11 @@ pub fn arrow_type(t: &Type) -> Option<DataType> {
 /// Reads the bound parameters of a portal as Arrow scalars of the types the plan expects.
 ///
 /// `declared` are the types the client gave at Parse; `inferred` are those the plan infers.
-pub fn parameters<S: Clone>(portal: &Portal<S>, declared: &[Option<Type>], inferred: &[Option<DataType>]) -> PgWireResult<Vec<ScalarValue>> {
+pub fn parameters<S: Clone>(
+    portal: &Portal<S>,
+    declared: &[Option<Type>],
+    inferred: &[Option<DataType>],
+) -> PgWireResult<Vec<ScalarValue>> {
     let mut out = Vec::with_capacity(portal.parameter_len());
     for i in 0..portal.parameter_len() {
         let target = inferred.get(i).cloned().flatten();
@@ -289,7 +351,10 @@ pub fn parameters<S: Clone>(portal: &Portal<S>, declared: &[Option<Type>], infer
         let value = read_param(portal, i, &pg)?;
         let value = match target {
             Some(t) if value.data_type() != t => value.cast_to(&t).map_err(|_| {
-                user_error("22P02", format!("parameter ${} cannot be read as {t}", i + 1))
+                user_error(
+                    "22P02",
+                    format!("parameter ${} cannot be read as {t}", i + 1),
+                )
             })?,
             _ => value,
         };
@@ -299,7 +364,12 @@ pub fn parameters<S: Clone>(portal: &Portal<S>, declared: &[Option<Type>], infer
 }
 
 fn read_param<S: Clone>(portal: &Portal<S>, i: usize, pg: &Type) -> PgWireResult<ScalarValue> {
-    let bad = |_| user_error("22P02", format!("parameter ${} is not a valid {}", i + 1, pg.name()));
+    let bad = |_| {
+        user_error(
+            "22P02",
+            format!("parameter ${} is not a valid {}", i + 1, pg.name()),
+        )
+    };
     Ok(match *pg {
         Type::BOOL => ScalarValue::Boolean(portal.parameter::<bool>(i, pg).map_err(bad)?),
         Type::INT2 => ScalarValue::Int16(portal.parameter::<i16>(i, pg).map_err(bad)?),
@@ -312,14 +382,23 @@ fn read_param<S: Clone>(portal: &Portal<S>, i: usize, pg: &Type) -> PgWireResult
             ScalarValue::Float64(d.map(|d| d.to_string().parse::<f64>().unwrap_or(f64::NAN)))
         }
         Type::DATE => ScalarValue::Date32(
-            portal.parameter::<NaiveDate>(i, pg).map_err(bad)?.map(|d| (d - epoch()).num_days() as i32),
+            portal
+                .parameter::<NaiveDate>(i, pg)
+                .map_err(bad)?
+                .map(|d| (d - epoch()).num_days() as i32),
         ),
         Type::TIMESTAMP => ScalarValue::TimestampMicrosecond(
-            portal.parameter::<NaiveDateTime>(i, pg).map_err(bad)?.map(|d| d.and_utc().timestamp_micros()),
+            portal
+                .parameter::<NaiveDateTime>(i, pg)
+                .map_err(bad)?
+                .map(|d| d.and_utc().timestamp_micros()),
             None,
         ),
         Type::TIMESTAMPTZ => ScalarValue::TimestampMicrosecond(
-            portal.parameter::<DateTime<chrono::FixedOffset>>(i, pg).map_err(bad)?.map(|d| d.timestamp_micros()),
+            portal
+                .parameter::<DateTime<chrono::FixedOffset>>(i, pg)
+                .map_err(bad)?
+                .map(|d| d.timestamp_micros()),
             Some("+00:00".into()),
         ),
         Type::BYTEA => ScalarValue::Binary(portal.parameter::<Vec<u8>>(i, pg).map_err(bad)?),

@@ -25,7 +25,9 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
             DataFusionError::Plan(m) => {
                 if m.contains("table") && m.contains("not found") {
                     "42P01"
-                } else if m.contains("Invalid function") || m.contains("function") && m.contains("not found") {
+                } else if m.contains("Invalid function")
+                    || m.contains("function") && m.contains("not found")
+                {
                     "42883"
                 } else if m.contains("No function matches") || m.contains("does not support") {
                     "42883"
@@ -37,7 +39,9 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
             DataFusionError::ArrowError(a, _) => match a.as_ref() {
                 datafusion::arrow::error::ArrowError::DivideByZero => "22012",
                 datafusion::arrow::error::ArrowError::CastError(_) => "22P02",
-                datafusion::arrow::error::ArrowError::ComputeError(m) if m.contains("Overflow") => "22003",
+                datafusion::arrow::error::ArrowError::ComputeError(m) if m.contains("Overflow") => {
+                    "22003"
+                }
                 _ => "XX000",
             },
             DataFusionError::Execution(m) if m.contains("Divide by zero") => "22012",

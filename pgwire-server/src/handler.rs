@@ -51,7 +51,10 @@ impl QueryCancel {
     }
 
     fn cancel(&self) {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cancel();
     }
 }
 
@@ -96,7 +99,10 @@ pub struct Connection {
 
 impl Connection {
     /// A connection with a new session on `engine`.
-    pub fn new(engine: &Engine, registry: Arc<CancelRegistry>) -> tsunagu_engine::Result<Arc<Self>> {
+    pub fn new(
+        engine: &Engine,
+        registry: Arc<CancelRegistry>,
+    ) -> tsunagu_engine::Result<Arc<Self>> {
         let session = engine.session()?;
         Ok(Arc::new(Connection {
             parser: Arc::new(Parser {
@@ -113,7 +119,10 @@ impl Connection {
         self.settings
             .get_or_init(|| {
                 Arc::new(Settings::new(
-                    client.metadata().iter().map(|(k, v)| (k.clone(), v.clone())),
+                    client
+                        .metadata()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone())),
                 ))
             })
             .clone()
@@ -141,7 +150,13 @@ impl Connection {
                         format!("unrecognized configuration parameter \"{name}\""),
                     ));
                 };
-                let fields = Arc::new(vec![FieldInfo::new(name.clone(), None, None, Type::TEXT, FieldFormat::Text)]);
+                let fields = Arc::new(vec![FieldInfo::new(
+                    name.clone(),
+                    None,
+                    None,
+                    Type::TEXT,
+                    FieldFormat::Text,
+                )]);
                 let mut enc = pgwire::api::results::DataRowEncoder::new(fields.clone());
                 enc.encode_field(&value)?;
                 let row = enc.take_row();
@@ -159,15 +174,31 @@ impl Connection {
             .map(|s| s.trim().trim_matches('"').to_owned())
             .find(|s| catalog.as_ref().is_some_and(|c| c.schema(s).is_some()));
         if let Some(schema) = schema {
-            ctx.state_ref().write().config_mut().options_mut().catalog.default_schema = schema;
+            ctx.state_ref()
+                .write()
+                .config_mut()
+                .options_mut()
+                .catalog
+                .default_schema = schema;
         }
     }
 
     /// Runs a planned query, streaming rows in the given formats.
-    async fn query(&self, prepared: &Prepared, params: Vec<datafusion::common::ScalarValue>, format: &Format) -> PgWireResult<Response> {
+    async fn query(
+        &self,
+        prepared: &Prepared,
+        params: Vec<datafusion::common::ScalarValue>,
+        format: &Format,
+    ) -> PgWireResult<Response> {
         let token = self.cancel.begin();
-        let stream = self.session.execute(prepared, params).await.map_err(to_pg)?;
-        if matches!(prepared.plan, LogicalPlan::Statement(_)) || prepared.plan.schema().fields().is_empty() {
+        let stream = self
+            .session
+            .execute(prepared, params)
+            .await
+            .map_err(to_pg)?;
+        if matches!(prepared.plan, LogicalPlan::Statement(_))
+            || prepared.plan.schema().fields().is_empty()
+        {
             let mut stream = stream;
             while let Some(b) = stream.next().await {
                 b.map_err(from_datafusion)?;
@@ -175,14 +206,21 @@ impl Connection {
             return Ok(Response::Execution(Tag::new(statement_tag(&prepared.plan))));
         }
         let fields = Arc::new(encode::fields(&prepared.schema(), format));
-        Ok(Response::Query(QueryResponse::new(fields.clone(), rows(stream, fields, token))))
+        Ok(Response::Query(QueryResponse::new(
+            fields.clone(),
+            rows(stream, fields, token),
+        )))
     }
 
     async fn plan(&self, statement: datafusion::sql::parser::Statement) -> PgWireResult<Planned> {
         if let Some(c) = commands::classify(&statement) {
             return Ok(Planned::Command(c));
         }
-        let prepared = self.session.plan_statement(statement).await.map_err(to_pg)?;
+        let prepared = self
+            .session
+            .plan_statement(statement)
+            .await
+            .map_err(to_pg)?;
         Ok(Planned::Query(Arc::new(prepared)))
     }
 }
@@ -238,7 +276,12 @@ pub struct Parser {
 impl QueryParser for Parser {
     type Statement = Planned;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Planned>>
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Planned>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -250,7 +293,11 @@ impl QueryParser for Parser {
                 if let Some(c) = commands::classify(&statement) {
                     return Ok(Some(Planned::Command(c)));
                 }
-                let prepared = self.session.plan_statement(statement).await.map_err(to_pg)?;
+                let prepared = self
+                    .session
+                    .plan_statement(statement)
+                    .await
+                    .map_err(to_pg)?;
                 Ok(Some(Planned::Query(Arc::new(prepared))))
             }
             _ => Err(encode::user_error(
@@ -271,12 +318,24 @@ impl QueryParser for Parser {
         })
     }
 
-    fn get_result_schema(&self, stmt: &Planned, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &Planned,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         let format = format.cloned().unwrap_or(Format::UnifiedText);
         Ok(match stmt {
-            Planned::Query(p) if !matches!(p.plan, LogicalPlan::Statement(_)) => encode::fields(&p.schema(), &format),
+            Planned::Query(p) if !matches!(p.plan, LogicalPlan::Statement(_)) => {
+                encode::fields(&p.schema(), &format)
+            }
             Planned::Command(Command::Show { name }) => {
-                vec![FieldInfo::new(name.clone(), None, None, Type::TEXT, FieldFormat::Text)]
+                vec![FieldInfo::new(
+                    name.clone(),
+                    None,
+                    None,
+                    Type::TEXT,
+                    FieldFormat::Text,
+                )]
             }
             _ => vec![],
         })
@@ -285,7 +344,11 @@ impl QueryParser for Parser {
 
 #[async_trait]
 impl NoopStartupHandler for Connection {
-    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
@@ -337,7 +400,12 @@ impl ExtendedQueryHandler for Connection {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Planned>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Planned>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -347,7 +415,11 @@ impl ExtendedQueryHandler for Connection {
         match &portal.statement.statement {
             Planned::Command(c) => self.command(client, c),
             Planned::Query(p) => {
-                let params = encode::parameters(portal, &portal.statement.parameter_types, &p.parameter_types)?;
+                let params = encode::parameters(
+                    portal,
+                    &portal.statement.parameter_types,
+                    &p.parameter_types,
+                )?;
                 self.query(p, params, &portal.result_column_format).await
             }
         }
@@ -377,4 +449,3 @@ impl PgWireServerHandlers for Handlers {
         self.registry.clone()
     }
 }
-

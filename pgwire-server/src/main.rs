@@ -12,7 +12,11 @@ use tsunagu_engine::{Engine, EngineOptions};
 use tsunagu_pgwire::{demo, server};
 
 #[derive(Parser)]
-#[command(name = "tsunagu", version, about = "A SQL engine for pseudonymized, linked medical real-world data")]
+#[command(
+    name = "tsunagu",
+    version,
+    about = "A SQL engine for pseudonymized, linked medical real-world data"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -83,7 +87,10 @@ fn parse_size(s: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tsunagu: cannot start: {e}");
@@ -111,40 +118,69 @@ async fn open(args: &StoreArgs) -> Result<(Engine, PathBuf), String> {
         memory_limit: args.memory_limit,
         target_partitions: None,
     };
-    let engine = Engine::open(&path, options).await.map_err(|e| e.to_string())?;
+    let engine = Engine::open(&path, options)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((engine, path))
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Cmd::Generate { persons, seed, out, threads } => {
+        Cmd::Generate {
+            persons,
+            seed,
+            out,
+            threads,
+        } => {
             let opts = tsunagu_generator::GenerateOptions {
                 persons,
                 seed,
-                threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+                threads: threads.unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
+                }),
             };
             let bar = demo::progress_bar(persons);
             let started = std::time::Instant::now();
             tokio::task::spawn_blocking(move || {
-                let result = tsunagu_generator::generate(&opts, &out, &|done, _| bar.set_position(done));
+                let result =
+                    tsunagu_generator::generate(&opts, &out, &|done, _| bar.set_position(done));
                 bar.finish_and_clear();
                 result.map(|_| out)
             })
             .await
             .map_err(|e| e.to_string())?
             .map(|out| {
-                eprintln!("tsunagu: wrote {persons} persons to {} in {:.1?}", out.display(), started.elapsed());
+                eprintln!(
+                    "tsunagu: wrote {persons} persons to {} in {:.1?}",
+                    out.display(),
+                    started.elapsed()
+                );
             })
             .map_err(|e| e.to_string())
         }
         Cmd::Serve { store, listen } => {
             let (engine, path) = open(&store).await?;
-            let (listener, addr) = server::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let (listener, addr) = server::bind(&listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let persons = engine.store().persons().persons();
-            println!("tsunagu: serving store {:?} ({} persons) from {}", engine.store().name(), persons, path.display());
+            println!(
+                "tsunagu: serving store {:?} ({} persons) from {}",
+                engine.store().name(),
+                persons,
+                path.display()
+            );
             println!("tsunagu: listening on {addr}; connect with:");
-            println!("  psql \"host={} port={} dbname=tsunagu user=tsunagu\"", addr.ip(), addr.port());
-            server::serve(Arc::new(engine), listener).await.map_err(|e| e.to_string())
+            println!(
+                "  psql \"host={} port={} dbname=tsunagu user=tsunagu\"",
+                addr.ip(),
+                addr.port()
+            );
+            server::serve(Arc::new(engine), listener)
+                .await
+                .map_err(|e| e.to_string())
         }
         Cmd::Sql { store, csv, query } => {
             let (engine, _) = open(&store).await?;
@@ -153,8 +189,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             let mut batches: Vec<RecordBatch> = Vec::new();
             let mut schema = None;
             for statement in statements {
-                let prepared = session.plan_statement(statement).await.map_err(|e| e.to_string())?;
-                let mut stream = session.execute(&prepared, vec![]).await.map_err(|e| e.to_string())?;
+                let prepared = session
+                    .plan_statement(statement)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut stream = session
+                    .execute(&prepared, vec![])
+                    .await
+                    .map_err(|e| e.to_string())?;
                 schema = Some(prepared.schema());
                 batches.clear();
                 while let Some(b) = stream.next().await {
@@ -165,9 +207,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             if csv {
                 let mut out = Vec::new();
                 {
-                    let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+                    let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                        .with_header(true)
+                        .build(&mut out);
                     if batches.is_empty() {
-                        w.write(&RecordBatch::new_empty(schema)).map_err(|e| e.to_string())?;
+                        w.write(&RecordBatch::new_empty(schema))
+                            .map_err(|e| e.to_string())?;
                     }
                     for b in &batches {
                         w.write(b).map_err(|e| e.to_string())?;
@@ -176,7 +221,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 print!("{}", String::from_utf8_lossy(&out));
             } else {
                 let table = if batches.is_empty() {
-                    datafusion::arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema)])
+                    datafusion::arrow::util::pretty::pretty_format_batches(&[
+                        RecordBatch::new_empty(schema),
+                    ])
                 } else {
                     datafusion::arrow::util::pretty::pretty_format_batches(&batches)
                 }

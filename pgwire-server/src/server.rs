@@ -46,9 +46,15 @@ pub async fn serve(engine: Arc<Engine>, listener: TcpListener) -> std::io::Resul
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    eprintln!("tsunagu: shutting down ({} open connection(s))", connections.len());
+    eprintln!(
+        "tsunagu: shutting down ({} open connection(s))",
+        connections.len()
+    );
     let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(2), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), drain)
+        .await
+        .is_err()
+    {
         connections.abort_all();
     }
     Ok(())
