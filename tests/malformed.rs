@@ -228,3 +228,27 @@ async fn ragged_csv_rows_are_refused() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_folder_of_parquet_files_is_one_table() {
+    let dir = store(&valid());
+    let ctx = datafusion::prelude::SessionContext::new();
+    let folder = dir.path().join("ndb/measurement");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (i, (key, value, width)) in [("a1", 120, "INT"), ("a3", 135, "BIGINT")]
+        .into_iter()
+        .enumerate()
+    {
+        let sql = format!(
+            "COPY (SELECT '{key}' AS person_key, CAST({value} AS {width}) AS measurement_concept_id, DATE '2021-0{}-01' AS measurement_date) TO '{}' STORED AS PARQUET",
+            i + 1,
+            folder.join(format!("part-{i}.parquet")).display()
+        );
+        ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    }
+    let engine = open(dir.path()).await.unwrap();
+    assert_eq!(
+        query(&engine, "SELECT person_id, measurement_concept_id, measurement_date FROM ndb.measurement ORDER BY measurement_date").await,
+        vec!["1|120|2021-01-01", "3|135|2021-02-01"]
+    );
+}

@@ -54,11 +54,54 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
 /// A wire error for an engine error.
 pub fn to_pg(e: EngineError) -> PgWireError {
     let code = sqlstate(&e);
+    let message = if code.starts_with("22") || code == "XX000" {
+        scrub(&e.to_string())
+    } else {
+        e.to_string()
+    };
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_owned(),
         code.to_owned(),
-        e.to_string(),
+        message,
     )))
+}
+
+/// Removes quoted values from a message raised while reading data, so that
+/// errors never echo what the data holds.
+pub fn scrub(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match c {
+            '\'' if quoted => {
+                quoted = false;
+                out.push_str("…'");
+            }
+            '\'' => {
+                quoted = true;
+                out.push('\'');
+            }
+            _ if quoted => {}
+            c => out.push(c),
+        }
+    }
+    if quoted {
+        out.push_str("…");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_values_are_scrubbed() {
+        assert_eq!(
+            scrub("Cannot cast string 'K92.2' to value of Int64 type"),
+            "Cannot cast string '…' to value of Int64 type"
+        );
+    }
 }
 
 /// A wire error for a DataFusion error raised while streaming.

@@ -4,6 +4,7 @@ streaming. Usage: psycopg_check.py CONNINFO. Prints 'N passed, N failed'."""
 
 import datetime
 import decimal
+import re
 import sys
 import threading
 import time
@@ -48,11 +49,14 @@ def counts_and_parameters():
 TYPES_SQL = (
     "SELECT DATE '2020-01-02' AS d, CAST(1.5 AS DOUBLE) AS f, true AS b, 'x' AS t, CAST(3 AS BIGINT) AS i, "
     "CAST(1.25 AS DECIMAL(10,2)) AS n, TIMESTAMP '2020-01-02 03:04:05' AS ts, CAST(2 AS INT) AS i4, "
-    "make_array(1, 2, 3) AS arr, CAST(NULL AS BIGINT) AS nothing"
+    "make_array(1, 2, 3) AS arr, CAST(NULL AS BIGINT) AS nothing, CAST('abc' AS BYTEA) AS raw, "
+    "make_array('a', 'b') AS texts, make_array(DATE '2020-01-01') AS dates, CAST(2.5 AS REAL) AS f4, "
+    "CAST(-3 AS SMALLINT) AS i2"
 )
 TYPES_EXPECTED = (
     datetime.date(2020, 1, 2), 1.5, True, "x", 3, decimal.Decimal("1.25"),
-    datetime.datetime(2020, 1, 2, 3, 4, 5), 2, [1, 2, 3], None,
+    datetime.datetime(2020, 1, 2, 3, 4, 5), 2, [1, 2, 3], None, b"abc",
+    ["a", "b"], [datetime.date(2020, 1, 1)], 2.5, -3,
 )
 
 
@@ -107,6 +111,12 @@ def errors_carry_sqlstate():
         except errors.SyntaxError as e:
             assert e.sqlstate == "42601"
         assert conn.execute("SELECT 1").fetchone()[0] == 1
+        try:
+            conn.execute("SELECT CAST(person_key AS BIGINT) FROM ndb.person")
+            raise AssertionError("no error")
+        except psycopg.Error as e:
+            message = str(e)
+            assert not re.search(r"[0-9a-f]{16}", message), message
 
 
 @check
