@@ -1,0 +1,211 @@
+//! Windows around an index date: `in_window`, `overlap_days`, `window_days`.
+//! Spans are inclusive at both ends, as in OMOP.
+
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array};
+use datafusion::arrow::datatypes::{DataType, Date32Type, Int64Type};
+use datafusion::common::{Result, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::docs;
+
+/// Argument kinds: D a date, N a day count.
+fn coerce(name: &str, kinds: &str, args: &[DataType]) -> Result<Vec<DataType>> {
+    if args.len() != kinds.len() {
+        return plan_err!("{name} takes {} arguments, got {}", kinds.len(), args.len());
+    }
+    kinds
+        .chars()
+        .zip(args)
+        .enumerate()
+        .map(|(i, (k, t))| match k {
+            'D' if matches!(
+                t,
+                DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) | DataType::Null
+            ) =>
+            {
+                Ok(DataType::Date32)
+            }
+            'N' if t.is_integer() || t == &DataType::Null => Ok(DataType::Int64),
+            'D' => plan_err!("{name}: argument {} must be a DATE, got {t}", i + 1),
+            _ => plan_err!(
+                "{name}: argument {} must be an integer number of days, got {t}",
+                i + 1
+            ),
+        })
+        .collect()
+}
+
+/// Evaluates a row function over arguments that are all dates or day counts (as i64).
+fn rows<T>(args: &[ColumnarValue], n: usize, f: impl Fn(&[i64]) -> T) -> Result<Vec<Option<T>>> {
+    let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(args)?;
+    let get = |a: &ArrayRef, i: usize| -> Option<i64> {
+        if a.is_null(i) {
+            return None;
+        }
+        Some(match a.data_type() {
+            DataType::Date32 => a.as_primitive::<Date32Type>().value(i) as i64,
+            _ => a.as_primitive::<Int64Type>().value(i),
+        })
+    };
+    let mut vals = vec![0i64; arrays.len()];
+    let len = arrays.first().map(|a| a.len()).unwrap_or(n);
+    let mut out = Vec::with_capacity(len);
+    'row: for i in 0..len {
+        for (v, a) in vals.iter_mut().zip(&arrays) {
+            match get(a, i) {
+                Some(x) => *v = x,
+                None => {
+                    out.push(None);
+                    continue 'row;
+                }
+            }
+        }
+        out.push(Some(f(&vals)));
+    }
+    Ok(out)
+}
+
+fn overlap(a0: i64, a1: i64, b0: i64, b1: i64) -> i64 {
+    (a1.min(b1) - a0.max(b0) + 1).max(0)
+}
+
+macro_rules! scalar_udf {
+    ($ty:ident, $name:literal, $kinds:literal, $ret:expr, $eval:expr, $doc:expr) => {
+        #[doc = concat!("`", $name, "`.")]
+        #[derive(Debug, PartialEq, Eq, Hash)]
+        pub struct $ty {
+            signature: Signature,
+        }
+
+        impl Default for $ty {
+            fn default() -> Self {
+                Self {
+                    signature: Signature::user_defined(Volatility::Immutable),
+                }
+            }
+        }
+
+        impl ScalarUDFImpl for $ty {
+            fn name(&self) -> &str {
+                $name
+            }
+            fn signature(&self) -> &Signature {
+                &self.signature
+            }
+            fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+                coerce($name, $kinds, args)
+            }
+            fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+                Ok($ret)
+            }
+            fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+                let all_scalar = args
+                    .args
+                    .iter()
+                    .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+                let out = $eval(&args.args, args.number_rows)?;
+                if all_scalar {
+                    Ok(ColumnarValue::Scalar(
+                        datafusion::common::ScalarValue::try_from_array(&out, 0)?,
+                    ))
+                } else {
+                    Ok(ColumnarValue::Array(out))
+                }
+            }
+            fn documentation(&self) -> Option<&Documentation> {
+                static DOC: OnceLock<Documentation> = OnceLock::new();
+                Some(DOC.get_or_init($doc))
+            }
+        }
+    };
+}
+
+scalar_udf!(
+    InWindow,
+    "in_window",
+    "DDNN",
+    DataType::Boolean,
+    |args: &[ColumnarValue], n| -> Result<ArrayRef> {
+        let v = rows(args, n, |x| x[1] + x[2] <= x[0] && x[0] <= x[1] + x[3])?;
+        Ok(Arc::new(BooleanArray::from(v)))
+    },
+    || {
+        Documentation::builder(
+        docs::WINDOWS,
+        "True when event_date falls in the window index_date + from_days .. index_date + to_days, both ends included. Look-back windows use negative offsets, risk windows positive ones.",
+        "in_window(event_date, index_date, from_days, to_days)",
+    )
+    .with_argument("event_date", "DATE of the event.")
+    .with_argument("index_date", "DATE the window is anchored on.")
+    .with_argument("from_days", "First day of the window, relative to index_date.")
+    .with_argument("to_days", "Last day of the window, relative to index_date.")
+    .with_sql_example("SELECT count(*) FROM cohort c JOIN ndb.condition_occurrence o USING (person_id)\n WHERE in_window(o.condition_start_date, c.index_date, 1, 30)")
+    .build()
+    }
+);
+
+scalar_udf!(
+    OverlapDays,
+    "overlap_days",
+    "DDDD",
+    DataType::Int64,
+    |args: &[ColumnarValue], n| -> Result<ArrayRef> {
+        let v = rows(args, n, |x| overlap(x[0], x[1], x[2], x[3]))?;
+        Ok(Arc::new(Int64Array::from(v)))
+    },
+    || {
+        Documentation::builder(
+        docs::WINDOWS,
+        "Days that two inclusive spans share; 0 when they are disjoint. Person-time at risk.",
+        "overlap_days(a_start, a_end, b_start, b_end)",
+    )
+    .with_argument("a_start", "DATE: start of the first span.")
+    .with_argument("a_end", "DATE: end of the first span (inclusive).")
+    .with_argument("b_start", "DATE: start of the second span.")
+    .with_argument("b_end", "DATE: end of the second span (inclusive).")
+    .with_sql_example("SELECT overlap_days(DATE '2020-01-01', DATE '2020-01-10', DATE '2020-01-05', DATE '2020-02-01')  -- 6")
+    .build()
+    }
+);
+
+scalar_udf!(
+    WindowDays,
+    "window_days",
+    "DNNDD",
+    DataType::Int64,
+    |args: &[ColumnarValue], n| -> Result<ArrayRef> {
+        let v = rows(args, n, |x| overlap(x[0] + x[1], x[0] + x[2], x[3], x[4]))?;
+        Ok(Arc::new(Int64Array::from(v)))
+    },
+    || {
+        Documentation::builder(
+        docs::WINDOWS,
+        "Days of the window index_date + from_days .. index_date + to_days that fall inside the observation span obs_start .. obs_end (censoring), both ends included.",
+        "window_days(index_date, from_days, to_days, obs_start, obs_end)",
+    )
+    .with_argument("index_date", "DATE the window is anchored on.")
+    .with_argument("from_days", "First day of the window, relative to index_date.")
+    .with_argument("to_days", "Last day of the window, relative to index_date.")
+    .with_argument("obs_start", "DATE: start of observation.")
+    .with_argument("obs_end", "DATE: end of observation (inclusive).")
+    .with_sql_example("SELECT sum(window_days(index_date, 1, 30, observation_period_start_date, observation_period_end_date)) AS days_at_risk FROM ...")
+    .build()
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_is_inclusive() {
+        assert_eq!(overlap(0, 9, 5, 31), 5);
+        assert_eq!(overlap(0, 9, 9, 20), 1);
+        assert_eq!(overlap(0, 9, 10, 20), 0);
+        assert_eq!(overlap(5, 5, 5, 5), 1);
+    }
+}
