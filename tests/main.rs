@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod malformed;
+mod reference;
 mod slt;
 mod stores;
 mod wire;

@@ -252,3 +252,45 @@ async fn a_folder_of_parquet_files_is_one_table() {
         vec!["1|120|2021-01-01", "3|135|2021-02-01"]
     );
 }
+
+#[tokio::test]
+async fn without_concept_ancestor_the_hierarchy_comes_from_is_a() {
+    let concepts = "concept_id,concept_name,domain_id,vocabulary_id,concept_class_id,standard_concept,concept_code\n\
+1,Chapter,Condition,ICD10,Chapter,,I\n2,Block,Condition,ICD10,Block,,I1\n3,Code,Condition,ICD10,Code,S,I10\n4,Other,Condition,ICD10,Code,S,J10\n";
+    let rels = "concept_id_1,concept_id_2,relationship_id\n3,2,Is a\n2,1,Is a\n1,2,Subsumes\n4,3,Maps to\n";
+    let mut files = valid();
+    let manifest = format!("{MANIFEST}\n[vocabulary]\npath = \"vocab\"\n");
+    let manifest: &'static str = Box::leak(manifest.into_boxed_str());
+    files.retain(|(p, _)| *p != "rwd.toml");
+    files.extend([
+        ("rwd.toml", manifest),
+        ("vocab/concept.csv", concepts),
+        ("vocab/concept_relationship.csv", rels),
+    ]);
+    let dir = store(&files);
+    let engine = open(dir.path()).await.unwrap();
+    assert_eq!(
+        query(
+            &engine,
+            "SELECT concept_id, levels FROM descendants(1) ORDER BY levels"
+        )
+        .await,
+        vec!["1|0", "2|1", "3|2"]
+    );
+    assert_eq!(
+        query(
+            &engine,
+            "SELECT concept_id FROM ancestors(3) ORDER BY levels DESC"
+        )
+        .await,
+        vec!["1", "2", "3"]
+    );
+    assert_eq!(
+        query(&engine, "SELECT is_a(3, 1), is_a(4, 1), is_a(1, 3)").await,
+        vec!["true|false|false"]
+    );
+    assert_eq!(
+        query(&engine, "SELECT concept_id FROM related(4, 'Maps to')").await,
+        vec!["3"]
+    );
+}

@@ -21,6 +21,7 @@
 
 pub mod error;
 pub mod session;
+mod vocabulary;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub struct Engine {
     store: Arc<Store>,
     runtime: Arc<RuntimeEnv>,
     options: EngineOptions,
+    vocabulary: Arc<tsunagu_udfs::vocab::VocabGraph>,
 }
 
 impl Engine {
@@ -68,11 +70,14 @@ impl Engine {
         if let Some(limit) = options.memory_limit {
             runtime = runtime.with_memory_limit(limit, 1.0);
         }
-        Ok(Engine {
+        let mut engine = Engine {
             store: Arc::new(store),
             runtime: runtime.build_arc()?,
             options,
-        })
+            vocabulary: Arc::default(),
+        };
+        engine.vocabulary = Arc::new(vocabulary::load(&engine).await?);
+        Ok(engine)
     }
 
     /// The opened store.
@@ -105,6 +110,7 @@ impl Engine {
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
         self.store.register(ctx, CATALOG)?;
         tsunagu_udfs::register(ctx);
+        tsunagu_udfs::register_vocabulary(ctx, self.vocabulary.clone());
         Ok(())
     }
 }

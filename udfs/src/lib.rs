@@ -5,6 +5,7 @@
 pub mod bitmaps;
 pub mod docs;
 pub mod episodes;
+pub mod vocab;
 pub mod windows;
 
 use std::sync::Arc;
@@ -52,7 +53,22 @@ pub fn window_functions() -> Vec<Arc<WindowUDF>> {
     ))]
 }
 
-/// Registers every RWD function on a context.
+/// Registers the vocabulary graph functions over `graph` on a context.
+pub fn register_vocabulary(ctx: &SessionContext, graph: Arc<vocab::VocabGraph>) {
+    ctx.register_udf(ScalarUDF::new_from_impl(vocab::IsA::new(graph.clone())));
+    ctx.register_udtf(
+        "descendants",
+        Arc::new(vocab::Hierarchy::new(graph.clone(), true)),
+    );
+    ctx.register_udtf(
+        "ancestors",
+        Arc::new(vocab::Hierarchy::new(graph.clone(), false)),
+    );
+    ctx.register_udtf("related", Arc::new(vocab::Related::new(graph)));
+}
+
+/// Registers every RWD function on a context (the vocabulary graph ones
+/// with [`register_vocabulary`]).
 pub fn register(ctx: &SessionContext) {
     for f in scalar_functions() {
         ctx.register_udf(f.as_ref().clone());
@@ -63,4 +79,75 @@ pub fn register(ctx: &SessionContext) {
     for f in window_functions() {
         ctx.register_udwf(f.as_ref().clone());
     }
+}
+
+/// The function reference in Markdown, generated from each function's `Documentation`.
+pub fn reference_markdown() -> String {
+    use datafusion::logical_expr::Documentation;
+    let graph = Arc::new(vocab::VocabGraph::default());
+    let mut docs: Vec<(String, &'static str, Documentation)> = Vec::new();
+    for f in scalar_functions() {
+        if let Some(d) = f.documentation() {
+            docs.push((f.name().to_owned(), "scalar", d.clone()));
+        }
+    }
+    for f in aggregate_functions() {
+        if let Some(d) = f.documentation() {
+            docs.push((f.name().to_owned(), "aggregate", d.clone()));
+        }
+    }
+    for f in window_functions() {
+        if let Some(d) = f.documentation() {
+            docs.push((f.name().to_owned(), "window", d.clone()));
+        }
+    }
+    let is_a = ScalarUDF::new_from_impl(vocab::IsA::new(graph.clone()));
+    docs.push((
+        "is_a".into(),
+        "scalar",
+        is_a.documentation().cloned().expect("documented"),
+    ));
+    for down in [true, false] {
+        let h = vocab::Hierarchy::new(graph.clone(), down);
+        docs.push((h.name().into(), "table", h.documentation().clone()));
+    }
+    docs.push((
+        "related".into(),
+        "table",
+        vocab::Related::documentation().clone(),
+    ));
+    let mut out = String::from(
+        "# RWD function reference\n\nGenerated from the functions' documentation by `TSUNAGU_UPDATE_DOCS=1 cargo test -p tsunagu-tests functions_reference`; do not edit by hand.\n",
+    );
+    for section in [
+        docs::EPISODES,
+        docs::WINDOWS,
+        docs::COHORTS,
+        docs::VOCABULARY,
+    ] {
+        out.push_str(&format!(
+            "\n## {}\n\n{}\n",
+            section.label,
+            section.description.unwrap_or_default()
+        ));
+        for (name, kind, d) in docs
+            .iter()
+            .filter(|(_, _, d)| d.doc_section.label == section.label)
+        {
+            out.push_str(&format!(
+                "\n### `{name}` ({kind})\n\n{}\n\n```sql\n{}\n```\n",
+                d.description, d.syntax_example
+            ));
+            if let Some(args) = &d.arguments {
+                out.push_str("\n| argument | meaning |\n|---|---|\n");
+                for (a, m) in args {
+                    out.push_str(&format!("| `{a}` | {m} |\n"));
+                }
+            }
+            if let Some(example) = &d.sql_example {
+                out.push_str(&format!("\nExample:\n\n```sql\n{example}\n```\n"));
+            }
+        }
+    }
+    out
 }
