@@ -117,3 +117,106 @@ fn generate_writes_a_store_that_opens() {
         .unwrap();
     assert!(n >= 400, "{n}");
 }
+
+fn sql_on(store: &std::path::Path, state: &std::path::Path, query: &str) -> std::process::Output {
+    Command::new(tsunagu())
+        .args(["sql", "--csv", "--store"])
+        .arg(store)
+        .arg("--state")
+        .arg(state)
+        .arg(query)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cohorts_survive_a_restart_and_a_kill_mid_write() {
+    let store = crate::common::synthetic();
+    let state = state_dir();
+    let out = sql_on(
+        store,
+        &state,
+        "CREATE COHORT elderly AS SELECT person_id, DATE '2020-01-01' AS cohort_start_date FROM ndb.person WHERE year_of_birth < 1950",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "CREATE COHORT");
+    // Another process sees it.
+    let out = sql_on(
+        store,
+        &state,
+        "SELECT name, size = (SELECT count(DISTINCT person_id) FROM ndb.person WHERE year_of_birth < 1950) AS ok FROM cohorts",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "name,ok\nelderly,true\n"
+    );
+    // Processes killed at random points of a write leave a whole cohort or none.
+    for (i, delay) in [5u64, 40, 80, 120, 160, 220, 300, 450]
+        .into_iter()
+        .enumerate()
+    {
+        let mut child = Command::new(tsunagu())
+            .args(["sql", "--store"])
+            .arg(store)
+            .arg("--state")
+            .arg(&state)
+            .arg(format!("CREATE COHORT killed_{i} AS SELECT person_id, drug_exposure_start_date AS cohort_start_date FROM ndb.drug_exposure"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = sql_on(
+        store,
+        &state,
+        "SELECT name, size FROM cohorts ORDER BY name",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    let expected_rows = String::from_utf8_lossy(
+        &sql_on(store, &state, "SELECT count(*) FROM ndb.drug_exposure").stdout,
+    )
+    .lines()
+    .nth(1)
+    .unwrap()
+    .to_owned();
+    for line in listing.lines().skip(1) {
+        let name = line.split(',').next().unwrap();
+        let out = sql_on(
+            store,
+            &state,
+            &format!("SELECT count(*) FROM cohort('{name}')"),
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if name.starts_with("killed_") {
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap(),
+                expected_rows,
+                "{name} is whole"
+            );
+        }
+    }
+    assert!(listing.contains("elderly,"), "{listing}");
+    // No half-written folder is left once the store is opened again.
+    let leftovers: Vec<_> = std::fs::read_dir(state.join("cohorts"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

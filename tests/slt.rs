@@ -38,17 +38,14 @@ impl sqllogictest::AsyncDB for Db {
             return Ok(DBOutput::StatementComplete(0));
         };
         for s in statements {
-            self.session.sql(&s.to_string()).await?;
+            let p = self.session.plan_statement(s).await?;
+            datafusion::physical_plan::common::collect(self.session.execute(&p, vec![]).await?)
+                .await?;
         }
         let prepared = self.session.plan_statement(last).await?;
         let schema = prepared.schema();
-        let batches = self
-            .session
-            .context()
-            .execute_logical_plan(prepared.plan)
-            .await?
-            .collect()
-            .await?;
+        let stream = self.session.execute(&prepared, vec![]).await?;
+        let batches = datafusion::physical_plan::common::collect(stream).await?;
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
         }

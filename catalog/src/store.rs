@@ -57,6 +57,7 @@ pub struct Store {
     root: PathBuf,
     manifest: Manifest,
     state_dir: PathBuf,
+    fingerprint: String,
     tables: Vec<TableDef>,
     shown: Vec<ShownTable>,
     index: PersonIndex,
@@ -137,6 +138,7 @@ impl Store {
             root,
             manifest,
             state_dir,
+            fingerprint,
             tables,
             shown,
             index,
@@ -213,6 +215,11 @@ impl Store {
     /// The state folder of this store.
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// A fingerprint of the store's files: it changes whenever they change.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The delivered tables, checked.

@@ -16,6 +16,12 @@ pub enum EngineError {
     Unsupported(String),
 }
 
+impl From<datafusion::arrow::error::ArrowError> for EngineError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        EngineError::DataFusion(e.into())
+    }
+}
+
 /// DataFusion's message without its nesting prefixes.
 fn tidy(e: &DataFusionError) -> String {
     let root = e.find_root();

@@ -19,6 +19,7 @@
 //! server, a CLI or a distributed runner sit on top; the engine knows none
 //! of them.
 
+pub mod cohorts;
 pub mod error;
 pub mod session;
 mod vocabulary;
@@ -31,7 +32,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use tsunagu_catalog::{Store, StoreOptions};
 
 pub use error::{EngineError, Result};
-pub use session::{Prepared, Session};
+pub use session::{Action, Prepared, Session, Statement};
 pub use tsunagu_catalog as catalog;
 
 /// The catalog name the store's schemas live in.
@@ -54,6 +55,7 @@ pub struct Engine {
     runtime: Arc<RuntimeEnv>,
     options: EngineOptions,
     vocabulary: Arc<tsunagu_udfs::vocab::VocabGraph>,
+    cohorts: Arc<cohorts::CohortStore>,
 }
 
 impl Engine {
@@ -70,7 +72,12 @@ impl Engine {
         if let Some(limit) = options.memory_limit {
             runtime = runtime.with_memory_limit(limit, 1.0);
         }
+        let cohorts = Arc::new(cohorts::CohortStore::new(
+            store.state_dir(),
+            store.fingerprint(),
+        ));
         let mut engine = Engine {
+            cohorts,
             store: Arc::new(store),
             runtime: runtime.build_arc()?,
             options,
@@ -103,7 +110,8 @@ impl Engine {
     pub fn session(&self) -> Result<Session> {
         let ctx = SessionContext::new_with_config_rt(self.config(), self.runtime.clone());
         self.register(&ctx)?;
-        Ok(Session::new(ctx))
+        let user = std::env::var("USER").unwrap_or_else(|_| "tsunagu".into());
+        Ok(Session::new(ctx, self.cohorts.clone(), &user))
     }
 
     /// Registers the store's schemas and the RWD functions on any context.
@@ -111,6 +119,19 @@ impl Engine {
         self.store.register(ctx, CATALOG)?;
         tsunagu_udfs::register(ctx);
         tsunagu_udfs::register_vocabulary(ctx, self.vocabulary.clone());
+        ctx.register_udtf(
+            "cohort",
+            Arc::new(cohorts::CohortFunction(self.cohorts.clone())),
+        );
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            cohorts::CohortBitmap::new(self.cohorts.clone()),
+        ));
+        if let Some(public) = ctx.catalog(CATALOG).and_then(|c| c.schema("public")) {
+            public.register_table(
+                "cohorts".into(),
+                Arc::new(cohorts::CohortsTable(self.cohorts.clone())),
+            )?;
+        }
         Ok(())
     }
 }

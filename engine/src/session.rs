@@ -8,11 +8,49 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::physical_plan::EmptyRecordBatchStream;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::parser::{DFParser, Statement as SqlStatement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
+use crate::cohorts::{self, CohortMeta, CohortStore};
 use crate::error::{EngineError, Result};
+
+/// One statement of SQL text: plain SQL, or a Tsunagu command.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// SQL that DataFusion plans.
+    Sql(SqlStatement),
+    /// `CREATE COHORT name AS query`.
+    CreateCohort { name: String, query: String },
+    /// `DROP COHORT [IF EXISTS] name`.
+    DropCohort { name: String, if_exists: bool },
+}
+
+/// A side effect a prepared statement performs when executed.
+#[derive(Debug, Clone)]
+pub enum Action {
+    CreateCohort {
+        name: String,
+        definition: String,
+        query: LogicalPlan,
+    },
+    DropCohort {
+        name: String,
+        if_exists: bool,
+    },
+}
+
+impl Action {
+    /// The command tag a Postgres client expects.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Action::CreateCohort { .. } => "CREATE COHORT",
+            Action::DropCohort { .. } => "DROP COHORT",
+        }
+    }
+}
 
 /// A planned statement: what it returns and which parameters it takes.
 #[derive(Debug, Clone)]
@@ -21,6 +59,8 @@ pub struct Prepared {
     pub plan: LogicalPlan,
     /// Types of `$1`, `$2`, ... as inferred from the query (`None` when unknown).
     pub parameter_types: Vec<Option<DataType>>,
+    /// What the statement does besides returning rows.
+    pub action: Option<Action>,
 }
 
 impl Prepared {
@@ -34,11 +74,27 @@ impl Prepared {
 #[derive(Clone)]
 pub struct Session {
     ctx: SessionContext,
+    cohorts: Arc<CohortStore>,
+    user: Arc<std::sync::Mutex<String>>,
 }
 
 impl Session {
-    pub(crate) fn new(ctx: SessionContext) -> Self {
-        Session { ctx }
+    pub(crate) fn new(ctx: SessionContext, cohorts: Arc<CohortStore>, user: &str) -> Self {
+        Session {
+            ctx,
+            cohorts,
+            user: Arc::new(std::sync::Mutex::new(user.to_owned())),
+        }
+    }
+
+    /// The user the session runs for (owner of the cohorts it creates).
+    pub fn user(&self) -> String {
+        self.user.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets the session's user.
+    pub fn set_user(&self, user: &str) {
+        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = user.to_owned();
     }
 
     /// The DataFusion context behind the session.
@@ -46,13 +102,64 @@ impl Session {
         &self.ctx
     }
 
-    /// Splits SQL text into statements (PostgreSQL dialect).
+    /// Splits SQL text into statements (PostgreSQL dialect). A cohort
+    /// command (`CREATE COHORT`, `DROP COHORT`) is the whole text.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        Ok(DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?.into())
+        if let Some(c) = cohort_command(sql)? {
+            return Ok(vec![c]);
+        }
+        Ok(
+            DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?
+                .into_iter()
+                .map(Statement::Sql)
+                .collect(),
+        )
     }
 
     /// Plans one parsed statement.
     pub async fn plan_statement(&self, statement: Statement) -> Result<Prepared> {
+        let statement = match statement {
+            Statement::Sql(s) => s,
+            Statement::CreateCohort { name, query } => {
+                cohorts::check_name(&name)?;
+                let mut inner = self.parse(&query)?;
+                let Some(Statement::Sql(inner)) = inner.pop().filter(|_| inner.is_empty()) else {
+                    return Err(EngineError::Unsupported(
+                        "CREATE COHORT: the definition must be one query".into(),
+                    ));
+                };
+                let inner = Box::pin(self.plan_statement(Statement::Sql(inner))).await?;
+                if inner.action.is_some() {
+                    return Err(EngineError::Unsupported(
+                        "CREATE COHORT: the definition must be a query".into(),
+                    ));
+                }
+                if !inner.parameter_types.is_empty() {
+                    return Err(EngineError::Unsupported(
+                        "CREATE COHORT: the query cannot take parameters".into(),
+                    ));
+                }
+                let schema = inner.schema();
+                cohorts::cohort_rows(&schema, &[])?;
+                return Ok(Prepared {
+                    plan: LogicalPlanBuilder::empty(false).build()?,
+                    parameter_types: vec![],
+                    action: Some(Action::CreateCohort {
+                        name,
+                        definition: query.trim().to_owned(),
+                        query: inner.plan,
+                    }),
+                });
+            }
+            Statement::DropCohort { name, if_exists } => {
+                cohorts::check_name(&name)?;
+                return Ok(Prepared {
+                    plan: LogicalPlanBuilder::empty(false).build()?,
+                    parameter_types: vec![],
+                    action: Some(Action::DropCohort { name, if_exists }),
+                });
+            }
+        };
         let state = self.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
         check_read_only(&plan)?;
@@ -64,7 +171,44 @@ impl Session {
         Ok(Prepared {
             plan,
             parameter_types,
+            action: None,
         })
+    }
+
+    /// Performs a statement's side effect.
+    async fn act(&self, action: &Action) -> Result<()> {
+        match action {
+            Action::CreateCohort {
+                name,
+                definition,
+                query,
+            } => {
+                let df = self.ctx.execute_logical_plan(query.clone()).await?;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await?;
+                let (rows, size) = cohorts::cohort_rows(&schema, &batches)?;
+                let meta = CohortMeta {
+                    name: name.clone(),
+                    owner: self.user(),
+                    created_at: chrono::Utc::now()
+                        .format("%Y-%m-%d %H:%M:%S UTC")
+                        .to_string(),
+                    definition: definition.clone(),
+                    size,
+                    store: String::new(),
+                };
+                self.cohorts.save(meta, rows)?;
+                Ok(())
+            }
+            Action::DropCohort { name, if_exists } => {
+                if !self.cohorts.drop_cohort(name)? && !if_exists {
+                    return Err(EngineError::Unsupported(format!(
+                        "cohort {name:?} does not exist"
+                    )));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Plans SQL text holding exactly one statement.
@@ -85,6 +229,10 @@ impl Session {
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> Result<SendableRecordBatchStream> {
+        if let Some(action) = &prepared.action {
+            self.act(action).await?;
+            return Ok(Box::pin(EmptyRecordBatchStream::new(prepared.schema())));
+        }
         let plan = if params.is_empty() && prepared.parameter_types.is_empty() {
             prepared.plan.clone()
         } else {
@@ -102,8 +250,8 @@ impl Session {
         let mut last = Vec::new();
         for statement in self.parse(sql)? {
             let prepared = self.plan_statement(statement).await?;
-            let df = self.ctx.execute_logical_plan(prepared.plan).await?;
-            last = df.collect().await?;
+            let stream = self.execute(&prepared, vec![]).await?;
+            last = datafusion::physical_plan::common::collect(stream).await?;
         }
         Ok(last)
     }
@@ -123,4 +271,62 @@ fn check_read_only(plan: &LogicalPlan) -> Result<()> {
         ))),
         None => Ok(()),
     }
+}
+
+/// Recognizes `CREATE COHORT name AS query` and `DROP COHORT [IF EXISTS] name`.
+fn cohort_command(sql: &str) -> Result<Option<Statement>> {
+    let text = sql.trim().trim_end_matches(';').trim();
+    let mut words = text.split_whitespace();
+    let (Some(verb), Some(noun)) = (words.next(), words.next()) else {
+        return Ok(None);
+    };
+    if !noun.eq_ignore_ascii_case("cohort") {
+        return Ok(None);
+    }
+    let rest = |n: usize| -> &str {
+        let mut t = text;
+        for _ in 0..n {
+            t = t.trim_start();
+            t = &t[t.find(char::is_whitespace).unwrap_or(t.len())..];
+        }
+        t.trim()
+    };
+    if verb.eq_ignore_ascii_case("create") {
+        let tail = rest(2);
+        let name_end = tail.find(char::is_whitespace).unwrap_or(tail.len());
+        let name = tail[..name_end].trim_matches('"').to_ascii_lowercase();
+        let after = tail[name_end..].trim_start();
+        if after.len() < 2
+            || !after[..2].eq_ignore_ascii_case("as")
+            || after[2..]
+                .chars()
+                .next()
+                .is_some_and(|c| !c.is_whitespace() && c != '(')
+        {
+            return Err(EngineError::Unsupported(
+                "expected CREATE COHORT name AS <query returning person_id>".into(),
+            ));
+        }
+        return Ok(Some(Statement::CreateCohort {
+            name,
+            query: after[2..].trim().to_owned(),
+        }));
+    }
+    if verb.eq_ignore_ascii_case("drop") {
+        let tail = rest(2);
+        let (if_exists, name) = match tail.to_ascii_lowercase().strip_prefix("if exists") {
+            Some(n) => (true, n.trim().to_owned()),
+            None => (false, tail.to_ascii_lowercase()),
+        };
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(EngineError::Unsupported(
+                "expected DROP COHORT [IF EXISTS] name".into(),
+            ));
+        }
+        return Ok(Some(Statement::DropCohort {
+            name: name.trim_matches('"').to_owned(),
+            if_exists,
+        }));
+    }
+    Ok(None)
 }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{self, Set};
+use tsunagu_engine::Statement;
 
 /// A session statement and what it asks.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub enum Command {
 
 /// Recognizes a session statement; `None` means "plan it with DataFusion".
 pub fn classify(statement: &Statement) -> Option<Command> {
-    let Statement::Statement(s) = statement else {
+    let Statement::Sql(datafusion::sql::parser::Statement::Statement(s)) = statement else {
         return None;
     };
     Some(match s.as_ref() {

@@ -203,7 +203,12 @@ impl Connection {
             while let Some(b) = stream.next().await {
                 b.map_err(from_datafusion)?;
             }
-            return Ok(Response::Execution(Tag::new(statement_tag(&prepared.plan))));
+            let tag = prepared
+                .action
+                .as_ref()
+                .map(|a| a.tag())
+                .unwrap_or_else(|| statement_tag(&prepared.plan));
+            return Ok(Response::Execution(Tag::new(tag)));
         }
         let fields = Arc::new(encode::fields(&prepared.schema(), format));
         Ok(Response::Query(QueryResponse::new(
@@ -212,7 +217,7 @@ impl Connection {
         )))
     }
 
-    async fn plan(&self, statement: datafusion::sql::parser::Statement) -> PgWireResult<Planned> {
+    async fn plan(&self, statement: tsunagu_engine::Statement) -> PgWireResult<Planned> {
         if let Some(c) = commands::classify(&statement) {
             return Ok(Planned::Command(c));
         }
@@ -356,6 +361,9 @@ impl NoopStartupHandler for Connection {
     {
         let (pid, key) = client.pid_and_secret_key();
         self.registry.insert((pid, key.to_bytes()), &self.cancel);
+        if let Some(user) = client.metadata().get(pgwire::api::METADATA_USER) {
+            self.session.set_user(user);
+        }
         let _ = self.settings(client);
         Ok(())
     }

@@ -198,6 +198,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                     .await
                     .map_err(|e| e.to_string())?;
                 schema = Some(prepared.schema());
+                if let Some(action) = &prepared.action {
+                    println!("{}", action.tag());
+                    schema = None;
+                }
                 batches.clear();
                 while let Some(b) = stream.next().await {
                     batches.push(b.map_err(|e| tsunagu_engine::EngineError::from(e).to_string())?);

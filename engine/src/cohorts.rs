@@ -1,0 +1,495 @@
+//! Named, saved cohorts: `CREATE COHORT name AS <query>`, `DROP COHORT name`,
+//! `cohort('name')`, `cohort_bitmap('name')` and the `cohorts` table.
+//!
+//! A cohort is a folder `<state>/cohorts/<name>/` holding `meta.json` and
+//! `rows.parquet`. It is written into a hidden temporary folder, fsynced,
+//! and renamed into place, so a crash mid-write leaves either the whole
+//! cohort or nothing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, Date32Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{
+    Session as CatalogSession, TableFunctionArgs, TableFunctionImpl, TableProvider,
+};
+use datafusion::common::{Result as DfResult, ScalarValue, exec_datafusion_err, plan_err};
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, Expr, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::physical_plan::ExecutionPlan;
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+
+/// What the `cohorts` table shows of a cohort.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CohortMeta {
+    pub name: String,
+    pub owner: String,
+    pub created_at: String,
+    pub definition: String,
+    pub size: u64,
+    /// The store fingerprint the person numbers belong to.
+    pub store: String,
+}
+
+/// A loaded cohort.
+#[derive(Debug)]
+pub struct Cohort {
+    pub meta: CohortMeta,
+    pub rows: RecordBatch,
+    pub bitmap: RoaringBitmap,
+}
+
+/// The schema of `cohort('name')`.
+pub fn rows_schema() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("person_id", DataType::Int64, false),
+            Field::new("cohort_start_date", DataType::Date32, true),
+            Field::new("cohort_end_date", DataType::Date32, true),
+        ]))
+    })
+    .clone()
+}
+
+/// Checks a cohort name: a plain lower-case identifier.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = name.len() <= 63
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::Unsupported(format!(
+            "invalid cohort name {name:?}: use lower-case letters, digits and _, starting with a letter (at most 63)"
+        )))
+    }
+}
+
+/// The saved cohorts of one store.
+#[derive(Debug)]
+pub struct CohortStore {
+    dir: PathBuf,
+    store: String,
+    cache: Mutex<HashMap<String, Arc<Cohort>>>,
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unsupported(format!("cohort storage {}: {e}", path.display()))
+}
+
+impl CohortStore {
+    /// The cohorts kept in `state_dir/cohorts`, for the store with this fingerprint.
+    pub fn new(state_dir: &Path, store_fingerprint: &str) -> Self {
+        let dir = state_dir.join("cohorts");
+        // Leftovers of writes that never finished.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with('.') {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        CohortStore {
+            dir,
+            store: store_fingerprint.to_owned(),
+            cache: Mutex::default(),
+        }
+    }
+
+    /// Every saved cohort, by name.
+    pub fn list(&self) -> Result<Vec<CohortMeta>> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(out);
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = e.path().join("meta.json");
+            let text = std::fs::read(&path).map_err(|e| io(&path, e))?;
+            out.push(serde_json::from_slice(&text).map_err(|e| io(&path, e))?);
+        }
+        out.sort_by(|a: &CohortMeta, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Loads a cohort.
+    pub fn load(&self, name: &str) -> Result<Arc<Cohort>> {
+        check_name(name)?;
+        if let Some(c) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(c.clone());
+        }
+        let folder = self.dir.join(name);
+        let meta_path = folder.join("meta.json");
+        let text = std::fs::read(&meta_path)
+            .map_err(|_| EngineError::Unsupported(format!("cohort {name:?} does not exist")))?;
+        let meta: CohortMeta = serde_json::from_slice(&text).map_err(|e| io(&meta_path, e))?;
+        if meta.store != self.store {
+            return Err(EngineError::Unsupported(format!(
+                "cohort {name:?} was built on an earlier version of the store; drop it and create it again"
+            )));
+        }
+        let rows_path = folder.join("rows.parquet");
+        let file = std::fs::File::open(&rows_path).map_err(|e| io(&rows_path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|e| io(&rows_path, e))?;
+        let batches = reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| io(&rows_path, e))?;
+        let rows = datafusion::arrow::compute::concat_batches(&rows_schema(), &batches)?;
+        let bitmap = rows
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .values()
+            .iter()
+            .map(|&v| v as u32)
+            .collect();
+        let cohort = Arc::new(Cohort { meta, rows, bitmap });
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), cohort.clone());
+        Ok(cohort)
+    }
+
+    /// Saves a new cohort atomically; fails if one of that name exists.
+    pub fn save(&self, mut meta: CohortMeta, rows: RecordBatch) -> Result<CohortMeta> {
+        check_name(&meta.name)?;
+        let target = self.dir.join(&meta.name);
+        if target.exists() {
+            return Err(EngineError::Unsupported(format!(
+                "cohort {:?} already exists; DROP COHORT it first",
+                meta.name
+            )));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".{}.tmp-{}-{n}", meta.name, std::process::id()));
+        let result = (|| -> Result<()> {
+            std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+            let rows_path = tmp.join("rows.parquet");
+            let file = std::fs::File::create(&rows_path).map_err(|e| io(&rows_path, e))?;
+            let mut w =
+                ArrowWriter::try_new(file, rows_schema(), None).map_err(|e| io(&rows_path, e))?;
+            w.write(&rows).map_err(|e| io(&rows_path, e))?;
+            let file = w.into_inner().map_err(|e| io(&rows_path, e))?;
+            file.sync_all().map_err(|e| io(&rows_path, e))?;
+            meta.store = self.store.clone();
+            let meta_path = tmp.join("meta.json");
+            let text = serde_json::to_vec_pretty(&meta).map_err(|e| io(&meta_path, e))?;
+            let f = std::fs::File::create(&meta_path).map_err(|e| io(&meta_path, e))?;
+            use std::io::Write;
+            (&f).write_all(&text).map_err(|e| io(&meta_path, e))?;
+            f.sync_all().map_err(|e| io(&meta_path, e))?;
+            std::fs::File::open(&tmp)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(&tmp, e))?;
+            std::fs::rename(&tmp, &target).map_err(|_| {
+                EngineError::Unsupported(format!(
+                    "cohort {:?} already exists; DROP COHORT it first",
+                    meta.name
+                ))
+            })?;
+            std::fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(&self.dir, e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result.map(|_| meta)
+    }
+
+    /// Drops a cohort; `false` when there was none.
+    pub fn drop_cohort(&self, name: &str) -> Result<bool> {
+        check_name(name)?;
+        let target = self.dir.join(name);
+        if !target.exists() {
+            return Ok(false);
+        }
+        let trash = self
+            .dir
+            .join(format!(".{name}.drop-{}", std::process::id()));
+        std::fs::rename(&target, &trash).map_err(|e| io(&target, e))?;
+        let _ = std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
+        let _ = std::fs::remove_dir_all(&trash);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Ok(true)
+    }
+}
+
+/// Builds the rows of a cohort from a query's batches; the query must return `person_id`.
+pub fn cohort_rows(schema: &Schema, batches: &[RecordBatch]) -> Result<(RecordBatch, u64)> {
+    let Ok((pid, field)) = schema.column_with_name("person_id").ok_or(()) else {
+        return Err(EngineError::Unsupported(
+            "CREATE COHORT: the query must return a person_id column".into(),
+        ));
+    };
+    if !field.data_type().is_integer() {
+        return Err(EngineError::Unsupported(
+            "CREATE COHORT: person_id must be an integer column".into(),
+        ));
+    }
+    let date_col = |name: &str| -> Result<Option<usize>> {
+        match schema.column_with_name(name) {
+            None => Ok(None),
+            Some((i, f))
+                if matches!(
+                    f.data_type(),
+                    DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+                ) =>
+            {
+                Ok(Some(i))
+            }
+            Some(_) => Err(EngineError::Unsupported(format!(
+                "CREATE COHORT: {name} must be a DATE column"
+            ))),
+        }
+    };
+    let (start, end) = (date_col("cohort_start_date")?, date_col("cohort_end_date")?);
+    let mut ids = Vec::new();
+    let mut starts = Vec::new();
+    let mut ends = Vec::new();
+    for b in batches {
+        let p = cast(b.column(pid), &DataType::Int64)?;
+        let p = p.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let dates = |i: Option<usize>| -> Result<Option<ArrayRef>> {
+            Ok(match i {
+                Some(i) => Some(cast(b.column(i), &DataType::Date32)?),
+                None => None,
+            })
+        };
+        let (s, e) = (dates(start)?, dates(end)?);
+        for row in 0..b.num_rows() {
+            if p.is_null(row) {
+                continue;
+            }
+            let id = p.value(row);
+            if !(0..=u32::MAX as i64).contains(&id) {
+                return Err(EngineError::Unsupported(
+                    "CREATE COHORT: person_id values must be the engine's person numbers".into(),
+                ));
+            }
+            ids.push(id);
+            let get = |a: &Option<ArrayRef>| {
+                a.as_ref().and_then(|a| {
+                    a.is_valid(row).then(|| {
+                        a.as_primitive::<datafusion::arrow::datatypes::Date32Type>()
+                            .value(row)
+                    })
+                })
+            };
+            starts.push(get(&s));
+            ends.push(get(&e));
+        }
+    }
+    let size = ids
+        .iter()
+        .map(|&v| v as u32)
+        .collect::<RoaringBitmap>()
+        .len();
+    let batch = RecordBatch::try_new(
+        rows_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(Date32Array::from(starts)),
+            Arc::new(Date32Array::from(ends)),
+        ],
+    )?;
+    Ok((batch, size))
+}
+
+fn name_arg(function: &str, e: &Expr) -> DfResult<String> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Ok(s.clone()),
+        _ => plan_err!("{function} takes a cohort name as a constant string"),
+    }
+}
+
+fn to_df(e: EngineError) -> datafusion::error::DataFusionError {
+    match e {
+        EngineError::DataFusion(d) => d,
+        other => datafusion::error::DataFusionError::Plan(other.to_string()),
+    }
+}
+
+/// The table function `cohort('name')`.
+#[derive(Debug)]
+pub struct CohortFunction(pub Arc<CohortStore>);
+
+impl TableFunctionImpl for CohortFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let [arg] = args.exprs() else {
+            return plan_err!("cohort takes one argument: the cohort name");
+        };
+        let cohort = self.0.load(&name_arg("cohort", arg)?).map_err(to_df)?;
+        Ok(Arc::new(MemTable::try_new(
+            rows_schema(),
+            vec![vec![cohort.rows.clone()]],
+        )?))
+    }
+}
+
+/// The scalar `cohort_bitmap('name')`.
+#[derive(Debug)]
+pub struct CohortBitmap {
+    store: Arc<CohortStore>,
+    signature: Signature,
+}
+
+impl CohortBitmap {
+    /// The function over a cohort store.
+    pub fn new(store: Arc<CohortStore>) -> Self {
+        Self {
+            store,
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+        }
+    }
+}
+
+impl PartialEq for CohortBitmap {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.store, &other.store)
+    }
+}
+impl Eq for CohortBitmap {}
+impl std::hash::Hash for CohortBitmap {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "cohort_bitmap".hash(state);
+    }
+}
+
+impl ScalarUDFImpl for CohortBitmap {
+    fn name(&self) -> &str {
+        "cohort_bitmap"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Binary)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let one = |name: &str| -> DfResult<Vec<u8>> {
+            let c = self.store.load(name).map_err(to_df)?;
+            Ok(tsunagu_udfs::bitmaps::to_bytes(&c.bitmap))
+        };
+        match &args.args[0] {
+            ColumnarValue::Scalar(ScalarValue::Utf8(Some(n))) => {
+                Ok(ColumnarValue::Scalar(ScalarValue::Binary(Some(one(n)?))))
+            }
+            ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(ScalarValue::Binary(None))),
+            ColumnarValue::Array(a) => {
+                let names = a.as_string::<i32>();
+                let mut out = BinaryBuilder::new();
+                for n in names.iter() {
+                    match n {
+                        Some(n) => out.append_value(one(n)?),
+                        None => out.append_null(),
+                    }
+                }
+                Ok(ColumnarValue::Array(Arc::new(out.finish())))
+            }
+        }
+    }
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOC: OnceLock<Documentation> = OnceLock::new();
+        Some(DOC.get_or_init(|| {
+            Documentation::builder(
+                tsunagu_udfs::docs::COHORTS,
+                "The person set of a saved cohort as a roaring bitmap (BYTEA).",
+                "cohort_bitmap('name')",
+            )
+            .with_argument("name", "The cohort's name.")
+            .with_sql_example("SELECT rb_cardinality(rb_and(cohort_bitmap('nsaid_new_users'), cohort_bitmap('age_65_plus')))")
+            .build()
+        }))
+    }
+}
+
+/// The `cohorts` table: name, owner, created_at, definition, size.
+#[derive(Debug)]
+pub struct CohortsTable(pub Arc<CohortStore>);
+
+impl CohortsTable {
+    fn schema_ref() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("owner", DataType::Utf8, false),
+            Field::new("created_at", DataType::Utf8, false),
+            Field::new("definition", DataType::Utf8, false),
+            Field::new("size", DataType::Int64, false),
+        ]))
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for CohortsTable {
+    fn schema(&self) -> SchemaRef {
+        Self::schema_ref()
+    }
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+    async fn scan(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let list = self.0.list().map_err(|e| exec_datafusion_err!("{e}"))?;
+        let col = |f: fn(&CohortMeta) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(list.iter().map(f)))
+        };
+        let batch = RecordBatch::try_new(
+            Self::schema_ref(),
+            vec![
+                col(|m| &m.name),
+                col(|m| &m.owner),
+                col(|m| &m.created_at),
+                col(|m| &m.definition),
+                Arc::new(Int64Array::from_iter_values(
+                    list.iter().map(|m| m.size as i64),
+                )),
+            ],
+        )?;
+        MemTable::try_new(Self::schema_ref(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
