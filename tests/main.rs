@@ -8,4 +8,5 @@ mod malformed;
 mod reference;
 mod slt;
 mod stores;
+mod studies;
 mod wire;

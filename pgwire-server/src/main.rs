@@ -67,8 +67,12 @@ enum Cmd {
         /// Print CSV with a header row instead of a table.
         #[arg(long)]
         csv: bool,
+        /// Read the SQL from this file instead.
+        #[arg(long, short = 'f', conflicts_with = "query")]
+        file: Option<PathBuf>,
         /// The query.
-        query: String,
+        #[arg(allow_hyphen_values = true, required_unless_present = "file")]
+        query: Option<String>,
     },
 }
 
@@ -182,7 +186,19 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())
         }
-        Cmd::Sql { store, csv, query } => {
+        Cmd::Sql {
+            store,
+            csv,
+            file,
+            query,
+        } => {
+            let query = match (file, query) {
+                (Some(f), _) => {
+                    std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?
+                }
+                (None, Some(q)) => q,
+                (None, None) => return Err("no query given".into()),
+            };
             let (engine, _) = open(&store).await?;
             let session = engine.session().map_err(|e| e.to_string())?;
             let statements = session.parse(&query).map_err(|e| e.to_string())?;

@@ -1,0 +1,24 @@
+-- The same study as hip_fracture_long_term_care.sql in plain SQL.
+WITH admissions AS (
+    SELECT v.person_id, c.condition_source_value AS diagnosis, min(v.visit_end_date) AS discharge
+      FROM dpc.visit_occurrence v
+      JOIN dpc.condition_occurrence c ON c.visit_occurrence_id = v.visit_occurrence_id AND c.person_id = v.person_id
+     WHERE c.diagnosis_role = 'main' AND c.condition_source_value IN ('S72.0', 'J18.9')
+     GROUP BY v.person_id, c.condition_source_value
+), prior_care AS (
+    SELECT DISTINCT a.person_id, a.diagnosis
+      FROM admissions a JOIN kaigo.care_certification k ON k.person_id = a.person_id
+     WHERE k.valid_start_date < a.discharge
+), followed AS (
+    SELECT a.person_id, a.diagnosis,
+           max(CASE WHEN k.valid_start_date >= a.discharge AND k.valid_start_date <= a.discharge + 365 THEN 1 ELSE 0 END) AS certified
+      FROM admissions a
+      LEFT JOIN kaigo.care_certification k ON k.person_id = a.person_id
+     WHERE NOT EXISTS (SELECT 1 FROM prior_care p WHERE p.person_id = a.person_id AND p.diagnosis = a.diagnosis)
+     GROUP BY a.person_id, a.diagnosis
+)
+SELECT diagnosis, count(*) AS persons, sum(certified) AS certified_within_a_year,
+       CAST(sum(certified) AS DOUBLE) / count(*) AS proportion
+  FROM followed
+ GROUP BY diagnosis
+ ORDER BY diagnosis DESC

@@ -1,0 +1,37 @@
+-- The same study as nsaid_gi_bleed_new_users.sql in plain SQL: concept
+-- hierarchy through vocab.concept_ancestor, windows as date arithmetic.
+WITH dispensing AS (
+    SELECT d.person_id, d.drug_exposure_start_date AS day,
+           CASE WHEN a.ancestor_concept_id = 2000024 THEN 'nsaid' ELSE 'acetaminophen' END AS arm
+      FROM ndb.drug_exposure d
+      JOIN vocab.concept_ancestor a ON a.descendant_concept_id = d.drug_concept_id
+     WHERE a.ancestor_concept_id IN (2000024, 2000051)
+), first_use AS (
+    SELECT person_id, arm, min(day) AS index_date FROM dispensing GROUP BY person_id, arm
+), new_users AS (
+    SELECT f.person_id, f.arm, f.index_date, o.observation_period_end_date AS obs_end
+      FROM first_use f
+      JOIN ndb.observation_period o
+        ON o.person_id = f.person_id
+       AND f.index_date >= o.observation_period_start_date + 180
+       AND f.index_date <= o.observation_period_end_date
+     WHERE NOT EXISTS (
+        SELECT 1 FROM dispensing p
+         WHERE p.person_id = f.person_id AND p.day >= f.index_date - 180 AND p.day <= f.index_date - 1)
+), outcomes AS (
+    SELECT DISTINCT n.person_id, n.arm
+      FROM new_users n
+      JOIN ndb.condition_occurrence c ON c.person_id = n.person_id
+     WHERE c.condition_concept_id = 1000041
+       AND c.condition_start_date >= n.index_date AND c.condition_start_date <= n.index_date + 30
+), arms AS (
+    SELECT n.arm, count(*) AS persons, count(o.person_id) AS cases,
+           sum(CASE WHEN n.obs_end >= n.index_date + 30 THEN 31 ELSE n.obs_end - n.index_date + 1 END) AS days_at_risk
+      FROM new_users n LEFT JOIN outcomes o ON o.person_id = n.person_id AND o.arm = n.arm
+     GROUP BY n.arm
+)
+SELECT arm, persons, cases, days_at_risk,
+       CAST(cases AS DOUBLE) / persons AS risk,
+       (CAST(cases AS DOUBLE) / persons) / (SELECT CAST(cases AS DOUBLE) / persons FROM arms WHERE arm = 'acetaminophen') AS risk_ratio
+  FROM arms
+ ORDER BY arm DESC

@@ -1,0 +1,43 @@
+-- Drug safety: new users of NSAIDs (ATC M01A) against new users of
+-- acetaminophen (ATC N02BE01), gastrointestinal haemorrhage (ICD-10 K92.2)
+-- in the 30 days after the first dispensing.
+--
+-- New user: the first dispensing of the drug class, with at least 180 days
+-- of continuous observation before it and no dispensing of either class in
+-- those 180 days. Risk window: days 0..30 after the index date.
+-- On the synthetic store the planted risk ratio is 3.
+-- Concepts: 2000024 is ATC M01A, 2000051 is N02BE01, 1000041 is K92.2.
+WITH dispensing AS (
+    SELECT d.person_id, d.drug_exposure_start_date AS day,
+           CASE WHEN is_a(d.drug_concept_id, 2000024) THEN 'nsaid' ELSE 'acetaminophen' END AS arm
+      FROM ndb.drug_exposure d
+     WHERE is_a(d.drug_concept_id, 2000024) OR is_a(d.drug_concept_id, 2000051)
+), first_use AS (
+    SELECT person_id, arm, min(day) AS index_date FROM dispensing GROUP BY person_id, arm
+), new_users AS (
+    SELECT f.person_id, f.arm, f.index_date, o.observation_period_end_date AS obs_end
+      FROM first_use f
+      JOIN ndb.observation_period o
+        ON o.person_id = f.person_id
+       AND in_window(f.index_date, o.observation_period_start_date, 180, 100000)
+       AND f.index_date <= o.observation_period_end_date
+     WHERE NOT EXISTS (
+        SELECT 1 FROM dispensing p
+         WHERE p.person_id = f.person_id AND in_window(p.day, f.index_date, -180, -1))
+), outcomes AS (
+    SELECT DISTINCT n.person_id, n.arm
+      FROM new_users n
+      JOIN ndb.condition_occurrence c ON c.person_id = n.person_id
+     WHERE c.condition_concept_id = 1000041
+       AND in_window(c.condition_start_date, n.index_date, 0, 30)
+), arms AS (
+    SELECT n.arm, count(*) AS persons, count(o.person_id) AS cases,
+           sum(window_days(n.index_date, 0, 30, n.index_date, n.obs_end)) AS days_at_risk
+      FROM new_users n LEFT JOIN outcomes o ON o.person_id = n.person_id AND o.arm = n.arm
+     GROUP BY n.arm
+)
+SELECT arm, persons, cases, days_at_risk,
+       CAST(cases AS DOUBLE) / persons AS risk,
+       (CAST(cases AS DOUBLE) / persons) / (SELECT CAST(cases AS DOUBLE) / persons FROM arms WHERE arm = 'acetaminophen') AS risk_ratio
+  FROM arms
+ ORDER BY arm DESC

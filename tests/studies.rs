@@ -1,0 +1,84 @@
+//! The use-case library in `sql/studies/`: each study finds the generator's
+//! planted effect, and agrees with its plain-SQL twin.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::common::{open, query, repo};
+
+/// A 20,000-person store, as the demo store, generated once per test run.
+fn demo_sized() -> &'static Path {
+    static STORE: OnceLock<PathBuf> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("tsunagu-studies-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        let opts = tsunagu_generator::GenerateOptions {
+            persons: 20_000,
+            seed: 42,
+            threads: 2,
+        };
+        tsunagu_generator::generate(&opts, &dir, &|_, _| {}).expect("generate");
+        dir
+    })
+}
+
+fn study(name: &str) -> (String, String) {
+    let dir = repo().join("sql/studies");
+    let read =
+        |f: String| std::fs::read_to_string(dir.join(&f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    (
+        read(format!("{name}.sql")),
+        read(format!("{name}.plain.sql")),
+    )
+}
+
+/// Runs a study and its plain twin; they must agree row for row.
+async fn run(name: &str) -> Vec<Vec<String>> {
+    let engine = open(demo_sized()).await;
+    let (rwd, plain) = study(name);
+    let a = query(&engine, &rwd).await;
+    let b = query(&engine, &plain).await;
+    assert_eq!(a, b, "{name}: the study and its plain-SQL twin disagree");
+    assert!(!a.is_empty(), "{name} returned nothing");
+    a.into_iter()
+        .map(|r| r.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn nsaid_new_users_have_the_planted_30_day_risk_ratio() {
+    let rows = run("nsaid_gi_bleed_new_users").await;
+    assert_eq!(rows[0][0], "nsaid");
+    assert_eq!(rows[1][0], "acetaminophen");
+    let rr: f64 = rows[0][5].parse().unwrap();
+    assert!((2.0..4.5).contains(&rr), "risk ratio {rr}, planted 3");
+    let cases: u64 = rows[0][2].parse().unwrap();
+    assert!(cases > 30, "{rows:?}");
+}
+
+#[tokio::test]
+async fn hip_fracture_is_followed_by_long_term_care() {
+    let rows = run("hip_fracture_long_term_care").await;
+    let get = |d: &str| -> f64 {
+        rows.iter()
+            .find(|r| r[0] == d)
+            .unwrap_or_else(|| panic!("{d}: {rows:?}"))[3]
+            .parse()
+            .unwrap()
+    };
+    let hip = get("S72.0");
+    assert!((0.5..0.72).contains(&hip), "planted 0.6, found {hip}");
+    assert!(get("J18.9") < 0.15);
+}
+
+#[tokio::test]
+async fn the_feasibility_funnel_narrows_step_by_step() {
+    let rows = run("feasibility_funnel").await;
+    let counts: Vec<u64> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
+    assert_eq!(counts.len(), 5);
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+    assert!(counts[4] > 0 && counts[0] > counts[4], "{counts:?}");
+}
