@@ -82,3 +82,31 @@ async fn the_feasibility_funnel_narrows_step_by_step() {
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
     assert!(counts[4] > 0 && counts[0] > counts[4], "{counts:?}");
 }
+
+#[tokio::test]
+async fn the_self_controlled_case_series_finds_the_planted_rate_ratio() {
+    let rows = run("sccs_nsaid_gi_bleed").await;
+    let irr: f64 = rows[0][5].parse().unwrap();
+    assert!((2.0..4.5).contains(&irr), "rate ratio {irr}, planted 3");
+    let risk_events: u64 = rows[0][1].parse().unwrap();
+    assert!(risk_events > 30, "{rows:?}");
+}
+
+#[tokio::test]
+async fn sequence_symmetry_shows_the_prescribing_cascade() {
+    let rows = run("ssa_amlodipine_furosemide").await;
+    let (first, reverse): (u64, u64) = (rows[0][0].parse().unwrap(), rows[0][1].parse().unwrap());
+    assert!(first > 50 && first > 3 * reverse.max(1), "{rows:?}");
+}
+
+#[tokio::test]
+async fn standardization_removes_the_ageing_of_the_population() {
+    let rows = run("prevalence_incidence_hypertension").await;
+    assert_eq!(rows.len(), 8);
+    let col = |r: &Vec<String>, i: usize| -> f64 { r[i].parse().unwrap() };
+    let (first, last) = (&rows[0], &rows[7]);
+    let crude_change = col(last, 3) - col(first, 3);
+    let standardized_change = (col(last, 4) - col(first, 4)).abs();
+    assert!(crude_change > 0.005 && standardized_change < crude_change / 2.0, "{rows:?}");
+    assert!(rows.iter().all(|r| col(r, 7) > 0.0 && col(r, 8) > 0.0), "{rows:?}");
+}

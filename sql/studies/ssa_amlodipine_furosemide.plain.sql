@@ -1,0 +1,17 @@
+-- The same sequence symmetry analysis as ssa_amlodipine_furosemide.sql in plain SQL.
+WITH firsts AS (
+    SELECT d.person_id,
+           min(CASE WHEN a.ancestor_concept_id = 2000044 THEN d.drug_exposure_start_date END) AS a,
+           min(CASE WHEN a.ancestor_concept_id = 2000043 THEN d.drug_exposure_start_date END) AS f
+      FROM ndb.drug_exposure d
+      JOIN vocab.concept_ancestor a ON a.descendant_concept_id = d.drug_concept_id
+     WHERE a.ancestor_concept_id IN (2000044, 2000043)
+     GROUP BY d.person_id
+), pairs AS (
+    SELECT person_id, a, f FROM firsts
+     WHERE a IS NOT NULL AND f IS NOT NULL AND a <> f AND f >= a - 365 AND f <= a + 365
+)
+SELECT sum(CASE WHEN a < f THEN 1 ELSE 0 END) AS amlodipine_first,
+       sum(CASE WHEN f < a THEN 1 ELSE 0 END) AS furosemide_first,
+       CAST(sum(CASE WHEN a < f THEN 1 ELSE 0 END) AS DOUBLE) / sum(CASE WHEN f < a THEN 1 ELSE 0 END) AS crude_sequence_ratio
+  FROM pairs
