@@ -5,7 +5,7 @@ use crate::common::repo;
 #[test]
 fn functions_reference_is_current() {
     let path = repo().join("docs/functions.md");
-    let generated = tsunagu_udfs::reference_markdown();
+    let generated = tsunagu_engine::function_reference();
     if std::env::var_os("TSUNAGU_UPDATE_DOCS").is_some() {
         std::fs::write(&path, &generated).unwrap();
     }

@@ -107,6 +107,12 @@ async fn standardization_removes_the_ageing_of_the_population() {
     let (first, last) = (&rows[0], &rows[7]);
     let crude_change = col(last, 3) - col(first, 3);
     let standardized_change = (col(last, 4) - col(first, 4)).abs();
-    assert!(crude_change > 0.005 && standardized_change < crude_change / 2.0, "{rows:?}");
-    assert!(rows.iter().all(|r| col(r, 7) > 0.0 && col(r, 8) > 0.0), "{rows:?}");
+    assert!(
+        crude_change > 0.005 && standardized_change < crude_change / 2.0,
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter().all(|r| col(r, 7) > 0.0 && col(r, 8) > 0.0),
+        "{rows:?}"
+    );
 }

@@ -347,6 +347,21 @@ fn to_df(e: EngineError) -> datafusion::error::DataFusionError {
     }
 }
 
+/// The documentation of `cohort('name')`.
+pub fn cohort_function_doc() -> &'static Documentation {
+    static DOC: OnceLock<Documentation> = OnceLock::new();
+    DOC.get_or_init(|| {
+        Documentation::builder(
+            tsunagu_udfs::docs::COHORTS,
+            "Table function: the rows of a saved cohort (person_id BIGINT, cohort_start_date DATE, cohort_end_date DATE). Cohorts are saved with CREATE COHORT name AS <query returning person_id [, cohort_start_date, cohort_end_date]>, removed with DROP COHORT [IF EXISTS] name, and listed in the table cohorts (name, owner, created_at, definition, size). They are kept in the state folder, survive restarts and crashes, and belong to the version of the store they were built on.",
+            "SELECT * FROM cohort('name')",
+        )
+        .with_argument("name", "The cohort's name.")
+        .with_sql_example("CREATE COHORT elderly AS SELECT person_id FROM ndb.person WHERE year_of_birth < 1950;\nSELECT count(*) FROM cohort('elderly') c JOIN ndb.drug_exposure d USING (person_id);")
+        .build()
+    })
+}
+
 /// The table function `cohort('name')`.
 #[derive(Debug)]
 pub struct CohortFunction(pub Arc<CohortStore>);

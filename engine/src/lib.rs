@@ -136,6 +136,25 @@ impl Engine {
     }
 }
 
+/// The Markdown reference of every RWD function, cohort functions included.
+pub fn function_reference() -> String {
+    use datafusion::logical_expr::ScalarUDFImpl;
+    let store = Arc::new(cohorts::CohortStore::new(Path::new("/nonexistent"), ""));
+    let bitmap = cohorts::CohortBitmap::new(store);
+    tsunagu_udfs::reference_markdown(vec![
+        (
+            "cohort".into(),
+            "table",
+            cohorts::cohort_function_doc().clone(),
+        ),
+        (
+            "cohort_bitmap".into(),
+            "scalar",
+            bitmap.documentation().expect("documented").clone(),
+        ),
+    ])
+}
+
 /// Compiles the README's examples as doc tests.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]

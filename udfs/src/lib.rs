@@ -81,11 +81,18 @@ pub fn register(ctx: &SessionContext) {
     }
 }
 
-/// The function reference in Markdown, generated from each function's `Documentation`.
-pub fn reference_markdown() -> String {
+/// The function reference in Markdown, generated from each function's
+/// `Documentation`; `extra` adds functions defined elsewhere as (name, kind, doc).
+pub fn reference_markdown(
+    extra: Vec<(
+        String,
+        &'static str,
+        datafusion::logical_expr::Documentation,
+    )>,
+) -> String {
     use datafusion::logical_expr::Documentation;
     let graph = Arc::new(vocab::VocabGraph::default());
-    let mut docs: Vec<(String, &'static str, Documentation)> = Vec::new();
+    let mut docs: Vec<(String, &'static str, Documentation)> = extra;
     for f in scalar_functions() {
         if let Some(d) = f.documentation() {
             docs.push((f.name().to_owned(), "scalar", d.clone()));
