@@ -116,3 +116,22 @@ async fn standardization_removes_the_ageing_of_the_population() {
         "{rows:?}"
     );
 }
+
+#[tokio::test]
+async fn prevalence_strata_add_up_to_the_yearly_totals() {
+    let strata = run("prevalence_incidence_hypertension_strata").await;
+    let totals = run("prevalence_incidence_hypertension").await;
+    assert_eq!(strata.len(), 8 * 2 * 4);
+    for t in &totals {
+        let sum = |i: usize| -> u64 {
+            strata
+                .iter()
+                .filter(|s| s[0] == t[0])
+                .map(|s| s[i].parse::<u64>().unwrap())
+                .sum()
+        };
+        assert_eq!(sum(3).to_string(), t[1], "persons in {}", t[0]);
+        assert_eq!(sum(4).to_string(), t[2], "prevalent in {}", t[0]);
+        assert_eq!(sum(7).to_string(), t[6], "incident in {}", t[0]);
+    }
+}

@@ -127,26 +127,40 @@ fn psql_queries_linked_person_and_every_source_schema() {
     assert!(ok);
     let sources: Vec<&str> = out.lines().map(|l| l.split('|').next().unwrap()).collect();
     assert_eq!(sources, vec!["dpc", "kaigo", "ndb"]);
-    // A study from the use-case library runs as a psql script.
-    let out = Command::new("psql")
-        .args([
-            server.conninfo().as_str(),
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-        ])
-        .arg(repo().join("sql/studies/feasibility_funnel.sql"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+    // Every study of the use-case library runs as a psql script on the demo store.
+    let mut studies: Vec<_> = std::fs::read_dir(repo().join("sql/studies"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    studies.sort();
+    assert!(studies.len() >= 12, "{studies:?}");
+    for study in studies {
+        let out = Command::new("psql")
+            .args([
+                server.conninfo().as_str(),
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+            ])
+            .arg(&study)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            study.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty(), "{}", study.display());
+        if study.ends_with("feasibility_funnel.sql") {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+        }
+    }
     // Dates, numbers and text come back in Postgres' text forms.
     let (ok, out, err) =
         server.psql("SELECT DATE '2020-01-02', CAST(1.5 AS DOUBLE), true, 'x', CAST(7 AS BIGINT)");

@@ -1,0 +1,39 @@
+-- The same strata as prevalence_incidence_hypertension_strata.sql in plain SQL.
+WITH years (year) AS (
+    VALUES (2016), (2017), (2018), (2019), (2020), (2021), (2022), (2023)
+), persons AS (
+    SELECT DISTINCT person_id, CASE WHEN gender_concept_id = 8507 THEN 'M' ELSE 'F' END AS sex, year_of_birth FROM ndb.person
+), population AS (
+    SELECT DISTINCT y.year, p.person_id, p.sex,
+           CASE WHEN y.year - p.year_of_birth < 40 THEN '0-39' WHEN y.year - p.year_of_birth < 65 THEN '40-64'
+                WHEN y.year - p.year_of_birth < 75 THEN '65-74' ELSE '75+' END AS band,
+           o.observation_period_start_date AS obs_start
+      FROM years y
+      JOIN ndb.observation_period o ON make_date(y.year, 7, 1) BETWEEN o.observation_period_start_date AND o.observation_period_end_date
+      JOIN persons p ON p.person_id = o.person_id
+), records AS (
+    SELECT person_id, condition_start_date AS day FROM ndb.condition_occurrence WHERE condition_concept_id = 1000029
+), record_years AS (
+    SELECT DISTINCT person_id, CAST(date_part('year', day) AS BIGINT) AS year FROM records
+), first_record AS (
+    SELECT person_id, min(day) AS first_day FROM records GROUP BY person_id
+), flagged AS (
+    SELECT p.year, p.sex, p.band,
+           CASE WHEN ry.person_id IS NOT NULL THEN 1 ELSE 0 END AS prevalent,
+           CASE WHEN make_date(p.year, 1, 1) >= p.obs_start + 365
+                 AND (f.first_day IS NULL OR f.first_day >= make_date(p.year, 1, 1)) THEN 1 ELSE 0 END AS at_risk,
+           CASE WHEN f.first_day BETWEEN make_date(p.year, 1, 1) AND make_date(p.year, 12, 31)
+                 AND make_date(p.year, 1, 1) >= p.obs_start + 365 THEN 1 ELSE 0 END AS incident
+      FROM population p
+      LEFT JOIN first_record f ON f.person_id = p.person_id
+      LEFT JOIN record_years ry ON ry.person_id = p.person_id AND ry.year = p.year
+), strata AS (
+    SELECT year, sex, band, count(*) AS persons, sum(prevalent) AS prevalent, sum(at_risk) AS at_risk, sum(incident) AS incident
+      FROM flagged GROUP BY year, sex, band
+)
+SELECT year, sex, band, persons, prevalent,
+       round(CAST(prevalent AS DOUBLE) / persons, 6) AS prevalence,
+       at_risk, incident,
+       round(CASE WHEN at_risk > 0 THEN CAST(incident AS DOUBLE) / at_risk END, 6) AS incidence
+  FROM strata
+ ORDER BY year, sex, band
