@@ -10,14 +10,17 @@ use bytes::Bytes;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use futures::{Sink, Stream, StreamExt, stream};
-use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::{self, StartupHandler};
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
+};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::data::DataRow;
@@ -347,25 +350,45 @@ impl QueryParser for Parser {
     }
 }
 
+/// Connection numbers and cancel keys for clients.
+fn pid_generator() -> &'static RandomPidSecretKeyGenerator {
+    static G: OnceLock<RandomPidSecretKeyGenerator> = OnceLock::new();
+    G.get_or_init(RandomPidSecretKeyGenerator::default)
+}
+
 #[async_trait]
-impl NoopStartupHandler for Connection {
-    async fn post_startup<C>(
+impl StartupHandler for Connection {
+    async fn on_startup<C>(
         &self,
         client: &mut C,
-        _message: PgWireFrontendMessage,
+        message: PgWireFrontendMessage,
     ) -> PgWireResult<()>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (pid, key) = client.pid_and_secret_key();
+        let PgWireFrontendMessage::Startup(ref startup) = message else {
+            return Ok(());
+        };
+        auth::protocol_negotiation(client, startup).await?;
+        auth::save_startup_parameters_to_metadata(client, startup);
+        let (pid, key) = pid_generator().generate(client);
+        client.set_pid_and_secret_key(pid, key.clone());
         self.registry.insert((pid, key.to_bytes()), &self.cancel);
         if let Some(user) = client.metadata().get(pgwire::api::METADATA_USER) {
             self.session.set_user(user);
         }
         let _ = self.settings(client);
-        Ok(())
+        let mut params = auth::DefaultServerParameterProvider::default();
+        params.server_version = format!(
+            "{} (Tsunagu {})",
+            commands::SERVER_VERSION,
+            env!("CARGO_PKG_VERSION")
+        );
+        params.is_superuser = false;
+        params.default_transaction_read_only = true;
+        auth::finish_authentication(client, &params).await
     }
 }
 
@@ -449,7 +472,7 @@ impl PgWireServerHandlers for Handlers {
         self.connection.clone()
     }
 
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.connection.clone()
     }
 

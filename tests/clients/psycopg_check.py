@@ -46,6 +46,15 @@ def counts_and_parameters():
             assert cur.fetchone()[0] == older
 
 
+@check
+def startup_parameters():
+    with connect() as conn:
+        assert conn.info.server_version == 160006, conn.info.server_version
+        assert "Tsunagu" in conn.info.parameter_status("server_version")
+        assert conn.execute("SHOW server_version").fetchone()[0] == "16.6"
+        assert conn.info.parameter_status("default_transaction_read_only") == "on"
+
+
 TYPES_SQL = (
     "SELECT DATE '2020-01-02' AS d, CAST(1.5 AS DOUBLE) AS f, true AS b, 'x' AS t, CAST(3 AS BIGINT) AS i, "
     "CAST(1.25 AS DECIMAL(10,2)) AS n, TIMESTAMP '2020-01-02 03:04:05' AS ts, CAST(2 AS INT) AS i4, "
