@@ -524,14 +524,20 @@ fn build_shown(tables: &[TableDef], index: &PersonIndex) -> Result<Vec<ShownTabl
     Ok(shown)
 }
 
-/// Removes derived state of earlier versions of the store.
+/// Removes derived state of earlier versions of the store, and temporary
+/// folders of builds that died more than an hour ago.
 fn remove_stale(derived_root: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(derived_root) else {
         return;
     };
+    let hour = std::time::Duration::from_secs(3600);
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name != keep && !name.starts_with('.') {
+        let abandoned = name.starts_with('.')
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
+        if (name != keep && !name.starts_with('.')) || abandoned {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
