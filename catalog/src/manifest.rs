@@ -17,6 +17,8 @@ pub struct Manifest {
     pub linkage: Option<PathBuf>,
     /// Path of the vocabulary folder, relative to the store.
     pub vocabulary: Option<PathBuf>,
+    /// The `[privacy]` table, read by the engine's privacy layer.
+    pub privacy: Option<toml::Table>,
 }
 
 /// One delivered source: a schema in SQL.
@@ -38,6 +40,7 @@ struct RawManifest {
     source: Vec<RawSource>,
     linkage: Option<RawPath>,
     vocabulary: Option<RawPath>,
+    privacy: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +177,7 @@ impl Manifest {
             sources,
             linkage,
             vocabulary,
+            privacy: raw.privacy,
         })
     }
 }

@@ -14,6 +14,38 @@ pub enum EngineError {
     /// The statement is valid SQL but not something Tsunagu runs.
     #[error("{0}")]
     Unsupported(String),
+    /// The privacy layer refused an analyst's statement.
+    #[error("{message}")]
+    Refused {
+        /// SQLSTATE: 42501 (a privacy rule) or 0A000 (not available to analysts).
+        code: &'static str,
+        /// The rule, in a few words.
+        rule: &'static str,
+        /// What was refused and how to rewrite the query.
+        message: String,
+    },
+    /// The audit log could not be written or read.
+    #[error("audit log: {0}")]
+    Audit(String),
+}
+
+impl From<crate::privacy::Refusal> for EngineError {
+    fn from(r: crate::privacy::Refusal) -> Self {
+        use crate::privacy::Refusal;
+        match r {
+            Refusal::Rule { rule, message } => EngineError::Refused {
+                code: "42501",
+                rule,
+                message: format!("{message} [rule: {rule}]"),
+            },
+            Refusal::Unsupported { rule, message } => EngineError::Refused {
+                code: "0A000",
+                rule,
+                message: format!("{message} [rule: {rule}]"),
+            },
+            Refusal::Plan(e) => EngineError::DataFusion(e),
+        }
+    }
 }
 
 impl From<datafusion::arrow::error::ArrowError> for EngineError {

@@ -19,9 +19,12 @@
 //! server, a CLI or a distributed runner sit on top; the engine knows none
 //! of them.
 
+pub mod audit;
 pub mod cohorts;
 pub mod error;
+pub mod privacy;
 pub mod session;
+mod identity;
 mod vocabulary;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +35,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use tsunagu_catalog::{Store, StoreOptions};
 
 pub use error::{EngineError, Result};
+pub use privacy::{Policy, Role};
 pub use session::{Action, Prepared, Session, Statement};
 pub use tsunagu_catalog as catalog;
 
@@ -47,6 +51,10 @@ pub struct EngineOptions {
     pub memory_limit: Option<usize>,
     /// Parallelism of query execution (default: the number of cores).
     pub target_partitions: Option<usize>,
+    /// Disclosure policy (default: the manifest's `[privacy]`, else k = 10, rounding 5).
+    pub policy: Option<Policy>,
+    /// Where the audit log is kept (default: `audit/` in the store's state folder).
+    pub audit_dir: Option<PathBuf>,
 }
 
 /// An opened store, ready to hand out sessions.
@@ -56,6 +64,8 @@ pub struct Engine {
     options: EngineOptions,
     vocabulary: Arc<tsunagu_udfs::vocab::VocabGraph>,
     cohorts: Arc<cohorts::CohortStore>,
+    policy: Arc<Policy>,
+    audit: Arc<audit::AuditLog>,
 }
 
 impl Engine {
@@ -76,7 +86,27 @@ impl Engine {
             store.state_dir(),
             store.fingerprint(),
         ));
+        let policy = match (&options.policy, &store.manifest().privacy) {
+            (Some(p), _) => p.clone(),
+            (None, Some(table)) => {
+                use serde::Deserialize;
+                Policy::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                    EngineError::Unsupported(format!("rwd.toml [privacy]: {}", e.message()))
+                })?
+            }
+            (None, None) => Policy::default(),
+        };
+        policy
+            .validate()
+            .map_err(|e| EngineError::Unsupported(format!("privacy policy: {e}")))?;
+        let audit_dir = options
+            .audit_dir
+            .clone()
+            .unwrap_or_else(|| store.state_dir().join("audit"));
+        let audit = Arc::new(audit::AuditLog::open(&audit_dir)?);
         let mut engine = Engine {
+            policy: Arc::new(policy),
+            audit,
             cohorts,
             store: Arc::new(store),
             runtime: runtime.build_arc()?,
@@ -106,12 +136,40 @@ impl Engine {
         config
     }
 
-    /// A new session with its own settings, sharing the store and memory pool.
+    /// A steward session for the local user (whoever reads the files owns them).
     pub fn session(&self) -> Result<Session> {
+        let user = std::env::var("USER").unwrap_or_else(|_| "tsunagu".into());
+        self.session_as(&user, Role::Steward)
+    }
+
+    /// A new session for an authenticated user in a role, with its own
+    /// settings, sharing the store and memory pool.
+    pub fn session_as(&self, user: &str, role: Role) -> Result<Session> {
         let ctx = SessionContext::new_with_config_rt(self.config(), self.runtime.clone());
         self.register(&ctx)?;
-        let user = std::env::var("USER").unwrap_or_else(|_| "tsunagu".into());
-        Ok(Session::new(ctx, self.cohorts.clone(), &user))
+        let identity = Arc::new(std::sync::Mutex::new(session::Identity {
+            user: user.to_owned(),
+            login_role: role,
+            role,
+        }));
+        identity::register(&ctx, identity.clone());
+        Ok(Session::new(
+            ctx,
+            self.cohorts.clone(),
+            identity,
+            self.policy.clone(),
+            Some(self.audit.clone()),
+        ))
+    }
+
+    /// The store's disclosure policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> &audit::AuditLog {
+        &self.audit
     }
 
     /// Registers the store's schemas and the RWD functions on any context.

@@ -14,8 +14,10 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as SqlStatement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
+use crate::audit::{AuditLog, Decision, Entry};
 use crate::cohorts::{self, CohortMeta, CohortStore};
 use crate::error::{EngineError, Result};
+use crate::privacy::{self, Policy, ReleaseStats, Role};
 
 /// One statement of SQL text: plain SQL, or a Tsunagu command.
 #[derive(Debug, Clone)]
@@ -61,6 +63,10 @@ pub struct Prepared {
     pub parameter_types: Vec<Option<DataType>>,
     /// What the statement does besides returning rows.
     pub action: Option<Action>,
+    /// The statement as the audit log records it.
+    pub sql: String,
+    /// What the privacy layer withholds while it runs (analysts only).
+    pub release: Option<Arc<ReleaseStats>>,
 }
 
 impl Prepared {
@@ -70,31 +76,103 @@ impl Prepared {
     }
 }
 
+/// Who a session runs for.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    pub user: String,
+    /// The role the user logged in with: the most the session may do.
+    pub login_role: Role,
+    /// The role in effect (`SET ROLE` may lower it).
+    pub role: Role,
+}
+
 /// One session over an opened store.
 #[derive(Clone)]
 pub struct Session {
     ctx: SessionContext,
     cohorts: Arc<CohortStore>,
-    user: Arc<std::sync::Mutex<String>>,
+    identity: Arc<std::sync::Mutex<Identity>>,
+    policy: Arc<Policy>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Session {
-    pub(crate) fn new(ctx: SessionContext, cohorts: Arc<CohortStore>, user: &str) -> Self {
+    pub(crate) fn new(
+        ctx: SessionContext,
+        cohorts: Arc<CohortStore>,
+        identity: Arc<std::sync::Mutex<Identity>>,
+        policy: Arc<Policy>,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Self {
         Session {
             ctx,
             cohorts,
-            user: Arc::new(std::sync::Mutex::new(user.to_owned())),
+            identity,
+            policy,
+            audit,
         }
+    }
+
+    fn identity(&self) -> std::sync::MutexGuard<'_, Identity> {
+        self.identity.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The user the session runs for (owner of the cohorts it creates).
     pub fn user(&self) -> String {
-        self.user.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.identity().user.clone()
     }
 
-    /// Sets the session's user.
+    /// Sets the session's user (the embedding application authenticated it).
     pub fn set_user(&self, user: &str) {
-        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = user.to_owned();
+        self.identity().user = user.to_owned();
+    }
+
+    /// The role in effect.
+    pub fn role(&self) -> Role {
+        self.identity().role
+    }
+
+    /// Switches the role in effect: never above the role the session logged in with.
+    pub fn set_role(&self, role: Role) -> Result<()> {
+        let mut id = self.identity();
+        if id.login_role == Role::Analyst && role != Role::Analyst {
+            return Err(EngineError::Refused {
+                code: "42501",
+                rule: "role",
+                message: format!(
+                    "permission denied to set role {role}: user {} logged in as analyst [rule: role]",
+                    id.user
+                ),
+            });
+        }
+        id.role = role;
+        Ok(())
+    }
+
+    /// The disclosure policy of the store.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Logs one statement; a log that cannot be written stops the statement.
+    fn log(&self, sql: &str, decision: Decision, rule: Option<String>, rows: Option<u64>, cells: u64) -> Result<()> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        let (user, role) = {
+            let id = self.identity();
+            (id.user.clone(), id.role.to_string())
+        };
+        audit.append(Entry {
+            user,
+            role,
+            sql: sql.to_owned(),
+            decision,
+            rule,
+            rows,
+            suppressed_cells: cells,
+        })?;
+        Ok(())
     }
 
     /// The DataFusion context behind the session.
@@ -116,8 +194,25 @@ impl Session {
         )
     }
 
-    /// Plans one parsed statement.
+    /// Plans one parsed statement; for analysts, through the privacy layer.
+    /// A refused or failing statement is audited here.
     pub async fn plan_statement(&self, statement: Statement) -> Result<Prepared> {
+        let sql = statement_text(&statement);
+        match self.plan_checked(statement, sql.clone()).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                let (decision, rule) = match &e {
+                    EngineError::Refused { rule, .. } => (Decision::Refused, Some(rule.to_string())),
+                    other => (Decision::Error, Some(error_class(other))),
+                };
+                self.log(&sql, decision, rule, None, 0)?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn plan_checked(&self, statement: Statement, sql: String) -> Result<Prepared> {
+        let analyst = self.role() == Role::Analyst;
         let statement = match statement {
             Statement::Sql(s) => s,
             Statement::CreateCohort { name, query } => {
@@ -128,7 +223,12 @@ impl Session {
                         "CREATE COHORT: the definition must be one query".into(),
                     ));
                 };
-                let inner = Box::pin(self.plan_statement(Statement::Sql(inner))).await?;
+                let inner = self.plan_raw(inner).await?;
+                let inner_plan = if analyst {
+                    privacy::guard_cohort(&inner.plan, &self.policy)?
+                } else {
+                    inner.plan.clone()
+                };
                 if inner.action.is_some() {
                     return Err(EngineError::Unsupported(
                         "CREATE COHORT: the definition must be a query".into(),
@@ -147,8 +247,10 @@ impl Session {
                     action: Some(Action::CreateCohort {
                         name,
                         definition: query.trim().to_owned(),
-                        query: inner.plan,
+                        query: inner_plan,
                     }),
+                    sql,
+                    release: None,
                 });
             }
             Statement::DropCohort { name, if_exists } => {
@@ -157,9 +259,23 @@ impl Session {
                     plan: LogicalPlanBuilder::empty(false).build()?,
                     parameter_types: vec![],
                     action: Some(Action::DropCohort { name, if_exists }),
+                    sql,
+                    release: None,
                 });
             }
         };
+        let mut prepared = self.plan_raw(statement).await?;
+        prepared.sql = sql;
+        if analyst {
+            let guarded = privacy::guard(&prepared.plan, &self.policy)?;
+            prepared.plan = guarded.plan;
+            prepared.release = Some(guarded.stats);
+        }
+        Ok(prepared)
+    }
+
+    /// Plans SQL as written, with no privacy rewrite.
+    async fn plan_raw(&self, statement: SqlStatement) -> Result<Prepared> {
         let state = self.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
         check_read_only(&plan)?;
@@ -172,6 +288,8 @@ impl Session {
             plan,
             parameter_types,
             action: None,
+            sql: String::new(),
+            release: None,
         })
     }
 
@@ -229,6 +347,26 @@ impl Session {
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> Result<SendableRecordBatchStream> {
+        let started = self.start(prepared, params).await;
+        match started {
+            Ok(stream) => Ok(Box::pin(crate::audit::Audited::new(
+                stream,
+                self.clone(),
+                prepared.sql.clone(),
+                prepared.release.clone(),
+            ))),
+            Err(e) => {
+                self.log(&prepared.sql, Decision::Error, Some(error_class(&e)), None, 0)?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        prepared: &Prepared,
+        params: Vec<ScalarValue>,
+    ) -> Result<SendableRecordBatchStream> {
         if let Some(action) = &prepared.action {
             self.act(action).await?;
             return Ok(Box::pin(EmptyRecordBatchStream::new(prepared.schema())));
@@ -245,6 +383,11 @@ impl Session {
         Ok(df.execute_stream().await?)
     }
 
+    /// Logs the end of an executed statement.
+    pub(crate) fn log_end(&self, sql: &str, decision: Decision, rows: u64, cells: u64, rule: Option<String>) -> Result<()> {
+        self.log(sql, decision, rule, Some(rows), cells)
+    }
+
     /// Runs SQL text (one or more statements) and collects the last statement's rows.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let mut last = Vec::new();
@@ -254,6 +397,41 @@ impl Session {
             last = datafusion::physical_plan::common::collect(stream).await?;
         }
         Ok(last)
+    }
+}
+
+/// The statement as the audit log records it.
+fn statement_text(statement: &Statement) -> String {
+    match statement {
+        Statement::Sql(s) => s.to_string(),
+        Statement::CreateCohort { name, query } => {
+            let query = DFParser::parse_sql_with_dialect(query, &PostgreSqlDialect {})
+                .ok()
+                .and_then(|mut v| v.pop_back())
+                .map(|q| q.to_string())
+                .unwrap_or_else(|| query.split_whitespace().collect::<Vec<_>>().join(" "));
+            format!("CREATE COHORT {name} AS {query}")
+        }
+        Statement::DropCohort { name, if_exists } => {
+            format!("DROP COHORT {}{name}", if *if_exists { "IF EXISTS " } else { "" })
+        }
+    }
+}
+
+/// A short class of an error for the audit log (never its message: it may hold values).
+pub(crate) fn error_class(e: &EngineError) -> String {
+    match e {
+        EngineError::Catalog(_) => "store".into(),
+        EngineError::DataFusion(d) => match d.find_root() {
+            datafusion::error::DataFusionError::SQL(..) => "syntax".into(),
+            datafusion::error::DataFusionError::Plan(_)
+            | datafusion::error::DataFusionError::SchemaError(..) => "planning".into(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_) => "resources".into(),
+            _ => "execution".into(),
+        },
+        EngineError::Unsupported(_) => "unsupported".into(),
+        EngineError::Refused { rule, .. } => rule.to_string(),
+        EngineError::Audit(_) => "audit".into(),
     }
 }
 

@@ -8,6 +8,8 @@ use tsunagu_engine::EngineError;
 pub fn sqlstate(e: &EngineError) -> &'static str {
     match e {
         EngineError::Unsupported(_) => "0A000",
+        EngineError::Refused { code, .. } => code,
+        EngineError::Audit(_) => "58030",
         EngineError::Catalog(_) => "58000",
         EngineError::DataFusion(d) => match d.find_root() {
             DataFusionError::SQL(..) => "42601",

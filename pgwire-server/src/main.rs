@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
-use tsunagu_engine::{Engine, EngineOptions};
+use tsunagu_engine::{Engine, EngineOptions, Role};
 use tsunagu_pgwire::{demo, server};
 
 #[derive(Parser)]
@@ -67,6 +67,9 @@ enum Cmd {
         /// Print CSV with a header row instead of a table.
         #[arg(long)]
         csv: bool,
+        /// Run as this role: `analyst` sees exactly what an analyst would.
+        #[arg(long, default_value = "steward")]
+        role: Role,
         /// Read the SQL from this file instead.
         #[arg(long, short = 'f', conflicts_with = "query")]
         file: Option<PathBuf>,
@@ -121,6 +124,7 @@ async fn open(args: &StoreArgs) -> Result<(Engine, PathBuf), String> {
         state_dir: args.state.clone(),
         memory_limit: args.memory_limit,
         target_partitions: None,
+        ..Default::default()
     };
     let engine = Engine::open(&path, options)
         .await
@@ -189,6 +193,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::Sql {
             store,
             csv,
+            role,
             file,
             query,
         } => {
@@ -201,6 +206,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             let (engine, _) = open(&store).await?;
             let session = engine.session().map_err(|e| e.to_string())?;
+            session.set_role(role).map_err(|e| e.to_string())?;
             let statements = session.parse(&query).map_err(|e| e.to_string())?;
             let mut batches: Vec<RecordBatch> = Vec::new();
             let mut schema = None;

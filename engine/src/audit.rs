@@ -1,0 +1,534 @@
+//! The audit log: every statement of every role, allowed or refused, in an
+//! append-only, hash-chained, fsynced log in the state folder.
+//!
+//! Records are JSON lines in segments `audit-NNNNNN.jsonl`; each carries the
+//! hash of the one before, so an edit breaks the chain. `HEAD` holds the
+//! sequence number and hash of the newest record, so cutting records off the
+//! end is detected too. A record torn by a crash is cut off when the log is
+//! next opened. A full segment is closed and the next one started under the
+//! same lock as an append, so rotation never stalls queries.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{EngineError, Result};
+
+/// The hash before the first record.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Size at which a segment is closed.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// What happened to a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Ran to completion; its rows were returned.
+    Allowed,
+    /// Refused by the privacy layer.
+    Refused,
+    /// Failed (syntax, planning or execution error).
+    Error,
+    /// Stopped before completion (cancelled, or the client went away).
+    Cancelled,
+}
+
+/// One audited statement.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub seq: u64,
+    /// UTC time, RFC 3339.
+    pub time: String,
+    pub user: String,
+    pub role: String,
+    /// The statement as parsed and printed back (normalized whitespace and case).
+    pub sql: String,
+    pub decision: Decision,
+    /// The privacy rule that refused it, or the error class.
+    pub rule: Option<String>,
+    pub rows: Option<u64>,
+    pub suppressed_cells: u64,
+    /// Hash of the previous record.
+    pub prev: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Line {
+    #[serde(flatten)]
+    record: Record,
+    hash: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// A statement to log, before it gets its place in the chain.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub user: String,
+    pub role: String,
+    pub sql: String,
+    pub decision: Decision,
+    pub rule: Option<String>,
+    pub rows: Option<u64>,
+    pub suppressed_cells: u64,
+}
+
+/// The open log.
+#[derive(Debug)]
+pub struct AuditLog {
+    dir: PathBuf,
+    inner: Mutex<Tail>,
+}
+
+#[derive(Debug)]
+struct Tail {
+    file: File,
+    segment: u64,
+    size: u64,
+    seq: u64,
+    hash: String,
+}
+
+fn hash_of(record: &Record) -> String {
+    let body = serde_json::to_vec(record).unwrap_or_default();
+    let digest = Sha256::digest(&body);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("audit-{n:06}.jsonl"))
+}
+
+fn io(path: &Path, e: std::io::Error) -> EngineError {
+    EngineError::Audit(format!("{}: {e}", path.display()))
+}
+
+/// Segment numbers present in the folder, ascending.
+fn segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(dir, e)),
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name
+            .strip_prefix("audit-")
+            .and_then(|s| s.strip_suffix(".jsonl"))
+            .and_then(|s| s.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The complete records of a segment and the byte length they span; a torn
+/// last line (no newline, or not a record) is not counted.
+fn read_segment(path: &Path) -> Result<(Vec<(Line, String)>, u64, bool)> {
+    let file = File::open(path).map_err(|e| io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let mut lines = Vec::new();
+    let mut good = 0u64;
+    let mut torn = false;
+    loop {
+        let mut buf = String::new();
+        let n = reader.read_line(&mut buf).map_err(|e| io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        if !buf.ends_with('\n') {
+            torn = true;
+            break;
+        }
+        match serde_json::from_str::<Line>(buf.trim_end()) {
+            Ok(l) => {
+                good += n as u64;
+                lines.push((l, buf));
+            }
+            Err(_) => {
+                // A bad line followed by nothing is a torn write; anywhere else it is an edit.
+                let mut rest = String::new();
+                let more = reader.read_line(&mut rest).map_err(|e| io(path, e))?;
+                if more == 0 {
+                    torn = true;
+                    break;
+                }
+                return Err(EngineError::Audit(format!(
+                    "{}: record after seq {} is not a valid record",
+                    path.display(),
+                    lines.last().map(|(l, _): &(Line, String)| l.record.seq).unwrap_or(0)
+                )));
+            }
+        }
+    }
+    Ok((lines, good, torn))
+}
+
+impl AuditLog {
+    /// Opens (or starts) the log in `dir`, cutting off a record torn by a crash.
+    pub fn open(dir: &Path) -> Result<AuditLog> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let segs = segments(dir)?;
+        let mut seq = 0;
+        let mut hash = GENESIS.to_owned();
+        for &n in segs.iter().rev() {
+            let (lines, _, _) = read_segment(&segment_path(dir, n))?;
+            if let Some((l, _)) = lines.last() {
+                seq = l.record.seq;
+                hash = l.hash.clone();
+                break;
+            }
+        }
+        let segment = segs.last().copied().unwrap_or(1);
+        let path = segment_path(dir, segment);
+        let mut size = 0;
+        if path.exists() {
+            let (_, good, torn) = read_segment(&path)?;
+            if torn {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io(&path, e))?;
+                f.set_len(good).map_err(|e| io(&path, e))?;
+                f.sync_all().map_err(|e| io(&path, e))?;
+                log::warn!("audit log: removed a record torn by a crash from {}", path.display());
+            }
+            size = good;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        file.seek(SeekFrom::End(0)).map_err(|e| io(&path, e))?;
+        Ok(AuditLog {
+            dir: dir.to_owned(),
+            inner: Mutex::new(Tail {
+                file,
+                segment,
+                size,
+                seq,
+                hash,
+            }),
+        })
+    }
+
+    /// The folder holding the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one record and makes it durable before returning.
+    pub fn append(&self, entry: Entry) -> Result<u64> {
+        let mut tail = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if tail.size >= SEGMENT_BYTES {
+            let next = tail.segment + 1;
+            let path = segment_path(&self.dir, next);
+            tail.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| io(&path, e))?;
+            tail.segment = next;
+            tail.size = 0;
+        }
+        let record = Record {
+            seq: tail.seq + 1,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            user: entry.user,
+            role: entry.role,
+            sql: entry.sql,
+            decision: entry.decision,
+            rule: entry.rule,
+            rows: entry.rows,
+            suppressed_cells: entry.suppressed_cells,
+            prev: tail.hash.clone(),
+        };
+        let hash = hash_of(&record);
+        let mut line = serde_json::to_string(&Line {
+            record,
+            hash: hash.clone(),
+        })
+        .map_err(|e| EngineError::Audit(e.to_string()))?;
+        line.push('\n');
+        let path = segment_path(&self.dir, tail.segment);
+        tail.file
+            .write_all(line.as_bytes())
+            .map_err(|e| io(&path, e))?;
+        tail.file.sync_data().map_err(|e| io(&path, e))?;
+        tail.size += line.len() as u64;
+        tail.seq += 1;
+        tail.hash = hash.clone();
+        let head = serde_json::to_vec(&Head {
+            seq: tail.seq,
+            hash,
+        })
+        .map_err(|e| EngineError::Audit(e.to_string()))?;
+        let tmp = self.dir.join("HEAD.tmp");
+        std::fs::write(&tmp, head).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, self.dir.join("HEAD")).map_err(|e| io(&tmp, e))?;
+        Ok(tail.seq)
+    }
+}
+
+/// The outcome of verifying a log.
+#[derive(Debug)]
+pub struct Verified {
+    /// Records checked.
+    pub records: u64,
+    /// Segments read.
+    pub segments: usize,
+    /// A torn last record (a crash while writing) that the next start removes.
+    pub torn_tail: bool,
+}
+
+/// Checks every record's hash and link, the sequence, and the head.
+pub fn verify(dir: &Path) -> Result<Verified> {
+    let fail = |m: String| Err(EngineError::Audit(m));
+    let segs = segments(dir)?;
+    let mut prev = GENESIS.to_owned();
+    let mut seq = 0u64;
+    let mut hashes_at_head = None;
+    let head: Option<Head> = match std::fs::read(dir.join("HEAD")) {
+        Ok(b) => Some(
+            serde_json::from_slice(&b)
+                .map_err(|e| EngineError::Audit(format!("HEAD is not valid: {e}")))?,
+        ),
+        Err(_) => None,
+    };
+    let mut torn_tail = false;
+    for (i, &n) in segs.iter().enumerate() {
+        let path = segment_path(dir, n);
+        let (lines, _, torn) = read_segment(&path)?;
+        if torn {
+            if i + 1 != segs.len() {
+                return fail(format!("{}: a record is cut short", path.display()));
+            }
+            torn_tail = true;
+        }
+        for (line, _) in lines {
+            let r = &line.record;
+            if r.seq != seq + 1 {
+                return fail(format!(
+                    "{}: expected record {}, found {} (records removed or reordered)",
+                    path.display(),
+                    seq + 1,
+                    r.seq
+                ));
+            }
+            if r.prev != prev {
+                return fail(format!(
+                    "{}: record {} does not follow the record before it (chain broken)",
+                    path.display(),
+                    r.seq
+                ));
+            }
+            if hash_of(r) != line.hash {
+                return fail(format!(
+                    "{}: record {} was altered (hash mismatch)",
+                    path.display(),
+                    r.seq
+                ));
+            }
+            seq = r.seq;
+            prev = line.hash.clone();
+            if head.as_ref().is_some_and(|h| h.seq == seq) {
+                hashes_at_head = Some(prev.clone());
+            }
+        }
+    }
+    if let Some(h) = head {
+        if h.seq > seq {
+            return fail(format!(
+                "the log ends at record {seq} but its head says {}: records were cut off",
+                h.seq
+            ));
+        }
+        if hashes_at_head.as_deref() != Some(h.hash.as_str()) {
+            return fail(format!("record {} does not match the head", h.seq));
+        }
+    } else if seq > 0 {
+        return fail("the log has records but no HEAD".into());
+    }
+    Ok(Verified {
+        records: seq,
+        segments: segs.len(),
+        torn_tail,
+    })
+}
+
+/// Reads all records in order (for inspection and tests).
+pub fn records(dir: &Path) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for n in segments(dir)? {
+        let (lines, _, _) = read_segment(&segment_path(dir, n))?;
+        out.extend(lines.into_iter().map(|(l, _)| l.record));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(sql: &str) -> Entry {
+        Entry {
+            user: "ana".into(),
+            role: "analyst".into(),
+            sql: sql.into(),
+            decision: Decision::Allowed,
+            rule: None,
+            rows: Some(1),
+            suppressed_cells: 0,
+        }
+    }
+
+    #[test]
+    fn chain_verifies_and_detects_edits_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for i in 0..5 {
+            log.append(entry(&format!("SELECT {i}"))).unwrap();
+        }
+        drop(log);
+        assert_eq!(verify(dir.path()).unwrap().records, 5);
+        let path = segment_path(dir.path(), 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+
+        std::fs::write(&path, text.replace("SELECT 2", "SELECT 9")).unwrap();
+        let e = verify(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("record 3 was altered"), "{e}");
+
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(&path, format!("{}\n", lines[..4].join("\n"))).unwrap();
+        let e = verify(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("cut off"), "{e}");
+
+        let mut without = lines.clone();
+        without.remove(1);
+        std::fs::write(&path, format!("{}\n", without.join("\n"))).unwrap();
+        assert!(verify(dir.path()).is_err());
+
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(verify(dir.path()).unwrap().records, 5);
+    }
+
+    #[test]
+    fn torn_record_is_cut_on_open_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.append(entry("SELECT 1")).unwrap();
+        drop(log);
+        let path = segment_path(dir.path(), 1);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":2,\"time\":\"20").unwrap();
+        drop(f);
+        assert!(verify(dir.path()).unwrap().torn_tail);
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.append(entry("SELECT 2")).unwrap();
+        drop(log);
+        let v = verify(dir.path()).unwrap();
+        assert_eq!((v.records, v.torn_tail), (2, false));
+        let all = records(dir.path()).unwrap();
+        assert_eq!(all[1].sql, "SELECT 2");
+    }
+}
+
+/// A result stream that logs its statement when it ends: rows returned and
+/// cells the privacy layer withheld.
+pub struct Audited {
+    inner: datafusion::execution::SendableRecordBatchStream,
+    session: Option<crate::Session>,
+    sql: String,
+    release: Option<std::sync::Arc<crate::privacy::ReleaseStats>>,
+    rows: u64,
+}
+
+impl Audited {
+    pub(crate) fn new(
+        inner: datafusion::execution::SendableRecordBatchStream,
+        session: crate::Session,
+        sql: String,
+        release: Option<std::sync::Arc<crate::privacy::ReleaseStats>>,
+    ) -> Self {
+        Audited {
+            inner,
+            session: Some(session),
+            sql,
+            release,
+            rows: 0,
+        }
+    }
+
+    fn finish(&mut self, decision: Decision, rule: Option<String>) -> Result<()> {
+        match self.session.take() {
+            Some(s) => {
+                let cells = self.release.as_ref().map(|r| r.cells()).unwrap_or(0);
+                s.log_end(&self.sql, decision, self.rows, cells, rule)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl futures::Stream for Audited {
+    type Item = datafusion::error::Result<datafusion::arrow::record_batch::RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(batch))) => {
+                this.rows += batch.num_rows() as u64;
+                Poll::Ready(Some(Ok(batch)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let class = match e.find_root() {
+                    datafusion::error::DataFusionError::ResourcesExhausted(_) => "resources",
+                    _ => "execution",
+                };
+                if let Err(a) = this.finish(Decision::Error, Some(class.into())) {
+                    log::error!("{a}");
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => match this.finish(Decision::Allowed, None) {
+                Ok(()) => Poll::Ready(None),
+                Err(a) => Poll::Ready(Some(Err(datafusion::error::DataFusionError::External(
+                    Box::new(a),
+                )))),
+            },
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl datafusion::physical_plan::RecordBatchStream for Audited {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.inner.schema()
+    }
+}
+
+impl Drop for Audited {
+    fn drop(&mut self) {
+        if self.session.is_some()
+            && let Err(e) = self.finish(Decision::Cancelled, None)
+        {
+            log::error!("{e}");
+        }
+    }
+}
