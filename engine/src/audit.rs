@@ -504,6 +504,12 @@ impl futures::Stream for Audited {
                 if let Err(a) = this.finish(Decision::Error, Some(class.into())) {
                     log::error!("{a}");
                 }
+                if this.release.is_some() && class == "execution" {
+                    // An analyst learns nothing from why a query failed on the data.
+                    return Poll::Ready(Some(Err(datafusion::error::DataFusionError::Execution(
+                        "the query failed while reading the data (details are withheld from analysts)".into(),
+                    ))));
+                }
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => match this.finish(Decision::Allowed, None) {

@@ -127,6 +127,19 @@ impl Session {
         self.identity().user = user.to_owned();
     }
 
+    /// Binds the session to an authenticated user and the role they logged in with.
+    pub fn authenticate(&self, user: &str, role: Role) {
+        let mut id = self.identity();
+        id.user = user.to_owned();
+        id.login_role = role;
+        id.role = role;
+    }
+
+    /// The role the session logged in with.
+    pub fn login_role(&self) -> Role {
+        self.identity().login_role
+    }
+
     /// The role in effect.
     pub fn role(&self) -> Role {
         self.identity().role
@@ -147,6 +160,13 @@ impl Session {
         }
         id.role = role;
         Ok(())
+    }
+
+    /// Logs a statement the embedding layer answered itself (`SET`, `BEGIN`, ...):
+    /// `refused` names the rule that refused it.
+    pub fn log_command(&self, sql: &str, refused: Option<&str>) -> Result<()> {
+        let decision = if refused.is_some() { Decision::Refused } else { Decision::Allowed };
+        self.log(sql, decision, refused.map(str::to_owned), None, 0)
     }
 
     /// The disclosure policy of the store.
@@ -401,7 +421,7 @@ impl Session {
 }
 
 /// The statement as the audit log records it.
-fn statement_text(statement: &Statement) -> String {
+pub fn statement_text(statement: &Statement) -> String {
     match statement {
         Statement::Sql(s) => s.to_string(),
         Statement::CreateCohort { name, query } => {

@@ -22,8 +22,26 @@ pub enum Command {
     Show {
         name: String,
     },
+    /// `SET ROLE name` / `SET ROLE NONE` / `RESET ROLE` (`None`: back to the login role).
+    SetRole(Option<String>),
     /// Accepted and ignored, answered with this tag.
     Ack(&'static str),
+}
+
+impl Command {
+    /// The statement as the audit log records it.
+    pub fn text(&self) -> String {
+        match self {
+            Command::Begin => "BEGIN".into(),
+            Command::Commit => "COMMIT".into(),
+            Command::Rollback => "ROLLBACK".into(),
+            Command::Set { name, value } => format!("SET {name} = '{value}'"),
+            Command::Show { name } => format!("SHOW {name}"),
+            Command::SetRole(Some(r)) => format!("SET ROLE {r}"),
+            Command::SetRole(None) => "RESET ROLE".into(),
+            Command::Ack(tag) => tag.to_string(),
+        }
+    }
 }
 
 /// Recognizes a session statement; `None` means "plan it with DataFusion".
@@ -63,7 +81,23 @@ pub fn classify(statement: &Statement) -> Option<Command> {
             name: "timezone".into(),
             value: value.to_string().trim_matches('\'').to_owned(),
         },
+        ast::Statement::Set(Set::SetRole { role_name, .. }) => {
+            Command::SetRole(role_name.as_ref().map(|r| r.value.to_ascii_lowercase()))
+        }
         ast::Statement::Set(_) => Command::Ack("SET"),
+        ast::Statement::Reset(r) => match &r.reset {
+            ast::Reset::ConfigurationParameter(name)
+                if name.to_string().eq_ignore_ascii_case("role") =>
+            {
+                Command::SetRole(None)
+            }
+            ast::Reset::ConfigurationParameter(name)
+                if name.to_string().to_ascii_lowercase().starts_with("datafusion.") =>
+            {
+                return None;
+            }
+            _ => Command::Ack("RESET"),
+        },
         ast::Statement::ShowVariable { variable } => {
             let name = variable
                 .iter()

@@ -18,8 +18,7 @@ use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag}
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator, Type,
+    ClientInfo, ClientPortalStore, PgWireServerHandlers, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
@@ -91,9 +90,45 @@ impl CancelHandler for CancelRegistry {
     }
 }
 
+/// How connections authenticate: SCRAM-SHA-256 against the configured users.
+pub struct Auth {
+    users: Arc<crate::config::Users>,
+    require_tls: bool,
+    driver: auth::AuthDriver<auth::DefaultServerParameterProvider>,
+    scram: Arc<dyn auth::mechanism::AuthMechanismFactory>,
+}
+
+impl Auth {
+    /// SCRAM-SHA-256 for `users`; `require_tls` refuses plain connections.
+    pub fn new(users: Arc<crate::config::Users>, require_tls: bool) -> Arc<Auth> {
+        let mut params = auth::DefaultServerParameterProvider::default();
+        params.server_version = format!(
+            "{} (Tsunagu {})",
+            commands::SERVER_VERSION,
+            env!("CARGO_PKG_VERSION")
+        );
+        params.is_superuser = false;
+        params.default_transaction_read_only = true;
+        let source: Arc<dyn auth::AuthSource> = users.clone();
+        Arc::new(Auth {
+            users,
+            require_tls,
+            driver: auth::AuthDriver::new(params),
+            scram: Arc::new(auth::sasl::scram::ScramAuth::new(source)),
+        })
+    }
+}
+
+impl Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("require_tls", &self.require_tls).finish()
+    }
+}
+
 /// Everything one connection needs: its own engine session and settings.
 pub struct Connection {
     session: Session,
+    auth: Arc<Auth>,
     settings: OnceLock<Arc<Settings>>,
     cancel: Arc<QueryCancel>,
     registry: Arc<CancelRegistry>,
@@ -105,9 +140,12 @@ impl Connection {
     pub fn new(
         engine: &Engine,
         registry: Arc<CancelRegistry>,
+        auth: Arc<Auth>,
     ) -> tsunagu_engine::Result<Arc<Self>> {
-        let session = engine.session()?;
+        // Least rights until the user has authenticated.
+        let session = engine.session_as("", tsunagu_engine::Role::Analyst)?;
         Ok(Arc::new(Connection {
+            auth,
             parser: Arc::new(Parser {
                 session: session.clone(),
             }),
@@ -133,12 +171,34 @@ impl Connection {
 
     /// Runs a session command.
     fn command<C: ClientInfo>(&self, client: &C, command: &Command) -> PgWireResult<Response> {
+        let result = self.answer(client, command);
+        let refused = match &result {
+            Err(PgWireError::UserError(info)) if info.code == "42501" => Some("role"),
+            _ => None,
+        };
+        self.session
+            .log_command(&command.text(), refused)
+            .map_err(to_pg)?;
+        result
+    }
+
+    fn answer<C: ClientInfo>(&self, client: &C, command: &Command) -> PgWireResult<Response> {
         let settings = self.settings(client);
         Ok(match command {
             Command::Begin => Response::TransactionStart(Tag::new("BEGIN")),
             Command::Commit => Response::TransactionEnd(Tag::new("COMMIT")),
             Command::Rollback => Response::TransactionEnd(Tag::new("ROLLBACK")),
             Command::Ack(tag) => Response::Execution(Tag::new(tag)),
+            Command::SetRole(name) => {
+                let role = match name.as_deref() {
+                    None | Some("none") => self.session.login_role(),
+                    Some(r) => r
+                        .parse::<tsunagu_engine::Role>()
+                        .map_err(|e| encode::user_error("22023", e))?,
+                };
+                self.session.set_role(role).map_err(to_pg)?;
+                Response::Execution(Tag::new("SET"))
+            }
             Command::Set { name, value } => {
                 if name == "search_path" {
                     self.set_search_path(value);
@@ -350,11 +410,6 @@ impl QueryParser for Parser {
     }
 }
 
-/// Connection numbers and cancel keys for clients.
-fn pid_generator() -> &'static RandomPidSecretKeyGenerator {
-    static G: OnceLock<RandomPidSecretKeyGenerator> = OnceLock::new();
-    G.get_or_init(RandomPidSecretKeyGenerator::default)
-}
 
 #[async_trait]
 impl StartupHandler for Connection {
@@ -368,27 +423,52 @@ impl StartupHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(ref startup) = message else {
-            return Ok(());
-        };
-        auth::protocol_negotiation(client, startup).await?;
-        auth::save_startup_parameters_to_metadata(client, startup);
-        let (pid, key) = pid_generator().generate(client);
-        client.set_pid_and_secret_key(pid, key.clone());
-        self.registry.insert((pid, key.to_bytes()), &self.cancel);
-        if let Some(user) = client.metadata().get(pgwire::api::METADATA_USER) {
-            self.session.set_user(user);
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                auth::protocol_negotiation(client, startup).await?;
+                auth::save_startup_parameters_to_metadata(client, startup);
+                if self.auth.require_tls && !client.is_secure() {
+                    return Err(encode::user_error(
+                        "28000",
+                        "this server accepts TLS connections only (connect with sslmode=require)"
+                            .into(),
+                    ));
+                }
+                if client.metadata().get(pgwire::api::METADATA_USER).is_none() {
+                    return Err(PgWireError::UserNameRequired);
+                }
+                self.auth
+                    .driver
+                    .begin_authentication(client, self.auth.scram.create())
+                    .await?;
+                Ok(())
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(m) => {
+                match self.auth.driver.advance_authentication(client, m).await? {
+                    auth::driver::AuthOutcome::Authenticated { final_message, .. } => {
+                        let user = client
+                            .metadata()
+                            .get(pgwire::api::METADATA_USER)
+                            .cloned()
+                            .unwrap_or_default();
+                        let Some(role) = self.auth.users.role(&user) else {
+                            return Err(PgWireError::InvalidPassword(user));
+                        };
+                        self.session.authenticate(&user, role);
+                        let _ = self.settings(client);
+                        self.auth
+                            .driver
+                            .complete_authentication(client, final_message)
+                            .await?;
+                        let (pid, key) = client.pid_and_secret_key();
+                        self.registry.insert((pid, key.to_bytes()), &self.cancel);
+                        Ok(())
+                    }
+                    auth::driver::AuthOutcome::InProgress => Ok(()),
+                }
+            }
+            _ => Ok(()),
         }
-        let _ = self.settings(client);
-        let mut params = auth::DefaultServerParameterProvider::default();
-        params.server_version = format!(
-            "{} (Tsunagu {})",
-            commands::SERVER_VERSION,
-            env!("CARGO_PKG_VERSION")
-        );
-        params.is_superuser = false;
-        params.default_transaction_read_only = true;
-        auth::finish_authentication(client, &params).await
     }
 }
 

@@ -8,6 +8,7 @@
 //! knows nothing of any of this.
 
 pub mod commands;
+pub mod config;
 pub mod demo;
 pub mod encode;
 pub mod errors;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use tsunagu_engine::{Engine, EngineOptions, Role};
+use tsunagu_pgwire::config::{ServerConfig, Users};
 use tsunagu_pgwire::{demo, server};
 
 #[derive(Parser)]
@@ -59,6 +60,28 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:5433")]
         listen: String,
+        /// Server configuration (users, TLS, privacy policy); default: the demo logins.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// TLS certificate chain (PEM); overrides the configuration file.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Refuse connections that do not use TLS.
+        #[arg(long)]
+        require_tls: bool,
+    },
+    /// Manage the users of a server configuration file.
+    User {
+        #[command(subcommand)]
+        command: UserCmd,
+    },
+    /// Check the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
     },
     /// Run one SQL query on a store and print the result.
     Sql {
@@ -77,6 +100,53 @@ enum Cmd {
         #[arg(allow_hyphen_values = true, required_unless_present = "file")]
         query: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add (or replace) a user with a SCRAM-SHA-256 verifier; the password is
+    /// read from the terminal, or from the first line of standard input.
+    Add {
+        /// User name.
+        name: String,
+        /// `analyst` (aggregate-only) or `steward` (row-level, audited).
+        #[arg(long)]
+        role: Role,
+        /// The configuration file to write (created if missing).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify the hash chain of the audit log: detects edits and truncation.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The audit folder itself (default: the store's state folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password: ");
+        // Keep the password off the screen while it is typed.
+        let _ = std::process::Command::new("stty").arg("-echo").status();
+        let mut line = String::new();
+        let r = stdin.lock().read_line(&mut line);
+        let _ = std::process::Command::new("stty").arg("echo").status();
+        eprintln!();
+        r.map_err(|e| e.to_string())?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line).map_err(|e| e.to_string())?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -113,7 +183,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn open(args: &StoreArgs) -> Result<(Engine, PathBuf), String> {
+async fn open(args: &StoreArgs, policy: Option<tsunagu_engine::Policy>) -> Result<(Engine, PathBuf), String> {
     let path = match &args.store {
         Some(p) => p.clone(),
         None => tokio::task::spawn_blocking(demo::demo_store)
@@ -124,6 +194,7 @@ async fn open(args: &StoreArgs) -> Result<(Engine, PathBuf), String> {
         state_dir: args.state.clone(),
         memory_limit: args.memory_limit,
         target_partitions: None,
+        policy,
         ..Default::default()
     };
     let engine = Engine::open(&path, options)
@@ -168,8 +239,68 @@ async fn run(cli: Cli) -> Result<(), String> {
             })
             .map_err(|e| e.to_string())
         }
-        Cmd::Serve { store, listen } => {
-            let (engine, path) = open(&store).await?;
+        Cmd::User {
+            command: UserCmd::Add { name, role, config },
+        } => {
+            let password = read_password()?;
+            ServerConfig::add_user(&config, &name, role, &password)?;
+            eprintln!("tsunagu: user {name} ({role}) written to {}", config.display());
+            Ok(())
+        }
+        Cmd::Audit {
+            command: AuditCmd::Verify { store, dir },
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => {
+                    let (engine, _) = open(&store, None).await?;
+                    engine.audit_log().dir().to_owned()
+                }
+            };
+            let v = tsunagu_engine::audit::verify(&dir).map_err(|e| e.to_string())?;
+            println!(
+                "audit log {}: {} records in {} segment(s), chain intact{}",
+                dir.display(),
+                v.records,
+                v.segments,
+                if v.torn_tail {
+                    "; the last record was cut short by a crash and is removed at the next start"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Cmd::Serve {
+            store,
+            listen,
+            config,
+            tls_cert,
+            tls_key,
+            require_tls,
+        } => {
+            let config = match &config {
+                Some(p) => ServerConfig::load(p)?,
+                None => ServerConfig::default(),
+            };
+            let cert = tls_cert.or(config.server.tls_cert.clone());
+            let key = tls_key.or(config.server.tls_key.clone());
+            let require_tls = require_tls || config.server.require_tls;
+            let tls = match (&cert, &key) {
+                (Some(c), Some(k)) => Some(tsunagu_pgwire::config::tls_acceptor(c, k)?),
+                (None, None) if require_tls => {
+                    return Err("require_tls is set but no TLS certificate and key are configured".into())
+                }
+                (None, None) => None,
+                _ => return Err("TLS needs both a certificate and a key".into()),
+            };
+            let demo_login = config.users.is_empty();
+            let users = if demo_login {
+                Users::demo()
+            } else {
+                Users::from_config(&config)
+            };
+            let (engine, path) = open(&store, config.privacy.clone()).await?;
             let (listener, addr) = server::bind(&listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -180,13 +311,32 @@ async fn run(cli: Cli) -> Result<(), String> {
                 persons,
                 path.display()
             );
-            println!("tsunagu: listening on {addr}; connect with:");
             println!(
-                "  psql \"host={} port={} dbname=tsunagu user=tsunagu\"",
-                addr.ip(),
-                addr.port()
+                "tsunagu: listening on {addr}{}; connect with:",
+                if tls.is_some() { " (TLS)" } else { "" }
             );
-            server::serve(Arc::new(engine), listener)
+            let ssl = if tls.is_some() { " sslmode=require" } else { "" };
+            if demo_login {
+                println!(
+                    "  psql \"host={} port={} dbname=tsunagu user=analyst password={}{ssl}\"",
+                    addr.ip(),
+                    addr.port(),
+                    tsunagu_pgwire::config::DEMO_PASSWORD
+                );
+                println!(
+                    "tsunagu: demo logins: analyst (aggregate-only) and steward (row-level), password {:?}; \
+                     use --config with `tsunagu user add` for real users",
+                    tsunagu_pgwire::config::DEMO_PASSWORD
+                );
+            } else {
+                println!(
+                    "  psql \"host={} port={} dbname=tsunagu user=<name>{ssl}\"",
+                    addr.ip(),
+                    addr.port()
+                );
+            }
+            let auth = tsunagu_pgwire::handler::Auth::new(users, require_tls);
+            server::serve(Arc::new(engine), listener, auth, tls)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -204,7 +354,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 (None, Some(q)) => q,
                 (None, None) => return Err("no query given".into()),
             };
-            let (engine, _) = open(&store).await?;
+            let (engine, _) = open(&store, None).await?;
             let session = engine.session().map_err(|e| e.to_string())?;
             session.set_role(role).map_err(|e| e.to_string())?;
             let statements = session.parse(&query).map_err(|e| e.to_string())?;

@@ -9,10 +9,16 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tsunagu_engine::Engine;
 
-use crate::handler::{CancelRegistry, Connection, Handlers};
+use crate::handler::{Auth, CancelRegistry, Connection, Handlers};
 
-/// Serves `engine` on `listener` until SIGINT or SIGTERM.
-pub async fn serve(engine: Arc<Engine>, listener: TcpListener) -> std::io::Result<()> {
+/// Serves `engine` on `listener` until SIGINT or SIGTERM: SCRAM-SHA-256
+/// authentication through `auth`, TLS when an acceptor is given.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    auth: Arc<Auth>,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+) -> std::io::Result<()> {
     let registry = Arc::new(CancelRegistry::default());
     let mut connections = JoinSet::new();
     let shutdown = shutdown_signal();
@@ -29,7 +35,7 @@ pub async fn serve(engine: Arc<Engine>, listener: TcpListener) -> std::io::Resul
                     }
                 };
                 let _ = socket.set_nodelay(true);
-                let connection = match Connection::new(&engine, registry.clone()) {
+                let connection = match Connection::new(&engine, registry.clone(), auth.clone()) {
                     Ok(c) => c,
                     Err(e) => {
                         log::error!("cannot start a session for {peer}: {e}");
@@ -37,8 +43,9 @@ pub async fn serve(engine: Arc<Engine>, listener: TcpListener) -> std::io::Resul
                     }
                 };
                 let handlers = Arc::new(Handlers { connection, registry: registry.clone() });
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                         log::debug!("connection {peer} ended: {e}");
                     }
                 });

@@ -883,6 +883,12 @@ impl Walker<'_> {
                     ));
                 }
                 let free_arg = if name == "rb_contains" { Some(1) } else { None };
+                if name == "rb_contains" && !f.args.get(1).is_some_and(|a| is_person(a, scope)) {
+                    return Err(Refusal::rule(
+                        "person set",
+                        "rb_contains(bitmap, person_id) tests the person of the current row; it cannot probe other values",
+                    ));
+                }
                 let mut args = Vec::new();
                 for (i, a) in f.args.into_iter().enumerate() {
                     let p = if Some(i) == free_arg { Pos::Free } else { Pos::Closed };
@@ -896,6 +902,12 @@ impl Walker<'_> {
             }
             Expr::AggregateFunction(mut f) => {
                 let name = f.func.name().to_ascii_lowercase();
+                if name == "rb_build_agg" && !f.params.args.first().is_some_and(|a| is_person(a, scope)) {
+                    return Err(Refusal::rule(
+                        "person set",
+                        "rb_build_agg builds person sets from person_id only",
+                    ));
+                }
                 let free = matches!(name.as_str(), "count" | "rb_build_agg");
                 let mut args = Vec::new();
                 for a in f.params.args {
@@ -1051,6 +1063,15 @@ fn is_store_view(plan: &LogicalPlan) -> bool {
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     });
     files && !other
+}
+
+/// A bare person column of the current row (or of the enclosing row).
+fn is_person(e: &Expr, scope: &Scope) -> bool {
+    match strip(e) {
+        Expr::Column(c) => scope.persons.contains(c),
+        Expr::OuterReferenceColumn(_, c) => scope.outer.is_some_and(|o| o.persons.contains(c)),
+        _ => false,
+    }
 }
 
 fn is_hidden_name(e: &Expr) -> bool {

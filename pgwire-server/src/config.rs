@@ -1,0 +1,267 @@
+//! The server's configuration file (TOML): users with SCRAM-SHA-256
+//! verifiers and roles, TLS, and the store's privacy policy.
+//!
+//! ```toml
+//! [server]
+//! tls_cert = "server.crt"
+//! tls_key = "server.key"
+//! require_tls = true
+//!
+//! [privacy]          # optional: overrides the store manifest's [privacy]
+//! k = 10
+//! rounding = 5
+//!
+//! [[user]]
+//! name = "ana"
+//! role = "analyst"
+//! scram = "SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>"
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use pgwire::api::auth::sasl::scram::{ScramSecret, gen_salted_password};
+use pgwire::api::auth::{AuthSource, LoginInfo, Password};
+use pgwire::error::{PgWireError, PgWireResult};
+use serde::{Deserialize, Serialize};
+use tsunagu_engine::{Policy, Role};
+
+/// SCRAM iteration count for new verifiers (PostgreSQL's default).
+const ITERATIONS: usize = 4096;
+
+/// The parsed configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Disclosure policy; overrides the store manifest's `[privacy]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<Policy>,
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserEntry>,
+}
+
+/// `[server]`: listening and TLS.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// PEM certificate chain for TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse connections that do not use TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+/// One user: a role and a SCRAM-SHA-256 verifier, never a password.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    pub role: Role,
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64), as PostgreSQL stores it.
+    pub scram: String,
+}
+
+impl ServerConfig {
+    /// Reads a configuration file; paths in it are relative to its folder.
+    pub fn load(path: &Path) -> Result<ServerConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let mut config: ServerConfig = toml::from_str(&text)
+            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut config.server.tls_cert, &mut config.server.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        for u in &config.users {
+            parse_verifier(&u.scram)
+                .map_err(|e| format!("{}: user {:?}: {e}", path.display(), u.name))?;
+        }
+        if let Some(p) = &config.privacy {
+            p.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(config)
+    }
+
+    /// Adds or replaces a user and writes the file atomically (mode 0600).
+    pub fn add_user(path: &Path, name: &str, role: Role, password: &str) -> Result<(), String> {
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("invalid user name {name:?}"));
+        }
+        if password.is_empty() {
+            return Err("the password is empty".into());
+        }
+        let mut config = if path.exists() {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+            toml::from_str::<ServerConfig>(&text)
+                .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?
+        } else {
+            ServerConfig::default()
+        };
+        config.users.retain(|u| u.name != name);
+        config.users.push(UserEntry {
+            name: name.to_owned(),
+            role,
+            scram: make_verifier(password),
+        });
+        let text = toml::to_string_pretty(&config).map_err(|e| e.to_string())?;
+        let tmp = path.with_extension("toml.tmp");
+        write_private(&tmp, text.as_bytes())
+            .map_err(|e| format!("{}: cannot write: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("{}: cannot write: {e}", path.display()))
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// A PostgreSQL-format SCRAM-SHA-256 verifier for a password, with a random salt.
+pub fn make_verifier(password: &str) -> String {
+    let salt: [u8; 16] = rand::random();
+    let salted = gen_salted_password(password, &salt, ITERATIONS);
+    match ScramSecret::verifier_from_salted_password(salt.to_vec(), salted, ITERATIONS) {
+        ScramSecret::Verifier {
+            salt,
+            iterations,
+            stored_key,
+            server_key,
+        } => format!(
+            "SCRAM-SHA-256${iterations}:{}${}:{}",
+            B64.encode(salt),
+            B64.encode(stored_key),
+            B64.encode(server_key)
+        ),
+        ScramSecret::SaltedPassword { .. } => unreachable!("a verifier was asked for"),
+    }
+}
+
+/// Parses a PostgreSQL-format verifier.
+fn parse_verifier(text: &str) -> Result<ScramSecret, String> {
+    let bad = || "not a SCRAM-SHA-256 verifier (SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)".to_string();
+    let rest = text.strip_prefix("SCRAM-SHA-256$").ok_or_else(bad)?;
+    let (params, keys) = rest.split_once('$').ok_or_else(bad)?;
+    let (iterations, salt) = params.split_once(':').ok_or_else(bad)?;
+    let (stored, server) = keys.split_once(':').ok_or_else(bad)?;
+    let decode = |s: &str| B64.decode(s).map_err(|_| bad());
+    Ok(ScramSecret::Verifier {
+        salt: decode(salt)?,
+        iterations: iterations.parse().map_err(|_| bad())?,
+        stored_key: decode(stored)?,
+        server_key: decode(server)?,
+    })
+}
+
+/// The users the server accepts, by name.
+#[derive(Debug)]
+pub struct Users {
+    by_name: HashMap<String, (Role, String)>,
+}
+
+impl Users {
+    /// The users of a configuration.
+    pub fn from_config(config: &ServerConfig) -> Arc<Users> {
+        Arc::new(Users {
+            by_name: config
+                .users
+                .iter()
+                .map(|u| (u.name.clone(), (u.role, u.scram.clone())))
+                .collect(),
+        })
+    }
+
+    /// The built-in demo logins: `analyst` and `steward`, password [`DEMO_PASSWORD`].
+    pub fn demo() -> Arc<Users> {
+        let mut config = ServerConfig::default();
+        for (name, role) in [("analyst", Role::Analyst), ("steward", Role::Steward)] {
+            config.users.push(UserEntry {
+                name: name.into(),
+                role,
+                scram: make_verifier(DEMO_PASSWORD),
+            });
+        }
+        Users::from_config(&config)
+    }
+
+    /// The role of a user.
+    pub fn role(&self, user: &str) -> Option<Role> {
+        self.by_name.get(user).map(|(r, _)| *r)
+    }
+}
+
+/// The password of the demo logins.
+pub const DEMO_PASSWORD: &str = "tsunagu";
+
+#[async_trait]
+impl AuthSource for Users {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        Err(PgWireError::InvalidPassword(
+            login.user().unwrap_or_default().to_owned(),
+        ))
+    }
+
+    async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
+        let user = login.user().unwrap_or_default();
+        match self.by_name.get(user).map(|(_, v)| parse_verifier(v)) {
+            Some(Ok(secret)) => Ok((secret, None)),
+            // Unknown users go through the same exchange with a key that never matches.
+            _ => Ok((
+                ScramSecret::Verifier {
+                    salt: rand::random::<[u8; 16]>().to_vec(),
+                    iterations: ITERATIONS,
+                    stored_key: rand::random::<[u8; 32]>().to_vec(),
+                    server_key: rand::random::<[u8; 32]>().to_vec(),
+                },
+                None,
+            )),
+        }
+    }
+}
+
+/// A TLS acceptor from PEM files; any problem is an error (the server does not start).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("TLS certificate {}: no certificate found", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("TLS key {}: {e}", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS certificate and key do not work together: {e}"))?;
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+}
