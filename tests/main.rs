@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod malformed;
+mod privacy;
 mod reference;
 mod slt;
 mod stores;

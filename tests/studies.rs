@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use crate::common::{open, query, repo};
 
 /// A 20,000-person store, as the demo store, generated once per test run.
-fn demo_sized() -> &'static Path {
+pub fn demo_sized() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
     STORE.get_or_init(|| {
         let dir = tempfile::Builder::new()

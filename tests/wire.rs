@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::common::{repo, tsunagu};
 
 /// Cache and state folders shared by every server of the test run.
-fn dirs() -> &'static (PathBuf, PathBuf) {
+pub fn dirs() -> &'static (PathBuf, PathBuf) {
     static DIRS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     DIRS.get_or_init(|| {
         let cache = crate::common::state_dir();
@@ -31,16 +31,26 @@ fn dirs() -> &'static (PathBuf, PathBuf) {
 }
 
 /// A running `tsunagu serve`, stopped when dropped.
-struct Server {
-    child: Child,
-    port: u16,
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
 }
 
+/// The password of the demo logins.
+pub const DEMO_PASSWORD: &str = "tsunagu";
+
 impl Server {
-    fn start() -> Server {
+    /// The demo store with its demo logins.
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// The demo store, with extra `serve` arguments.
+    pub fn start_with(extra: &[&str]) -> Server {
         let (cache, state) = dirs();
         let mut child = Command::new(tsunagu())
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("TSUNAGU_CACHE_DIR", cache)
             .env("TSUNAGU_STATE_DIR", state)
             .stdout(Stdio::piped())
@@ -54,7 +64,7 @@ impl Server {
         for line in lines.by_ref() {
             let line = line.expect("server output");
             if let Some(rest) = line.strip_prefix("tsunagu: listening on ") {
-                let addr = rest.split(';').next().unwrap();
+                let addr = rest.split([';', ' ']).next().unwrap();
                 port = Some(addr.rsplit(':').next().unwrap().parse().unwrap());
             }
             if line.trim_start().starts_with("psql ") {
@@ -66,23 +76,35 @@ impl Server {
         assert!(
             psql_line
                 .unwrap()
-                .contains(&format!("port={port} dbname=tsunagu"))
+                .contains(&format!("port={port} dbname=tsunagu user="))
         );
         std::thread::spawn(move || for _ in lines {});
         Server { child, port }
     }
 
-    fn conninfo(&self) -> String {
+    /// The steward demo login.
+    pub fn conninfo(&self) -> String {
+        self.conninfo_as("steward", DEMO_PASSWORD)
+    }
+
+    /// A login by name and password.
+    pub fn conninfo_as(&self, user: &str, password: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} dbname=tsunagu user=analyst",
+            "host=127.0.0.1 port={} dbname=tsunagu user={user} password={password} sslmode=disable",
             self.port
         )
     }
 
-    fn psql(&self, sql: &str) -> (bool, String, String) {
+    /// Runs SQL with psql as the steward demo login.
+    pub fn psql(&self, sql: &str) -> (bool, String, String) {
+        self.psql_as(&self.conninfo(), sql)
+    }
+
+    /// Runs SQL with psql over a connection string.
+    pub fn psql_as(&self, conninfo: &str, sql: &str) -> (bool, String, String) {
         let out = Command::new("psql")
             .args([
-                self.conninfo().as_str(),
+                conninfo,
                 "-X",
                 "-A",
                 "-t",
@@ -127,7 +149,8 @@ fn psql_queries_linked_person_and_every_source_schema() {
     assert!(ok);
     let sources: Vec<&str> = out.lines().map(|l| l.split('|').next().unwrap()).collect();
     assert_eq!(sources, vec!["dpc", "kaigo", "ndb"]);
-    // Every study of the use-case library runs as a psql script on the demo store.
+    // Every study of the use-case library runs as a psql script on the demo
+    // store, as the analyst: the privacy layer releases what studies need.
     let mut studies: Vec<_> = std::fs::read_dir(repo().join("sql/studies"))
         .unwrap()
         .flatten()
@@ -139,7 +162,7 @@ fn psql_queries_linked_person_and_every_source_schema() {
     for study in studies {
         let out = Command::new("psql")
             .args([
-                server.conninfo().as_str(),
+                server.conninfo_as("analyst", DEMO_PASSWORD).as_str(),
                 "-X",
                 "-A",
                 "-t",

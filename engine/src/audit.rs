@@ -81,21 +81,17 @@ pub struct Entry {
     pub suppressed_cells: u64,
 }
 
-/// The open log.
+/// The open log. Appends from several processes (a server and `tsunagu sql`
+/// on the same store) are serialized with a lock file; each append reads the
+/// chain's tail from disk, so no process works from a stale copy.
 #[derive(Debug)]
 pub struct AuditLog {
     dir: PathBuf,
-    inner: Mutex<Tail>,
+    lock: Mutex<File>,
 }
 
-#[derive(Debug)]
-struct Tail {
-    file: File,
-    segment: u64,
-    size: u64,
-    seq: u64,
-    hash: String,
-}
+/// Longest SQL text kept in a record (longer text is cut, with a marker).
+const MAX_SQL: usize = 64 * 1024;
 
 fn hash_of(record: &Record) -> String {
     let body = serde_json::to_vec(record).unwrap_or_default();
@@ -175,52 +171,75 @@ fn read_segment(path: &Path) -> Result<(Vec<(Line, String)>, u64, bool)> {
     Ok((lines, good, torn))
 }
 
-impl AuditLog {
-    /// Opens (or starts) the log in `dir`, cutting off a record torn by a crash.
-    pub fn open(dir: &Path) -> Result<AuditLog> {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let segs = segments(dir)?;
-        let mut seq = 0;
-        let mut hash = GENESIS.to_owned();
-        for &n in segs.iter().rev() {
-            let (lines, _, _) = read_segment(&segment_path(dir, n))?;
-            if let Some((l, _)) = lines.last() {
-                seq = l.record.seq;
-                hash = l.hash.clone();
+/// The last complete line of a file and the length up to its end; cuts off
+/// a line torn by a crash first.
+fn tail_of(path: &Path) -> Result<(Option<Line>, u64)> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, 0)),
+        Err(e) => return Err(io(path, e)),
+    };
+    let len = file.metadata().map_err(|e| io(path, e))?.len();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut start = len;
+    // Read backwards until the buffer holds a whole last line.
+    loop {
+        let step = 8192.min(start);
+        start -= step;
+        let mut chunk = vec![0u8; step as usize];
+        file.seek(SeekFrom::Start(start)).map_err(|e| io(path, e))?;
+        std::io::Read::read_exact(&mut file, &mut chunk).map_err(|e| io(path, e))?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            if start == 0 {
                 break;
             }
+            continue;
+        };
+        if let Some(begin) = buf[..end].iter().rposition(|&b| b == b'\n') {
+            buf = buf[begin + 1..].to_vec();
+            start += begin as u64 + 1;
+            break;
         }
-        let segment = segs.last().copied().unwrap_or(1);
-        let path = segment_path(dir, segment);
-        let mut size = 0;
-        if path.exists() {
-            let (_, good, torn) = read_segment(&path)?;
-            if torn {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| io(&path, e))?;
-                f.set_len(good).map_err(|e| io(&path, e))?;
-                f.sync_all().map_err(|e| io(&path, e))?;
-                log::warn!("audit log: removed a record torn by a crash from {}", path.display());
-            }
-            size = good;
+        if start == 0 {
+            break;
         }
-        let mut file = OpenOptions::new()
+    }
+    let end = buf.iter().rposition(|&b| b == b'\n');
+    let complete = match end {
+        Some(e) => start + e as u64 + 1,
+        None => start,
+    };
+    if complete < len {
+        file.set_len(complete).map_err(|e| io(path, e))?;
+        file.sync_all().map_err(|e| io(path, e))?;
+        log::warn!("audit log: removed a record torn by a crash from {}", path.display());
+    }
+    let Some(e) = end else {
+        return Ok((None, complete));
+    };
+    let text = String::from_utf8_lossy(&buf[..e]);
+    let line = serde_json::from_str::<Line>(text.trim()).map_err(|_| {
+        EngineError::Audit(format!("{}: the last record is not valid", path.display()))
+    })?;
+    Ok((Some(line), complete))
+}
+
+impl AuditLog {
+    /// Opens (or starts) the log in `dir`.
+    pub fn open(dir: &Path) -> Result<AuditLog> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
             .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io(&path, e))?;
-        file.seek(SeekFrom::End(0)).map_err(|e| io(&path, e))?;
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io(&lock_path, e))?;
         Ok(AuditLog {
             dir: dir.to_owned(),
-            inner: Mutex::new(Tail {
-                file,
-                segment,
-                size,
-                seq,
-                hash,
-            }),
+            lock: Mutex::new(lock),
         })
     }
 
@@ -231,54 +250,75 @@ impl AuditLog {
 
     /// Appends one record and makes it durable before returning.
     pub fn append(&self, entry: Entry) -> Result<u64> {
-        let mut tail = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if tail.size >= SEGMENT_BYTES {
-            let next = tail.segment + 1;
-            let path = segment_path(&self.dir, next);
-            tail.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| io(&path, e))?;
-            tail.segment = next;
-            tail.size = 0;
+        let lock = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        lock.lock().map_err(|e| io(&self.dir.join("LOCK"), e))?;
+        let result = self.append_locked(entry);
+        let _ = lock.unlock();
+        result
+    }
+
+    fn append_locked(&self, entry: Entry) -> Result<u64> {
+        let segs = segments(&self.dir)?;
+        let mut segment = segs.last().copied().unwrap_or(1);
+        let (mut seq, mut prev) = (0, GENESIS.to_owned());
+        let mut size = 0;
+        for &n in segs.iter().rev() {
+            let (last, len) = tail_of(&segment_path(&self.dir, n))?;
+            if n == segment {
+                size = len;
+            }
+            if let Some(l) = last {
+                seq = l.record.seq;
+                prev = l.hash;
+                break;
+            }
+        }
+        if size >= SEGMENT_BYTES {
+            segment += 1;
+        }
+        let mut sql = entry.sql;
+        if sql.len() > MAX_SQL {
+            let mut cut = MAX_SQL;
+            while !sql.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            sql.truncate(cut);
+            sql.push_str(" …[cut]");
         }
         let record = Record {
-            seq: tail.seq + 1,
+            seq: seq + 1,
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             user: entry.user,
             role: entry.role,
-            sql: entry.sql,
+            sql,
             decision: entry.decision,
             rule: entry.rule,
             rows: entry.rows,
             suppressed_cells: entry.suppressed_cells,
-            prev: tail.hash.clone(),
+            prev,
         };
         let hash = hash_of(&record);
+        let seq = record.seq;
         let mut line = serde_json::to_string(&Line {
             record,
             hash: hash.clone(),
         })
         .map_err(|e| EngineError::Audit(e.to_string()))?;
         line.push('\n');
-        let path = segment_path(&self.dir, tail.segment);
-        tail.file
-            .write_all(line.as_bytes())
+        let path = segment_path(&self.dir, segment);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
             .map_err(|e| io(&path, e))?;
-        tail.file.sync_data().map_err(|e| io(&path, e))?;
-        tail.size += line.len() as u64;
-        tail.seq += 1;
-        tail.hash = hash.clone();
-        let head = serde_json::to_vec(&Head {
-            seq: tail.seq,
-            hash,
-        })
-        .map_err(|e| EngineError::Audit(e.to_string()))?;
+        file.write_all(line.as_bytes()).map_err(|e| io(&path, e))?;
+        file.sync_data().map_err(|e| io(&path, e))?;
+        let head = serde_json::to_vec(&Head { seq, hash })
+            .map_err(|e| EngineError::Audit(e.to_string()))?;
         let tmp = self.dir.join("HEAD.tmp");
         std::fs::write(&tmp, head).map_err(|e| io(&tmp, e))?;
         std::fs::rename(&tmp, self.dir.join("HEAD")).map_err(|e| io(&tmp, e))?;
-        Ok(tail.seq)
+        Ok(seq)
     }
 }
 

@@ -245,7 +245,7 @@ impl Session {
                 };
                 let inner = self.plan_raw(inner).await?;
                 let inner_plan = if analyst {
-                    privacy::guard_cohort(&inner.plan, &self.policy)?
+                    guard(|| privacy::guard_cohort(&inner.plan, &self.policy))?
                 } else {
                     inner.plan.clone()
                 };
@@ -287,7 +287,7 @@ impl Session {
         let mut prepared = self.plan_raw(statement).await?;
         prepared.sql = sql;
         if analyst {
-            let guarded = privacy::guard(&prepared.plan, &self.policy)?;
+            let guarded = guard(|| privacy::guard(&prepared.plan, &self.policy))?;
             prepared.plan = guarded.plan;
             prepared.release = Some(guarded.stats);
         }
@@ -420,6 +420,19 @@ impl Session {
     }
 }
 
+/// Runs the privacy rewrite; a defect in it refuses the statement instead of
+/// taking the process down.
+fn guard<T>(f: impl FnOnce() -> std::result::Result<T, privacy::Refusal>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(EngineError::Refused {
+            code: "XX000",
+            rule: "internal",
+            message: "the privacy layer could not check this statement, so it is refused [rule: internal]".into(),
+        }),
+    }
+}
+
 /// The statement as the audit log records it.
 pub fn statement_text(statement: &Statement) -> String {
     match statement {
@@ -464,9 +477,11 @@ fn check_read_only(plan: &LogicalPlan) -> Result<()> {
         _ => None,
     };
     match what {
-        Some(w) => Err(EngineError::Unsupported(format!(
-            "{w} is not supported: a Tsunagu store is read-only"
-        ))),
+        Some(w) => Err(EngineError::Refused {
+            code: "0A000",
+            rule: "read-only",
+            message: format!("{w} is not supported: a Tsunagu store is read-only [rule: read-only]"),
+        }),
         None => Ok(()),
     }
 }

@@ -82,6 +82,7 @@ enum Pos {
 
 fn columns(schema: &DFSchema, at: &[usize]) -> Vec<Column> {
     at.iter()
+        .filter(|&&i| i < schema.fields().len())
         .map(|&i| Column::from(schema.qualified_field(i)))
         .collect()
 }
@@ -511,8 +512,10 @@ impl Walker<'_> {
                 ));
             }
         }
-        // Identifiers visible to the join's own expressions.
-        let combined = new.schema().clone();
+        // Identifiers visible to the join's own expressions: both sides,
+        // whatever the join returns.
+        let combined = left.schema().join(right.schema())?;
+        let _ = new;
         let join_rel = Rel {
             kind: if person_sides == 0 { Kind::Open } else { Kind::Person },
             persons: l.persons.iter().copied().chain(shift(&r.persons)).collect(),

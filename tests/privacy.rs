@@ -1,0 +1,386 @@
+//! The visiting analysis environment: the analyst's privacy layer, logins,
+//! TLS, roles and the audit log, through the binary and real clients.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use tsunagu_engine::audit::{self, Decision};
+use tsunagu_engine::{Engine, EngineOptions, Policy, Role};
+
+use crate::common::{repo, state_dir, tsunagu};
+use crate::wire::{DEMO_PASSWORD, Server};
+
+/// Every audit folder under a state folder.
+fn audit_dirs(state: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if state.join("audit").is_dir() {
+        out.push(state.join("audit"));
+    }
+    for e in std::fs::read_dir(state).into_iter().flatten().flatten() {
+        let a = e.path().join("audit");
+        if a.is_dir() {
+            out.push(a);
+        }
+    }
+    out
+}
+
+#[test]
+fn adversarial_queries_as_the_analyst_over_the_wire() {
+    let server = Server::start();
+    let out = Command::new("python3")
+        .arg(repo().join("tests/clients/privacy_check.py"))
+        .arg(server.conninfo_as("analyst", DEMO_PASSWORD))
+        .arg(repo().join("tests/privacy/adversarial.txt"))
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "privacy cases failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+
+    // Every statement was audited: refusals with their rule, suppressions counted.
+    let (_, state) = crate::wire::dirs();
+    let dirs = audit_dirs(state);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let records = audit::records(&dirs[0]).unwrap();
+    let analyst: Vec<_> = records.iter().filter(|r| r.user == "analyst").collect();
+    assert!(analyst.iter().any(|r| r.decision == Decision::Refused
+        && r.rule.as_deref() == Some("row-level output")
+        && r.sql == "SELECT * FROM ndb.person"));
+    assert!(analyst.iter().any(|r| r.decision == Decision::Refused
+        && r.rule.as_deref() == Some("role")
+        && r.sql == "SET ROLE steward"));
+    assert!(analyst.iter().any(|r| r.decision == Decision::Allowed
+        && r.suppressed_cells > 0
+        && r.sql.contains("month_of_birth = 3")));
+    assert!(analyst.iter().all(|r| r.role == "analyst"));
+    let verified = Command::new(tsunagu())
+        .args(["audit", "verify", "--dir"])
+        .arg(&dirs[0])
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
+
+/// Numbers as text; NULL as None.
+fn cells(rows: &[String]) -> Vec<Vec<Option<f64>>> {
+    rows.iter()
+        .map(|r| r.split('|').map(|v| v.parse().ok()).collect())
+        .collect()
+}
+
+async fn rows_as(engine: &Engine, role: Role, sql: &str) -> Vec<String> {
+    let session = engine.session_as("tester", role).unwrap();
+    let batches = session
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{role}: {e}\n{sql}"));
+    let mut out = Vec::new();
+    for b in &batches {
+        let f: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| {
+                datafusion::arrow::util::display::ArrayFormatter::try_new(
+                    c.as_ref(),
+                    &Default::default(),
+                )
+                .unwrap()
+            })
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(
+                f.iter()
+                    .map(|f| f.value(i).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn studies_released_to_the_analyst_agree_with_the_steward_within_rounding() {
+    let engine = crate::common::open(crate::studies::demo_sized()).await;
+    for (study, counts) in [
+        ("feasibility_funnel", vec![2]),
+        ("hip_fracture_long_term_care", vec![1, 2]),
+        ("nsaid_gi_bleed_new_users", vec![1, 2, 3]),
+        ("sccs_nsaid_gi_bleed", vec![0, 1, 3]),
+    ] {
+        let sql = std::fs::read_to_string(repo().join(format!("sql/studies/{study}.sql"))).unwrap();
+        let steward = cells(&rows_as(&engine, Role::Steward, &sql).await);
+        let analyst = cells(&rows_as(&engine, Role::Analyst, &sql).await);
+        assert_eq!(steward.len(), analyst.len(), "{study}");
+        for (s, a) in steward.iter().zip(&analyst) {
+            for &c in &counts {
+                let (Some(s), a) = (s[c], a[c]) else { continue };
+                match a {
+                    // Suppressed: too few persons behind it.
+                    None => assert!(s < 10.0, "{study}: {s} withheld"),
+                    Some(a) => {
+                        assert!((a - s).abs() <= 2.5, "{study}: released {a} for {s}");
+                        assert_eq!(a % 5.0, 0.0, "{study}: {a} is not rounded");
+                    }
+                }
+            }
+        }
+    }
+    // The planted effect survives the release.
+    let sql = std::fs::read_to_string(repo().join("sql/studies/nsaid_gi_bleed_new_users.sql")).unwrap();
+    let rows = cells(&rows_as(&engine, Role::Analyst, &sql).await);
+    let rr = rows.iter().filter_map(|r| r[5]).fold(0.0f64, f64::max);
+    assert!((2.0..4.5).contains(&rr), "risk ratio {rr}");
+}
+
+#[tokio::test]
+async fn policy_sets_k_rounding_and_table_roles() {
+    let store = crate::common::synthetic();
+    let mut policy = Policy {
+        k: 200,
+        rounding: 1,
+        ..Default::default()
+    };
+    policy
+        .tables
+        .insert("dpc.*".into(), tsunagu_engine::privacy::TableRole::Hidden);
+    let engine = Engine::open(
+        store,
+        EngineOptions {
+            state_dir: Some(state_dir()),
+            policy: Some(policy),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sql = "SELECT gender_concept_id, count(*) AS n FROM ndb.person GROUP BY 1 ORDER BY 1";
+    let steward = rows_as(&engine, Role::Steward, sql).await;
+    let analyst = rows_as(&engine, Role::Analyst, sql).await;
+    // Rounding base 1 releases exact counts; k = 200 keeps only big groups.
+    let big: Vec<_> = steward
+        .iter()
+        .filter(|r| r.rsplit('|').next().unwrap().parse::<i64>().unwrap() >= 200)
+        .cloned()
+        .collect();
+    assert_eq!(analyst, big);
+    let session = engine.session_as("tester", Role::Analyst).unwrap();
+    let e = session.sql("SELECT count(*) FROM dpc.person").await.unwrap_err();
+    assert!(e.to_string().contains("not available to analysts"), "{e}");
+    // Stewards see hidden tables.
+    assert_eq!(rows_as(&engine, Role::Steward, "SELECT count(*) > 0 FROM dpc.person").await, ["true"]);
+}
+
+#[tokio::test]
+async fn manifest_privacy_section_is_the_store_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("eunomia");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(crate::common::eunomia())
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let manifest = store.join("rwd.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("\n[privacy]\nk = 25\nrounding = 10\n");
+    std::fs::write(&manifest, text).unwrap();
+    let engine = crate::common::open(&store).await;
+    assert_eq!((engine.policy().k, engine.policy().rounding), (25, 10));
+    let rows = rows_as(&engine, Role::Analyst, "SELECT count(*) FROM cdm.person").await;
+    assert_eq!(rows, ["2690"]);
+}
+
+#[tokio::test]
+async fn analyst_cohorts_are_person_sets_measured_under_the_rules() {
+    let engine = crate::common::open(crate::common::synthetic()).await;
+    let analyst = engine.session_as("ana", Role::Analyst).unwrap();
+    analyst
+        .sql("CREATE COHORT ana_t2d AS SELECT person_id FROM ndb.condition_occurrence WHERE condition_concept_id = 1000024")
+        .await
+        .unwrap();
+    let size = rows_as(&engine, Role::Analyst, "SELECT size FROM cohorts WHERE name = 'ana_t2d'").await;
+    let exact = rows_as(&engine, Role::Steward, "SELECT size FROM cohorts WHERE name = 'ana_t2d'").await;
+    let (size, exact): (i64, i64) = (size[0].parse().unwrap(), exact[0].parse().unwrap());
+    assert!((size - exact).abs() <= 2 && size % 5 == 0, "{size} for {exact}");
+    let card = rows_as(&engine, Role::Analyst, "SELECT rb_cardinality(cohort_bitmap('ana_t2d'))").await;
+    assert_eq!(card, [size.to_string()]);
+    let e = analyst
+        .sql("SELECT * FROM cohort('ana_t2d')")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("row-level output"), "{e}");
+    let e = analyst
+        .sql("CREATE COHORT bad AS SELECT year_of_birth FROM ndb.person")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("person_id"), "{e}");
+}
+
+/// Writes a self-signed certificate and key into `dir`.
+fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
+fn add_user(config: &Path, name: &str, role: &str, password: &str) {
+    let mut child = Command::new(tsunagu())
+        .args(["user", "add", name, "--role", role, "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn scram_logins_roles_and_required_tls_from_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    add_user(&config, "ana", "analyst", "ana-secret");
+    add_user(&config, "sam", "steward", "sam-secret");
+    add_user(&config, "ana", "analyst", "ana-secret-2");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(!text.contains("ana-secret") && text.contains("SCRAM-SHA-256$4096:"), "{text}");
+    assert_eq!(text.matches("name = \"ana\"").count(), 1, "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the config file is readable by others");
+    }
+    let (cert, key) = certificate(dir.path());
+    let mut extra = std::fs::read_to_string(&config).unwrap();
+    extra = extra.replace(
+        "[server]\nrequire_tls = false",
+        &format!("[server]\nrequire_tls = true\ntls_cert = {cert:?}\ntls_key = {key:?}"),
+    );
+    std::fs::write(&config, extra).unwrap();
+    let config_arg = config.to_string_lossy().into_owned();
+    let server = Server::start_with(&["--config", &config_arg]);
+    let tls = |user: &str, password: &str| {
+        format!(
+            "host=127.0.0.1 port={} dbname=tsunagu user={user} password={password} sslmode=require",
+            server.port
+        )
+    };
+    let (ok, out, err) = server.psql_as(&tls("ana", "ana-secret-2"), "SELECT current_user, session_user");
+    assert!(ok, "{err}");
+    assert_eq!(out, "ana|ana");
+    let (ok, _, err) = server.psql_as(&tls("ana", "ana-secret-2"), "SELECT person_id FROM ndb.person");
+    assert!(!ok && err.contains("row-level output"), "{err}");
+    let (ok, _, err) = server.psql_as(&tls("ana", "ana-secret-2"), "SET ROLE steward");
+    assert!(!ok && err.contains("permission denied"), "{err}");
+    // The old password was replaced; unknown users and wrong passwords fail alike.
+    for (user, password) in [("ana", "ana-secret"), ("nobody", "x"), ("sam", "wrong")] {
+        let (ok, _, err) = server.psql_as(&tls(user, password), "SELECT 1");
+        assert!(!ok && err.contains("authentication failed"), "{user}: {err}");
+    }
+    // Plain connections are refused when TLS is required.
+    let (ok, _, err) = server.psql_as(&server.conninfo_as("sam", "sam-secret"), "SELECT 1");
+    assert!(!ok && err.contains("TLS"), "{err}");
+    // The steward reads rows, and may lower its role.
+    let (ok, out, err) = server.psql_as(
+        &tls("sam", "sam-secret"),
+        "SELECT count(*) FROM (SELECT person_id FROM ndb.person LIMIT 3) t",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "3");
+    let (ok, _, err) = server.psql_as(
+        &tls("sam", "sam-secret"),
+        "SET ROLE analyst; SELECT person_id FROM ndb.person",
+    );
+    assert!(!ok && err.contains("row-level output"), "{err}");
+}
+
+#[test]
+fn a_server_whose_tls_does_not_load_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let (cache, state) = crate::wire::dirs();
+    let out = Command::new(tsunagu())
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&missing)
+        .arg("--tls-key")
+        .arg(&missing)
+        .env("TSUNAGU_CACHE_DIR", cache)
+        .env("TSUNAGU_STATE_DIR", state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS certificate"), "{err}");
+    let out = Command::new(tsunagu())
+        .args(["serve", "--listen", "127.0.0.1:0", "--require-tls"])
+        .env("TSUNAGU_CACHE_DIR", cache)
+        .env("TSUNAGU_STATE_DIR", state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn audit_verify_detects_an_edited_log() {
+    let state = state_dir();
+    let store = crate::common::eunomia();
+    for (role, sql) in [
+        ("steward", "SELECT count(*) FROM cdm.person"),
+        ("analyst", "SELECT person_id FROM cdm.person"),
+        ("analyst", "SELECT gender_concept_id, count(*) FROM cdm.person GROUP BY 1"),
+    ] {
+        let _ = Command::new(tsunagu())
+            .args(["sql", "--role", role, "--store"])
+            .arg(&store)
+            .arg("--state")
+            .arg(&state)
+            .arg(sql)
+            .output()
+            .unwrap();
+    }
+    let verify = || {
+        Command::new(tsunagu())
+            .args(["audit", "verify", "--store"])
+            .arg(&store)
+            .arg("--state")
+            .arg(&state)
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 records"));
+    let dir = audit_dirs(&state).pop().unwrap();
+    let records = audit::records(&dir).unwrap();
+    assert_eq!(
+        records.iter().map(|r| (r.role.as_str(), r.decision)).collect::<Vec<_>>(),
+        [("steward", Decision::Allowed), ("analyst", Decision::Refused), ("analyst", Decision::Allowed)]
+    );
+    let segment = dir.join("audit-000001.jsonl");
+    let text = std::fs::read_to_string(&segment).unwrap();
+    std::fs::write(&segment, text.replace("\"role\":\"analyst\"", "\"role\":\"steward\"")).unwrap();
+    let out = verify();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("altered"), "{}", String::from_utf8_lossy(&out.stderr));
+}
