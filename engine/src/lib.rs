@@ -194,12 +194,16 @@ impl Engine {
     }
 }
 
-/// The Markdown reference of every RWD function, cohort functions included.
-pub fn function_reference() -> String {
+/// Every RWD function, cohort functions included: (name, kind, documentation).
+pub fn functions() -> Vec<(String, &'static str, datafusion::logical_expr::Documentation)> {
+    tsunagu_udfs::documented(cohort_docs())
+}
+
+fn cohort_docs() -> Vec<(String, &'static str, datafusion::logical_expr::Documentation)> {
     use datafusion::logical_expr::ScalarUDFImpl;
     let store = Arc::new(cohorts::CohortStore::new(Path::new("/nonexistent"), ""));
     let bitmap = cohorts::CohortBitmap::new(store);
-    tsunagu_udfs::reference_markdown(vec![
+    vec![
         (
             "cohort".into(),
             "table",
@@ -210,7 +214,12 @@ pub fn function_reference() -> String {
             "scalar",
             bitmap.documentation().expect("documented").clone(),
         ),
-    ])
+    ]
+}
+
+/// The Markdown reference of every RWD function, cohort functions included.
+pub fn function_reference() -> String {
+    tsunagu_udfs::reference_markdown(cohort_docs())
 }
 
 /// Compiles the README's examples as doc tests.

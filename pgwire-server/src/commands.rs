@@ -54,6 +54,8 @@ pub fn classify(statement: &Statement) -> Option<Command> {
         ast::Statement::Commit { .. } => Command::Commit,
         ast::Statement::Rollback { .. } => Command::Rollback,
         ast::Statement::Discard { .. } => Command::Ack("DISCARD ALL"),
+        ast::Statement::Savepoint { .. } => Command::Ack("SAVEPOINT"),
+        ast::Statement::ReleaseSavepoint { .. } => Command::Ack("RELEASE"),
         ast::Statement::Deallocate { .. } => Command::Ack("DEALLOCATE"),
         ast::Statement::Set(Set::SingleAssignment {
             variable, values, ..
@@ -170,6 +172,12 @@ impl Settings {
     pub fn set(&self, name: &str, value: &str) {
         let mut v = self.values.lock().unwrap_or_else(|p| p.into_inner());
         v.insert(name.to_owned(), value.to_owned());
+    }
+
+    /// Every setting and its value.
+    pub fn all(&self) -> Vec<(String, String)> {
+        let v = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        v.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Reads a value; `None` for an unknown setting.

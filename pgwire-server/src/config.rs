@@ -208,6 +208,13 @@ impl Users {
         Users::from_config(&config)
     }
 
+    /// Every user and role.
+    pub fn list(&self) -> Vec<(String, Role)> {
+        let mut v: Vec<_> = self.by_name.iter().map(|(n, (r, _))| (n.clone(), *r)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// The role of a user.
     pub fn role(&self, user: &str) -> Option<Role> {
         self.by_name.get(user).map(|(r, _)| *r)

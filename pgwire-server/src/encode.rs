@@ -145,7 +145,7 @@ fn encode_value(
     row: usize,
     field: &FieldInfo,
 ) -> PgWireResult<()> {
-    if col.is_null(row) {
+    if col.data_type() == &DataType::Null || col.is_null(row) {
         return enc.encode_field(&None::<i8>);
     }
     if field.datatype() == &Type::TEXT && !is_text_type(col.data_type()) {

@@ -354,6 +354,7 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let mut statements = self.session.parse(sql).map_err(to_pg)?;
+        statements.iter_mut().for_each(crate::pg_catalog::rewrite);
         match statements.len() {
             0 => Ok(None),
             1 => {
@@ -455,7 +456,14 @@ impl StartupHandler for Connection {
                             return Err(PgWireError::InvalidPassword(user));
                         };
                         self.session.authenticate(&user, role);
-                        let _ = self.settings(client);
+                        let settings = self.settings(client);
+                        crate::pg_catalog::register(
+                            self.session.context(),
+                            self.auth.users.list(),
+                            settings,
+                        )
+                        .await
+                        .map_err(from_datafusion)?;
                         self.auth
                             .driver
                             .complete_authentication(client, final_message)
@@ -481,7 +489,8 @@ impl SimpleQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = self.session.parse(query).map_err(to_pg)?;
+        let mut statements = self.session.parse(query).map_err(to_pg)?;
+        statements.iter_mut().for_each(crate::pg_catalog::rewrite);
         let mut out = Vec::with_capacity(statements.len());
         for statement in statements {
             let result = match self.plan(statement).await {

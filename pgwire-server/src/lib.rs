@@ -13,4 +13,5 @@ pub mod demo;
 pub mod encode;
 pub mod errors;
 pub mod handler;
+pub mod pg_catalog;
 pub mod server;

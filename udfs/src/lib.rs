@@ -81,15 +81,15 @@ pub fn register(ctx: &SessionContext) {
     }
 }
 
-/// The function reference in Markdown, generated from each function's
-/// `Documentation`; `extra` adds functions defined elsewhere as (name, kind, doc).
-pub fn reference_markdown(
+/// Every RWD function with its kind and `Documentation`; `extra` adds
+/// functions defined elsewhere as (name, kind, doc).
+pub fn documented(
     extra: Vec<(
         String,
         &'static str,
         datafusion::logical_expr::Documentation,
     )>,
-) -> String {
+) -> Vec<(String, &'static str, datafusion::logical_expr::Documentation)> {
     use datafusion::logical_expr::Documentation;
     let graph = Arc::new(vocab::VocabGraph::default());
     let mut docs: Vec<(String, &'static str, Documentation)> = extra;
@@ -123,6 +123,19 @@ pub fn reference_markdown(
         "table",
         vocab::Related::documentation().clone(),
     ));
+    docs
+}
+
+/// The function reference in Markdown, generated from each function's
+/// `Documentation`; `extra` adds functions defined elsewhere as (name, kind, doc).
+pub fn reference_markdown(
+    extra: Vec<(
+        String,
+        &'static str,
+        datafusion::logical_expr::Documentation,
+    )>,
+) -> String {
+    let docs = documented(extra);
     let mut out = String::from(
         "# RWD function reference\n\nGenerated from the functions' documentation by `TSUNAGU_UPDATE_DOCS=1 cargo test -p tsunagu-tests functions_reference`; do not edit by hand.\n",
     );
