@@ -3,6 +3,7 @@
 //! Postgres clients (psql, psycopg) against a served store.
 
 mod cli;
+mod clients;
 mod common;
 mod malformed;
 mod privacy;

@@ -31,6 +31,8 @@ enum Answer {
     Schemas(Arc<Settings>, bool),
     /// The type name of a type oid.
     TypeName,
+    /// An identifier quoted when it needs to be.
+    QuoteIdent,
 }
 
 struct CatalogFn {
@@ -96,6 +98,21 @@ impl ScalarUDFImpl for CatalogFn {
                 let a = a.as_primitive::<Int64Type>();
                 let out: StringArray = (0..a.len())
                     .map(|i| a.is_valid(i).then(|| super::type_name(a.value(i))).flatten())
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+            Answer::QuoteIdent => {
+                let a = cast(&first()?, &DataType::Utf8)?;
+                let a = a.as_string::<i32>();
+                let out: StringArray = (0..a.len())
+                    .map(|i| {
+                        a.is_valid(i).then(|| {
+                            let v = a.value(i);
+                            let plain = v.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                                && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                            if plain { v.to_owned() } else { format!("\"{}\"", v.replace('"', "\"\"")) }
+                        })
+                    })
                     .collect();
                 Ok(ColumnarValue::Array(Arc::new(out)))
             }
@@ -170,6 +187,7 @@ pub(super) fn register(ctx: &SessionContext, cat: &Catalog, settings: Arc<Settin
         ("current_database", Answer::Const(text("tsunagu")), DataType::Utf8),
         ("current_catalog", Answer::Const(text("tsunagu")), DataType::Utf8),
         ("format_type", Answer::TypeName, DataType::Utf8),
+        ("quote_ident", Answer::QuoteIdent, DataType::Utf8),
         ("pg_get_userbyid", Answer::Const(text("tsunagu")), DataType::Utf8),
         ("pg_encoding_to_char", Answer::Const(text("UTF8")), DataType::Utf8),
         ("pg_table_is_visible", Answer::Const(ScalarValue::Boolean(Some(true))), DataType::Boolean),

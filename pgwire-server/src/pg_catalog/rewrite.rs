@@ -59,6 +59,7 @@ pub fn rewrite(statement: &mut Statement) {
     });
     if catalog && let ast::Statement::Query(q) = s {
         blank_empty_selects(q.body.as_mut());
+        name_columns_beside_wildcards(q.body.as_mut());
     }
     let _ = visit_expressions_mut(s, |e: &mut Expr| {
         if let Some(new) = rewrite_expr(e, catalog) {
@@ -240,6 +241,31 @@ fn blank_empty_selects(body: &mut ast::SetExpr) {
         }
         _ => {}
     }
+}
+
+/// `SELECT n.oid, n.* ...` names `oid` twice, which PostgreSQL allows and
+/// DataFusion does not: the explicit column is dropped, the wildcard keeps it.
+fn name_columns_beside_wildcards(body: &mut ast::SetExpr) {
+    let ast::SetExpr::Select(select) = body else {
+        return;
+    };
+    let qualifiers: Vec<String> = select
+        .projection
+        .iter()
+        .filter_map(|p| match p {
+            ast::SelectItem::QualifiedWildcard(ast::SelectItemQualifiedWildcardKind::ObjectName(n), _) => {
+                parts(n).last().cloned()
+            }
+            _ => None,
+        })
+        .collect();
+    if qualifiers.is_empty() {
+        return;
+    }
+    select.projection.retain(|item| {
+        !matches!(item, ast::SelectItem::UnnamedExpr(Expr::CompoundIdentifier(ids))
+            if ids.len() == 2 && qualifiers.contains(&ids[0].value.to_ascii_lowercase()))
+    });
 }
 
 fn empty_query() -> ast::Query {

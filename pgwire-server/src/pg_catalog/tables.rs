@@ -214,7 +214,7 @@ pub(super) fn build(cat: &Catalog, ctx: &SessionContext) -> Result<Arc<MemorySch
         ("relhasrules", K::B), ("relhastriggers", K::B), ("relhassubclass", K::B),
         ("relrowsecurity", K::B), ("relforcerowsecurity", K::B), ("relispopulated", K::B),
         ("relreplident", K::T), ("relispartition", K::B), ("relrewrite", K::O),
-        ("relacl", K::A), ("reloptions", K::A), ("relpartbound", K::T),
+        ("relacl", K::A), ("reloptions", K::A), ("relpartbound", K::T), ("relhasoids", K::B),
     ]);
     let mut attr = Table::new(&[
         ("attrelid", K::O), ("attname", K::T), ("atttypid", K::O), ("attstattarget", K::I),
@@ -236,7 +236,7 @@ pub(super) fn build(cat: &Catalog, ctx: &SessionContext) -> Result<Arc<MemorySch
             o(if rel.kind == "r" { 2 } else { 0 }), o(0), o(0), i(0), V::F(-1.0), i(0), o(0),
             b(false), b(false), t("p"), t(rel.kind), i(rel.columns.len() as i64), i(0),
             b(false), b(false), b(false), b(false), b(false), b(true), t("d"), b(false), o(0),
-            V::Null, V::Null, V::Null,
+            V::Null, V::Null, V::Null, b(false),
         ]);
         let ns_name = cat
             .namespaces
