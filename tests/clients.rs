@@ -61,35 +61,25 @@ fn psql_meta_commands_describe_the_store() {
 #[test]
 fn python_drivers_asyncpg_and_sqlalchemy_with_pandas() {
     let server = Server::start();
-    let out = Command::new("python3")
-        .arg(repo().join("tests/clients/drivers_check.py"))
-        .args(["127.0.0.1", &server.port.to_string()])
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "driver checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let port = server.port.to_string();
+    crate::common::client_check(
+        "python3",
+        "tests/clients/drivers_check.py",
+        &["127.0.0.1", &port],
+        "4 passed, 0 failed",
     );
-    assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
 }
 
 #[test]
 fn node_postgres_with_parameters() {
     let server = Server::start();
-    let out = Command::new("node")
-        .arg(repo().join("tests/clients/node_check.js"))
-        .args(["127.0.0.1", &server.port.to_string()])
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "node-postgres checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let port = server.port.to_string();
+    crate::common::client_check(
+        "node",
+        "tests/clients/node_check.js",
+        &["127.0.0.1", &port],
+        "2 passed, 0 failed",
     );
-    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
 }
 
 #[test]

@@ -68,8 +68,13 @@ pub async fn query(engine: &Engine, sql: &str) -> Vec<String> {
         .sql(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    lines(&batches)
+}
+
+/// Record batches as lines of `|`-separated values.
+pub fn lines(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> Vec<String> {
     let mut out = Vec::new();
-    for b in &batches {
+    for b in batches {
         let formatters: Vec<_> = b
             .columns()
             .iter()
@@ -92,6 +97,23 @@ pub async fn query(engine: &Engine, sql: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Runs a client check script (`python3 x.py` / `node x.js`) with arguments;
+/// it must exit 0 and print the expected summary line.
+pub fn client_check(program: &str, script: &str, args: &[&str], summary: &str) {
+    let out = Command::new(program)
+        .arg(repo().join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(summary), "{stdout}");
 }
 
 /// Runs SQL returning one integer.

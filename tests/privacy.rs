@@ -29,19 +29,14 @@ fn audit_dirs(state: &Path) -> Vec<PathBuf> {
 #[test]
 fn adversarial_queries_as_the_analyst_over_the_wire() {
     let server = Server::start();
-    let out = Command::new("python3")
-        .arg(repo().join("tests/clients/privacy_check.py"))
-        .arg(server.conninfo_as("analyst", DEMO_PASSWORD))
-        .arg(repo().join("tests/privacy/adversarial.txt"))
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "privacy cases failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let conninfo = server.conninfo_as("analyst", DEMO_PASSWORD);
+    let cases = repo().join("tests/privacy/adversarial.txt");
+    crate::common::client_check(
+        "python3",
+        "tests/clients/privacy_check.py",
+        &[&conninfo, &cases.to_string_lossy()],
+        " passed, 0 failed",
     );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 
     // Every statement was audited: refusals with their rule, suppressions counted.
     let (_, state) = crate::wire::dirs();
@@ -84,29 +79,7 @@ async fn rows_as(engine: &Engine, role: Role, sql: &str) -> Vec<String> {
         .sql(sql)
         .await
         .unwrap_or_else(|e| panic!("{role}: {e}\n{sql}"));
-    let mut out = Vec::new();
-    for b in &batches {
-        let f: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| {
-                datafusion::arrow::util::display::ArrayFormatter::try_new(
-                    c.as_ref(),
-                    &Default::default(),
-                )
-                .unwrap()
-            })
-            .collect();
-        for i in 0..b.num_rows() {
-            out.push(
-                f.iter()
-                    .map(|f| f.value(i).to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            );
-        }
-    }
-    out
+    crate::common::lines(&batches)
 }
 
 #[tokio::test]
