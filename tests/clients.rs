@@ -59,14 +59,14 @@ fn psql_meta_commands_describe_the_store() {
 }
 
 #[test]
-fn python_drivers_asyncpg_and_sqlalchemy_with_pandas() {
+fn python_drivers_psycopg_asyncpg_and_sqlalchemy_with_pandas() {
     let server = Server::start();
     let port = server.port.to_string();
     crate::common::client_check(
         "python3",
         "tests/clients/drivers_check.py",
         &["127.0.0.1", &port],
-        "4 passed, 0 failed",
+        "6 passed, 0 failed",
     );
 }
 

@@ -86,7 +86,27 @@ def sqlalchemy_session(user, password):
         engine.dispose()
 
 
+def psycopg_prepared(user, password):
+    """psycopg 3 switches to a named server-side prepared statement after the
+    fifth execution of a query, as pgjdbc does: results must stay the same."""
+    import psycopg
+
+    conninfo = f"host={HOST} port={PORT} dbname=tsunagu user={user} password={password} sslmode=disable"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        assert conn.prepare_threshold == 5
+        counts = []
+        for year in [1900, 1950, 1900, 1950, 1900, 1950, 1900, 1950]:
+            with conn.cursor(binary=year == 1950) as cur:
+                cur.execute(AGGREGATE.replace("$1", "%s"), (year,))
+                rows = cur.fetchall()
+                assert all(isinstance(r[3], datetime.date) for r in rows), rows
+                counts.append(sum(r[1] for r in rows))
+        assert counts[0::2] == [counts[0]] * 4 and counts[1::2] == [counts[1]] * 4, counts
+        assert counts[0] > counts[1], counts
+
+
 for user, password in LOGINS:
+    check(f"psycopg prepared statements as {user}", lambda: psycopg_prepared(user, password))
     check(f"asyncpg as {user}", lambda: asyncio.run(asyncpg_session(user, password)))
     check(f"sqlalchemy+pandas as {user}", lambda: sqlalchemy_session(user, password))
 
