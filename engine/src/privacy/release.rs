@@ -202,6 +202,7 @@ pub(super) fn is_releasable(name: &str) -> bool {
     matches!(
         name,
         "count"
+            | "approx_distinct"
             | "sum"
             | "avg"
             | "mean"

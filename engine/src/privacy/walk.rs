@@ -645,6 +645,13 @@ impl Walker<'_> {
                 },
             )),
             Kind::Person => {
+                if new.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_))) {
+                    return Err(Refusal::unsupported(
+                        "grouping sets",
+                        "ROLLUP, CUBE and GROUPING SETS across persons are not yet released to analysts; \
+                         run one query per grouping level (for example with UNION ALL)",
+                    ));
+                }
                 if !keys.is_empty() {
                     return Err(Refusal::rule(
                         "identifier in GROUP BY",
@@ -911,7 +918,7 @@ impl Walker<'_> {
                         "rb_build_agg builds person sets from person_id only",
                     ));
                 }
-                let free = matches!(name.as_str(), "count" | "rb_build_agg");
+                let free = matches!(name.as_str(), "count" | "approx_distinct" | "rb_build_agg");
                 let mut args = Vec::new();
                 for a in f.params.args {
                     if !name.starts_with("rb_") && is_bitmap(&a, scope.schema) {
