@@ -21,7 +21,12 @@ fn psql_meta_commands_describe_the_store() {
     let server = Server::start();
     for user in ROLES {
         let tables = psql_lines(&server, user, "\\dt");
-        for t in ["ndb|person|table", "kaigo|care_certification|table", "vocab|concept|table", "linked|person|table"] {
+        for t in [
+            "ndb|person|table",
+            "kaigo|care_certification|table",
+            "vocab|concept|table",
+            "linked|person|table",
+        ] {
             assert!(tables.contains(t), "{user} \\dt lacks {t}:\n{tables}");
         }
         let schemas = psql_lines(&server, user, "\\dn");
@@ -32,13 +37,24 @@ fn psql_meta_commands_describe_the_store() {
         assert!(person.contains("person_id|bigint"), "{person}");
         assert!(person.contains("year_of_birth|bigint"), "{person}");
         let functions = psql_lines(&server, user, "\\df");
-        for f in ["episodes|episode[]", "in_window|boolean", "rb_cardinality|bigint", "descendants|TABLE"] {
+        for f in [
+            "episodes|episode[]",
+            "in_window|boolean",
+            "rb_cardinality|bigint",
+            "descendants|TABLE",
+        ] {
             assert!(functions.contains(f), "{user} \\df lacks {f}:\n{functions}");
         }
         let described = psql_lines(&server, user, "\\df+ episodes");
-        assert!(described.contains("OHDSI"), "\\df+ shows the description:\n{described}");
+        assert!(
+            described.contains("OHDSI"),
+            "\\df+ shows the description:\n{described}"
+        );
         let roles = psql_lines(&server, user, "\\du");
-        assert!(roles.contains("analyst") && roles.contains("steward"), "{roles}");
+        assert!(
+            roles.contains("analyst") && roles.contains("steward"),
+            "{roles}"
+        );
         let databases = psql_lines(&server, user, "\\l");
         assert!(databases.contains("tsunagu|tsunagu|UTF8"), "{databases}");
         let info = psql_lines(&server, user, "\\conninfo");

@@ -110,7 +110,8 @@ async fn studies_released_to_the_analyst_agree_with_the_steward_within_rounding(
         }
     }
     // The planted effect survives the release.
-    let sql = std::fs::read_to_string(repo().join("sql/studies/nsaid_gi_bleed_new_users.sql")).unwrap();
+    let sql =
+        std::fs::read_to_string(repo().join("sql/studies/nsaid_gi_bleed_new_users.sql")).unwrap();
     let rows = cells(&rows_as(&engine, Role::Analyst, &sql).await);
     let rr = rows.iter().filter_map(|r| r[5]).fold(0.0f64, f64::max);
     assert!((2.0..4.5).contains(&rr), "risk ratio {rr}");
@@ -148,10 +149,21 @@ async fn policy_sets_k_rounding_and_table_roles() {
         .collect();
     assert_eq!(analyst, big);
     let session = engine.session_as("tester", Role::Analyst).unwrap();
-    let e = session.sql("SELECT count(*) FROM dpc.person").await.unwrap_err();
+    let e = session
+        .sql("SELECT count(*) FROM dpc.person")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("not available to analysts"), "{e}");
     // Stewards see hidden tables.
-    assert_eq!(rows_as(&engine, Role::Steward, "SELECT count(*) > 0 FROM dpc.person").await, ["true"]);
+    assert_eq!(
+        rows_as(
+            &engine,
+            Role::Steward,
+            "SELECT count(*) > 0 FROM dpc.person"
+        )
+        .await,
+        ["true"]
+    );
 }
 
 #[tokio::test]
@@ -183,11 +195,29 @@ async fn analyst_cohorts_are_person_sets_measured_under_the_rules() {
         .sql("CREATE COHORT ana_t2d AS SELECT person_id FROM ndb.condition_occurrence WHERE condition_concept_id = 1000024")
         .await
         .unwrap();
-    let size = rows_as(&engine, Role::Analyst, "SELECT size FROM cohorts WHERE name = 'ana_t2d'").await;
-    let exact = rows_as(&engine, Role::Steward, "SELECT size FROM cohorts WHERE name = 'ana_t2d'").await;
+    let size = rows_as(
+        &engine,
+        Role::Analyst,
+        "SELECT size FROM cohorts WHERE name = 'ana_t2d'",
+    )
+    .await;
+    let exact = rows_as(
+        &engine,
+        Role::Steward,
+        "SELECT size FROM cohorts WHERE name = 'ana_t2d'",
+    )
+    .await;
     let (size, exact): (i64, i64) = (size[0].parse().unwrap(), exact[0].parse().unwrap());
-    assert!((size - exact).abs() <= 2 && size % 5 == 0, "{size} for {exact}");
-    let card = rows_as(&engine, Role::Analyst, "SELECT rb_cardinality(cohort_bitmap('ana_t2d'))").await;
+    assert!(
+        (size - exact).abs() <= 2 && size % 5 == 0,
+        "{size} for {exact}"
+    );
+    let card = rows_as(
+        &engine,
+        Role::Analyst,
+        "SELECT rb_cardinality(cohort_bitmap('ana_t2d'))",
+    )
+    .await;
     assert_eq!(card, [size.to_string()]);
     let e = analyst
         .sql("SELECT * FROM cohort('ana_t2d')")
@@ -205,13 +235,28 @@ async fn analyst_cohorts_are_person_sets_measured_under_the_rules() {
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("openssl runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (cert, key)
 }
 
@@ -225,7 +270,11 @@ fn add_user(config: &Path, name: &str, role: &str, password: &str) {
         .unwrap();
     writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -236,7 +285,10 @@ fn scram_logins_roles_and_required_tls_from_a_config_file() {
     add_user(&config, "sam", "steward", "sam-secret");
     add_user(&config, "ana", "analyst", "ana-secret-2");
     let text = std::fs::read_to_string(&config).unwrap();
-    assert!(!text.contains("ana-secret") && text.contains("SCRAM-SHA-256$4096:"), "{text}");
+    assert!(
+        !text.contains("ana-secret") && text.contains("SCRAM-SHA-256$4096:"),
+        "{text}"
+    );
     assert_eq!(text.matches("name = \"ana\"").count(), 1, "{text}");
     #[cfg(unix)]
     {
@@ -259,17 +311,26 @@ fn scram_logins_roles_and_required_tls_from_a_config_file() {
             server.port
         )
     };
-    let (ok, out, err) = server.psql_as(&tls("ana", "ana-secret-2"), "SELECT current_user, session_user");
+    let (ok, out, err) = server.psql_as(
+        &tls("ana", "ana-secret-2"),
+        "SELECT current_user, session_user",
+    );
     assert!(ok, "{err}");
     assert_eq!(out, "ana|ana");
-    let (ok, _, err) = server.psql_as(&tls("ana", "ana-secret-2"), "SELECT person_id FROM ndb.person");
+    let (ok, _, err) = server.psql_as(
+        &tls("ana", "ana-secret-2"),
+        "SELECT person_id FROM ndb.person",
+    );
     assert!(!ok && err.contains("row-level output"), "{err}");
     let (ok, _, err) = server.psql_as(&tls("ana", "ana-secret-2"), "SET ROLE steward");
     assert!(!ok && err.contains("permission denied"), "{err}");
     // The old password was replaced; unknown users and wrong passwords fail alike.
     for (user, password) in [("ana", "ana-secret"), ("nobody", "x"), ("sam", "wrong")] {
         let (ok, _, err) = server.psql_as(&tls(user, password), "SELECT 1");
-        assert!(!ok && err.contains("authentication failed"), "{user}: {err}");
+        assert!(
+            !ok && err.contains("authentication failed"),
+            "{user}: {err}"
+        );
     }
     // Plain connections are refused when TLS is required.
     let (ok, _, err) = server.psql_as(&server.conninfo_as("sam", "sam-secret"), "SELECT 1");
@@ -321,7 +382,10 @@ fn audit_verify_detects_an_edited_log() {
     for (role, sql) in [
         ("steward", "SELECT count(*) FROM cdm.person"),
         ("analyst", "SELECT person_id FROM cdm.person"),
-        ("analyst", "SELECT gender_concept_id, count(*) FROM cdm.person GROUP BY 1"),
+        (
+            "analyst",
+            "SELECT gender_concept_id, count(*) FROM cdm.person GROUP BY 1",
+        ),
     ] {
         let _ = Command::new(tsunagu())
             .args(["sql", "--role", role, "--store"])
@@ -342,18 +406,37 @@ fn audit_verify_detects_an_edited_log() {
             .unwrap()
     };
     let out = verify();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 records"));
     let dir = audit_dirs(&state).pop().unwrap();
     let records = audit::records(&dir).unwrap();
     assert_eq!(
-        records.iter().map(|r| (r.role.as_str(), r.decision)).collect::<Vec<_>>(),
-        [("steward", Decision::Allowed), ("analyst", Decision::Refused), ("analyst", Decision::Allowed)]
+        records
+            .iter()
+            .map(|r| (r.role.as_str(), r.decision))
+            .collect::<Vec<_>>(),
+        [
+            ("steward", Decision::Allowed),
+            ("analyst", Decision::Refused),
+            ("analyst", Decision::Allowed)
+        ]
     );
     let segment = dir.join("audit-000001.jsonl");
     let text = std::fs::read_to_string(&segment).unwrap();
-    std::fs::write(&segment, text.replace("\"role\":\"analyst\"", "\"role\":\"steward\"")).unwrap();
+    std::fs::write(
+        &segment,
+        text.replace("\"role\":\"analyst\"", "\"role\":\"steward\""),
+    )
+    .unwrap();
     let out = verify();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("altered"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("altered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

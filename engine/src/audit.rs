@@ -163,7 +163,10 @@ fn read_segment(path: &Path) -> Result<(Vec<(Line, String)>, u64, bool)> {
                 return Err(EngineError::Audit(format!(
                     "{}: record after seq {} is not a valid record",
                     path.display(),
-                    lines.last().map(|(l, _): &(Line, String)| l.record.seq).unwrap_or(0)
+                    lines
+                        .last()
+                        .map(|(l, _): &(Line, String)| l.record.seq)
+                        .unwrap_or(0)
                 )));
             }
         }
@@ -214,7 +217,10 @@ fn tail_of(path: &Path) -> Result<(Option<Line>, u64)> {
     if complete < len {
         file.set_len(complete).map_err(|e| io(path, e))?;
         file.sync_all().map_err(|e| io(path, e))?;
-        log::warn!("audit log: removed a record torn by a crash from {}", path.display());
+        log::warn!(
+            "audit log: removed a record torn by a crash from {}",
+            path.display()
+        );
     }
     let Some(e) = end else {
         return Ok((None, complete));

@@ -22,9 +22,9 @@
 pub mod audit;
 pub mod cohorts;
 pub mod error;
+mod identity;
 pub mod privacy;
 pub mod session;
-mod identity;
 mod vocabulary;
 
 use std::path::{Path, PathBuf};
@@ -195,11 +195,19 @@ impl Engine {
 }
 
 /// Every RWD function, cohort functions included: (name, kind, documentation).
-pub fn functions() -> Vec<(String, &'static str, datafusion::logical_expr::Documentation)> {
+pub fn functions() -> Vec<(
+    String,
+    &'static str,
+    datafusion::logical_expr::Documentation,
+)> {
     tsunagu_udfs::documented(cohort_docs())
 }
 
-fn cohort_docs() -> Vec<(String, &'static str, datafusion::logical_expr::Documentation)> {
+fn cohort_docs() -> Vec<(
+    String,
+    &'static str,
+    datafusion::logical_expr::Documentation,
+)> {
     use datafusion::logical_expr::ScalarUDFImpl;
     let store = Arc::new(cohorts::CohortStore::new(Path::new("/nonexistent"), ""));
     let bitmap = cohorts::CohortBitmap::new(store);

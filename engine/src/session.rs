@@ -165,7 +165,11 @@ impl Session {
     /// Logs a statement the embedding layer answered itself (`SET`, `BEGIN`, ...):
     /// `refused` names the rule that refused it.
     pub fn log_command(&self, sql: &str, refused: Option<&str>) -> Result<()> {
-        let decision = if refused.is_some() { Decision::Refused } else { Decision::Allowed };
+        let decision = if refused.is_some() {
+            Decision::Refused
+        } else {
+            Decision::Allowed
+        };
         self.log(sql, decision, refused.map(str::to_owned), None, 0)
     }
 
@@ -175,7 +179,14 @@ impl Session {
     }
 
     /// Logs one statement; a log that cannot be written stops the statement.
-    fn log(&self, sql: &str, decision: Decision, rule: Option<String>, rows: Option<u64>, cells: u64) -> Result<()> {
+    fn log(
+        &self,
+        sql: &str,
+        decision: Decision,
+        rule: Option<String>,
+        rows: Option<u64>,
+        cells: u64,
+    ) -> Result<()> {
         let Some(audit) = &self.audit else {
             return Ok(());
         };
@@ -222,7 +233,9 @@ impl Session {
             Ok(p) => Ok(p),
             Err(e) => {
                 let (decision, rule) = match &e {
-                    EngineError::Refused { rule, .. } => (Decision::Refused, Some(rule.to_string())),
+                    EngineError::Refused { rule, .. } => {
+                        (Decision::Refused, Some(rule.to_string()))
+                    }
                     other => (Decision::Error, Some(error_class(other))),
                 };
                 self.log(&sql, decision, rule, None, 0)?;
@@ -376,7 +389,13 @@ impl Session {
                 prepared.release.clone(),
             ))),
             Err(e) => {
-                self.log(&prepared.sql, Decision::Error, Some(error_class(&e)), None, 0)?;
+                self.log(
+                    &prepared.sql,
+                    Decision::Error,
+                    Some(error_class(&e)),
+                    None,
+                    0,
+                )?;
                 Err(e)
             }
         }
@@ -404,7 +423,14 @@ impl Session {
     }
 
     /// Logs the end of an executed statement.
-    pub(crate) fn log_end(&self, sql: &str, decision: Decision, rows: u64, cells: u64, rule: Option<String>) -> Result<()> {
+    pub(crate) fn log_end(
+        &self,
+        sql: &str,
+        decision: Decision,
+        rows: u64,
+        cells: u64,
+        rule: Option<String>,
+    ) -> Result<()> {
         self.log(sql, decision, rule, Some(rows), cells)
     }
 
@@ -446,7 +472,10 @@ pub fn statement_text(statement: &Statement) -> String {
             format!("CREATE COHORT {name} AS {query}")
         }
         Statement::DropCohort { name, if_exists } => {
-            format!("DROP COHORT {}{name}", if *if_exists { "IF EXISTS " } else { "" })
+            format!(
+                "DROP COHORT {}{name}",
+                if *if_exists { "IF EXISTS " } else { "" }
+            )
         }
     }
 }
@@ -480,7 +509,9 @@ fn check_read_only(plan: &LogicalPlan) -> Result<()> {
         Some(w) => Err(EngineError::Refused {
             code: "0A000",
             rule: "read-only",
-            message: format!("{w} is not supported: a Tsunagu store is read-only [rule: read-only]"),
+            message: format!(
+                "{w} is not supported: a Tsunagu store is read-only [rule: read-only]"
+            ),
         }),
         None => Ok(()),
     }

@@ -94,7 +94,10 @@ pub fn classify(statement: &Statement) -> Option<Command> {
                 Command::SetRole(None)
             }
             ast::Reset::ConfigurationParameter(name)
-                if name.to_string().to_ascii_lowercase().starts_with("datafusion.") =>
+                if name
+                    .to_string()
+                    .to_ascii_lowercase()
+                    .starts_with("datafusion.") =>
             {
                 return None;
             }

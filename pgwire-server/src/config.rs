@@ -92,7 +92,8 @@ impl ServerConfig {
                 .map_err(|e| format!("{}: user {:?}: {e}", path.display(), u.name))?;
         }
         if let Some(p) = &config.privacy {
-            p.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+            p.validate()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         }
         Ok(config)
     }
@@ -163,7 +164,10 @@ pub fn make_verifier(password: &str) -> String {
 
 /// Parses a PostgreSQL-format verifier.
 fn parse_verifier(text: &str) -> Result<ScramSecret, String> {
-    let bad = || "not a SCRAM-SHA-256 verifier (SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)".to_string();
+    let bad = || {
+        "not a SCRAM-SHA-256 verifier (SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)"
+            .to_string()
+    };
     let rest = text.strip_prefix("SCRAM-SHA-256$").ok_or_else(bad)?;
     let (params, keys) = rest.split_once('$').ok_or_else(bad)?;
     let (iterations, salt) = params.split_once(':').ok_or_else(bad)?;
@@ -210,7 +214,11 @@ impl Users {
 
     /// Every user and role.
     pub fn list(&self) -> Vec<(String, Role)> {
-        let mut v: Vec<_> = self.by_name.iter().map(|(n, (r, _))| (n.clone(), *r)).collect();
+        let mut v: Vec<_> = self
+            .by_name
+            .iter()
+            .map(|(n, (r, _))| (n.clone(), *r))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -259,10 +267,13 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAccepto
         .collect::<Result<_, _>>()
         .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("TLS certificate {}: no certificate found", cert.display()));
+        return Err(format!(
+            "TLS certificate {}: no certificate found",
+            cert.display()
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("TLS key {}: {e}", key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("TLS key {}: {e}", key.display()))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

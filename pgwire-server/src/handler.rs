@@ -17,9 +17,7 @@ use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireServerHandlers, Type,
-};
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::data::DataRow;
@@ -121,7 +119,9 @@ impl Auth {
 
 impl Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth").field("require_tls", &self.require_tls).finish()
+        f.debug_struct("Auth")
+            .field("require_tls", &self.require_tls)
+            .finish()
     }
 }
 
@@ -410,7 +410,6 @@ impl QueryParser for Parser {
         })
     }
 }
-
 
 #[async_trait]
 impl StartupHandler for Connection {

@@ -93,6 +93,12 @@ enum Cmd {
         /// Run as this role: `analyst` sees exactly what an analyst would.
         #[arg(long, default_value = "steward")]
         role: Role,
+        /// Run the SQL this many times (for timing; the last result is printed).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Print the time of each run to stderr.
+        #[arg(long)]
+        timing: bool,
         /// Read the SQL from this file instead.
         #[arg(long, short = 'f', conflicts_with = "query")]
         file: Option<PathBuf>,
@@ -145,7 +151,10 @@ fn read_password() -> Result<String, String> {
         return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).map_err(|e| e.to_string())?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
@@ -183,7 +192,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn open(args: &StoreArgs, policy: Option<tsunagu_engine::Policy>) -> Result<(Engine, PathBuf), String> {
+async fn open(
+    args: &StoreArgs,
+    policy: Option<tsunagu_engine::Policy>,
+) -> Result<(Engine, PathBuf), String> {
     let path = match &args.store {
         Some(p) => p.clone(),
         None => tokio::task::spawn_blocking(demo::demo_store)
@@ -244,7 +256,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => {
             let password = read_password()?;
             ServerConfig::add_user(&config, &name, role, &password)?;
-            eprintln!("tsunagu: user {name} ({role}) written to {}", config.display());
+            eprintln!(
+                "tsunagu: user {name} ({role}) written to {}",
+                config.display()
+            );
             Ok(())
         }
         Cmd::Audit {
@@ -289,7 +304,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             let tls = match (&cert, &key) {
                 (Some(c), Some(k)) => Some(tsunagu_pgwire::config::tls_acceptor(c, k)?),
                 (None, None) if require_tls => {
-                    return Err("require_tls is set but no TLS certificate and key are configured".into())
+                    return Err(
+                        "require_tls is set but no TLS certificate and key are configured".into(),
+                    );
                 }
                 (None, None) => None,
                 _ => return Err("TLS needs both a certificate and a key".into()),
@@ -315,7 +332,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                 "tsunagu: listening on {addr}{}; connect with:",
                 if tls.is_some() { " (TLS)" } else { "" }
             );
-            let ssl = if tls.is_some() { " sslmode=require" } else { "" };
+            let ssl = if tls.is_some() {
+                " sslmode=require"
+            } else {
+                ""
+            };
             if demo_login {
                 println!(
                     "  psql \"host={} port={} dbname=tsunagu user=analyst password={}{ssl}\"",
@@ -344,6 +365,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             store,
             csv,
             role,
+            repeat,
+            timing,
             file,
             query,
         } => {
@@ -357,26 +380,36 @@ async fn run(cli: Cli) -> Result<(), String> {
             let (engine, _) = open(&store, None).await?;
             let session = engine.session().map_err(|e| e.to_string())?;
             session.set_role(role).map_err(|e| e.to_string())?;
-            let statements = session.parse(&query).map_err(|e| e.to_string())?;
             let mut batches: Vec<RecordBatch> = Vec::new();
             let mut schema = None;
-            for statement in statements {
-                let prepared = session
-                    .plan_statement(statement)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut stream = session
-                    .execute(&prepared, vec![])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                schema = Some(prepared.schema());
-                if let Some(action) = &prepared.action {
-                    println!("{}", action.tag());
-                    schema = None;
+            for run in 1..=repeat.max(1) {
+                let started = std::time::Instant::now();
+                let statements = session.parse(&query).map_err(|e| e.to_string())?;
+                for statement in statements {
+                    let prepared = session
+                        .plan_statement(statement)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let mut stream = session
+                        .execute(&prepared, vec![])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    schema = Some(prepared.schema());
+                    if let Some(action) = &prepared.action {
+                        println!("{}", action.tag());
+                        schema = None;
+                    }
+                    batches.clear();
+                    while let Some(b) = stream.next().await {
+                        batches
+                            .push(b.map_err(|e| tsunagu_engine::EngineError::from(e).to_string())?);
+                    }
                 }
-                batches.clear();
-                while let Some(b) = stream.next().await {
-                    batches.push(b.map_err(|e| tsunagu_engine::EngineError::from(e).to_string())?);
+                if timing {
+                    eprintln!(
+                        "tsunagu: run {run}: {:.1} ms",
+                        started.elapsed().as_secs_f64() * 1e3
+                    );
                 }
             }
             let Some(schema) = schema else { return Ok(()) };

@@ -89,7 +89,11 @@ pub fn documented(
         &'static str,
         datafusion::logical_expr::Documentation,
     )>,
-) -> Vec<(String, &'static str, datafusion::logical_expr::Documentation)> {
+) -> Vec<(
+    String,
+    &'static str,
+    datafusion::logical_expr::Documentation,
+)> {
     use datafusion::logical_expr::Documentation;
     let graph = Arc::new(vocab::VocabGraph::default());
     let mut docs: Vec<(String, &'static str, Documentation)> = extra;

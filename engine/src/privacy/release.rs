@@ -13,8 +13,8 @@ use datafusion::common::{Column, Result, exec_err};
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
-    Aggregate, ColumnarValue, Expr, Filter, LogicalPlan, Projection, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature, Volatility, lit,
+    Aggregate, ColumnarValue, Expr, Filter, LogicalPlan, Projection, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility, lit,
 };
 
 /// Counters of what a statement's releases withheld (for the audit log).
@@ -225,7 +225,12 @@ pub(super) fn is_releasable(name: &str) -> bool {
 /// Rewrites an aggregate across persons into its release: the aggregate
 /// with hidden counts of distinct persons, a filter on the group's persons
 /// (grouped aggregates only) and a projection masking each number.
-pub(super) fn release(aggregate: &Aggregate, person: Expr, masks: &Masks, k: u64) -> Result<LogicalPlan> {
+pub(super) fn release(
+    aggregate: &Aggregate,
+    person: Expr,
+    masks: &Masks,
+    k: u64,
+) -> Result<LogicalPlan> {
     let _ = k;
     let persons = |filter: Option<Expr>| {
         Expr::AggregateFunction(AggregateFunction::new_udf(
@@ -251,7 +256,11 @@ pub(super) fn release(aggregate: &Aggregate, person: Expr, masks: &Masks, k: u64
             contributors.push(None);
             continue;
         }
-        let arg = f.params.args.first().filter(|a| !matches!(a, Expr::Literal(..)));
+        let arg = f
+            .params
+            .args
+            .first()
+            .filter(|a| !matches!(a, Expr::Literal(..)));
         let mut conds: Vec<Expr> = f.params.filter.iter().map(|b| (**b).clone()).collect();
         if let Some(a) = arg {
             conds.push(a.clone().is_not_null());
@@ -277,9 +286,10 @@ pub(super) fn release(aggregate: &Aggregate, person: Expr, masks: &Masks, k: u64
     let cells = aggregate.schema.fields().len() as i64;
     let mut plan = new_agg;
     if grouped {
-        let keep = masks
-            .keep
-            .call(vec![Expr::Column(Column::from_name(group_name)), lit(cells)]);
+        let keep = masks.keep.call(vec![
+            Expr::Column(Column::from_name(group_name)),
+            lit(cells),
+        ]);
         plan = LogicalPlan::Filter(Filter::try_new(keep, Arc::new(plan))?);
     }
     let n_groups = aggregate.schema.fields().len() - aggregate.aggr_expr.len();

@@ -142,9 +142,9 @@ impl Walker<'_> {
     fn plan(&self, plan: &LogicalPlan, outer: Option<&Outer>) -> Result<(LogicalPlan, Rel)> {
         match plan {
             LogicalPlan::TableScan(scan) => self.scan(scan),
-            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) | LogicalPlan::DescribeTable(_) => {
-                Ok((plan.clone(), Rel::open()))
-            }
+            LogicalPlan::EmptyRelation(_)
+            | LogicalPlan::Values(_)
+            | LogicalPlan::DescribeTable(_) => Ok((plan.clone(), Rel::open())),
             LogicalPlan::Projection(p) => self.projection(p, outer),
             LogicalPlan::Filter(f) => self.filter(f, outer),
             LogicalPlan::Join(j) => {
@@ -240,7 +240,9 @@ impl Walker<'_> {
             LogicalPlan::Statement(s) => {
                 use datafusion::logical_expr::Statement as S;
                 match s {
-                    S::TransactionStart(_) | S::TransactionEnd(_) => Ok((plan.clone(), Rel::open())),
+                    S::TransactionStart(_) | S::TransactionEnd(_) => {
+                        Ok((plan.clone(), Rel::open()))
+                    }
                     S::SetVariable(_) | S::ResetVariable(_) => Err(Refusal::rule(
                         "settings",
                         "analysts cannot change engine settings",
@@ -286,7 +288,12 @@ impl Walker<'_> {
             ));
         }
         let full = DFSchema::try_from(scan.source.schema().as_ref().clone())?;
-        self.table(&scan.table_name, &full, LogicalPlan::TableScan(scan.clone()), Some(scan))
+        self.table(
+            &scan.table_name,
+            &full,
+            LogicalPlan::TableScan(scan.clone()),
+            Some(scan),
+        )
     }
 
     /// A table (a scan, or a store view inlined by the planner) by its role.
@@ -310,7 +317,10 @@ impl Walker<'_> {
                 Ok((plan, Rel::open()))
             }
             TableRole::Person => {
-                let Some(pid) = full.fields().iter().position(|f| f.name() == super::PERSON_ID)
+                let Some(pid) = full
+                    .fields()
+                    .iter()
+                    .position(|f| f.name() == super::PERSON_ID)
                 else {
                     return Err(Refusal::rule(
                         "person-level table",
@@ -403,7 +413,9 @@ impl Walker<'_> {
         if rel.kind == Kind::Person && out.persons.is_empty() {
             let n = self.hidden.get() + 1;
             self.hidden.set(n);
-            exprs.push(Expr::Column(scope.persons[0].clone()).alias(format!("__tsunagu_person_{n}")));
+            exprs.push(
+                Expr::Column(scope.persons[0].clone()).alias(format!("__tsunagu_person_{n}")),
+            );
             out.persons.push(exprs.len() - 1);
             out.hidden = true;
         } else if rel.hidden && out.persons.iter().all(|&i| is_hidden_name(&exprs[i])) {
@@ -482,10 +494,15 @@ impl Walker<'_> {
             });
             let both: Vec<Column> = lp.iter().chain(&rp).cloned().collect();
             let cross = |e: &Expr| {
-                if let Expr::BinaryExpr(BinaryExpr { left: a, op: Operator::Eq, right: b }) = e
+                if let Expr::BinaryExpr(BinaryExpr {
+                    left: a,
+                    op: Operator::Eq,
+                    right: b,
+                }) = e
                     && let (Expr::Column(a), Expr::Column(b)) = (strip(a), strip(b))
                 {
-                    return (lp.contains(a) && rp.contains(b)) || (lp.contains(b) && rp.contains(a));
+                    return (lp.contains(a) && rp.contains(b))
+                        || (lp.contains(b) && rp.contains(a));
                 }
                 false
             };
@@ -495,8 +512,7 @@ impl Walker<'_> {
                     .iter()
                     .flat_map(|f| split_conjunction_owned(f.clone()))
                     .any(|c| cross(&c));
-                matched = in_filter
-                    || (j.join_type == JoinType::Inner && above.iter().any(cross));
+                matched = in_filter || (j.join_type == JoinType::Inner && above.iter().any(cross));
             }
             let _ = both;
             if !matched {
@@ -517,7 +533,11 @@ impl Walker<'_> {
         let combined = left.schema().join(right.schema())?;
         let _ = new;
         let join_rel = Rel {
-            kind: if person_sides == 0 { Kind::Open } else { Kind::Person },
+            kind: if person_sides == 0 {
+                Kind::Open
+            } else {
+                Kind::Person
+            },
             persons: l.persons.iter().copied().chain(shift(&r.persons)).collect(),
             keys: l.keys.iter().copied().chain(shift(&r.keys)).collect(),
             hidden: false,
@@ -573,9 +593,33 @@ impl Walker<'_> {
         };
         let (persons, mut keys) = match j.join_type {
             JoinType::Inner => (join_rel.persons.clone(), join_rel.keys.clone()),
-            JoinType::Left => (l.persons.clone(), join_rel.keys.iter().copied().chain(shift(&r.persons)).collect()),
-            JoinType::Right => (shift(&r.persons), join_rel.keys.iter().copied().chain(l.persons.clone()).collect()),
-            JoinType::Full => (vec![], join_rel.persons.iter().chain(&join_rel.keys).copied().collect()),
+            JoinType::Left => (
+                l.persons.clone(),
+                join_rel
+                    .keys
+                    .iter()
+                    .copied()
+                    .chain(shift(&r.persons))
+                    .collect(),
+            ),
+            JoinType::Right => (
+                shift(&r.persons),
+                join_rel
+                    .keys
+                    .iter()
+                    .copied()
+                    .chain(l.persons.clone())
+                    .collect(),
+            ),
+            JoinType::Full => (
+                vec![],
+                join_rel
+                    .persons
+                    .iter()
+                    .chain(&join_rel.keys)
+                    .copied()
+                    .collect(),
+            ),
             JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
                 (l.persons.clone(), l.keys.clone())
             }
@@ -645,7 +689,11 @@ impl Walker<'_> {
                 },
             )),
             Kind::Person => {
-                if new.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_))) {
+                if new
+                    .group_expr
+                    .iter()
+                    .any(|g| matches!(g, Expr::GroupingSet(_)))
+                {
                     return Err(Refusal::unsupported(
                         "grouping sets",
                         "ROLLUP, CUBE and GROUPING SETS across persons are not yet released to analysts; \
@@ -685,12 +733,13 @@ impl Walker<'_> {
         let mut exprs = Vec::new();
         for e in &w.window_expr {
             if rel.kind == Kind::Person {
-                let partitioned = match strip(e) {
-                    Expr::WindowFunction(f) => f.params.partition_by.iter().any(
-                        |p| matches!(strip(p), Expr::Column(c) if scope.persons.contains(c)),
-                    ),
-                    _ => false,
-                };
+                let partitioned =
+                    match strip(e) {
+                        Expr::WindowFunction(f) => f.params.partition_by.iter().any(
+                            |p| matches!(strip(p), Expr::Column(c) if scope.persons.contains(c)),
+                        ),
+                        _ => false,
+                    };
                 if !partitioned {
                     return Err(Refusal::rule(
                         "cross-person window",
@@ -883,7 +932,11 @@ impl Walker<'_> {
                 Ok(Expr::Alias(a))
             }
             Expr::IsNull(x) => Ok(Expr::IsNull(Box::new(self.expr(*x, scope, Pos::Free)?))),
-            Expr::IsNotNull(x) => Ok(Expr::IsNotNull(Box::new(self.expr(*x, scope, Pos::Free)?))),
+            Expr::IsNotNull(x) => Ok(Expr::IsNotNull(Box::new(self.expr(
+                *x,
+                scope,
+                Pos::Free,
+            )?))),
             Expr::ScalarFunction(mut f) => {
                 let name = f.func.name().to_ascii_lowercase();
                 if super::REFUSED_FUNCTIONS.contains(&name.as_str()) {
@@ -901,7 +954,11 @@ impl Walker<'_> {
                 }
                 let mut args = Vec::new();
                 for (i, a) in f.args.into_iter().enumerate() {
-                    let p = if Some(i) == free_arg { Pos::Free } else { Pos::Closed };
+                    let p = if Some(i) == free_arg {
+                        Pos::Free
+                    } else {
+                        Pos::Closed
+                    };
                     if !name.starts_with("rb_") && is_bitmap(&a, scope.schema) {
                         return Err(bitmap_refusal());
                     }
@@ -912,7 +969,9 @@ impl Walker<'_> {
             }
             Expr::AggregateFunction(mut f) => {
                 let name = f.func.name().to_ascii_lowercase();
-                if name == "rb_build_agg" && !f.params.args.first().is_some_and(|a| is_person(a, scope)) {
+                if name == "rb_build_agg"
+                    && !f.params.args.first().is_some_and(|a| is_person(a, scope))
+                {
                     return Err(Refusal::rule(
                         "person set",
                         "rb_build_agg builds person sets from person_id only",
@@ -981,7 +1040,11 @@ impl Walker<'_> {
                     }
                     _ => self.expr(*expr, scope, Pos::Closed)?,
                 };
-                Ok(Expr::InSubquery(InSubquery::new(Box::new(expr), subquery, negated)))
+                Ok(Expr::InSubquery(InSubquery::new(
+                    Box::new(expr),
+                    subquery,
+                    negated,
+                )))
             }
             Expr::Exists(Exists { subquery, negated }) => {
                 let (subquery, rel) = self.subquery(&subquery, scope)?;
@@ -1161,7 +1224,10 @@ pub(super) fn harden(plan: LogicalPlan, masks: &Masks) -> DfResult<LogicalPlan> 
                 Expr::BinaryExpr(BinaryExpr { left, op, right })
                     if matches!(op, Operator::Divide | Operator::Modulo) =>
                 {
-                    let right = datafusion::functions::expr_fn::nullif(*right, datafusion::logical_expr::lit(0));
+                    let right = datafusion::functions::expr_fn::nullif(
+                        *right,
+                        datafusion::logical_expr::lit(0),
+                    );
                     Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
                         left,
                         op,

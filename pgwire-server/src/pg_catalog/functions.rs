@@ -60,9 +60,8 @@ impl Hash for CatalogFn {
 }
 
 fn oids(a: &ArrayRef) -> Result<ArrayRef> {
-    Ok(cast(a, &DataType::Int64).unwrap_or_else(|_| {
-        datafusion::arrow::array::new_null_array(&DataType::Int64, a.len())
-    }))
+    Ok(cast(a, &DataType::Int64)
+        .unwrap_or_else(|_| datafusion::arrow::array::new_null_array(&DataType::Int64, a.len())))
 }
 
 impl ScalarUDFImpl for CatalogFn {
@@ -80,7 +79,10 @@ impl ScalarUDFImpl for CatalogFn {
         let first = || -> Result<ArrayRef> {
             match args.args.first() {
                 Some(v) => v.to_array(rows),
-                None => Ok(datafusion::arrow::array::new_null_array(&DataType::Int64, rows)),
+                None => Ok(datafusion::arrow::array::new_null_array(
+                    &DataType::Int64,
+                    rows,
+                )),
             }
         };
         match &self.answer {
@@ -89,7 +91,11 @@ impl ScalarUDFImpl for CatalogFn {
                 let a = oids(&first()?)?;
                 let a = a.as_primitive::<Int64Type>();
                 let out: StringArray = (0..a.len())
-                    .map(|i| a.is_valid(i).then(|| map.get(&a.value(i)).cloned()).flatten())
+                    .map(|i| {
+                        a.is_valid(i)
+                            .then(|| map.get(&a.value(i)).cloned())
+                            .flatten()
+                    })
                     .collect();
                 Ok(ColumnarValue::Array(Arc::new(out)))
             }
@@ -97,7 +103,11 @@ impl ScalarUDFImpl for CatalogFn {
                 let a = oids(&first()?)?;
                 let a = a.as_primitive::<Int64Type>();
                 let out: StringArray = (0..a.len())
-                    .map(|i| a.is_valid(i).then(|| super::type_name(a.value(i))).flatten())
+                    .map(|i| {
+                        a.is_valid(i)
+                            .then(|| super::type_name(a.value(i)))
+                            .flatten()
+                    })
                     .collect();
                 Ok(ColumnarValue::Array(Arc::new(out)))
             }
@@ -108,9 +118,18 @@ impl ScalarUDFImpl for CatalogFn {
                     .map(|i| {
                         a.is_valid(i).then(|| {
                             let v = a.value(i);
-                            let plain = v.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-                                && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-                            if plain { v.to_owned() } else { format!("\"{}\"", v.replace('"', "\"\"")) }
+                            let plain = v
+                                .chars()
+                                .next()
+                                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                                && v.chars().all(|c| {
+                                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
+                                });
+                            if plain {
+                                v.to_owned()
+                            } else {
+                                format!("\"{}\"", v.replace('"', "\"\""))
+                            }
                         })
                     })
                     .collect();
@@ -120,12 +139,18 @@ impl ScalarUDFImpl for CatalogFn {
                 let a = cast(&first()?, &DataType::Utf8)?;
                 let a = a.as_string::<i32>();
                 let out: StringArray = (0..a.len())
-                    .map(|i| a.is_valid(i).then(|| settings.get(&a.value(i).to_ascii_lowercase())).flatten())
+                    .map(|i| {
+                        a.is_valid(i)
+                            .then(|| settings.get(&a.value(i).to_ascii_lowercase()))
+                            .flatten()
+                    })
                     .collect();
                 Ok(ColumnarValue::Array(Arc::new(out)))
             }
             Answer::Schemas(settings, list) => {
-                let path = settings.get("search_path").unwrap_or_else(|| "public".into());
+                let path = settings
+                    .get("search_path")
+                    .unwrap_or_else(|| "public".into());
                 let schemas: Vec<String> = path
                     .split(',')
                     .map(|s| s.trim().trim_matches('"').to_owned())
@@ -134,14 +159,17 @@ impl ScalarUDFImpl for CatalogFn {
                 if *list {
                     let mut all = vec!["pg_catalog".to_owned()];
                     all.extend(schemas);
-                    let values: Vec<ScalarValue> =
-                        all.into_iter().map(|s| ScalarValue::Utf8(Some(s))).collect();
-                    Ok(ColumnarValue::Scalar(ScalarValue::List(ScalarValue::new_list_nullable(
-                        &values,
-                        &DataType::Utf8,
-                    ))))
+                    let values: Vec<ScalarValue> = all
+                        .into_iter()
+                        .map(|s| ScalarValue::Utf8(Some(s)))
+                        .collect();
+                    Ok(ColumnarValue::Scalar(ScalarValue::List(
+                        ScalarValue::new_list_nullable(&values, &DataType::Utf8),
+                    )))
                 } else {
-                    Ok(ColumnarValue::Scalar(ScalarValue::Utf8(schemas.into_iter().next())))
+                    Ok(ColumnarValue::Scalar(ScalarValue::Utf8(
+                        schemas.into_iter().next(),
+                    )))
                 }
             }
         }
@@ -170,64 +198,250 @@ pub(super) fn register(ctx: &SessionContext, cat: &Catalog, settings: Arc<Settin
             .filter_map(|f| f.description.clone().map(|d| (f.oid, d)))
             .collect(),
     );
-    let results = by_oid(cat.functions.iter().map(|f| (f.oid, f.result.clone())).collect());
+    let results = by_oid(
+        cat.functions
+            .iter()
+            .map(|f| (f.oid, f.result.clone()))
+            .collect(),
+    );
     let arguments = by_oid(
         cat.functions
             .iter()
             .map(|f| (f.oid, f.arguments.join(", ")))
             .collect(),
     );
-    let relnames = by_oid(cat.relations.iter().map(|r| (r.oid, r.name.clone())).collect());
+    let relnames = by_oid(
+        cat.relations
+            .iter()
+            .map(|r| (r.oid, r.name.clone()))
+            .collect(),
+    );
     let list = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
     let fns: Vec<(&'static str, Answer, DataType)> = vec![
         ("version", Answer::Const(text(&version)), DataType::Utf8),
-        ("current_setting", Answer::Setting(settings.clone()), DataType::Utf8),
-        ("current_schema", Answer::Schemas(settings.clone(), false), DataType::Utf8),
+        (
+            "current_setting",
+            Answer::Setting(settings.clone()),
+            DataType::Utf8,
+        ),
+        (
+            "current_schema",
+            Answer::Schemas(settings.clone(), false),
+            DataType::Utf8,
+        ),
         ("current_schemas", Answer::Schemas(settings, true), list),
-        ("current_database", Answer::Const(text("tsunagu")), DataType::Utf8),
-        ("current_catalog", Answer::Const(text("tsunagu")), DataType::Utf8),
+        (
+            "current_database",
+            Answer::Const(text("tsunagu")),
+            DataType::Utf8,
+        ),
+        (
+            "current_catalog",
+            Answer::Const(text("tsunagu")),
+            DataType::Utf8,
+        ),
         ("format_type", Answer::TypeName, DataType::Utf8),
         ("quote_ident", Answer::QuoteIdent, DataType::Utf8),
-        ("pg_get_userbyid", Answer::Const(text("tsunagu")), DataType::Utf8),
-        ("pg_encoding_to_char", Answer::Const(text("UTF8")), DataType::Utf8),
-        ("pg_table_is_visible", Answer::Const(ScalarValue::Boolean(Some(true))), DataType::Boolean),
-        ("pg_type_is_visible", Answer::Const(ScalarValue::Boolean(Some(true))), DataType::Boolean),
-        ("pg_function_is_visible", Answer::Const(ScalarValue::Boolean(Some(true))), DataType::Boolean),
-        ("has_table_privilege", Answer::Const(ScalarValue::Boolean(Some(true))), DataType::Boolean),
-        ("has_schema_privilege", Answer::Const(ScalarValue::Boolean(Some(true))), DataType::Boolean),
-        ("has_database_privilege", Answer::Const(ScalarValue::Boolean(Some(true))), DataType::Boolean),
-        ("has_column_privilege", Answer::Const(ScalarValue::Boolean(Some(true))), DataType::Boolean),
-        ("has_any_column_privilege", Answer::Const(ScalarValue::Boolean(Some(true))), DataType::Boolean),
-        ("pg_is_in_recovery", Answer::Const(ScalarValue::Boolean(Some(false))), DataType::Boolean),
-        ("pg_relation_is_publishable", Answer::Const(ScalarValue::Boolean(Some(false))), DataType::Boolean),
-        ("pg_get_expr", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("pg_get_indexdef", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("pg_get_constraintdef", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("pg_get_viewdef", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("pg_get_triggerdef", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("pg_get_function_sqlbody", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("pg_get_partkeydef", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("pg_get_ruledef", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("pg_get_serial_sequence", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("pg_tablespace_location", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("pg_get_statisticsobjdef_columns", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("col_description", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("shobj_description", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("obj_description", Answer::ByOid(descriptions), DataType::Utf8),
-        ("pg_get_function_result", Answer::ByOid(results), DataType::Utf8),
-        ("pg_get_function_arguments", Answer::ByOid(arguments.clone()), DataType::Utf8),
-        ("pg_get_function_identity_arguments", Answer::ByOid(arguments), DataType::Utf8),
-        ("tsunagu_regclass_name", Answer::ByOid(relnames), DataType::Utf8),
-        ("pg_backend_pid", Answer::Const(ScalarValue::Int32(Some(std::process::id() as i32))), DataType::Int32),
-        ("inet_server_addr", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("inet_client_addr", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("pg_postmaster_start_time", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
-        ("txid_current", Answer::Const(ScalarValue::Int64(Some(1))), DataType::Int64),
-        ("pg_relation_size", Answer::Const(ScalarValue::Int64(None)), DataType::Int64),
-        ("pg_total_relation_size", Answer::Const(ScalarValue::Int64(None)), DataType::Int64),
-        ("pg_table_size", Answer::Const(ScalarValue::Int64(None)), DataType::Int64),
-        ("pg_indexes_size", Answer::Const(ScalarValue::Int64(None)), DataType::Int64),
-        ("pg_size_pretty", Answer::Const(ScalarValue::Utf8(None)), DataType::Utf8),
+        (
+            "pg_get_userbyid",
+            Answer::Const(text("tsunagu")),
+            DataType::Utf8,
+        ),
+        (
+            "pg_encoding_to_char",
+            Answer::Const(text("UTF8")),
+            DataType::Utf8,
+        ),
+        (
+            "pg_table_is_visible",
+            Answer::Const(ScalarValue::Boolean(Some(true))),
+            DataType::Boolean,
+        ),
+        (
+            "pg_type_is_visible",
+            Answer::Const(ScalarValue::Boolean(Some(true))),
+            DataType::Boolean,
+        ),
+        (
+            "pg_function_is_visible",
+            Answer::Const(ScalarValue::Boolean(Some(true))),
+            DataType::Boolean,
+        ),
+        (
+            "has_table_privilege",
+            Answer::Const(ScalarValue::Boolean(Some(true))),
+            DataType::Boolean,
+        ),
+        (
+            "has_schema_privilege",
+            Answer::Const(ScalarValue::Boolean(Some(true))),
+            DataType::Boolean,
+        ),
+        (
+            "has_database_privilege",
+            Answer::Const(ScalarValue::Boolean(Some(true))),
+            DataType::Boolean,
+        ),
+        (
+            "has_column_privilege",
+            Answer::Const(ScalarValue::Boolean(Some(true))),
+            DataType::Boolean,
+        ),
+        (
+            "has_any_column_privilege",
+            Answer::Const(ScalarValue::Boolean(Some(true))),
+            DataType::Boolean,
+        ),
+        (
+            "pg_is_in_recovery",
+            Answer::Const(ScalarValue::Boolean(Some(false))),
+            DataType::Boolean,
+        ),
+        (
+            "pg_relation_is_publishable",
+            Answer::Const(ScalarValue::Boolean(Some(false))),
+            DataType::Boolean,
+        ),
+        (
+            "pg_get_expr",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_indexdef",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_constraintdef",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_viewdef",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_triggerdef",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_function_sqlbody",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_partkeydef",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_ruledef",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_serial_sequence",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "pg_tablespace_location",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_statisticsobjdef_columns",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "col_description",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "shobj_description",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "obj_description",
+            Answer::ByOid(descriptions),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_function_result",
+            Answer::ByOid(results),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_function_arguments",
+            Answer::ByOid(arguments.clone()),
+            DataType::Utf8,
+        ),
+        (
+            "pg_get_function_identity_arguments",
+            Answer::ByOid(arguments),
+            DataType::Utf8,
+        ),
+        (
+            "tsunagu_regclass_name",
+            Answer::ByOid(relnames),
+            DataType::Utf8,
+        ),
+        (
+            "pg_backend_pid",
+            Answer::Const(ScalarValue::Int32(Some(std::process::id() as i32))),
+            DataType::Int32,
+        ),
+        (
+            "inet_server_addr",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "inet_client_addr",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "pg_postmaster_start_time",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
+        (
+            "txid_current",
+            Answer::Const(ScalarValue::Int64(Some(1))),
+            DataType::Int64,
+        ),
+        (
+            "pg_relation_size",
+            Answer::Const(ScalarValue::Int64(None)),
+            DataType::Int64,
+        ),
+        (
+            "pg_total_relation_size",
+            Answer::Const(ScalarValue::Int64(None)),
+            DataType::Int64,
+        ),
+        (
+            "pg_table_size",
+            Answer::Const(ScalarValue::Int64(None)),
+            DataType::Int64,
+        ),
+        (
+            "pg_indexes_size",
+            Answer::Const(ScalarValue::Int64(None)),
+            DataType::Int64,
+        ),
+        (
+            "pg_size_pretty",
+            Answer::Const(ScalarValue::Utf8(None)),
+            DataType::Utf8,
+        ),
     ];
     for (name, answer, ret) in fns {
         ctx.register_udf(ScalarUDF::new_from_impl(CatalogFn {
@@ -307,14 +521,12 @@ impl ScalarUDFImpl for RegClass {
         let a = a.as_string::<i32>();
         let out: datafusion::arrow::array::Int64Array = (0..a.len())
             .map(|i| {
-                a.is_valid(i).then(|| {
-                    let n = a.value(i).trim_matches('"').to_ascii_lowercase();
-                    self.by_name
-                        .get(&n)
-                        .copied()
-                        .or_else(|| n.parse().ok())
-                })
-                .flatten()
+                a.is_valid(i)
+                    .then(|| {
+                        let n = a.value(i).trim_matches('"').to_ascii_lowercase();
+                        self.by_name.get(&n).copied().or_else(|| n.parse().ok())
+                    })
+                    .flatten()
             })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))

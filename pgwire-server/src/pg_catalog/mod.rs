@@ -147,7 +147,11 @@ impl Catalog {
                     oid: 17000 + cat.relations.len() as i64,
                     name: table,
                     namespace,
-                    kind: if name == "information_schema" { "v" } else { "r" },
+                    kind: if name == "information_schema" {
+                        "v"
+                    } else {
+                        "r"
+                    },
                     columns,
                 });
             }
@@ -170,9 +174,24 @@ impl Catalog {
         }
         let state = ctx.state();
         let mut builtin: Vec<(String, &'static str)> = Vec::new();
-        builtin.extend(state.scalar_functions().keys().map(|k| (k.clone(), "scalar")));
-        builtin.extend(state.aggregate_functions().keys().map(|k| (k.clone(), "aggregate")));
-        builtin.extend(state.window_functions().keys().map(|k| (k.clone(), "window")));
+        builtin.extend(
+            state
+                .scalar_functions()
+                .keys()
+                .map(|k| (k.clone(), "scalar")),
+        );
+        builtin.extend(
+            state
+                .aggregate_functions()
+                .keys()
+                .map(|k| (k.clone(), "aggregate")),
+        );
+        builtin.extend(
+            state
+                .window_functions()
+                .keys()
+                .map(|k| (k.clone(), "window")),
+        );
         builtin.sort();
         for (name, kind) in builtin {
             if cat.functions.iter().any(|f| f.name == name) {

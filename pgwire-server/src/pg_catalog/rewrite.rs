@@ -44,15 +44,16 @@ pub fn rewrite(statement: &mut Statement) {
     let _ = visit_relations_mut(s, |name: &mut ObjectName| {
         let p = parts(name);
         if p.len() == 1 && p[0].starts_with("pg_") {
-            name.0.insert(
-                0,
-                ObjectNamePart::Identifier(ast::Ident::new("pg_catalog")),
-            );
+            name.0
+                .insert(0, ObjectNamePart::Identifier(ast::Ident::new("pg_catalog")));
         }
         let p = parts(name);
         catalog |= p.iter().any(|p| p == "pg_catalog");
         // Set-returning functions used as tables: `pg_catalog.unnest(...)`.
-        if p.len() == 2 && p[0] == "pg_catalog" && matches!(p[1].as_str(), "unnest" | "generate_series") {
+        if p.len() == 2
+            && p[0] == "pg_catalog"
+            && matches!(p[1].as_str(), "unnest" | "generate_series")
+        {
             name.0.remove(0);
         }
         ControlFlow::<()>::Continue(())
@@ -177,10 +178,27 @@ fn rewrite_expr(e: &mut Expr, catalog: bool) -> Option<Expr> {
 /// Catalogs that are always empty in Tsunagu: no defaults, collations,
 /// indexes, constraints, inheritance, triggers, rules, policies, publications.
 const EMPTY: &[&str] = &[
-    "pg_attrdef", "pg_collation", "pg_index", "pg_constraint", "pg_inherits", "pg_trigger",
-    "pg_rewrite", "pg_policy", "pg_publication", "pg_publication_rel", "pg_publication_namespace",
-    "pg_statistic_ext", "pg_partitioned_table", "pg_foreign_table", "pg_depend", "pg_sequence",
-    "pg_auth_members", "pg_enum", "pg_range", "pg_extension", "pg_event_trigger",
+    "pg_attrdef",
+    "pg_collation",
+    "pg_index",
+    "pg_constraint",
+    "pg_inherits",
+    "pg_trigger",
+    "pg_rewrite",
+    "pg_policy",
+    "pg_publication",
+    "pg_publication_rel",
+    "pg_publication_namespace",
+    "pg_statistic_ext",
+    "pg_partitioned_table",
+    "pg_foreign_table",
+    "pg_depend",
+    "pg_sequence",
+    "pg_auth_members",
+    "pg_enum",
+    "pg_range",
+    "pg_extension",
+    "pg_event_trigger",
 ];
 
 /// A subquery over inner joins only, one of whose tables is an always-empty catalog.
@@ -193,7 +211,9 @@ fn always_empty(q: &ast::Query) -> bool {
         for j in &twj.joins {
             if !matches!(
                 j.join_operator,
-                ast::JoinOperator::Inner(_) | ast::JoinOperator::Join(_) | ast::JoinOperator::CrossJoin(_)
+                ast::JoinOperator::Inner(_)
+                    | ast::JoinOperator::Join(_)
+                    | ast::JoinOperator::CrossJoin(_)
             ) {
                 return false;
             }
@@ -201,14 +221,19 @@ fn always_empty(q: &ast::Query) -> bool {
         let relations = std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation));
         for r in relations {
             if let ast::TableFactor::Table { name, .. } = r
-                && parts(name).last().is_some_and(|n| EMPTY.contains(&n.as_str()))
+                && parts(name)
+                    .last()
+                    .is_some_and(|n| EMPTY.contains(&n.as_str()))
             {
                 empty = true;
             }
         }
     }
     // An aggregate over no rows still returns one row (count = 0).
-    let counts = select.projection.iter().any(|p| p.to_string().to_ascii_lowercase().contains("count("));
+    let counts = select
+        .projection
+        .iter()
+        .any(|p| p.to_string().to_ascii_lowercase().contains("count("));
     empty && !counts
 }
 
@@ -253,9 +278,10 @@ fn name_columns_beside_wildcards(body: &mut ast::SetExpr) {
         .projection
         .iter()
         .filter_map(|p| match p {
-            ast::SelectItem::QualifiedWildcard(ast::SelectItemQualifiedWildcardKind::ObjectName(n), _) => {
-                parts(n).last().cloned()
-            }
+            ast::SelectItem::QualifiedWildcard(
+                ast::SelectItemQualifiedWildcardKind::ObjectName(n),
+                _,
+            ) => parts(n).last().cloned(),
             _ => None,
         })
         .collect();
@@ -295,7 +321,9 @@ fn wrap_single_item(q: &mut ast::Query, aggregate: &str) -> bool {
     let ast::SetExpr::Select(select) = q.body.as_mut() else {
         return false;
     };
-    if select.projection.len() != 1 || !matches!(select.group_by, ast::GroupByExpr::Expressions(ref v, _) if v.is_empty()) {
+    if select.projection.len() != 1
+        || !matches!(select.group_by, ast::GroupByExpr::Expressions(ref v, _) if v.is_empty())
+    {
         return false;
     }
     let (expr, alias) = match &select.projection[0] {
@@ -307,7 +335,15 @@ fn wrap_single_item(q: &mut ast::Query, aggregate: &str) -> bool {
         let name = parts(&f.name).last().cloned().unwrap_or_default();
         if matches!(
             name.as_str(),
-            "count" | "max" | "min" | "sum" | "avg" | "array_agg" | "string_agg" | "bool_and" | "bool_or"
+            "count"
+                | "max"
+                | "min"
+                | "sum"
+                | "avg"
+                | "array_agg"
+                | "string_agg"
+                | "bool_and"
+                | "bool_or"
         ) {
             return false;
         }
@@ -316,7 +352,10 @@ fn wrap_single_item(q: &mut ast::Query, aggregate: &str) -> bool {
         return false;
     };
     select.projection[0] = match alias {
-        Some(alias) => ast::SelectItem::ExprWithAlias { expr: wrapped, alias },
+        Some(alias) => ast::SelectItem::ExprWithAlias {
+            expr: wrapped,
+            alias,
+        },
         None => ast::SelectItem::UnnamedExpr(wrapped),
     };
     true
@@ -327,14 +366,12 @@ mod tests {
     use super::*;
 
     fn rewritten(sql: &str) -> String {
-        let mut s = datafusion::sql::parser::DFParser::parse_sql_with_dialect(
-            sql,
-            &PostgreSqlDialect {},
-        )
-        .unwrap()
-        .pop_front()
-        .map(Statement::Sql)
-        .unwrap();
+        let mut s =
+            datafusion::sql::parser::DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
+                .unwrap()
+                .pop_front()
+                .map(Statement::Sql)
+                .unwrap();
         rewrite(&mut s);
         match s {
             Statement::Sql(s) => s.to_string(),
@@ -351,7 +388,9 @@ mod tests {
             out,
             "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relname ~ '^(person)$' AND pg_table_is_visible(c.oid)"
         );
-        let out = rewritten("SELECT 'ndb.person'::regclass, t.oid::pg_catalog.regtype::pg_catalog.text FROM pg_type t");
+        let out = rewritten(
+            "SELECT 'ndb.person'::regclass, t.oid::pg_catalog.regtype::pg_catalog.text FROM pg_type t",
+        );
         assert_eq!(
             out,
             "SELECT tsunagu_regclass('ndb.person'), CAST(format_type(t.oid, NULL) AS TEXT) FROM pg_catalog.pg_type t"
