@@ -1,0 +1,259 @@
+"""Tsunagu against DuckDB on the use-case studies of sql/studies/.
+
+For a synthetic store of the given size (written once with `tsunagu
+generate`), runs every study
+
+  - on Tsunagu embedded (`tsunagu sql --repeat`), the RWD-function version;
+  - on Tsunagu through the wire (`tsunagu serve` + psycopg), the same SQL;
+  - on DuckDB (from PyPI, in-process) over the same Parquet files, the
+    plain-SQL twin, with the same person linkage as a table built once;
+
+checks that the answers agree, and prints per study the median time of each
+(after one warm-up run), the ratio, and peak memory (RSS high-water mark of
+the process doing the work). Build the binary first:
+
+    cargo build --release -p tsunagu-pgwire
+    python3 benches/compare.py --persons 100000
+
+usage: compare.py [--persons N] [--runs R] [--work DIR] [--tsunagu BIN]
+                  [--memory-limit 4G] [--markdown]
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STUDIES = REPO / "sql" / "studies"
+
+DUCKDB_CHILD = r"""
+import json, resource, statistics, sys, time
+import duckdb
+store, sql, runs, threads = sys.argv[1], open(sys.argv[2]).read(), int(sys.argv[3]), int(sys.argv[4])
+con = duckdb.connect()
+con.execute(f"SET threads = {threads}")
+sources = {"ndb", "dpc", "kaigo"}
+import glob, os
+parts = []
+for s in sorted(sources):
+    parts.append(f"SELECT DISTINCT '{s}' AS source, person_key FROM read_parquet('{store}/{s}/*.parquet', union_by_name = true) WHERE person_key IS NOT NULL")
+t0 = time.perf_counter()
+con.execute(f"CREATE TABLE person_keys AS {' UNION ALL '.join(parts)}")
+con.execute(f'''CREATE TABLE person_map AS
+  SELECT k.source, k.person_key,
+         dense_rank() OVER (ORDER BY l.link_key IS NULL, coalesce(l.link_key, k.source || chr(31) || k.person_key)) AS person_id
+    FROM person_keys k LEFT JOIN read_parquet('{store}/linkage/*.parquet') l
+      ON l.source = k.source AND l.person_key = k.person_key''')
+setup = time.perf_counter() - t0
+for s in sorted(sources):
+    con.execute(f"CREATE SCHEMA {s}")
+    for f in sorted(glob.glob(f"{store}/{s}/*.parquet")):
+        t = os.path.basename(f)[:-len(".parquet")]
+        con.execute(f'''CREATE VIEW {s}.{t} AS
+          SELECT m.person_id, d.* FROM read_parquet('{f}') d
+          JOIN person_map m ON m.source = '{s}' AND m.person_key = d.person_key''')
+con.execute("CREATE SCHEMA vocab")
+for f in sorted(glob.glob(f"{store}/vocab/*.parquet")):
+    t = os.path.basename(f)[:-len(".parquet")]
+    con.execute(f"CREATE VIEW vocab.{t} AS SELECT * FROM read_parquet('{f}')")
+times = []
+rows = None
+for i in range(runs + 1):
+    t0 = time.perf_counter()
+    rows = con.execute(sql).fetchall()
+    if i > 0:
+        times.append(time.perf_counter() - t0)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"times": times, "rows": [[str(v) for v in r] for r in rows], "peak": peak, "setup": setup}))
+"""
+
+
+def median_ms(times):
+    return statistics.median(times) * 1e3
+
+
+def normalize(rows):
+    """Rows as comparable tuples: numbers rounded to 6 significant digits."""
+    out = []
+    for r in rows:
+        vals = []
+        for v in r:
+            s = "" if v is None or v in ("None", "NULL") else str(v)
+            try:
+                f = float(s)
+                vals.append(f"{f:.6g}")
+            except ValueError:
+                vals.append(s)
+        out.append(tuple(vals))
+    return sorted(out)
+
+
+def peak_of(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak(pid):
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def run_embedded(binary, store, state, study, runs, memory_limit):
+    args = [str(binary), "sql", "--store", str(store), "--state", str(state), "--csv",
+            "--repeat", str(runs + 1), "--timing", "-f", str(study)]
+    if memory_limit:
+        args += ["--memory-limit", memory_limit]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if status != 0:
+        raise RuntimeError(f"tsunagu sql failed on {study.name}: {err}")
+    times = [float(m) / 1e3 for m in re.findall(r"run \d+: ([0-9.]+) ms", err)][1:]
+    lines = out.strip().splitlines()
+    rows = [l.split(",") for l in lines[1:]]
+    return times, rows, usage.ru_maxrss * 1024
+
+
+def start_server(binary, store, state, memory_limit):
+    args = [str(binary), "serve", "--store", str(store), "--state", str(state), "--listen", "127.0.0.1:0"]
+    if memory_limit:
+        args += ["--memory-limit", memory_limit]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    port = None
+    for line in proc.stdout:
+        m = re.search(r"listening on [0-9.]+:(\d+)", line)
+        if m:
+            port = int(m.group(1))
+        if line.strip().startswith("psql "):
+            break
+    if port is None:
+        raise RuntimeError("tsunagu serve did not start")
+    return proc, port
+
+
+def run_wire(proc, port, study, runs):
+    import psycopg
+
+    sql = study.read_text()
+    conninfo = f"host=127.0.0.1 port={port} dbname=tsunagu user=steward password=tsunagu sslmode=disable"
+    reset_peak(proc.pid)
+    times = []
+    rows = None
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for i in range(runs + 1):
+            t0 = time.perf_counter()
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                rows = cur.fetchall()
+            if i > 0:
+                times.append(time.perf_counter() - t0)
+    return times, [[str(v) for v in r] for r in rows], peak_of(proc.pid)
+
+
+def run_duckdb(store, plain, runs, threads):
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(DUCKDB_CHILD)
+        child = f.name
+    try:
+        out = subprocess.run([sys.executable, child, str(store), str(plain), str(runs), str(threads)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"duckdb failed on {plain.name}: {out.stderr[-2000:]}")
+        result = json.loads(out.stdout)
+        return result["times"], result["rows"], result["peak"]
+    finally:
+        os.unlink(child)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--persons", type=int, default=100_000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tsunagu-bench")
+    p.add_argument("--tsunagu", type=Path, default=REPO / "target" / "release" / "tsunagu")
+    p.add_argument("--memory-limit", default=None)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--only", default=None, help="run the studies whose name contains this")
+    a = p.parse_args()
+
+    if not a.tsunagu.exists():
+        sys.exit(f"{a.tsunagu} not found: cargo build --release -p tsunagu-pgwire")
+    store = a.work / f"store-{a.persons}"
+    state = a.work / f"state-{a.persons}"
+    if not (store / "rwd.toml").exists():
+        t0 = time.perf_counter()
+        subprocess.run([str(a.tsunagu), "generate", "--persons", str(a.persons), "--seed", "42",
+                        "--out", str(store)], check=True)
+        print(f"generated {a.persons} persons in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    # First open builds the derived state from scratch; time it once.
+    import shutil
+    shutil.rmtree(state, ignore_errors=True)
+    t0 = time.perf_counter()
+    subprocess.run([str(a.tsunagu), "sql", "--store", str(store), "--state", str(state), "SELECT 1"],
+                   check=True, capture_output=True)
+    opened = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run([str(a.tsunagu), "sql", "--store", str(store), "--state", str(state), "SELECT 1"],
+                   check=True, capture_output=True)
+    reopened = time.perf_counter() - t0
+
+    studies = sorted(s for s in STUDIES.glob("*.sql") if not s.name.endswith(".plain.sql"))
+    if a.only:
+        studies = [s for s in studies if a.only in s.name]
+    server, port = start_server(a.tsunagu, store, state, a.memory_limit)
+    results = []
+    try:
+        for study in studies:
+            plain = study.with_suffix(".plain.sql")
+            e_times, e_rows, e_peak = run_embedded(a.tsunagu, store, state, study, a.runs, a.memory_limit)
+            w_times, w_rows, w_peak = run_wire(server, port, study, a.runs)
+            d_times, d_rows, d_peak = run_duckdb(store, plain, a.runs, a.threads)
+            agree = normalize(e_rows) == normalize(d_rows) == normalize(w_rows)
+            results.append({
+                "study": study.stem,
+                "tsunagu_ms": median_ms(e_times),
+                "wire_ms": median_ms(w_times),
+                "duckdb_ms": median_ms(d_times),
+                "tsunagu_peak_mb": e_peak / 2**20,
+                "wire_peak_mb": w_peak / 2**20,
+                "duckdb_peak_mb": d_peak / 2**20,
+                "agree": agree,
+            })
+            r = results[-1]
+            print(f"{r['study']}: tsunagu {r['tsunagu_ms']:.0f} ms (wire {r['wire_ms']:.0f}), "
+                  f"duckdb {r['duckdb_ms']:.0f} ms, ratio {r['tsunagu_ms'] / r['duckdb_ms']:.2f}, "
+                  f"agree {agree}", file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait()
+
+    if a.markdown:
+        print(f"Store: {a.persons} persons; first open {opened:.1f} s, reopen {reopened:.2f} s; "
+              f"median of {a.runs} runs after one warm-up; {a.threads} threads.\n")
+        print("| study | Tsunagu embedded (ms) | Tsunagu wire (ms) | DuckDB (ms) | Tsunagu / DuckDB | peak MB Tsunagu | peak MB DuckDB | answers agree |")
+        print("|---|---:|---:|---:|---:|---:|---:|---|")
+        for r in results:
+            print(f"| {r['study']} | {r['tsunagu_ms']:.0f} | {r['wire_ms']:.0f} | {r['duckdb_ms']:.0f} | "
+                  f"{r['tsunagu_ms'] / r['duckdb_ms']:.2f} | {r['tsunagu_peak_mb']:.0f} | "
+                  f"{r['duckdb_peak_mb']:.0f} | {'yes' if r['agree'] else 'NO'} |")
+    else:
+        print(json.dumps({"persons": a.persons, "open_s": opened, "reopen_s": reopened, "results": results}, indent=2))
+    if not all(r["agree"] for r in results):
+        sys.exit(1)
+
+
+main()
