@@ -17,7 +17,13 @@ fn size(var: &str, default: usize) -> usize {
 
 fn run(rt: &tokio::runtime::Runtime, ctx: &SessionContext, sql: &str) -> usize {
     rt.block_on(async {
-        let batches = ctx.sql(sql).await.expect("plans").collect().await.expect("runs");
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("plans")
+            .collect()
+            .await
+            .expect("runs");
         batches.iter().map(|b| b.num_rows()).sum()
     })
 }
@@ -55,8 +61,12 @@ fn episodes(c: &mut Criterion) {
     assert_eq!(a, b, "both formulations find the same eras");
     let mut g = c.benchmark_group(format!("eras_{records}_records"));
     g.sample_size(10);
-    g.bench_function("episodes_aggregate", |bch| bch.iter(|| run(&rt, &ctx, ERAS_UDF_SQL)));
-    g.bench_function("window_sql", |bch| bch.iter(|| run(&rt, &ctx, ERAS_WINDOW_SQL)));
+    g.bench_function("episodes_aggregate", |bch| {
+        bch.iter(|| run(&rt, &ctx, ERAS_UDF_SQL))
+    });
+    g.bench_function("window_sql", |bch| {
+        bch.iter(|| run(&rt, &ctx, ERAS_WINDOW_SQL))
+    });
     g.finish();
 }
 
@@ -67,19 +77,32 @@ fn cohort_algebra(c: &mut Criterion) {
     cohorts(&ctx, size);
     let bitmap = |op: &str| format!("SELECT rb_cardinality({op}(a, b)) FROM bitmaps");
     let sql = |op: &str| {
-        format!("SELECT count(*) FROM (SELECT person_id FROM cohort_a {op} SELECT person_id FROM cohort_b)")
+        format!(
+            "SELECT count(*) FROM (SELECT person_id FROM cohort_a {op} SELECT person_id FROM cohort_b)"
+        )
     };
     let count = |q: &str| {
         rt.block_on(async {
-            let b = ctx.sql(q).await.expect("plans").collect().await.expect("runs");
-            datafusion::arrow::util::display::array_value_to_string(b[0].column(0), 0).expect("value")
+            let b = ctx
+                .sql(q)
+                .await
+                .expect("plans")
+                .collect()
+                .await
+                .expect("runs");
+            datafusion::arrow::util::display::array_value_to_string(b[0].column(0), 0)
+                .expect("value")
         })
     };
     assert_eq!(count(&bitmap("rb_and")), count(&sql("INTERSECT")));
     assert_eq!(count(&bitmap("rb_andnot")), count(&sql("EXCEPT")));
     let mut g = c.benchmark_group(format!("cohorts_{size}_persons"));
     g.sample_size(10);
-    for (name, op, set_op) in [("intersect", "rb_and", "INTERSECT"), ("difference", "rb_andnot", "EXCEPT"), ("union", "rb_or", "UNION")] {
+    for (name, op, set_op) in [
+        ("intersect", "rb_and", "INTERSECT"),
+        ("difference", "rb_andnot", "EXCEPT"),
+        ("union", "rb_or", "UNION"),
+    ] {
         let (bq, sq) = (bitmap(op), sql(set_op));
         g.bench_function(format!("{name}_bitmap"), |bch| bch.iter(|| count(&bq)));
         g.bench_function(format!("{name}_sql"), |bch| bch.iter(|| count(&sq)));
@@ -98,7 +121,9 @@ fn is_a(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("is_a_{records}_records"));
     g.sample_size(10);
     g.bench_function("is_a", |bch| bch.iter(|| run(&rt, &ctx, udf)));
-    g.bench_function("concept_ancestor_join", |bch| bch.iter(|| run(&rt, &ctx, join)));
+    g.bench_function("concept_ancestor_join", |bch| {
+        bch.iter(|| run(&rt, &ctx, join))
+    });
     g.finish();
 }
 

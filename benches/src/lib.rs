@@ -86,10 +86,16 @@ pub fn cohorts(ctx: &SessionContext, size: usize) {
     };
     let (a, b) = (make(), make());
     let table = |ids: &[u32]| {
-        let schema = Arc::new(Schema::new(vec![Field::new("person_id", DataType::Int64, false)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "person_id",
+            DataType::Int64,
+            false,
+        )]));
         RecordBatch::try_new(
             schema,
-            vec![Arc::new(Int64Array::from_iter_values(ids.iter().map(|&i| i as i64)))],
+            vec![Arc::new(Int64Array::from_iter_values(
+                ids.iter().map(|&i| i as i64),
+            ))],
         )
         .expect("batch")
     };

@@ -225,13 +225,7 @@ pub(super) fn is_releasable(name: &str) -> bool {
 /// Rewrites an aggregate across persons into its release: the aggregate
 /// with hidden counts of distinct persons, a filter on the group's persons
 /// (grouped aggregates only) and a projection masking each number.
-pub(super) fn release(
-    aggregate: &Aggregate,
-    person: Expr,
-    masks: &Masks,
-    k: u64,
-) -> Result<LogicalPlan> {
-    let _ = k;
+pub(super) fn release(aggregate: &Aggregate, person: Expr, masks: &Masks) -> Result<LogicalPlan> {
     let persons = |filter: Option<Expr>| {
         Expr::AggregateFunction(AggregateFunction::new_udf(
             count_udaf(),

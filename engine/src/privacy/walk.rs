@@ -147,10 +147,7 @@ impl Walker<'_> {
             | LogicalPlan::DescribeTable(_) => Ok((plan.clone(), Rel::open())),
             LogicalPlan::Projection(p) => self.projection(p, outer),
             LogicalPlan::Filter(f) => self.filter(f, outer),
-            LogicalPlan::Join(j) => {
-                let (plan, rel, _) = self.join(j, &[], outer)?;
-                Ok((plan, rel))
-            }
+            LogicalPlan::Join(j) => self.join(j, &[], outer),
             LogicalPlan::Aggregate(a) => self.aggregate(a, outer),
             LogicalPlan::Window(w) => self.window(w, outer),
             LogicalPlan::SubqueryAlias(s) if is_store_view(&s.input) => {
@@ -428,10 +425,7 @@ impl Walker<'_> {
     fn filter(&self, f: &Filter, outer: Option<&Outer>) -> Result<(LogicalPlan, Rel)> {
         let conjuncts = split_conjunction_owned(f.predicate.clone());
         let (input, mut rel) = match f.input.as_ref() {
-            LogicalPlan::Join(j) => {
-                let (plan, rel, _) = self.join(j, &conjuncts, outer)?;
-                (plan, rel)
-            }
+            LogicalPlan::Join(j) => self.join(j, &conjuncts, outer)?,
             other => self.plan(other, outer)?,
         };
         let scope = self.scope(input.schema(), &rel, outer);
@@ -460,24 +454,9 @@ impl Walker<'_> {
     }
 
     /// A join, with the conjuncts of a filter right above it (implicit joins).
-    fn join(
-        &self,
-        j: &Join,
-        above: &[Expr],
-        outer: Option<&Outer>,
-    ) -> Result<(LogicalPlan, Rel, bool)> {
+    fn join(&self, j: &Join, above: &[Expr], outer: Option<&Outer>) -> Result<(LogicalPlan, Rel)> {
         let (left, l) = self.plan(&j.left, outer)?;
         let (right, r) = self.plan(&j.right, outer)?;
-        let new = LogicalPlan::Join(Join::try_new(
-            Arc::new(left.clone()),
-            Arc::new(right.clone()),
-            j.on.clone(),
-            j.filter.clone(),
-            j.join_type,
-            j.join_constraint,
-            j.null_equality,
-            j.null_aware,
-        )?);
         let lw = left.schema().fields().len();
         let shift = |v: &[usize]| v.iter().map(|i| i + lw).collect::<Vec<_>>();
         let lp = columns(left.schema(), &l.persons);
@@ -486,13 +465,11 @@ impl Walker<'_> {
             .iter()
             .filter(|k| **k != Kind::Open)
             .count();
-        let mut matched = false;
         if person_sides == 2 {
-            matched = j.on.iter().any(|(a, b)| {
+            let mut matched = j.on.iter().any(|(a, b)| {
                 matches!((strip(a), strip(b)), (Expr::Column(a), Expr::Column(b))
                     if (lp.contains(a) && rp.contains(b)) || (lp.contains(b) && rp.contains(a)))
             });
-            let both: Vec<Column> = lp.iter().chain(&rp).cloned().collect();
             let cross = |e: &Expr| {
                 if let Expr::BinaryExpr(BinaryExpr {
                     left: a,
@@ -514,7 +491,6 @@ impl Walker<'_> {
                     .any(|c| cross(&c));
                 matched = in_filter || (j.join_type == JoinType::Inner && above.iter().any(cross));
             }
-            let _ = both;
             if !matched {
                 return Err(Refusal::rule(
                     "cross-person join",
@@ -531,7 +507,6 @@ impl Walker<'_> {
         // Identifiers visible to the join's own expressions: both sides,
         // whatever the join returns.
         let combined = left.schema().join(right.schema())?;
-        let _ = new;
         let join_rel = Rel {
             kind: if person_sides == 0 {
                 Kind::Open
@@ -642,7 +617,7 @@ impl Walker<'_> {
             keys,
             hidden: l.hidden && r.hidden,
         };
-        Ok((plan, rel, matched))
+        Ok((plan, rel))
     }
 
     fn aggregate(&self, a: &Aggregate, outer: Option<&Outer>) -> Result<(LogicalPlan, Rel)> {
@@ -721,7 +696,7 @@ impl Walker<'_> {
                     }
                 }
                 let person = Expr::Column(scope.persons[0].clone());
-                let plan = release::release(&new, person, &self.masks, self.policy.k)?;
+                let plan = release::release(&new, person, &self.masks)?;
                 Ok((plan, Rel::open()))
             }
         }

@@ -218,7 +218,7 @@ pub async fn register(
     settings: Arc<Settings>,
 ) -> Result<()> {
     let cat = Catalog::gather(ctx, users, settings.all()).await?;
-    let schema = tables::build(&cat, ctx)?;
+    let schema = tables::build(&cat)?;
     if let Some(catalog) = ctx.catalog(tsunagu_engine::CATALOG) {
         catalog.register_schema("pg_catalog", schema)?;
     }

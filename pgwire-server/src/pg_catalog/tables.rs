@@ -8,7 +8,6 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
 use pgwire::api::Type;
 
 use super::Catalog;
@@ -193,14 +192,13 @@ fn type_len(t: &Type) -> i64 {
 }
 
 /// Builds every table of the catalog into a `pg_catalog` schema.
-pub(super) fn build(cat: &Catalog, ctx: &SessionContext) -> Result<Arc<MemorySchemaProvider>> {
+pub(super) fn build(cat: &Catalog) -> Result<Arc<MemorySchemaProvider>> {
     let schema = Arc::new(MemorySchemaProvider::new());
     let reg = |name: &str, table: Table| -> Result<()> {
         use datafusion::catalog::SchemaProvider;
         schema.register_table(name.into(), Arc::new(table.build()?))?;
         Ok(())
     };
-    let _ = ctx;
 
     let mut ns = Table::new(&[
         ("oid", K::O),
