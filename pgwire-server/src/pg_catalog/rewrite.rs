@@ -62,6 +62,9 @@ pub fn rewrite(statement: &mut Statement) {
         blank_empty_selects(q.body.as_mut());
         name_columns_beside_wildcards(q.body.as_mut());
     }
+    if let ast::Statement::Query(q) = s {
+        name_function_columns(q.body.as_mut());
+    }
     let _ = visit_expressions_mut(s, |e: &mut Expr| {
         if let Some(new) = rewrite_expr(e, catalog) {
             *e = new;
@@ -294,6 +297,55 @@ fn name_columns_beside_wildcards(body: &mut ast::SetExpr) {
     });
 }
 
+/// Names unaliased function columns as PostgreSQL does (`count(*)` →
+/// `count`, `current_user` → `current_user`), where the name stays unique.
+fn name_function_columns(body: &mut ast::SetExpr) {
+    let select = match body {
+        ast::SetExpr::Select(select) => select,
+        ast::SetExpr::SetOperation { left, .. } => return name_function_columns(left),
+        _ => return,
+    };
+    let name_of = |item: &ast::SelectItem| -> Option<String> {
+        match item {
+            ast::SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_ascii_lowercase()),
+            ast::SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.to_ascii_lowercase()),
+            ast::SelectItem::UnnamedExpr(Expr::CompoundIdentifier(ids)) => {
+                ids.last().map(|i| i.value.to_ascii_lowercase())
+            }
+            _ => None,
+        }
+    };
+    let mut taken: Vec<String> = select.projection.iter().filter_map(name_of).collect();
+    let wildcard = select.projection.iter().any(|p| {
+        matches!(p, ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..))
+    });
+    if wildcard {
+        return;
+    }
+    let mut named = Vec::new();
+    for (i, item) in select.projection.iter().enumerate() {
+        if let ast::SelectItem::UnnamedExpr(Expr::Function(f)) = item
+            && f.over.is_none()
+            && let Some(name) = parts(&f.name).last().cloned()
+        {
+            named.push((i, name));
+        }
+    }
+    let count = |n: &String, named: &[(usize, String)]| named.iter().filter(|(_, m)| m == n).count();
+    for (i, name) in named.clone() {
+        if count(&name, &named) > 1 || taken.contains(&name) {
+            continue;
+        }
+        if let ast::SelectItem::UnnamedExpr(e) = &select.projection[i] {
+            select.projection[i] = ast::SelectItem::ExprWithAlias {
+                expr: e.clone(),
+                alias: ast::Ident::new(name.clone()),
+            };
+            taken.push(name);
+        }
+    }
+}
+
 fn empty_query() -> ast::Query {
     let Ok(ast::Statement::Query(q)) = Parser::new(&PostgreSqlDialect {})
         .try_with_sql("SELECT 1")
@@ -394,6 +446,11 @@ mod tests {
         assert_eq!(
             out,
             "SELECT tsunagu_regclass('ndb.person'), CAST(format_type(t.oid, NULL) AS TEXT) FROM pg_catalog.pg_type t"
+        );
+        // PostgreSQL names function columns after the function.
+        assert_eq!(
+            rewritten("SELECT year_of_birth, count(*), max(x), max(y) FROM t GROUP BY 1"),
+            "SELECT year_of_birth, count(*) AS count, max(x), max(y) FROM t GROUP BY 1"
         );
     }
 }
