@@ -317,7 +317,10 @@ fn name_function_columns(body: &mut ast::SetExpr) {
     };
     let mut taken: Vec<String> = select.projection.iter().filter_map(name_of).collect();
     let wildcard = select.projection.iter().any(|p| {
-        matches!(p, ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..))
+        matches!(
+            p,
+            ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)
+        )
     });
     if wildcard {
         return;
@@ -331,7 +334,8 @@ fn name_function_columns(body: &mut ast::SetExpr) {
             named.push((i, name));
         }
     }
-    let count = |n: &String, named: &[(usize, String)]| named.iter().filter(|(_, m)| m == n).count();
+    let count =
+        |n: &String, named: &[(usize, String)]| named.iter().filter(|(_, m)| m == n).count();
     for (i, name) in named.clone() {
         if count(&name, &named) > 1 || taken.contains(&name) {
             continue;
