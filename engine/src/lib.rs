@@ -25,6 +25,7 @@ pub mod error;
 mod identity;
 pub mod privacy;
 pub mod session;
+pub mod shared;
 mod vocabulary;
 
 use std::path::{Path, PathBuf};
@@ -136,6 +137,16 @@ impl Engine {
         config
     }
 
+    /// A bare DataFusion context with Tsunagu's configuration, memory pool and
+    /// planner (repeated subplans computed once), nothing registered.
+    pub fn context(&self) -> SessionContext {
+        let state = datafusion::execution::session_state::SessionStateBuilder::new()
+            .with_config(self.config())
+            .with_runtime_env(self.runtime.clone())
+            .with_default_features();
+        SessionContext::new_with_state(shared::install(state).build())
+    }
+
     /// A steward session for the local user (whoever reads the files owns them).
     pub fn session(&self) -> Result<Session> {
         let user = std::env::var("USER").unwrap_or_else(|_| "tsunagu".into());
@@ -145,7 +156,7 @@ impl Engine {
     /// A new session for an authenticated user in a role, with its own
     /// settings, sharing the store and memory pool.
     pub fn session_as(&self, user: &str, role: Role) -> Result<Session> {
-        let ctx = SessionContext::new_with_config_rt(self.config(), self.runtime.clone());
+        let ctx = self.context();
         self.register(&ctx)?;
         let identity = Arc::new(std::sync::Mutex::new(session::Identity {
             user: user.to_owned(),
