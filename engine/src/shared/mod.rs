@@ -354,3 +354,137 @@ impl ExtensionPlanner for SharedPlanner {
         Ok(Some(Arc::new(SharedExec::new(input.clone(), run))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::execution::session_state::SessionStateBuilder;
+    use datafusion::physical_plan::collect;
+    use datafusion::prelude::SessionContext;
+
+    use super::{SharedExec, install};
+
+    /// 200,000 rows: person 0..20,000, value 0..199,999.
+    fn table() -> Arc<MemTable> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("person_id", DataType::Int64, false),
+            Field::new("value", DataType::Int64, false),
+        ]));
+        let batches = (0..20)
+            .map(|b| {
+                let values: Vec<i64> = (b * 10_000..(b + 1) * 10_000).collect();
+                let persons: Vec<i64> = values.iter().map(|v| v % 20_000).collect();
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(Int64Array::from(persons)),
+                        Arc::new(Int64Array::from(values)),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        Arc::new(MemTable::try_new(schema, vec![batches]).unwrap())
+    }
+
+    fn context(shared: bool, memory_limit: Option<usize>) -> SessionContext {
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = memory_limit {
+            runtime = runtime.with_memory_limit(limit, 1.0);
+        }
+        let mut state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_runtime_env(runtime.build_arc().unwrap());
+        if shared {
+            state = install(state);
+        }
+        let ctx = SessionContext::new_with_state(state.build());
+        ctx.register_table("t", table()).unwrap();
+        ctx
+    }
+
+    /// Runs `sql`, returning the sorted rows and the SharedExec nodes.
+    async fn run(ctx: &SessionContext, sql: &str) -> (String, Vec<(u64, usize, usize)>) {
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let batches = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
+        let mut shared = Vec::new();
+        let mut stack = vec![plan];
+        while let Some(p) = stack.pop() {
+            if let Some(s) = p.downcast_ref::<SharedExec>() {
+                let m = p.metrics().unwrap();
+                shared.push((
+                    s.id(),
+                    m.spill_count().unwrap_or(0),
+                    m.spilled_rows().unwrap_or(0),
+                ));
+            }
+            stack.extend(p.children().into_iter().cloned());
+        }
+        let text = pretty_format_batches(&batches).unwrap().to_string();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort();
+        (lines.join("\n"), shared)
+    }
+
+    const REPEATED: &str = "
+        WITH busy AS (
+            SELECT person_id, count(*) AS n, sum(value) AS total
+              FROM t WHERE value % 3 <> 0 GROUP BY person_id
+        )
+        SELECT 'all' AS part, count(*) AS persons, sum(total) AS total FROM busy
+        UNION ALL
+        SELECT 'many', count(*), sum(total) FROM busy WHERE n >= 7
+        UNION ALL
+        SELECT 'few', (SELECT count(*) FROM busy WHERE n < 7), NULL";
+
+    #[tokio::test]
+    async fn a_repeated_cte_runs_once_and_gives_the_same_answer() {
+        let (plain, none) = run(&context(false, None), REPEATED).await;
+        let (shared, nodes) = run(&context(true, None), REPEATED).await;
+        assert!(none.is_empty());
+        assert_eq!(plain, shared);
+        assert!(plain.contains("| all  | 20000"), "{plain}");
+        // Three occurrences of one shared subplan.
+        assert_eq!(nodes.len(), 3, "{nodes:?}");
+        assert!(nodes.iter().all(|n| n.0 == nodes[0].0));
+    }
+
+    #[tokio::test]
+    async fn a_shared_result_larger_than_its_memory_share_spills_to_disk() {
+        let sql = "
+            WITH kept AS (SELECT person_id, value FROM t WHERE value % 2 = 0)
+            SELECT count(*), sum(value) FROM kept
+            UNION ALL SELECT count(DISTINCT person_id), sum(value) FROM kept WHERE value > 1000";
+        let (plain, _) = run(&context(false, None), sql).await;
+        let (shared, nodes) = run(&context(true, Some(2 << 20)), sql).await;
+        assert_eq!(plain, shared);
+        assert!(plain.contains("| 100000   | 9999900000 "), "{plain}");
+        assert!(!nodes.is_empty());
+        let spilled: usize = nodes.iter().map(|n| n.2).sum();
+        assert!(spilled > 0, "{nodes:?}");
+    }
+
+    #[tokio::test]
+    async fn volatile_and_cheap_repeats_are_not_shared() {
+        let volatile = "WITH r AS (SELECT value FROM t WHERE value < 10 AND random() >= 0)
+                        SELECT count(*) FROM r UNION ALL SELECT count(*) FROM r";
+        let (_, nodes) = run(&context(true, None), volatile).await;
+        assert!(nodes.is_empty(), "{nodes:?}");
+        let scan = "WITH s AS (SELECT value FROM t)
+                    SELECT count(*) FROM s UNION ALL SELECT sum(value) FROM s";
+        let (_, nodes) = run(&context(true, None), scan).await;
+        assert!(nodes.is_empty(), "{nodes:?}");
+    }
+}
