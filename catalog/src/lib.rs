@@ -18,6 +18,7 @@ pub mod cdm;
 pub mod csv_import;
 pub mod error;
 pub mod files;
+pub mod layout;
 pub mod linkage;
 pub mod manifest;
 pub mod state;

@@ -74,6 +74,25 @@ impl SourceKeys {
         })
     }
 
+    /// The position of a key among the source's sorted keys, if known.
+    pub fn position_of(&self, key: &str) -> Option<u32> {
+        self.table()
+            .find(hasher().hash_one(key), |&j| {
+                self.keys.value(j as usize) == key
+            })
+            .copied()
+    }
+
+    /// The person number of the key at `position`.
+    pub fn id_at(&self, position: usize) -> Option<u32> {
+        self.ids.get(position).copied()
+    }
+
+    /// The key at `position`.
+    pub fn key_at(&self, position: usize) -> Option<&str> {
+        (position < self.keys.len()).then(|| self.keys.value(position))
+    }
+
     /// The person number of a key, if the key is known.
     pub fn person_id(&self, key: &str) -> Option<u32> {
         let pos = self.table().find(hasher().hash_one(key), |&j| {

@@ -20,6 +20,7 @@ use datafusion::prelude::SessionContext;
 use crate::csv_import;
 use crate::error::{CatalogError, Result};
 use crate::files::{self, DeliveredTable, FileFormat};
+use crate::layout;
 use crate::linkage::{LinkRow, PersonIndex, index_dir};
 use crate::manifest::Manifest;
 use crate::state;
@@ -121,14 +122,17 @@ impl Store {
             tables
                 .into_iter()
                 .map(|mut t| {
-                    t.files = t
-                        .files
-                        .into_iter()
-                        .map(|f| match f.strip_prefix(&work) {
-                            Ok(rel) => derived.join(rel),
-                            Err(_) => f,
-                        })
-                        .collect();
+                    let moved = |files: Vec<PathBuf>| -> Vec<PathBuf> {
+                        files
+                            .into_iter()
+                            .map(|f| match f.strip_prefix(&work) {
+                                Ok(rel) => derived.join(rel),
+                                Err(_) => f,
+                            })
+                            .collect()
+                    };
+                    t.files = moved(t.files);
+                    t.person_files = moved(t.person_files);
                     t
                 })
                 .collect()
@@ -194,6 +198,17 @@ impl Store {
             index.save(&index_dir(work))?;
             index
         };
+        for t in tables.iter_mut() {
+            let Some(keys) = t.key.as_ref().and_then(|_| index.source(&t.schema)) else {
+                continue;
+            };
+            let dir = layout::copy_dir(work, t);
+            t.person_files = if reuse {
+                layout::copy_files(&dir)?
+            } else {
+                layout::write_copy(t, keys.clone(), &dir).await?
+            };
+        }
         Ok((tables, index))
     }
 
@@ -313,6 +328,7 @@ fn load_table(
         key,
         columns,
         rows,
+        person_files: Vec::new(),
     })
 }
 

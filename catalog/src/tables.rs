@@ -48,6 +48,8 @@ pub struct TableDef {
     pub columns: Vec<ShownColumn>,
     /// Rows in the files.
     pub rows: u64,
+    /// The person-layout copy in the state folder (see `layout`), when written.
+    pub person_files: Vec<PathBuf>,
 }
 
 impl TableDef {

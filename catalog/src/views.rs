@@ -16,6 +16,7 @@ use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, lit};
 
 use crate::error::Result;
+use crate::layout;
 use crate::linkage::{PersonIdUdf, PersonIndex};
 use crate::tables::{ColumnSource, TableDef};
 
@@ -28,8 +29,14 @@ fn column(name: &str) -> Expr {
 
 /// A provider reading a table's Parquet files with its merged file schema.
 pub fn file_provider(def: &TableDef) -> Result<Arc<dyn TableProvider>> {
-    let urls = def
-        .files
+    parquet_provider(&def.files, def.file_schema.clone())
+}
+
+fn parquet_provider(
+    files: &[std::path::PathBuf],
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Result<Arc<dyn TableProvider>> {
+    let urls = files
         .iter()
         .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
         .collect::<datafusion::error::Result<Vec<_>>>()?;
@@ -37,12 +44,65 @@ pub fn file_provider(def: &TableDef) -> Result<Arc<dyn TableProvider>> {
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
-        .with_schema(def.file_schema.clone());
+        .with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// The plan of a shown table: file scan, then one expression per shown column.
 pub fn table_plan(def: &TableDef, index: &PersonIndex) -> Result<LogicalPlan> {
+    match (&def.key, index.source(&def.schema)) {
+        (Some(_), Some(keys)) if !def.person_files.is_empty() => copy_plan(def, keys),
+        _ => delivered_plan(def, index),
+    }
+}
+
+/// The plan of a person-level table read from its person-layout copy.
+fn copy_plan(def: &TableDef, keys: &Arc<crate::linkage::SourceKeys>) -> Result<LogicalPlan> {
+    let provider = parquet_provider(&def.person_files, layout::copy_schema(def))?;
+    let scan = LogicalPlanBuilder::scan(
+        TableReference::full(FILES_CATALOG, def.schema.as_str(), def.name.as_str()),
+        provider_as_source(provider),
+        None,
+    )?;
+    let key_at = Arc::new(ScalarUDF::new_from_impl(layout::KeyUdf::key_at(
+        &def.schema,
+        keys.clone(),
+    )));
+    let exprs = def
+        .columns
+        .iter()
+        .map(|c| {
+            let e = match &c.source {
+                ColumnSource::PersonId => column(layout::PERSON_ID),
+                ColumnSource::PersonKey => Expr::ScalarFunction(ScalarFunction::new_udf(
+                    key_at.clone(),
+                    vec![column(layout::KEY_INDEX)],
+                )),
+                other => shown_column(def, other, &c.data_type)?,
+            };
+            Ok(e.alias(&c.name))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(scan.project(exprs)?.build()?)
+}
+
+/// A delivered column (or NULL) as a shown column.
+fn shown_column(def: &TableDef, source: &ColumnSource, shown: &DataType) -> Result<Expr> {
+    Ok(match source {
+        ColumnSource::File(name) => {
+            let file_type = def.file_schema.field_with_name(name)?.data_type();
+            if file_type == shown {
+                column(name)
+            } else {
+                cast(column(name), shown.clone())
+            }
+        }
+        _ => lit(ScalarValue::try_from(shown)?),
+    })
+}
+
+/// The plan of a table read from its delivered files, keys looked up per row.
+fn delivered_plan(def: &TableDef, index: &PersonIndex) -> Result<LogicalPlan> {
     let provider = file_provider(def)?;
     let scan = LogicalPlanBuilder::scan(
         TableReference::full(FILES_CATALOG, def.schema.as_str(), def.name.as_str()),
@@ -74,15 +134,7 @@ pub fn table_plan(def: &TableDef, index: &PersonIndex) -> Result<LogicalPlan> {
                     None => lit(ScalarValue::Int64(None)),
                 },
                 ColumnSource::PersonKey => key_text(),
-                ColumnSource::File(name) => {
-                    let file_type = def.file_schema.field_with_name(name)?.data_type();
-                    if file_type == &c.data_type {
-                        column(name)
-                    } else {
-                        cast(column(name), c.data_type.clone())
-                    }
-                }
-                ColumnSource::Null => lit(ScalarValue::try_from(&c.data_type)?),
+                other => shown_column(def, other, &c.data_type)?,
             };
             Ok(e.alias(&c.name))
         })

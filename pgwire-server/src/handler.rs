@@ -259,6 +259,7 @@ impl Connection {
             .execute(prepared, params)
             .await
             .map_err(to_pg)?;
+        let stream = crate::executor::offload(stream);
         if matches!(prepared.plan, LogicalPlan::Statement(_))
             || prepared.plan.schema().fields().is_empty()
         {

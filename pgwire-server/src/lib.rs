@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod encode;
 pub mod errors;
+pub mod executor;
 pub mod handler;
 pub mod pg_catalog;
 pub mod server;

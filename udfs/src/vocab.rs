@@ -10,8 +10,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
 };
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
@@ -34,6 +35,66 @@ pub struct VocabGraph {
     below: HashMap<i64, RoaringTreemap>,
     /// (concept, relationship) -> related concepts.
     related: HashMap<(i64, String), Vec<i64>>,
+}
+
+/// A concept set tested once per row: a dense bitset when the set's ids are
+/// close together (the usual case for one branch of a vocabulary), else the
+/// roaring bitmap.
+enum Probe<'a> {
+    Dense {
+        base: i64,
+        words: Vec<u64>,
+    },
+    Roaring {
+        ancestor: i64,
+        below: Option<&'a RoaringTreemap>,
+    },
+}
+
+impl<'a> Probe<'a> {
+    /// Widest id span kept as a dense bitset (8 KiB).
+    const DENSE_SPAN: u64 = 1 << 16;
+
+    fn new(ancestor: i64, below: Option<&'a RoaringTreemap>) -> Probe<'a> {
+        let (lo, hi) = match below.and_then(|b| Some((b.min()?, b.max()?))) {
+            Some((lo, hi)) => (
+                lo.min(ancestor.max(0) as u64),
+                hi.max(ancestor.max(0) as u64),
+            ),
+            None => (ancestor.max(0) as u64, ancestor.max(0) as u64),
+        };
+        if ancestor < 0 || hi - lo >= Self::DENSE_SPAN {
+            return Probe::Roaring { ancestor, below };
+        }
+        let mut words = vec![0u64; ((hi - lo) / 64 + 1) as usize];
+        for v in below
+            .into_iter()
+            .flat_map(|b| b.iter())
+            .chain([ancestor as u64])
+        {
+            let o = v - lo;
+            words[(o / 64) as usize] |= 1 << (o % 64);
+        }
+        Probe::Dense {
+            base: lo as i64,
+            words,
+        }
+    }
+
+    #[inline]
+    fn contains(&self, v: i64) -> bool {
+        match self {
+            Probe::Dense { base, words } => {
+                let o = v.wrapping_sub(*base) as u64;
+                words
+                    .get((o / 64) as usize)
+                    .is_some_and(|w| w & (1 << (o % 64)) != 0)
+            }
+            Probe::Roaring { ancestor, below } => {
+                v == *ancestor || (v >= 0 && below.is_some_and(|b| b.contains(v as u64)))
+            }
+        }
+    }
 }
 
 impl VocabGraph {
@@ -335,15 +396,10 @@ impl ScalarUDFImpl for IsA {
                         c.len(),
                     ))));
                 };
-                let below = self.graph.below.get(a);
-                let out: BooleanArray = c
-                    .iter()
-                    .map(|v| {
-                        v.map(|v| {
-                            v == *a || (v >= 0 && below.is_some_and(|b| b.contains(v as u64)))
-                        })
-                    })
-                    .collect();
+                let probe = Probe::new(*a, self.graph.below.get(a));
+                let values = c.values();
+                let bits = BooleanBuffer::collect_bool(c.len(), |i| probe.contains(values[i]));
+                let out = BooleanArray::new(bits, c.nulls().cloned());
                 Ok(ColumnarValue::Array(Arc::new(out)))
             }
             _ => {

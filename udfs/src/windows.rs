@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Date32Type, Int64Type};
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::{
@@ -39,24 +39,56 @@ fn coerce(name: &str, kinds: &str, args: &[DataType]) -> Result<Vec<DataType>> {
         .collect()
 }
 
-/// Evaluates a row function over arguments that are all dates or day counts (as i64).
-fn rows<T>(args: &[ColumnarValue], n: usize, f: impl Fn(&[i64]) -> T) -> Result<Vec<Option<T>>> {
-    let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(args)?;
-    let get = |a: &ArrayRef, i: usize| -> Option<i64> {
-        if a.is_null(i) {
-            return None;
+/// One argument of a window function, read as days (dates) or a day count.
+enum Days<'a> {
+    Constant(Option<i64>),
+    Dates(&'a datafusion::arrow::array::Date32Array),
+    Counts(&'a Int64Array),
+}
+
+impl Days<'_> {
+    #[inline]
+    fn get(&self, i: usize) -> Option<i64> {
+        match self {
+            Days::Constant(v) => *v,
+            Days::Dates(a) => (!a.is_null(i)).then(|| a.value(i) as i64),
+            Days::Counts(a) => (!a.is_null(i)).then(|| a.value(i)),
         }
-        Some(match a.data_type() {
-            DataType::Date32 => a.as_primitive::<Date32Type>().value(i) as i64,
-            _ => a.as_primitive::<Int64Type>().value(i),
-        })
-    };
-    let mut vals = vec![0i64; arrays.len()];
-    let len = arrays.first().map(|a| a.len()).unwrap_or(n);
+    }
+}
+
+/// Evaluates a row function over arguments that are all dates or day counts
+/// (as i64); constants are read once, NULL in any argument gives NULL.
+fn rows<T>(args: &[ColumnarValue], n: usize, f: impl Fn(&[i64]) -> T) -> Result<Vec<Option<T>>> {
+    let mut len = n;
+    let mut days = Vec::with_capacity(args.len());
+    for a in args {
+        days.push(match a {
+            ColumnarValue::Scalar(s) => Days::Constant(match s {
+                datafusion::common::ScalarValue::Date32(v) => v.map(i64::from),
+                datafusion::common::ScalarValue::Int64(v) => *v,
+                s if s.is_null() => None,
+                s => {
+                    return datafusion::common::exec_err!(
+                        "window argument of type {}",
+                        s.data_type()
+                    );
+                }
+            }),
+            ColumnarValue::Array(a) => {
+                len = a.len();
+                match a.data_type() {
+                    DataType::Date32 => Days::Dates(a.as_primitive::<Date32Type>()),
+                    _ => Days::Counts(a.as_primitive::<Int64Type>()),
+                }
+            }
+        });
+    }
+    let mut vals = vec![0i64; days.len()];
     let mut out = Vec::with_capacity(len);
     'row: for i in 0..len {
-        for (v, a) in vals.iter_mut().zip(&arrays) {
-            match get(a, i) {
+        for (v, d) in vals.iter_mut().zip(&days) {
+            match d.get(i) {
                 Some(x) => *v = x,
                 None => {
                     out.push(None);
@@ -107,7 +139,7 @@ macro_rules! scalar_udf {
                     .args
                     .iter()
                     .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-                let out = $eval(&args.args, args.number_rows)?;
+                let out = $eval(&args.args, if all_scalar { 1 } else { args.number_rows })?;
                 if all_scalar {
                     Ok(ColumnarValue::Scalar(
                         datafusion::common::ScalarValue::try_from_array(&out, 0)?,

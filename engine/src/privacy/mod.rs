@@ -35,6 +35,9 @@ const REFUSED_FUNCTIONS: &[&str] = &[
     "sleep",
     "rb_to_array",
     "tsunagu_person_id",
+    "tsunagu_key_position",
+    "tsunagu_person_at",
+    "tsunagu_person_key_at",
 ];
 
 /// Why the layer refused a statement.

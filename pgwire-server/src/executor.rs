@@ -1,0 +1,64 @@
+//! Query execution off the network threads.
+//!
+//! Operators such as a large nested-loop join can compute for seconds
+//! without yielding. Results are therefore produced on a runtime of their
+//! own, so the server keeps accepting connections, cancel requests and
+//! messages while queries run.
+
+use std::sync::OnceLock;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::error::Result;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{StreamExt, stream};
+use tokio::runtime::Runtime;
+
+/// Batches buffered between the query and the connection.
+const BUFFER: usize = 2;
+
+fn runtime() -> Option<&'static Runtime> {
+    static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .thread_name("tsunagu-query")
+                .enable_all()
+                .build()
+                .map_err(|e| log::warn!("no query runtime, queries share the network threads: {e}"))
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Polls `input` on the query runtime; the returned stream yields its
+/// batches. Dropping the returned stream stops the query.
+pub fn offload(input: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    let Some(rt) = runtime() else {
+        return input;
+    };
+    let schema = input.schema();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(BUFFER);
+    let task = rt.spawn(async move {
+        let mut input = input;
+        while let Some(batch) = input.next().await {
+            if tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+    });
+    let abort = AbortOnDrop(task);
+    let batches = stream::unfold((rx, abort), |(mut rx, abort)| async move {
+        rx.recv().await.map(|b| (b, (rx, abort)))
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+}
+
+/// Stops the producing task when the consumer goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
