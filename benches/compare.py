@@ -32,6 +32,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STUDIES = REPO / "sql" / "studies"
+OPERATIONS = REPO / "benches" / "sql"
+
+# Saved cohorts the cohort-algebra operation reads: (name, query).
+BENCH_COHORTS = [
+    ("bench_observed", "SELECT person_id FROM ndb.observation_period"),
+    ("bench_dispensed", "SELECT person_id FROM ndb.drug_exposure"),
+]
 
 DUCKDB_CHILD = r"""
 import json, resource, statistics, sys, time
@@ -63,6 +70,10 @@ con.execute("CREATE SCHEMA vocab")
 for f in sorted(glob.glob(f"{store}/vocab/*.parquet")):
     t = os.path.basename(f)[:-len(".parquet")]
     con.execute(f"CREATE VIEW vocab.{t} AS SELECT * FROM read_parquet('{f}')")
+if len(sys.argv) > 5:
+    for statement in open(sys.argv[5]).read().split(";"):
+        if statement.strip():
+            con.execute(statement)
 times = []
 rows = None
 for i in range(runs + 1):
@@ -163,13 +174,15 @@ def run_wire(proc, port, study, runs):
     return times, [[str(v) for v in r] for r in rows], peak_of(proc.pid)
 
 
-def run_duckdb(store, plain, runs, threads):
+def run_duckdb(store, plain, runs, threads, setup=None):
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(DUCKDB_CHILD)
         child = f.name
     try:
-        out = subprocess.run([sys.executable, child, str(store), str(plain), str(runs), str(threads)],
-                             capture_output=True, text=True)
+        args = [sys.executable, child, str(store), str(plain), str(runs), str(threads)]
+        if setup:
+            args.append(str(setup))
+        out = subprocess.run(args, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"duckdb failed on {plain.name}: {out.stderr[-2000:]}")
         result = json.loads(out.stdout)
@@ -241,6 +254,8 @@ def main():
         server.terminate()
         server.wait()
 
+    operations = run_operations(a, store, state) if not a.only else []
+
     if a.markdown:
         print(f"Store: {a.persons} persons; first open {opened:.1f} s, reopen {reopened:.2f} s; "
               f"median of {a.runs} runs after one warm-up; {a.threads} threads.\n")
@@ -250,10 +265,58 @@ def main():
             print(f"| {r['study']} | {r['tsunagu_ms']:.0f} | {r['wire_ms']:.0f} | {r['duckdb_ms']:.0f} | "
                   f"{r['tsunagu_ms'] / r['duckdb_ms']:.2f} | {r['tsunagu_peak_mb']:.0f} | "
                   f"{r['duckdb_peak_mb']:.0f} | {'yes' if r['agree'] else 'NO'} |")
+        if operations:
+            print("\nRWD functions against the plain-SQL formulation, on both engines:\n")
+            print("| operation | Tsunagu RWD (ms) | Tsunagu plain SQL (ms) | DuckDB plain SQL (ms) | best plain / Tsunagu RWD | answers agree |")
+            print("|---|---:|---:|---:|---:|---|")
+            for r in operations:
+                best = min(r["tsunagu_plain_ms"], r["duckdb_ms"])
+                print(f"| {r['operation']} | {r['tsunagu_ms']:.1f} | {r['tsunagu_plain_ms']:.1f} | "
+                      f"{r['duckdb_ms']:.1f} | {best / r['tsunagu_ms']:.1f}x | {'yes' if r['agree'] else 'NO'} |")
     else:
-        print(json.dumps({"persons": a.persons, "open_s": opened, "reopen_s": reopened, "results": results}, indent=2))
-    if not all(r["agree"] for r in results):
+        print(json.dumps({"persons": a.persons, "open_s": opened, "reopen_s": reopened, "results": results,
+                          "operations": operations}, indent=2))
+    if not all(r["agree"] for r in results + operations):
         sys.exit(1)
+
+
+def run_operations(a, store, state):
+    """RWD functions (episodes, bitmaps, is_a) against their plain-SQL
+    formulation run on Tsunagu (DataFusion) and on DuckDB."""
+    for name, query in BENCH_COHORTS:
+        for statement in (f"DROP COHORT IF EXISTS {name}", f"CREATE COHORT {name} AS {query}"):
+            subprocess.run([str(a.tsunagu), "sql", "--store", str(store), "--state", str(state), statement],
+                           check=True, capture_output=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        duck_setup = tmp / "setup.sql"
+        duck_setup.write_text(";\n".join(f"CREATE TABLE {n} AS SELECT DISTINCT person_id FROM ({q})"
+                                          for n, q in BENCH_COHORTS))
+        results = []
+        for op in sorted(o for o in OPERATIONS.glob("*.sql") if not o.name.endswith(".plain.sql")):
+            plain = op.with_suffix(".plain.sql")
+            # On Tsunagu the cohorts are read with cohort('name').
+            text = plain.read_text()
+            for name, _ in BENCH_COHORTS:
+                text = re.sub(rf"FROM {name}\b", f"FROM cohort('{name}')", text)
+            plain_here = tmp / plain.name
+            plain_here.write_text(text)
+            e_times, e_rows, _ = run_embedded(a.tsunagu, store, state, op, a.runs, a.memory_limit)
+            p_times, p_rows, _ = run_embedded(a.tsunagu, store, state, plain_here, a.runs, a.memory_limit)
+            d_times, d_rows, _ = run_duckdb(store, plain, a.runs, a.threads, duck_setup)
+            agree = normalize(e_rows) == normalize(p_rows) == normalize(d_rows)
+            results.append({
+                "operation": op.stem,
+                "tsunagu_ms": median_ms(e_times),
+                "tsunagu_plain_ms": median_ms(p_times),
+                "duckdb_ms": median_ms(d_times),
+                "agree": agree,
+            })
+            r = results[-1]
+            print(f"{r['operation']}: tsunagu {r['tsunagu_ms']:.1f} ms, plain on tsunagu "
+                  f"{r['tsunagu_plain_ms']:.1f} ms, duckdb {r['duckdb_ms']:.1f} ms, agree {agree}",
+                  file=sys.stderr)
+    return results
 
 
 main()
