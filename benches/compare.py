@@ -201,6 +201,8 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument("--only", default=None, help="run the studies whose name contains this")
+    p.add_argument("--operations-only", action="store_true",
+                   help="skip the studies: RWD functions against plain SQL only")
     a = p.parse_args()
 
     if not a.tsunagu.exists():
@@ -227,6 +229,8 @@ def main():
     studies = sorted(s for s in STUDIES.glob("*.sql") if not s.name.endswith(".plain.sql"))
     if a.only:
         studies = [s for s in studies if a.only in s.name]
+    if a.operations_only:
+        studies = []
     server, port = start_server(a.tsunagu, store, state, a.memory_limit)
     results = []
     try:
@@ -254,7 +258,7 @@ def main():
         server.terminate()
         server.wait()
 
-    operations = run_operations(a, store, state) if not a.only else []
+    operations = run_operations(a, store, state) if not a.only or a.operations_only else []
 
     if a.markdown:
         print(f"Store: {a.persons} persons; first open {opened:.1f} s, reopen {reopened:.2f} s; "

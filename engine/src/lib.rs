@@ -26,6 +26,7 @@ mod identity;
 pub mod privacy;
 pub mod session;
 pub mod shared;
+mod spill_retry;
 mod vocabulary;
 
 use std::path::{Path, PathBuf};
@@ -134,6 +135,11 @@ impl Engine {
         }
         let opts = config.options_mut();
         opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        if let Some(limit) = self.options.memory_limit {
+            // Room kept for merging spilled sorts: a sixteenth of a small pool.
+            let reserve = &mut opts.execution.sort_spill_reservation_bytes;
+            *reserve = (*reserve).min(limit / 16);
+        }
         config
     }
 

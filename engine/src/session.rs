@@ -418,8 +418,13 @@ impl Session {
                 .clone()
                 .with_param_values(ParamValues::from(params))?
         };
-        let df = self.ctx.execute_logical_plan(plan).await?;
-        Ok(df.execute_stream().await?)
+        let df = self.ctx.execute_logical_plan(plan.clone()).await?;
+        let stream = df.execute_stream().await?;
+        Ok(crate::spill_retry::with_retry(
+            stream,
+            self.ctx.clone(),
+            plan,
+        ))
     }
 
     /// Logs the end of an executed statement.

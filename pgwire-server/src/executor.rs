@@ -31,6 +31,26 @@ fn runtime() -> Option<&'static Runtime> {
         .as_ref()
 }
 
+/// Starts a query on the query runtime (operators spawn their tasks where
+/// they are started) and polls it there; the returned stream yields its
+/// batches. Dropping the returned stream stops the query.
+pub async fn start<F, E>(start: F) -> std::result::Result<SendableRecordBatchStream, E>
+where
+    F: std::future::Future<Output = std::result::Result<SendableRecordBatchStream, E>>
+        + Send
+        + 'static,
+    E: Send + 'static,
+{
+    let Some(rt) = runtime() else {
+        return start.await;
+    };
+    let mut handle = AbortOnDrop(rt.spawn(async move { start.await.map(offload) }));
+    match (&mut handle.0).await {
+        Ok(started) => started,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Polls `input` on the query runtime; the returned stream yields its
 /// batches. Dropping the returned stream stops the query.
 pub fn offload(input: SendableRecordBatchStream) -> SendableRecordBatchStream {
@@ -54,10 +74,10 @@ pub fn offload(input: SendableRecordBatchStream) -> SendableRecordBatchStream {
     Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }
 
-/// Stops the producing task when the consumer goes away.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Stops the task when the waiting side goes away.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

@@ -254,12 +254,11 @@ impl Connection {
         format: &Format,
     ) -> PgWireResult<Response> {
         let token = self.cancel.begin();
-        let stream = self
-            .session
-            .execute(prepared, params)
+        let session = self.session.clone();
+        let owned = prepared.clone();
+        let stream = crate::executor::start(async move { session.execute(&owned, params).await })
             .await
             .map_err(to_pg)?;
-        let stream = crate::executor::offload(stream);
         if matches!(prepared.plan, LogicalPlan::Statement(_))
             || prepared.plan.schema().fields().is_empty()
         {
