@@ -59,6 +59,16 @@ pub struct EngineOptions {
     pub audit_dir: Option<PathBuf>,
 }
 
+/// The memory pool under a limit: spilling operators share it fairly, so
+/// one large sort spills instead of starving the aggregate next to it.
+pub fn memory_pool(limit: usize) -> Arc<dyn datafusion::execution::memory_pool::MemoryPool> {
+    use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+    Arc::new(TrackConsumersPool::new(
+        FairSpillPool::new(limit),
+        std::num::NonZeroUsize::new(5).expect("non-zero"),
+    ))
+}
+
 /// An opened store, ready to hand out sessions.
 pub struct Engine {
     store: Arc<Store>,
@@ -82,7 +92,7 @@ impl Engine {
         .await?;
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(limit) = options.memory_limit {
-            runtime = runtime.with_memory_limit(limit, 1.0);
+            runtime = runtime.with_memory_pool(memory_pool(limit));
         }
         let cohorts = Arc::new(cohorts::CohortStore::new(
             store.state_dir(),

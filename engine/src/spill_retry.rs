@@ -74,3 +74,83 @@ async fn spilling(
     state.config_mut().options_mut().optimizer.prefer_hash_join = false;
     DataFrame::new(state, plan).execute_stream().await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::physical_plan::common::collect;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::{out_of_memory, with_retry};
+
+    /// `rows` rows of (k, v) in batches of 8192, k repeating every `keys`.
+    fn table(rows: i64, keys: i64) -> Arc<MemTable> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let batches = (0..rows)
+            .step_by(8192)
+            .map(|start| {
+                let v: Vec<i64> = (start..(start + 8192).min(rows)).collect();
+                let k: Vec<i64> = v.iter().map(|x| x % keys).collect();
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(Int64Array::from(k)), Arc::new(Int64Array::from(v))],
+                )
+                .unwrap()
+            })
+            .collect();
+        Arc::new(MemTable::try_new(schema, vec![batches]).unwrap())
+    }
+
+    fn context(limit: usize) -> SessionContext {
+        let mut config = SessionConfig::new().with_target_partitions(2);
+        config.options_mut().execution.sort_spill_reservation_bytes = 256 * 1024;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(crate::memory_pool(limit))
+            .build_arc()
+            .unwrap();
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_table("a", table(400_000, 400_000)).unwrap();
+        ctx.register_table("b", table(400_000, 400_000)).unwrap();
+        ctx
+    }
+
+    const JOIN: &str = "SELECT count(*), sum(a.v + b.v) FROM a JOIN b ON a.k = b.k";
+
+    #[tokio::test]
+    async fn a_join_too_big_for_memory_is_retried_with_spilling_joins() {
+        // 400,000 matches; each pair sums 2 * v over v = 0..399,999.
+        let answer = "| 400000   | 159999600000 ";
+        let mut rescued = Vec::new();
+        for mb in [4usize, 6, 8, 12, 16, 24, 32] {
+            let ctx = context(mb << 20);
+            let plain = ctx.sql(JOIN).await.unwrap().collect().await;
+            let df = ctx.sql(JOIN).await.unwrap();
+            let plan = df.logical_plan().clone();
+            let stream = with_retry(df.execute_stream().await.unwrap(), ctx.clone(), plan);
+            match collect(stream).await {
+                Ok(batches) => {
+                    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                        .unwrap()
+                        .to_string();
+                    assert!(text.contains(answer), "{mb} MB: {text}");
+                    if let Err(e) = plain {
+                        assert!(out_of_memory(&e), "{e}");
+                        rescued.push(mb);
+                    }
+                }
+                // Too little memory even to spill: the error says so.
+                Err(e) => assert!(out_of_memory(&e), "{mb} MB: {e}"),
+            }
+        }
+        // Some limit fails the hash join but not the retried plan.
+        assert!(!rescued.is_empty());
+    }
+}
