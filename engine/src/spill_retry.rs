@@ -21,7 +21,10 @@ pub fn out_of_memory(e: &DataFusionError) -> bool {
 
 enum State {
     /// Nothing emitted yet: a memory error can still be retried.
-    First(SendableRecordBatchStream, SessionContext, LogicalPlan),
+    First(
+        SendableRecordBatchStream,
+        Box<(SessionContext, LogicalPlan)>,
+    ),
     /// Rows went out, or the retry is running: errors are final.
     Final(SendableRecordBatchStream),
     Done,
@@ -35,34 +38,38 @@ pub fn with_retry(
     plan: LogicalPlan,
 ) -> SendableRecordBatchStream {
     let schema = first.schema();
-    let batches = stream::unfold(State::First(first, ctx, plan), |state| async move {
-        match state {
-            State::First(mut s, ctx, plan) => match s.next().await {
-                Some(Err(e)) if out_of_memory(&e) => {
-                    drop(s);
-                    log::info!(
-                        "query out of memory before its first row; planning with spilling joins"
-                    );
-                    match spilling(&ctx, plan).await {
-                        Ok(mut retry) => {
-                            let next = retry.next().await?;
-                            Some((next, State::Final(retry)))
+    let batches = stream::unfold(
+        State::First(first, Box::new((ctx, plan))),
+        |state| async move {
+            match state {
+                State::First(mut s, retry) => match s.next().await {
+                    Some(Err(e)) if out_of_memory(&e) => {
+                        drop(s);
+                        log::info!(
+                            "query out of memory before its first row; planning with spilling joins"
+                        );
+                        let (ctx, plan) = *retry;
+                        match spilling(&ctx, plan).await {
+                            Ok(mut retry) => {
+                                let next = retry.next().await?;
+                                Some((next, State::Final(retry)))
+                            }
+                            Err(_) => Some((Err(e), State::Done)),
                         }
-                        Err(_) => Some((Err(e), State::Done)),
                     }
+                    Some(Ok(b)) => Some((Ok(b), State::Final(s))),
+                    Some(Err(e)) => Some((Err(e), State::Done)),
+                    None => None,
+                },
+                State::Final(mut s) => {
+                    let next = s.next().await?;
+                    let done = next.is_err();
+                    Some((next, if done { State::Done } else { State::Final(s) }))
                 }
-                Some(Ok(b)) => Some((Ok(b), State::Final(s))),
-                Some(Err(e)) => Some((Err(e), State::Done)),
-                None => None,
-            },
-            State::Final(mut s) => {
-                let next = s.next().await?;
-                let done = next.is_err();
-                Some((next, if done { State::Done } else { State::Final(s) }))
+                State::Done => None,
             }
-            State::Done => None,
-        }
-    });
+        },
+    );
     Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }
 

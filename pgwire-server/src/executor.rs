@@ -53,7 +53,7 @@ where
 
 /// Polls `input` on the query runtime; the returned stream yields its
 /// batches. Dropping the returned stream stops the query.
-pub fn offload(input: SendableRecordBatchStream) -> SendableRecordBatchStream {
+fn offload(input: SendableRecordBatchStream) -> SendableRecordBatchStream {
     let Some(rt) = runtime() else {
         return input;
     };
