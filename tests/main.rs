@@ -7,6 +7,7 @@ mod clients;
 mod common;
 mod malformed;
 mod privacy;
+mod privacy_attacks;
 mod reference;
 mod slt;
 mod stores;

@@ -132,6 +132,31 @@ pub fn table(name: &str) -> Option<&'static CdmTable> {
     tables().iter().find(|t| t.name == name)
 }
 
+/// Whether a column of a person-level table identifies a record: the primary
+/// key of a person-level CDM table, or a reference to one.
+pub fn is_record_id(column: &str) -> bool {
+    static IDS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let ids = IDS.get_or_init(|| {
+        let mut ids: Vec<&'static str> = tables()
+            .iter()
+            .filter(|t| t.is_person_level())
+            .filter_map(|t| t.columns.first().map(|c| c.0))
+            .filter(|c| *c != "person_id" && c.ends_with("_id"))
+            .collect();
+        ids.extend([
+            "preceding_visit_occurrence_id",
+            "preceding_visit_detail_id",
+            "parent_visit_detail_id",
+            "episode_parent_id",
+            "measurement_event_id",
+            "observation_event_id",
+            "note_event_id",
+        ]);
+        ids
+    });
+    ids.contains(&column)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +171,9 @@ mod tests {
         assert!(de.is_person_level());
         assert!(!table("concept").unwrap().is_person_level());
         assert!(table("care_certification").is_none());
+        assert!(is_record_id("drug_exposure_id"));
+        assert!(is_record_id("visit_occurrence_id"));
+        assert!(!is_record_id("drug_concept_id"));
+        assert!(!is_record_id("person_id"));
     }
 }

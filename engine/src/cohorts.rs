@@ -362,16 +362,66 @@ pub fn cohort_function_doc() -> &'static Documentation {
     })
 }
 
+/// Whose cohorts a session may use: every cohort (stewards), or only its
+/// user's own (analysts).
+#[derive(Clone, Default)]
+pub struct Viewer(Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>);
+
+impl std::fmt::Debug for Viewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Viewer")
+    }
+}
+
+impl Viewer {
+    /// Every cohort.
+    pub fn all() -> Self {
+        Viewer(None)
+    }
+
+    /// Asks `only` each time: `Some(user)` when the session sees only that
+    /// user's cohorts (its role may change during the session).
+    pub fn new(only: impl Fn() -> Option<String> + Send + Sync + 'static) -> Self {
+        Viewer(Some(Arc::new(only)))
+    }
+
+    fn only(&self) -> Option<String> {
+        self.0.as_ref().and_then(|f| f())
+    }
+
+    /// Whether the session may see this cohort.
+    pub fn sees(&self, meta: &CohortMeta) -> bool {
+        self.only().is_none_or(|u| u == meta.owner)
+    }
+
+    /// A cohort the session may use.
+    pub fn load(&self, store: &CohortStore, name: &str) -> Result<Arc<Cohort>> {
+        let cohort = store.load(name)?;
+        if !self.sees(&cohort.meta) {
+            return Err(EngineError::Unsupported(format!(
+                "cohort {name:?} does not exist or belongs to another user"
+            )));
+        }
+        Ok(cohort)
+    }
+}
+
 /// The table function `cohort('name')`.
 #[derive(Debug)]
-pub struct CohortFunction(pub Arc<CohortStore>);
+pub struct CohortFunction {
+    pub store: Arc<CohortStore>,
+    pub viewer: Viewer,
+}
 
 impl TableFunctionImpl for CohortFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let [arg] = args.exprs() else {
             return plan_err!("cohort takes one argument: the cohort name");
         };
-        let cohort = self.0.load(&name_arg("cohort", arg)?).map_err(to_df)?;
+        let cohort = self
+            .viewer
+            .load(&self.store, &name_arg("cohort", arg)?)
+            .map_err(to_df)?;
         Ok(Arc::new(MemTable::try_new(
             rows_schema(),
             vec![vec![cohort.rows.clone()]],
@@ -383,15 +433,18 @@ impl TableFunctionImpl for CohortFunction {
 #[derive(Debug)]
 pub struct CohortBitmap {
     store: Arc<CohortStore>,
+    viewer: Viewer,
     signature: Signature,
 }
 
 impl CohortBitmap {
     /// The function over a cohort store.
-    pub fn new(store: Arc<CohortStore>) -> Self {
+    pub fn new(store: Arc<CohortStore>, viewer: Viewer) -> Self {
         Self {
             store,
-            signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+            viewer,
+            // Volatile: a cohort's bytes are never folded into a plan (EXPLAIN).
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Volatile),
         }
     }
 }
@@ -420,7 +473,7 @@ impl ScalarUDFImpl for CohortBitmap {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let one = |name: &str| -> DfResult<Vec<u8>> {
-            let c = self.store.load(name).map_err(to_df)?;
+            let c = self.viewer.load(&self.store, name).map_err(to_df)?;
             Ok(tsunagu_udfs::bitmaps::to_bytes(&c.bitmap))
         };
         match &args.args[0] {
@@ -458,7 +511,10 @@ impl ScalarUDFImpl for CohortBitmap {
 
 /// The `cohorts` table: name, owner, created_at, definition, size.
 #[derive(Debug)]
-pub struct CohortsTable(pub Arc<CohortStore>);
+pub struct CohortsTable {
+    pub store: Arc<CohortStore>,
+    pub viewer: Viewer,
+}
 
 impl CohortsTable {
     fn schema_ref() -> SchemaRef {
@@ -487,7 +543,8 @@ impl TableProvider for CohortsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let list = self.0.list().map_err(|e| exec_datafusion_err!("{e}"))?;
+        let mut list = self.store.list().map_err(|e| exec_datafusion_err!("{e}"))?;
+        list.retain(|m| self.viewer.sees(m));
         let col = |f: fn(&CohortMeta) -> &str| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(list.iter().map(f)))
         };

@@ -108,9 +108,19 @@ impl Engine {
             }
             (None, None) => Policy::default(),
         };
+        let mut policy = policy;
         policy
             .validate()
             .map_err(|e| EngineError::Unsupported(format!("privacy policy: {e}")))?;
+        if policy.secret.is_none() {
+            let key = privacy::NoiseKey::load_or_create(store.state_dir()).map_err(|e| {
+                EngineError::Unsupported(format!(
+                    "privacy key in {}: {e}",
+                    store.state_dir().display()
+                ))
+            })?;
+            policy.secret = Some(key);
+        }
         let audit_dir = options
             .audit_dir
             .clone()
@@ -180,6 +190,15 @@ impl Engine {
             role,
         }));
         identity::register(&ctx, identity.clone());
+        // Analysts use only the cohorts they created.
+        let viewer_identity = identity.clone();
+        self.register_cohorts(
+            &ctx,
+            cohorts::Viewer::new(move || {
+                let id = viewer_identity.lock().unwrap_or_else(|p| p.into_inner());
+                (id.role == Role::Analyst).then(|| id.user.clone())
+            }),
+        )?;
         Ok(Session::new(
             ctx,
             self.cohorts.clone(),
@@ -204,17 +223,29 @@ impl Engine {
         self.store.register(ctx, CATALOG)?;
         tsunagu_udfs::register(ctx);
         tsunagu_udfs::register_vocabulary(ctx, self.vocabulary.clone());
+        self.register_cohorts(ctx, cohorts::Viewer::all())
+    }
+
+    /// Registers the saved cohorts as the viewer may see them.
+    fn register_cohorts(&self, ctx: &SessionContext, viewer: cohorts::Viewer) -> Result<()> {
         ctx.register_udtf(
             "cohort",
-            Arc::new(cohorts::CohortFunction(self.cohorts.clone())),
+            Arc::new(cohorts::CohortFunction {
+                store: self.cohorts.clone(),
+                viewer: viewer.clone(),
+            }),
         );
         ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
-            cohorts::CohortBitmap::new(self.cohorts.clone()),
+            cohorts::CohortBitmap::new(self.cohorts.clone(), viewer.clone()),
         ));
         if let Some(public) = ctx.catalog(CATALOG).and_then(|c| c.schema("public")) {
+            public.deregister_table("cohorts")?;
             public.register_table(
                 "cohorts".into(),
-                Arc::new(cohorts::CohortsTable(self.cohorts.clone())),
+                Arc::new(cohorts::CohortsTable {
+                    store: self.cohorts.clone(),
+                    viewer,
+                }),
             )?;
         }
         Ok(())
@@ -237,7 +268,7 @@ fn cohort_docs() -> Vec<(
 )> {
     use datafusion::logical_expr::ScalarUDFImpl;
     let store = Arc::new(cohorts::CohortStore::new(Path::new("/nonexistent"), ""));
-    let bitmap = cohorts::CohortBitmap::new(store);
+    let bitmap = cohorts::CohortBitmap::new(store, cohorts::Viewer::all());
     vec![
         (
             "cohort".into(),

@@ -93,6 +93,9 @@ pub struct Session {
     cohorts: Arc<CohortStore>,
     identity: Arc<std::sync::Mutex<Identity>>,
     policy: Arc<Policy>,
+    /// Disclosure classes of functions registered on this session by its
+    /// embedder (a server's catalog functions).
+    functions: Arc<std::sync::Mutex<std::collections::BTreeMap<String, tsunagu_udfs::Disclosure>>>,
     audit: Option<Arc<AuditLog>>,
 }
 
@@ -109,8 +112,34 @@ impl Session {
             cohorts,
             identity,
             policy,
+            functions: Arc::default(),
             audit,
         }
+    }
+
+    /// Declares the disclosure class of functions the embedder registered on
+    /// this session's context; analysts may call no other unclassified function.
+    pub fn classify_functions(
+        &self,
+        functions: impl IntoIterator<Item = (String, tsunagu_udfs::Disclosure)>,
+    ) {
+        self.functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(functions);
+    }
+
+    /// The policy with this session's function classes.
+    fn analyst_policy(&self) -> Policy {
+        let mut policy = (*self.policy).clone();
+        policy.functions.extend(
+            self.functions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(k, v)| (k.clone(), *v)),
+        );
+        policy
     }
 
     fn identity(&self) -> std::sync::MutexGuard<'_, Identity> {
@@ -258,7 +287,7 @@ impl Session {
                 };
                 let inner = self.plan_raw(inner).await?;
                 let inner_plan = if analyst {
-                    guard(|| privacy::guard_cohort(&inner.plan, &self.policy))?
+                    guard(|| privacy::guard_cohort(&inner.plan, &self.analyst_policy()))?
                 } else {
                     inner.plan.clone()
                 };
@@ -300,7 +329,7 @@ impl Session {
         let mut prepared = self.plan_raw(statement).await?;
         prepared.sql = sql;
         if analyst {
-            let guarded = guard(|| privacy::guard(&prepared.plan, &self.policy))?;
+            let guarded = guard(|| privacy::guard(&prepared.plan, &self.analyst_policy()))?;
             prepared.plan = guarded.plan;
             prepared.release = Some(guarded.stats);
         }
@@ -352,6 +381,16 @@ impl Session {
                 Ok(())
             }
             Action::DropCohort { name, if_exists } => {
+                let owner = self.cohorts.list()?.into_iter().find(|m| &m.name == name);
+                if self.role() == Role::Analyst && owner.is_some_and(|m| m.owner != self.user()) {
+                    return Err(EngineError::Refused {
+                        code: "42501",
+                        rule: "cohort owner",
+                        message: format!(
+                            "cohort {name:?} belongs to another user; analysts drop only their own cohorts [rule: cohort owner]"
+                        ),
+                    });
+                }
                 if !self.cohorts.drop_cohort(name)? && !if_exists {
                     return Err(EngineError::Unsupported(format!(
                         "cohort {name:?} does not exist"
@@ -389,13 +428,18 @@ impl Session {
                 prepared.release.clone(),
             ))),
             Err(e) => {
-                self.log(
-                    &prepared.sql,
-                    Decision::Error,
-                    Some(error_class(&e)),
-                    None,
-                    0,
-                )?;
+                let class = error_class(&e);
+                self.log(&prepared.sql, Decision::Error, Some(class.clone()), None, 0)?;
+                if prepared.release.is_some() || self.role() == Role::Analyst {
+                    if class == "execution" {
+                        // An analyst learns nothing from why a statement failed on the data.
+                        return Err(EngineError::DataFusion(
+                            datafusion::error::DataFusionError::Execution(
+                                "the query failed while reading the data (details are withheld from analysts)".into(),
+                            ),
+                        ));
+                    }
+                }
                 Err(e)
             }
         }

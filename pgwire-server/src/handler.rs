@@ -456,6 +456,14 @@ impl StartupHandler for Connection {
                         };
                         self.session.authenticate(&user, role);
                         let settings = self.settings(client);
+                        let before: std::collections::HashSet<String> = self
+                            .session
+                            .context()
+                            .state()
+                            .scalar_functions()
+                            .keys()
+                            .cloned()
+                            .collect();
                         crate::pg_catalog::register(
                             self.session.context(),
                             self.auth.users.list(),
@@ -463,6 +471,17 @@ impl StartupHandler for Connection {
                         )
                         .await
                         .map_err(from_datafusion)?;
+                        // The catalog functions answer from the catalog: total.
+                        let added: Vec<_> = self
+                            .session
+                            .context()
+                            .state()
+                            .scalar_functions()
+                            .keys()
+                            .filter(|k| !before.contains(*k))
+                            .map(|k| (k.clone(), tsunagu_engine::privacy::Disclosure::Total))
+                            .collect();
+                        self.session.classify_functions(added);
                         self.auth
                             .driver
                             .complete_authentication(client, final_message)

@@ -501,6 +501,24 @@ pub fn check_person(name: &str, v: i64) -> Result<u32> {
     person(name, v)
 }
 
+/// Disclosure classes of the bitmap functions: person sets stay inside the
+/// query; `rb_to_array` would list persons.
+pub const DISCLOSURE: &[(&str, crate::Disclosure)] = &[
+    ("rb_build_agg", crate::Disclosure::PersonSet),
+    ("rb_or_agg", crate::Disclosure::PersonSet),
+    ("rb_and_agg", crate::Disclosure::PersonSet),
+    ("rb_and", crate::Disclosure::PersonSet),
+    ("rb_or", crate::Disclosure::PersonSet),
+    ("rb_andnot", crate::Disclosure::PersonSet),
+    ("rb_xor", crate::Disclosure::PersonSet),
+    ("rb_cardinality", crate::Disclosure::PersonSet),
+    ("rb_contains", crate::Disclosure::PersonSet),
+    (
+        "rb_to_array",
+        crate::Disclosure::Refused("lists the persons of a set"),
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -503,6 +503,12 @@ impl GroupsAccumulator for EpisodesGroups {
     }
 }
 
+/// Disclosure classes of the episode functions: within a person, total.
+pub const DISCLOSURE: &[(&str, crate::Disclosure)] = &[
+    ("episodes", crate::Disclosure::Total),
+    ("episode_number", crate::Disclosure::Total),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

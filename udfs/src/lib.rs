@@ -3,12 +3,15 @@
 //! registered on any `SessionContext`; none depends on Tsunagu's catalog.
 
 pub mod bitmaps;
+pub mod disclosure;
 pub mod docs;
 pub mod episodes;
 pub mod vocab;
 pub mod windows;
 
 use std::sync::Arc;
+
+pub use disclosure::{Disclosure, disclosure};
 
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 use datafusion::prelude::SessionContext;

@@ -433,6 +433,14 @@ impl ScalarUDFImpl for IsA {
     }
 }
 
+/// Disclosure classes of the vocabulary functions: reference data only.
+pub const DISCLOSURE: &[(&str, crate::Disclosure)] = &[
+    ("is_a", crate::Disclosure::Total),
+    ("descendants", crate::Disclosure::Total),
+    ("ancestors", crate::Disclosure::Total),
+    ("related", crate::Disclosure::Total),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,6 +229,13 @@ scalar_udf!(
     }
 );
 
+/// Disclosure classes of the window functions: total over any dates.
+pub const DISCLOSURE: &[(&str, crate::Disclosure)] = &[
+    ("in_window", crate::Disclosure::Total),
+    ("overlap_days", crate::Disclosure::Total),
+    ("window_days", crate::Disclosure::Total),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

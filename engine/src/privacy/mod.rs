@@ -4,13 +4,18 @@
 //! Describe matches Execute). Person-level computation is allowed as long as
 //! it stays within each person (joins on `person_id`, windows partitioned by
 //! person, aggregates grouped by person, cohorts); what crosses persons is
-//! refused, except the aggregates that are released: every released row is
-//! backed by at least k distinct persons, every released number by at least
-//! k contributing persons (or it is NULL), counts are rounded. Division and
-//! casts are made unable to fail on data, so errors carry no information.
+//! refused, except the aggregates that are released (see `release`): every
+//! released row is backed by at least k distinct persons plus a sticky noisy
+//! margin, every released number by at least k contributing persons and an
+//! effective k of them, with sticky noise; counts are rounded. Functions are
+//! allowed by class (`functions`); division, casts and the functions that
+//! could fail on data are made total, so errors carry no information.
+//! The model is written down in docs/PRIVACY.md.
 
+pub mod functions;
 mod policy;
 mod release;
+mod total;
 mod walk;
 
 use std::cell::Cell;
@@ -19,26 +24,14 @@ use std::sync::Arc;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 
-pub use policy::{Policy, Role, TableRole};
+pub use policy::{NoiseKey, Policy, Role, TableRole};
 pub use release::ReleaseStats;
+pub use tsunagu_udfs::Disclosure;
 
 /// The person column every person-level table shows.
 pub const PERSON_ID: &str = "person_id";
 /// The delivered key column of person-level tables.
 pub const PERSON_KEY: &str = "person_key";
-
-/// Functions analysts may not call: randomness, delays, identifier access.
-const REFUSED_FUNCTIONS: &[&str] = &[
-    "random",
-    "uuid",
-    "pg_sleep",
-    "sleep",
-    "rb_to_array",
-    "tsunagu_person_id",
-    "tsunagu_key_position",
-    "tsunagu_person_at",
-    "tsunagu_person_key_at",
-];
 
 /// Why the layer refused a statement.
 #[derive(Debug)]
@@ -79,7 +72,7 @@ pub struct Guarded {
 fn walker<'a>(policy: &'a Policy, stats: &Arc<ReleaseStats>) -> walk::Walker<'a> {
     walk::Walker {
         policy,
-        masks: release::Masks::new(policy.k, policy.rounding, stats.clone()),
+        masks: release::Masks::new(release::Params::new(policy, stats.clone())),
         hidden: Cell::new(0),
     }
 }

@@ -68,10 +68,89 @@ pub struct Policy {
     /// Counts are rounded to a multiple of this base (1: no rounding).
     #[serde(default = "default_rounding")]
     pub rounding: u64,
+    /// Noise added to released numbers, as a multiple of the largest single
+    /// person's contribution (1: one person's worth; 0: none).
+    #[serde(default = "default_noise")]
+    pub noise: f64,
+    /// Spread of the sticky margin added to k before a set of persons is
+    /// released (0: a sharp threshold at k).
+    #[serde(default = "default_threshold_noise")]
+    pub threshold_noise: f64,
     /// Role of tables by `schema.table` or `schema.*`; others follow the defaults
     /// (vocabulary and catalog schemas public, tables with `person_id` person-level).
     #[serde(default)]
     pub tables: BTreeMap<String, TableRole>,
+    /// The secret that seeds the noise (kept in the state folder, never in
+    /// configuration); without one, a key for this process.
+    #[serde(skip)]
+    pub secret: Option<NoiseKey>,
+    /// Disclosure classes of functions a server adds (its catalog functions).
+    #[serde(skip)]
+    pub functions: BTreeMap<String, tsunagu_udfs::Disclosure>,
+}
+
+/// The secret noise key of a store.
+#[derive(Clone, PartialEq)]
+pub struct NoiseKey(pub [u8; 32]);
+
+impl fmt::Debug for NoiseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NoiseKey(..)")
+    }
+}
+
+impl NoiseKey {
+    /// The store's key from `dir/privacy.key`, created (mode 0600) when missing.
+    pub fn load_or_create(dir: &std::path::Path) -> std::io::Result<NoiseKey> {
+        let path = dir.join("privacy.key");
+        if let Ok(bytes) = std::fs::read(&path)
+            && let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice())
+        {
+            return Ok(NoiseKey(key));
+        }
+        std::fs::create_dir_all(dir)?;
+        let key = NoiseKey::random();
+        let tmp = dir.join(format!("privacy.key.{}", std::process::id()));
+        {
+            use std::io::Write;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp)?;
+            f.write_all(&key.0)?;
+            f.sync_all()?;
+        }
+        // Another process may have created it first: keep theirs.
+        if std::fs::hard_link(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            let bytes = std::fs::read(&path)?;
+            return <[u8; 32]>::try_from(bytes.as_slice())
+                .map(NoiseKey)
+                .map_err(|_| std::io::Error::other("privacy.key is not 32 bytes"));
+        }
+        let _ = std::fs::remove_file(&tmp);
+        Ok(key)
+    }
+
+    /// A fresh random key.
+    pub fn random() -> NoiseKey {
+        use rand::RngCore;
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        NoiseKey(key)
+    }
+}
+
+fn default_noise() -> f64 {
+    1.0
+}
+
+fn default_threshold_noise() -> f64 {
+    1.0
 }
 
 fn default_k() -> u64 {
@@ -87,7 +166,11 @@ impl Default for Policy {
         Policy {
             k: default_k(),
             rounding: default_rounding(),
+            noise: default_noise(),
+            threshold_noise: default_threshold_noise(),
             tables: BTreeMap::new(),
+            secret: None,
+            functions: BTreeMap::new(),
         }
     }
 }
@@ -104,7 +187,21 @@ impl Policy {
         if self.rounding == 0 {
             return Err("privacy.rounding must be at least 1".into());
         }
+        if !(0.0..=100.0).contains(&self.noise) || !(0.0..=100.0).contains(&self.threshold_noise) {
+            return Err(
+                "privacy.noise and privacy.threshold_noise must be between 0 and 100".into(),
+            );
+        }
         Ok(())
+    }
+
+    /// The key that seeds the noise: the store's, else one for this process.
+    pub fn noise_key(&self) -> [u8; 32] {
+        static PROCESS: std::sync::OnceLock<NoiseKey> = std::sync::OnceLock::new();
+        match &self.secret {
+            Some(k) => k.0,
+            None => PROCESS.get_or_init(NoiseKey::random).0,
+        }
     }
 
     /// The role of a scanned table with the given columns.

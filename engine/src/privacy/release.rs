@@ -1,26 +1,42 @@
-//! The release of an aggregate across persons: rows backed by fewer than k
-//! persons are removed, numbers from fewer than k contributing persons become
-//! NULL, counts are rounded.
+//! The release of an aggregate across persons (docs/PRIVACY.md).
+//!
+//! An aggregate across persons runs in two steps: first per person (each
+//! person's contribution to every released number), then across persons.
+//! A released row needs at least k persons plus a sticky noisy margin; a
+//! released number needs as many contributing persons, an *effective* number
+//! of contributors `(Σ|c|)² / Σc²` of at least k (so a sum resting on a few
+//! persons, a count spelled as a sum, or a dominated total is withheld), and
+//! gets noise proportional to the largest single contribution. Noise is
+//! sticky: seeded by a secret key and the set of contributing persons, so
+//! repeating a query, or rewriting it with the same persons, changes nothing.
+//! Counts and integer sums are rounded to the base after the noise.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, new_null_array};
-use datafusion::arrow::compute::kernels::zip::zip;
-use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, UInt64Type};
-use datafusion::common::{Column, Result, exec_err};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, Int64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::common::{Column, Result, ScalarValue, exec_err};
+use datafusion::functions_aggregate::bit_and_or_xor::bit_xor_udaf;
 use datafusion::functions_aggregate::count::count_udaf;
+use datafusion::functions_aggregate::min_max::max_udaf;
+use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
-    Aggregate, ColumnarValue, Expr, Filter, LogicalPlan, Projection, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility, lit,
+    Aggregate, AggregateUDF, ColumnarValue, Expr, ExprSchemable, Filter, LogicalPlan, Projection,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast, lit,
 };
+use sha2::{Digest, Sha256};
+
+use super::Policy;
 
 /// Counters of what a statement's releases withheld (for the audit log).
 #[derive(Debug, Default)]
 pub struct ReleaseStats {
-    /// Output rows removed because fewer than k persons backed them.
+    /// Output rows removed because too few persons backed them.
     pub suppressed_rows: AtomicU64,
     /// Cells withheld: the cells of removed rows and the numbers set to NULL.
     pub suppressed_cells: AtomicU64,
@@ -33,41 +49,252 @@ impl ReleaseStats {
     }
 }
 
-/// `tsunagu_keep(persons, cells)`: whether a group is backed by at least k persons.
+/// The release parameters of one statement: the policy's numbers, the
+/// secret noise key, the statement's counters.
 #[derive(Debug)]
-pub(super) struct Keep {
+pub(super) struct Params {
     k: u64,
+    base: u64,
+    noise: f64,
+    threshold_noise: f64,
+    key: [u8; 32],
     stats: Arc<ReleaseStats>,
+}
+
+impl Params {
+    pub(super) fn new(policy: &Policy, stats: Arc<ReleaseStats>) -> Self {
+        Params {
+            k: policy.k,
+            base: policy.rounding,
+            noise: policy.noise,
+            threshold_noise: policy.threshold_noise,
+            key: policy.noise_key(),
+            stats,
+        }
+    }
+
+    /// A standard normal draw fixed by the key, a label and the seeds.
+    fn normal(&self, label: &str, seeds: &[i64]) -> f64 {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(label.as_bytes());
+        for s in seeds {
+            h.update(s.to_le_bytes());
+        }
+        let d = h.finalize();
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&d[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        // Two uniforms in (0, 1], Box-Muller.
+        let u1 = ((word(0) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = (word(1) >> 11) as f64 / (1u64 << 53) as f64;
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// The persons a set needs to be released: k, plus a sticky margin of
+    /// `round(|z| · threshold_noise)` for that set.
+    fn threshold(&self, seed: i64) -> u64 {
+        let z = self.normal("threshold", &[seed]);
+        self.k + (z.abs() * self.threshold_noise).round() as u64
+    }
+
+    /// A noisy total: `total + noise · max · z`, with z fixed by the set, the
+    /// statistic and the scale's octave (so rescaling a value rescales the noise).
+    fn noisy(&self, label: &str, j: usize, seed: i64, total: f64, max: f64) -> f64 {
+        if max <= 0.0 || self.noise <= 0.0 {
+            return total;
+        }
+        let octave = (max.log2() * 4.0).round() as i64;
+        total + self.noise * max * self.normal(label, &[seed, j as i64, octave])
+    }
+
+    fn round(&self, v: f64) -> f64 {
+        let b = self.base.max(1) as f64;
+        (v / b).round() * b
+    }
+}
+
+/// `a.person_id`'s keyed hash: XORed over a set it identifies the set, and
+/// only the engine can compute it.
+pub(super) fn person_hash(key: &[u8; 32], p: i64) -> i64 {
+    let k0 = u64::from_le_bytes(key[0..8].try_into().unwrap_or_default());
+    let k1 = u64::from_le_bytes(key[8..16].try_into().unwrap_or_default());
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    mix(mix(p as u64 ^ k0) ^ k1) as i64
+}
+
+/// What a released number is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stat {
+    /// `count(DISTINCT person_id)`: one per person.
+    Persons,
+    /// `count(*)`, `count(x)`, `count(DISTINCT key)`: a count per person.
+    Count,
+    Sum,
+    Avg,
+    VarSamp,
+    VarPop,
+    StddevSamp,
+    StddevPop,
+    CovarSamp,
+    CovarPop,
+    Corr,
+}
+
+impl Stat {
+    fn label(self) -> &'static str {
+        match self {
+            Stat::Persons => "persons",
+            Stat::Count => "count",
+            Stat::Sum => "sum",
+            Stat::Avg => "avg",
+            Stat::VarSamp => "var_samp",
+            Stat::VarPop => "var_pop",
+            Stat::StddevSamp => "stddev_samp",
+            Stat::StddevPop => "stddev_pop",
+            Stat::CovarSamp => "covar_samp",
+            Stat::CovarPop => "covar_pop",
+            Stat::Corr => "corr",
+        }
+    }
+
+    /// The label that seeds the noise: a count of persons and a count of
+    /// rows of one row per person are the same statistic of the same set.
+    fn noise_label(self) -> &'static str {
+        match self {
+            Stat::Persons | Stat::Count => "count",
+            other => other.label(),
+        }
+    }
+
+    fn from_label(s: &str) -> Option<Stat> {
+        [
+            Stat::Persons,
+            Stat::Count,
+            Stat::Sum,
+            Stat::Avg,
+            Stat::VarSamp,
+            Stat::VarPop,
+            Stat::StddevSamp,
+            Stat::StddevPop,
+            Stat::CovarSamp,
+            Stat::CovarPop,
+            Stat::Corr,
+        ]
+        .into_iter()
+        .find(|k| k.label() == s)
+    }
+
+    /// The moment whose per-person values measure dominance.
+    fn primary(self) -> usize {
+        match self {
+            Stat::Persons | Stat::Count | Stat::Sum | Stat::Avg => 0,
+            Stat::VarSamp | Stat::VarPop | Stat::StddevSamp | Stat::StddevPop => 1,
+            Stat::CovarSamp | Stat::CovarPop | Stat::Corr => 2,
+        }
+    }
+
+    /// The value from the (noisy) moments.
+    fn value(self, m: &[f64]) -> Option<f64> {
+        let pos = |v: f64| (v > 0.5).then_some(v);
+        match self {
+            Stat::Persons | Stat::Count | Stat::Sum => Some(m[0]),
+            Stat::Avg => Some(m[0] / pos(m[1])?),
+            Stat::VarSamp | Stat::VarPop | Stat::StddevSamp | Stat::StddevPop => {
+                let (s1, s2, c) = (m[0], m[1], pos(m[2])?);
+                let ss = (s2 - s1 * s1 / c).max(0.0);
+                let var = match self {
+                    Stat::VarSamp | Stat::StddevSamp => ss / pos(c - 1.0)?,
+                    _ => ss / c,
+                };
+                Some(match self {
+                    Stat::StddevSamp | Stat::StddevPop => var.sqrt(),
+                    _ => var,
+                })
+            }
+            Stat::CovarSamp | Stat::CovarPop | Stat::Corr => {
+                let (sx, sy, sxy, sxx, syy, c) = (m[0], m[1], m[2], m[3], m[4], pos(m[5])?);
+                let cxy = sxy - sx * sy / c;
+                match self {
+                    Stat::CovarSamp => Some(cxy / pos(c - 1.0)?),
+                    Stat::CovarPop => Some(cxy / c),
+                    _ => {
+                        let vx = sxx - sx * sx / c;
+                        let vy = syy - sy * sy / c;
+                        if vx <= 0.0 || vy <= 0.0 {
+                            return None;
+                        }
+                        Some((cxy / (vx * vy).sqrt()).clamp(-1.0, 1.0))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `tsunagu_keep(persons, seed, cells)`: whether a group is backed by enough persons.
+#[derive(Debug)]
+struct Keep {
+    params: Arc<Params>,
     signature: Signature,
 }
 
-/// `tsunagu_release(value, contributors)`: the value when at least k persons
-/// contributed to it (counts rounded to the base), NULL otherwise.
+/// `tsunagu_release(stat, integer, n, seed, l1, l2, total_0, max_0, ...)`:
+/// a released number, or NULL.
 #[derive(Debug)]
-pub(super) struct Release {
-    k: u64,
-    base: u64,
-    stats: Arc<ReleaseStats>,
+struct Release {
+    params: Arc<Params>,
+    signature: Signature,
+}
+
+/// `tsunagu_release_set(bitmap)`: the released size of a person set.
+#[derive(Debug)]
+struct ReleaseSet {
+    params: Arc<Params>,
+    signature: Signature,
+}
+
+/// `tsunagu_person_hash(person_id)`: the keyed person hash.
+#[derive(Debug)]
+struct PersonHash {
+    params: Arc<Params>,
     signature: Signature,
 }
 
 macro_rules! identity_eq {
-    ($t:ty) => {
+    ($($t:ty),*) => {$(
         impl PartialEq for $t {
             fn eq(&self, other: &Self) -> bool {
-                Arc::ptr_eq(&self.stats, &other.stats)
+                Arc::ptr_eq(&self.params, &other.params)
             }
         }
         impl Eq for $t {}
         impl Hash for $t {
             fn hash<H: Hasher>(&self, state: &mut H) {
-                (Arc::as_ptr(&self.stats) as usize).hash(state);
+                (Arc::as_ptr(&self.params) as usize).hash(state);
             }
         }
-    };
+    )*};
 }
-identity_eq!(Keep);
-identity_eq!(Release);
+identity_eq!(Keep, Release, ReleaseSet, PersonHash);
+
+fn int64(a: &ArrayRef) -> Result<&Int64Array> {
+    match a.data_type() {
+        DataType::Int64 => Ok(a.as_primitive::<Int64Type>()),
+        other => exec_err!("release: expected Int64, got {other}"),
+    }
+}
+
+fn float64(a: &ArrayRef) -> Result<ArrayRef> {
+    Ok(datafusion::arrow::compute::cast(a, &DataType::Float64)?)
+}
 
 impl ScalarUDFImpl for Keep {
     fn name(&self) -> &str {
@@ -81,13 +308,15 @@ impl ScalarUDFImpl for Keep {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let (persons, cells) = (&arrays[0], &arrays[1]);
-        let persons = persons.as_primitive::<Int64Type>();
-        let cells = cells.as_primitive::<Int64Type>();
+        let persons = int64(&arrays[0])?;
+        let seeds = int64(&arrays[1])?;
+        let cells = int64(&arrays[2])?;
+        let p = &self.params;
         let mut dropped = (0u64, 0u64);
         let keep: BooleanArray = (0..persons.len())
             .map(|i| {
-                let ok = persons.is_valid(i) && persons.value(i) as u64 >= self.k;
+                let seed = if seeds.is_valid(i) { seeds.value(i) } else { 0 };
+                let ok = persons.is_valid(i) && persons.value(i) as u64 >= p.threshold(seed);
                 if !ok {
                     dropped.0 += 1;
                     dropped.1 += cells.value(i).max(0) as u64;
@@ -95,10 +324,10 @@ impl ScalarUDFImpl for Keep {
                 Some(ok)
             })
             .collect();
-        self.stats
+        p.stats
             .suppressed_rows
             .fetch_add(dropped.0, Ordering::Relaxed);
-        self.stats
+        p.stats
             .suppressed_cells
             .fetch_add(dropped.1, Ordering::Relaxed);
         Ok(ColumnarValue::Array(Arc::new(keep)))
@@ -112,83 +341,189 @@ impl ScalarUDFImpl for Release {
     fn signature(&self) -> &Signature {
         &self.signature
     }
-    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
-        Ok(args[0].clone())
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let (stat, integer) = match (&args.args[0], &args.args[1]) {
+            (
+                ColumnarValue::Scalar(ScalarValue::Utf8(Some(s))),
+                ColumnarValue::Scalar(ScalarValue::Boolean(Some(b))),
+            ) => match Stat::from_label(s) {
+                Some(k) => (k, *b),
+                None => return exec_err!("release: unknown statistic"),
+            },
+            _ => return exec_err!("release: statistic must be a constant"),
+        };
+        let rows = args.number_rows;
+        let arrays: Vec<ArrayRef> = args.args[2..]
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<_>>()?;
+        let n = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
+        let n = n.as_primitive::<Int64Type>();
+        let seeds = int64(&arrays[1])?;
+        let floats: Vec<ArrayRef> = arrays[2..].iter().map(float64).collect::<Result<_>>()?;
+        let floats: Vec<&Float64Array> = floats
+            .iter()
+            .map(|a| a.as_primitive::<Float64Type>())
+            .collect();
+        let (l1, l2) = (floats[0], floats[1]);
+        let moments = &floats[2..];
+        let p = &self.params;
+        let mut out = Float64Builder::with_capacity(rows);
+        let mut withheld = 0u64;
+        for i in 0..rows {
+            let seed = if seeds.is_valid(i) { seeds.value(i) } else { 0 };
+            let count = if n.is_valid(i) {
+                n.value(i).max(0) as u64
+            } else {
+                0
+            };
+            let released = (|| {
+                if count < p.threshold(seed) {
+                    return None;
+                }
+                if stat != Stat::Persons {
+                    let (a, b) = (l1.value(i), l2.value(i));
+                    if l1.is_null(i) || l2.is_null(i) || b <= 0.0 {
+                        return None;
+                    }
+                    // Effective number of contributors: withheld when the
+                    // number rests on fewer than k persons' worth of it.
+                    if a * a / b < p.k as f64 {
+                        return None;
+                    }
+                }
+                let mut m = Vec::with_capacity(moments.len() / 2);
+                if stat == Stat::Persons {
+                    m.push(p.noisy(stat.noise_label(), 0, seed, count as f64, 1.0));
+                } else {
+                    for (j, pair) in moments.chunks(2).enumerate() {
+                        let (total, max) = (pair[0], pair[1]);
+                        if total.is_null(i) {
+                            return None;
+                        }
+                        let max = if max.is_null(i) { 0.0 } else { max.value(i) };
+                        m.push(p.noisy(stat.noise_label(), j, seed, total.value(i), max));
+                    }
+                }
+                let v = stat.value(&m)?;
+                if !v.is_finite() {
+                    return None;
+                }
+                Some(if integer { p.round(v) } else { v })
+            })();
+            if released.is_none() && count > 0 {
+                withheld += 1;
+            }
+            out.append_option(released);
+        }
+        p.stats
+            .suppressed_cells
+            .fetch_add(withheld, Ordering::Relaxed);
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+impl ScalarUDFImpl for ReleaseSet {
+    fn name(&self) -> &str {
+        "tsunagu_release_set"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let (value, persons) = (&arrays[0], &arrays[1]);
-        let persons = persons.as_primitive::<Int64Type>();
-        let enough: BooleanArray = (0..persons.len())
-            .map(|i| Some(persons.is_valid(i) && persons.value(i) as u64 >= self.k))
-            .collect();
-        let withheld = (0..value.len())
-            .filter(|&i| value.is_valid(i) && !enough.value(i))
-            .count();
-        self.stats
+        let p = &self.params;
+        let mut out = Vec::with_capacity(arrays[0].len());
+        let mut withheld = 0;
+        let bitmaps = datafusion::arrow::compute::cast(&arrays[0], &DataType::Binary)?;
+        for b in bitmaps.as_binary::<i32>().iter() {
+            let Some(bytes) = b else {
+                out.push(None);
+                continue;
+            };
+            let set = tsunagu_udfs::bitmaps::from_bytes("rb_cardinality", bytes)?;
+            let n = set.len();
+            let seed = set
+                .iter()
+                .fold(0i64, |acc, id| acc ^ person_hash(&p.key, id as i64));
+            if n < p.threshold(seed) {
+                withheld += 1;
+                out.push(None);
+                continue;
+            }
+            let v = p.noisy(Stat::Persons.noise_label(), 0, seed, n as f64, 1.0);
+            out.push(Some(p.round(v) as i64));
+        }
+        p.stats
             .suppressed_cells
-            .fetch_add(withheld as u64, Ordering::Relaxed);
-        let rounded = round(value, self.base)?;
-        let nulls = new_null_array(value.data_type(), value.len());
-        Ok(ColumnarValue::Array(zip(&enough, &rounded, &nulls)?))
+            .fetch_add(withheld, Ordering::Relaxed);
+        Ok(ColumnarValue::Array(Arc::new(Int64Array::from(out))))
     }
 }
 
-/// Rounds integer counts to the nearest multiple of `base`.
-fn round(values: &ArrayRef, base: u64) -> Result<ArrayRef> {
-    if base <= 1 {
-        return Ok(values.clone());
+impl ScalarUDFImpl for PersonHash {
+    fn name(&self) -> &str {
+        "tsunagu_person_hash"
     }
-    let b = base as f64;
-    let near = |v: f64| (v / b).round() * b;
-    Ok(match values.data_type() {
-        DataType::Int64 => Arc::new(
-            values
-                .as_primitive::<Int64Type>()
-                .unary::<_, Int64Type>(|v| near(v as f64) as i64),
-        ),
-        DataType::UInt64 => Arc::new(
-            values
-                .as_primitive::<UInt64Type>()
-                .unary::<_, UInt64Type>(|v| near(v as f64) as u64),
-        ),
-        DataType::Int32 => Arc::new(
-            values
-                .as_primitive::<Int32Type>()
-                .unary::<_, Int32Type>(|v| near(v as f64) as i32),
-        ),
-        _ => values.clone(),
-    })
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let ids = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
+        let key = self.params.key;
+        let out: Int64Array = ids
+            .as_primitive::<Int64Type>()
+            .unary(|p| person_hash(&key, p));
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
 }
 
-/// The masking functions of one statement, sharing its counters.
+/// The masking functions of one statement, sharing its parameters and counters.
 #[derive(Debug, Clone)]
 pub(super) struct Masks {
     keep: Arc<ScalarUDF>,
     release: Arc<ScalarUDF>,
+    release_set: Arc<ScalarUDF>,
+    person_hash: Arc<ScalarUDF>,
 }
 
 impl Masks {
-    pub(super) fn new(k: u64, base: u64, stats: Arc<ReleaseStats>) -> Self {
-        let signature = || Signature::any(2, Volatility::Volatile);
+    pub(super) fn new(params: Params) -> Self {
+        let params = Arc::new(params);
+        let any = || Signature::variadic_any(Volatility::Immutable);
         Masks {
             keep: Arc::new(ScalarUDF::new_from_impl(Keep {
-                k,
-                stats: stats.clone(),
-                signature: signature(),
+                params: params.clone(),
+                signature: any(),
             })),
             release: Arc::new(ScalarUDF::new_from_impl(Release {
-                k,
-                base,
-                stats,
-                signature: signature(),
+                params: params.clone(),
+                signature: any(),
+            })),
+            release_set: Arc::new(ScalarUDF::new_from_impl(ReleaseSet {
+                params: params.clone(),
+                signature: any(),
+            })),
+            person_hash: Arc::new(ScalarUDF::new_from_impl(PersonHash {
+                params,
+                signature: any(),
             })),
         }
     }
 
-    /// `value` if at least k persons contributed, else NULL.
-    pub(super) fn release(&self, value: Expr, contributors: Expr) -> Expr {
-        self.release.call(vec![value, contributors])
+    /// The released size of a person set (a bitmap): `rb_cardinality` for analysts.
+    pub(super) fn release_set(&self, bitmap: Expr) -> Expr {
+        self.release_set.call(vec![bitmap])
     }
 }
 
@@ -205,108 +540,205 @@ pub(super) fn is_releasable(name: &str) -> bool {
             | "approx_distinct"
             | "sum"
             | "avg"
-            | "mean"
             | "stddev"
             | "stddev_pop"
-            | "stddev_samp"
             | "var"
             | "var_pop"
-            | "var_samp"
-            | "var_population"
-            | "var_sample"
-            | "variance"
             | "corr"
-            | "covar"
-            | "covar_pop"
             | "covar_samp"
+            | "covar_pop"
     ) || is_bitmap_aggregate(name)
 }
 
-/// Rewrites an aggregate across persons into its release: the aggregate
-/// with hidden counts of distinct persons, a filter on the group's persons
-/// (grouped aggregates only) and a projection masking each number.
-pub(super) fn release(aggregate: &Aggregate, person: Expr, masks: &Masks) -> Result<LogicalPlan> {
-    let persons = |filter: Option<Expr>| {
-        Expr::AggregateFunction(AggregateFunction::new_udf(
-            count_udaf(),
-            vec![person.clone()],
-            true,
-            filter.map(Box::new),
-            vec![],
-            None,
-        ))
-    };
-    let group_name = "__tsunagu_persons";
-    let mut aggr_expr = aggregate.aggr_expr.clone();
-    aggr_expr.push(persons(None).alias(group_name));
-    // The contributors of each released number, or None when the group's persons.
-    let mut contributors: Vec<Option<String>> = Vec::new();
-    for (i, e) in aggregate.aggr_expr.iter().enumerate() {
-        let Expr::AggregateFunction(f) = strip_alias(e) else {
-            return exec_err!("release: expected an aggregate function, got {e}");
+/// How an aggregate across persons is computed and released.
+enum Plan {
+    /// A number: its statistic, per-person moments, and the moment that says
+    /// whether a person contributes.
+    Number {
+        stat: Stat,
+        integer: bool,
+        moments: Vec<Expr>,
+        /// The contributors: persons whose moment `contributes.0` is non-zero
+        /// (`.1`: any non-NULL non-zero value, else a positive count).
+        contributes: (usize, bool),
+    },
+    /// A person set: rebuilt from per-person partials.
+    Bitmap {
+        func: Arc<AggregateUDF>,
+        partial: Expr,
+        merge_args: bool,
+    },
+}
+
+fn agg(func: Arc<AggregateUDF>, args: Vec<Expr>, distinct: bool, filter: Option<Expr>) -> Expr {
+    Expr::AggregateFunction(AggregateFunction::new_udf(
+        func,
+        args,
+        distinct,
+        filter.map(Box::new),
+        vec![],
+        None,
+    ))
+}
+
+fn and(a: Option<Expr>, b: Expr) -> Option<Expr> {
+    Some(match a {
+        Some(a) => a.and(b),
+        None => b,
+    })
+}
+
+fn f64(e: Expr) -> Expr {
+    cast(e, DataType::Float64)
+}
+
+/// Whether an expression is an identifier column of the person.
+pub(super) type IsId<'a> = &'a dyn Fn(&Expr) -> IdKind;
+
+/// What an aggregate argument is, as identifiers go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IdKind {
+    /// The person column.
+    Person,
+    /// Another value that belongs to one person only (a key, a record id).
+    Key,
+    /// Anything else.
+    Value,
+}
+
+/// The per-person moments of one aggregate across persons.
+fn plan_of(
+    f: &AggregateFunction,
+    output: &DataType,
+    is_id: IsId,
+) -> std::result::Result<Plan, String> {
+    let name = f.func.name().to_ascii_lowercase();
+    let args = &f.params.args;
+    let filter = f.params.filter.as_deref().cloned();
+    let arg = args.first().cloned();
+    if is_bitmap_aggregate(&name) {
+        let partial = if name == "rb_build_agg" {
+            agg(count_udaf(), vec![lit(1i64)], false, filter.clone())
+        } else {
+            agg(f.func.clone(), args.clone(), false, filter.clone())
         };
-        let name = f.func.name().to_ascii_lowercase();
-        if is_bitmap_aggregate(&name) {
-            contributors.push(None);
-            continue;
-        }
-        let arg = f
-            .params
-            .args
-            .first()
-            .filter(|a| !matches!(a, Expr::Literal(..)));
-        let mut conds: Vec<Expr> = f.params.filter.iter().map(|b| (**b).clone()).collect();
-        if let Some(a) = arg {
-            conds.push(a.clone().is_not_null());
-            if name == "sum" {
-                conds.push(a.clone().not_eq(lit(0)));
-            }
-        }
-        match datafusion::logical_expr::utils::conjunction(conds) {
-            None => contributors.push(Some(group_name.to_owned())),
-            Some(cond) => {
-                let n = format!("__tsunagu_contributors_{i}");
-                aggr_expr.push(persons(Some(cond)).alias(&n));
-                contributors.push(Some(n));
-            }
-        }
+        return Ok(Plan::Bitmap {
+            func: f.func.clone(),
+            partial,
+            merge_args: name != "rb_build_agg",
+        });
     }
-    let grouped = !aggregate.group_expr.is_empty();
-    let new_agg = LogicalPlan::Aggregate(Aggregate::try_new(
-        aggregate.input.clone(),
-        aggregate.group_expr.clone(),
-        aggr_expr,
-    )?);
-    let cells = aggregate.schema.fields().len() as i64;
-    let mut plan = new_agg;
-    if grouped {
-        let keep = masks.keep.call(vec![
-            Expr::Column(Column::from_name(group_name)),
-            lit(cells),
-        ]);
-        plan = LogicalPlan::Filter(Filter::try_new(keep, Arc::new(plan))?);
-    }
-    let n_groups = aggregate.schema.fields().len() - aggregate.aggr_expr.len();
-    let mut exprs = Vec::new();
-    for (i, (qualifier, field)) in aggregate.schema.iter().enumerate() {
-        let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
-        if i < n_groups {
-            exprs.push(column);
-            continue;
-        }
-        match &contributors[i - n_groups] {
-            None => exprs.push(column),
-            Some(c) => exprs.push(
-                masks
-                    .release(column, Expr::Column(Column::from_name(c)))
-                    .alias_qualified(qualifier.cloned(), field.name()),
+    let count = |e: Expr, filter: Option<Expr>| agg(count_udaf(), vec![e], false, filter);
+    let sum = |e: Expr, filter: Option<Expr>| agg(sum_udaf(), vec![e], false, filter);
+    if f.params.distinct {
+        let Some(x) = arg.filter(|_| name == "count" && args.len() == 1) else {
+            return Err(format!(
+                "{name}(DISTINCT ...) across persons is not released; count distinct persons, or count within each person first"
+            ));
+        };
+        return match is_id(&x) {
+            IdKind::Person => Ok(Plan::Number {
+                stat: Stat::Persons,
+                integer: true,
+                moments: vec![count(x, filter)],
+                contributes: (0, false),
+            }),
+            IdKind::Key => Ok(Plan::Number {
+                stat: Stat::Count,
+                integer: true,
+                moments: vec![agg(count_udaf(), vec![x], true, filter)],
+                contributes: (0, false),
+            }),
+            IdKind::Value => Err(
+                "count(DISTINCT value) across persons is not released: one person can add many distinct values; \
+                 count the persons who have each value instead (count(DISTINCT person_id) ... GROUP BY value)"
+                    .into(),
             ),
-        }
+        };
     }
-    Ok(LogicalPlan::Projection(Projection::try_new(
-        exprs,
-        Arc::new(plan),
-    )?))
+    if name == "approx_distinct" {
+        return match arg {
+            Some(x) if is_id(&x) == IdKind::Person => Ok(Plan::Number {
+                stat: Stat::Persons,
+                integer: true,
+                moments: vec![count(x, filter)],
+                contributes: (0, false),
+            }),
+            _ => Err("approx_distinct across persons is released for person_id only; count the persons who have each value instead".into()),
+        };
+    }
+    let one = |e: Option<Expr>| e.unwrap_or_else(|| lit(1i64));
+    let plan = match name.as_str() {
+        "count" => Plan::Number {
+            stat: Stat::Count,
+            integer: true,
+            moments: vec![count(one(arg), filter)],
+            contributes: (0, false),
+        },
+        "sum" => {
+            let x = one(arg);
+            Plan::Number {
+                stat: Stat::Sum,
+                integer: output.is_integer(),
+                moments: vec![sum(x, filter)],
+                contributes: (0, true),
+            }
+        }
+        "avg" => {
+            let x = one(arg);
+            Plan::Number {
+                stat: Stat::Avg,
+                integer: false,
+                moments: vec![sum(f64(x.clone()), filter.clone()), count(x, filter)],
+                contributes: (1, false),
+            }
+        }
+        "var" | "var_pop" | "stddev" | "stddev_pop" => {
+            let x = f64(one(arg));
+            Plan::Number {
+                stat: match name.as_str() {
+                    "var" => Stat::VarSamp,
+                    "var_pop" => Stat::VarPop,
+                    "stddev" => Stat::StddevSamp,
+                    _ => Stat::StddevPop,
+                },
+                integer: false,
+                moments: vec![
+                    sum(x.clone(), filter.clone()),
+                    sum(x.clone() * x.clone(), filter.clone()),
+                    count(x, filter),
+                ],
+                contributes: (2, false),
+            }
+        }
+        "corr" | "covar_samp" | "covar_pop" if args.len() == 2 => {
+            let (x, y) = (f64(args[0].clone()), f64(args[1].clone()));
+            let both = and(filter, x.clone().is_not_null().and(y.clone().is_not_null()));
+            Plan::Number {
+                stat: match name.as_str() {
+                    "corr" => Stat::Corr,
+                    "covar_samp" => Stat::CovarSamp,
+                    _ => Stat::CovarPop,
+                },
+                integer: false,
+                moments: vec![
+                    sum(x.clone(), both.clone()),
+                    sum(y.clone(), both.clone()),
+                    sum(x.clone() * y.clone(), both.clone()),
+                    sum(x.clone() * x, both.clone()),
+                    sum(y.clone() * y, both.clone()),
+                    count(lit(1i64), both),
+                ],
+                contributes: (5, false),
+            }
+        }
+        _ => {
+            return Err(format!(
+                "{name}() across persons is not released to analysts"
+            ));
+        }
+    };
+    Ok(plan)
 }
 
 fn strip_alias(e: &Expr) -> &Expr {
@@ -314,4 +746,183 @@ fn strip_alias(e: &Expr) -> &Expr {
         Expr::Alias(a) => strip_alias(&a.expr),
         e => e,
     }
+}
+
+/// Rewrites an aggregate across persons into its release: per person, then
+/// across persons with the release statistics, a filter on each group's
+/// persons (grouped aggregates only) and a projection releasing each number.
+/// `Err(message)` names an aggregate that cannot be released.
+pub(super) fn release(
+    aggregate: &Aggregate,
+    person: Expr,
+    masks: &Masks,
+    is_id: IsId,
+) -> std::result::Result<Result<LogicalPlan>, String> {
+    let mut plans = Vec::new();
+    for e in &aggregate.aggr_expr {
+        let Expr::AggregateFunction(f) = strip_alias(e) else {
+            return Err(format!("{e} is not an aggregate function"));
+        };
+        let field = e
+            .to_field(aggregate.input.schema())
+            .map(|(_, f)| f.data_type().clone())
+            .unwrap_or(DataType::Float64);
+        plans.push(plan_of(f, &field, is_id)?);
+    }
+    Ok(build(aggregate, person, masks, plans))
+}
+
+fn build(
+    aggregate: &Aggregate,
+    person: Expr,
+    masks: &Masks,
+    plans: Vec<Plan>,
+) -> Result<LogicalPlan> {
+    const P: &str = "__tsunagu_p";
+    // Step 1: per person.
+    let mut group1 = aggregate.group_expr.clone();
+    group1.push(person.alias(P));
+    let mut aggs1 = Vec::new();
+    let mut names: Vec<Vec<String>> = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let mut n = Vec::new();
+        let moments: Vec<Expr> = match plan {
+            Plan::Number { moments, .. } => moments.clone(),
+            Plan::Bitmap { partial, .. } => vec![partial.clone()],
+        };
+        for (j, m) in moments.into_iter().enumerate() {
+            let name = format!("__tsunagu_m{i}_{j}");
+            aggs1.push(m.alias(&name));
+            n.push(name);
+        }
+        names.push(n);
+    }
+    let step1 = LogicalPlan::Aggregate(Aggregate::try_new(aggregate.input.clone(), group1, aggs1)?);
+    let n_groups = aggregate.group_expr.len();
+    let schema1 = step1.schema().clone();
+    let group2: Vec<Expr> = (0..n_groups)
+        .map(|i| Expr::Column(Column::from(schema1.qualified_field(i))))
+        .collect();
+    let p = Expr::Column(Column::from_name(P));
+    let col = |n: &str| Expr::Column(Column::from_name(n));
+    let hash = masks.person_hash.call(vec![p]);
+    // Step 2: across persons.
+    let mut aggs2 = vec![
+        agg(count_udaf(), vec![lit(1i64)], false, None).alias("__tsunagu_persons"),
+        agg(bit_xor_udaf(), vec![hash.clone()], false, None).alias("__tsunagu_seed"),
+    ];
+    let mut released: Vec<Expr> = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let m = &names[i];
+        match plan {
+            Plan::Bitmap {
+                func, merge_args, ..
+            } => {
+                let arg = col(&m[0]);
+                let e = if *merge_args {
+                    agg(func.clone(), vec![arg], false, None)
+                } else {
+                    agg(
+                        func.clone(),
+                        vec![Expr::Column(Column::from_name(P))],
+                        false,
+                        Some(arg.gt(lit(0i64))),
+                    )
+                };
+                let name = format!("__tsunagu_r{i}");
+                aggs2.push(e.alias(&name));
+                released.push(col(&name));
+            }
+            Plan::Number {
+                stat,
+                integer,
+                contributes,
+                ..
+            } => {
+                let c = col(&m[contributes.0]);
+                let cond = if contributes.1 {
+                    c.clone().is_not_null().and(c.not_eq(lit(0)))
+                } else {
+                    c.gt(lit(0i64))
+                };
+                let f = || Some(cond.clone());
+                let prim = f64(col(&m[stat.primary()]));
+                let n = format!("__tsunagu_n{i}");
+                let seed = format!("__tsunagu_s{i}");
+                let l1 = format!("__tsunagu_l1_{i}");
+                let l2 = format!("__tsunagu_l2_{i}");
+                aggs2.push(agg(count_udaf(), vec![lit(1i64)], false, f()).alias(&n));
+                aggs2.push(agg(bit_xor_udaf(), vec![hash.clone()], false, f()).alias(&seed));
+                aggs2.push(
+                    agg(
+                        sum_udaf(),
+                        vec![datafusion::functions::expr_fn::abs(prim.clone())],
+                        false,
+                        f(),
+                    )
+                    .alias(&l1),
+                );
+                aggs2.push(agg(sum_udaf(), vec![prim.clone() * prim], false, f()).alias(&l2));
+                let mut args = vec![
+                    lit(stat.label()),
+                    lit(*integer),
+                    col(&n),
+                    col(&seed),
+                    col(&l1),
+                    col(&l2),
+                ];
+                if *stat != Stat::Persons {
+                    for (j, mj) in m.iter().enumerate() {
+                        let t = format!("__tsunagu_t{i}_{j}");
+                        let x = format!("__tsunagu_x{i}_{j}");
+                        aggs2.push(agg(sum_udaf(), vec![f64(col(mj))], false, f()).alias(&t));
+                        aggs2.push(
+                            agg(
+                                max_udaf(),
+                                vec![datafusion::functions::expr_fn::abs(f64(col(mj)))],
+                                false,
+                                f(),
+                            )
+                            .alias(&x),
+                        );
+                        args.push(col(&t));
+                        args.push(col(&x));
+                    }
+                }
+                released.push(masks.release.call(args));
+            }
+        }
+    }
+    let mut plan = LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(step1), group2, aggs2)?);
+    if n_groups > 0 {
+        let cells = aggregate.schema.fields().len() as i64;
+        let keep = masks.keep.call(vec![
+            col("__tsunagu_persons"),
+            col("__tsunagu_seed"),
+            lit(cells),
+        ]);
+        plan = LogicalPlan::Filter(Filter::try_new(keep, Arc::new(plan))?);
+    }
+    let schema2 = plan.schema().clone();
+    let mut exprs = Vec::new();
+    for (i, (qualifier, field)) in aggregate.schema.iter().enumerate() {
+        if i < n_groups {
+            exprs.push(
+                Expr::Column(Column::from(schema2.qualified_field(i)))
+                    .alias_qualified(qualifier.cloned(), field.name()),
+            );
+            continue;
+        }
+        let value = released[i - n_groups].clone();
+        let value = if matches!(plans[i - n_groups], Plan::Bitmap { .. }) {
+            value
+        } else {
+            cast(value, field.data_type().clone())
+        };
+        exprs.push(value.alias_qualified(qualifier.cloned(), field.name()));
+    }
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        exprs,
+        Arc::new(plan),
+    )?))
 }

@@ -17,6 +17,8 @@ use datafusion::logical_expr::{
 
 use super::release::{self, Masks};
 use super::{Policy, Refusal, TableRole};
+use datafusion::arrow::datatypes::DataType;
+use tsunagu_udfs::Disclosure;
 
 /// What a relation's rows are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,9 +144,15 @@ impl Walker<'_> {
     fn plan(&self, plan: &LogicalPlan, outer: Option<&Outer>) -> Result<(LogicalPlan, Rel)> {
         match plan {
             LogicalPlan::TableScan(scan) => self.scan(scan),
-            LogicalPlan::EmptyRelation(_)
-            | LogicalPlan::Values(_)
-            | LogicalPlan::DescribeTable(_) => Ok((plan.clone(), Rel::open())),
+            LogicalPlan::Values(v) => {
+                if v.schema.fields().iter().any(|f| is_binary(f.data_type())) {
+                    return Err(bitmap_refusal());
+                }
+                Ok((plan.clone(), Rel::open()))
+            }
+            LogicalPlan::EmptyRelation(_) | LogicalPlan::DescribeTable(_) => {
+                Ok((plan.clone(), Rel::open()))
+            }
             LogicalPlan::Projection(p) => self.projection(p, outer),
             LogicalPlan::Filter(f) => self.filter(f, outer),
             LogicalPlan::Join(j) => self.join(j, &[], outer),
@@ -309,7 +317,7 @@ impl Walker<'_> {
             )),
             TableRole::Public => {
                 if name.table() == "cohorts" && name.schema().is_none_or(|s| s == "public") {
-                    return Ok((self.mask_cohort_sizes(plan)?, Rel::open()));
+                    return Ok((self.mask_cohort_sizes(plan, scan)?, Rel::open()));
                 }
                 Ok((plan, Rel::open()))
             }
@@ -353,10 +361,21 @@ impl Walker<'_> {
                         .map(|(i, _)| i)
                         .collect()
                 };
+                // Identifiers by where they come from: the table's person
+                // key and its record identifiers.
+                let mut keys = at(super::PERSON_KEY);
+                keys.extend(
+                    schema
+                        .fields()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| tsunagu_catalog::cdm::is_record_id(f.name()))
+                        .map(|(i, _)| i),
+                );
                 let rel = Rel {
                     kind: Kind::Person,
                     persons: at(super::PERSON_ID),
-                    keys: at(super::PERSON_KEY),
+                    keys,
                     hidden,
                 };
                 Ok((plan, rel))
@@ -364,25 +383,55 @@ impl Walker<'_> {
         }
     }
 
-    /// The `cohorts` table as analysts see it: sizes under the release rules.
-    fn mask_cohort_sizes(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
-        let schema = plan.schema().clone();
-        let exprs = schema
+    /// The `cohorts` table as analysts see it: sizes released like counts of
+    /// their person sets.
+    fn mask_cohort_sizes(
+        &self,
+        plan: LogicalPlan,
+        scan: Option<&TableScan>,
+    ) -> Result<LogicalPlan> {
+        let refuse =
+            || Refusal::unsupported("cohorts", "the cohorts table cannot be read this way");
+        let scan = scan.ok_or_else(refuse)?;
+        let provider = datafusion::datasource::source_as_provider(&scan.source)?;
+        let Some(table) = provider
+            .as_ref()
+            .downcast_ref::<crate::cohorts::CohortsTable>()
+        else {
+            return Err(refuse());
+        };
+        let bitmap = datafusion::logical_expr::ScalarUDF::new_from_impl(
+            crate::cohorts::CohortBitmap::new(table.store.clone(), table.viewer.clone()),
+        );
+        #[allow(deprecated)]
+        let full = LogicalPlan::TableScan(TableScan::try_new(
+            scan.table_name.clone(),
+            scan.source.clone(),
+            None,
+            scan.filters.clone(),
+            None,
+        )?);
+        let q = Some(scan.table_name.clone());
+        let exprs = plan
+            .schema()
+            .fields()
             .iter()
-            .map(|(q, f)| {
-                let c = Expr::Column(Column::new(q.cloned(), f.name()));
+            .map(|f| {
                 if f.name() == "size" {
-                    self.masks
-                        .release(c.clone(), c)
-                        .alias_qualified(q.cloned(), f.name())
+                    let set = bitmap.call(vec![Expr::Column(Column::new(q.clone(), "name"))]);
+                    datafusion::logical_expr::cast(
+                        self.masks.release_set(set),
+                        f.data_type().clone(),
+                    )
+                    .alias_qualified(q.clone(), f.name())
                 } else {
-                    c
+                    Expr::Column(Column::new(q.clone(), f.name()))
                 }
             })
             .collect();
         Ok(LogicalPlan::Projection(Projection::try_new(
             exprs,
-            Arc::new(plan),
+            Arc::new(full),
         )?))
     }
 
@@ -439,7 +488,7 @@ impl Walker<'_> {
                 kept.push(c);
                 continue;
             }
-            if equates_persons(&c, &scope.persons) {
+            if equates_persons(&c, &scope.persons) || equates_records(&c, &scope.keys) {
                 kept.push(c);
                 continue;
             }
@@ -524,7 +573,9 @@ impl Walker<'_> {
         for (a, b) in &j.on {
             let is_match = matches!((strip(a), strip(b)), (Expr::Column(x), Expr::Column(y))
                 if (lp.contains(x) && rp.contains(y)) || (lp.contains(y) && rp.contains(x)));
-            if is_match {
+            let same_record = matches!((strip(a), strip(b)), (Expr::Column(x), Expr::Column(y))
+                if x.name == y.name && lscope.keys.contains(x) && rscope.keys.contains(y));
+            if is_match || same_record {
                 on.push((a.clone(), b.clone()));
             } else {
                 on.push((
@@ -538,7 +589,7 @@ impl Walker<'_> {
             Some(f) => {
                 let mut kept = Vec::new();
                 for c in split_conjunction_owned(f.clone()) {
-                    if equates_persons(&c, &scope.persons) {
+                    if equates_persons(&c, &scope.persons) || equates_records(&c, &scope.keys) {
                         kept.push(c);
                     } else if let Some(o) = outer
                         && correlates_person(&c, &scope.persons, &o.persons)
@@ -696,8 +747,15 @@ impl Walker<'_> {
                     }
                 }
                 let person = Expr::Column(scope.persons[0].clone());
-                let plan = release::release(&new, person, &self.masks)?;
-                Ok((plan, Rel::open()))
+                let is_id = |e: &Expr| match strip(e) {
+                    Expr::Column(c) if scope.persons.contains(c) => release::IdKind::Person,
+                    Expr::Column(c) if scope.keys.contains(c) => release::IdKind::Key,
+                    _ => release::IdKind::Value,
+                };
+                match release::release(&new, person, &self.masks, &is_id) {
+                    Err(message) => Err(Refusal::rule("aggregate not released", message)),
+                    Ok(plan) => Ok((plan?, Rel::open())),
+                }
             }
         }
     }
@@ -830,12 +888,14 @@ impl Walker<'_> {
             if common.is_empty() {
                 return Err(refuse());
             }
-            let keys = first
-                .keys
+            // A column that is an identifier in any branch is one in the union.
+            let mut keys: Vec<usize> = rels
                 .iter()
-                .copied()
-                .chain(rels.iter().flat_map(|r| r.keys.clone()))
+                .flat_map(|r| r.keys.iter().chain(&r.persons).copied())
+                .filter(|i| !common.contains(i))
                 .collect();
+            keys.sort_unstable();
+            keys.dedup();
             Rel {
                 kind: first.kind,
                 persons: common,
@@ -914,11 +974,39 @@ impl Walker<'_> {
             )?))),
             Expr::ScalarFunction(mut f) => {
                 let name = f.func.name().to_ascii_lowercase();
-                if super::REFUSED_FUNCTIONS.contains(&name.as_str()) {
-                    return Err(Refusal::rule(
-                        "function",
-                        format!("{name}() is not available to analysts"),
-                    ));
+                let extra = |n: &str| self.policy.functions.get(n).copied();
+                match super::functions::scalar(&name, &extra) {
+                    None => return Err(unclassified(&name)),
+                    Some(Disclosure::Refused(why)) => {
+                        return Err(Refusal::rule(
+                            "function",
+                            format!("{name}() is not available to analysts: {why}"),
+                        ));
+                    }
+                    Some(Disclosure::ConstantArguments(at)) => {
+                        for &i in at {
+                            if f.args.get(i).is_some_and(|a| !is_constant(a)) {
+                                return Err(Refusal::rule(
+                                    "function",
+                                    format!(
+                                        "argument {} of {name}() must be a constant: a value from the data could make it fail on that data",
+                                        i + 1
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    Some(Disclosure::PersonSet) => {
+                        if f.args.iter().any(|a| is_constant_set(a, scope.schema)) {
+                            return Err(Refusal::rule(
+                                "person set",
+                                format!(
+                                    "{name}() takes person sets built in the query (rb_build_agg, cohort_bitmap), not constants or parameters"
+                                ),
+                            ));
+                        }
+                    }
+                    Some(Disclosure::Total | Disclosure::Hardened) => {}
                 }
                 let free_arg = if name == "rb_contains" { Some(1) } else { None };
                 if name == "rb_contains" && !f.args.get(1).is_some_and(|a| is_person(a, scope)) {
@@ -944,6 +1032,25 @@ impl Walker<'_> {
             }
             Expr::AggregateFunction(mut f) => {
                 let name = f.func.name().to_ascii_lowercase();
+                match super::functions::aggregate(&name) {
+                    None => return Err(unclassified(&name)),
+                    Some(Disclosure::Refused(why)) => {
+                        return Err(Refusal::rule(
+                            "function",
+                            format!("{name}() is not available to analysts: {why}"),
+                        ));
+                    }
+                    Some(Disclosure::PersonSet)
+                        if name != "rb_build_agg"
+                            && f.params
+                                .args
+                                .iter()
+                                .any(|a| is_constant_set(a, scope.schema)) =>
+                    {
+                        return Err(bitmap_refusal());
+                    }
+                    _ => {}
+                }
                 if name == "rb_build_agg"
                     && !f.params.args.first().is_some_and(|a| is_person(a, scope))
                 {
@@ -973,6 +1080,17 @@ impl Walker<'_> {
                 Ok(Expr::AggregateFunction(f))
             }
             Expr::WindowFunction(mut w) => {
+                let name = w.fun.name().to_ascii_lowercase();
+                match super::functions::window(&name) {
+                    None => return Err(unclassified(&name)),
+                    Some(Disclosure::Refused(why)) => {
+                        return Err(Refusal::rule(
+                            "function",
+                            format!("{name}() is not available to analysts: {why}"),
+                        ));
+                    }
+                    _ => {}
+                }
                 let mut args = Vec::new();
                 for a in std::mem::take(&mut w.params.args) {
                     args.push(self.expr(a, scope, Pos::Closed)?);
@@ -1143,6 +1261,41 @@ fn is_bitmap(e: &Expr, schema: &DFSchema) -> bool {
     )
 }
 
+fn is_binary(t: &datafusion::arrow::datatypes::DataType) -> bool {
+    use datafusion::arrow::datatypes::DataType;
+    matches!(
+        t,
+        DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+            | DataType::FixedSizeBinary(_)
+    )
+}
+
+/// A person set given as a constant or a parameter, not built in the query.
+fn is_constant_set(e: &Expr, schema: &DFSchema) -> bool {
+    use datafusion::logical_expr::ExprSchemable;
+    matches!(strip(e), Expr::Placeholder(_))
+        || (is_constant(e) && e.get_type(schema).is_ok_and(|t| is_binary(&t)))
+}
+
+/// A constant: a literal, possibly cast.
+fn is_constant(e: &Expr) -> bool {
+    match strip(e) {
+        Expr::Literal(..) => true,
+        Expr::Cast(c) => is_constant(&c.expr),
+        Expr::TryCast(c) => is_constant(&c.expr),
+        _ => false,
+    }
+}
+
+fn unclassified(name: &str) -> Refusal {
+    Refusal::rule(
+        "function",
+        format!("{name}() is not available to analysts: it has no disclosure class"),
+    )
+}
+
 fn bitmap_refusal() -> Refusal {
     Refusal::rule(
         "person set",
@@ -1171,6 +1324,21 @@ fn equates_persons(e: &Expr, persons: &[Column]) -> bool {
     false
 }
 
+/// `a.visit_occurrence_id = b.visit_occurrence_id`: the same record identifier
+/// on both sides (an identity join).
+fn equates_records(e: &Expr, keys: &[Column]) -> bool {
+    if let Expr::BinaryExpr(BinaryExpr {
+        left,
+        op: Operator::Eq,
+        right,
+    }) = e
+        && let (Expr::Column(a), Expr::Column(b)) = (strip(left), strip(right))
+    {
+        return a != b && a.name == b.name && keys.contains(a) && keys.contains(b);
+    }
+    false
+}
+
 /// `t.person_id = outer.person_id`: a subquery bound to the enclosing person.
 fn correlates_person(e: &Expr, persons: &[Column], outer: &[Column]) -> bool {
     if let Expr::BinaryExpr(BinaryExpr {
@@ -1188,8 +1356,10 @@ fn correlates_person(e: &Expr, persons: &[Column], outer: &[Column]) -> bool {
     false
 }
 
-/// Division and casts that cannot fail on data: `a / b` divides by
-/// `NULLIF(b, 0)`, casts become `TRY_CAST`; `rb_cardinality` is released.
+/// Division, casts and functions that cannot fail on data: `a / b` divides
+/// by `NULLIF(b, 0)`, casts become `TRY_CAST`, `make_date` returns NULL for
+/// impossible dates, `power` computes in floating point; `rb_cardinality`
+/// is released like a count.
 pub(super) fn harden(plan: LogicalPlan, masks: &Masks) -> DfResult<LogicalPlan> {
     plan.transform_up_with_subqueries(|node| {
         let names = NamePreserver::new(&node);
@@ -1215,10 +1385,23 @@ pub(super) fn harden(plan: LogicalPlan, masks: &Masks) -> DfResult<LogicalPlan> 
                         field: c.field,
                     },
                 ))),
-                Expr::ScalarFunction(f) if f.func.name() == "rb_cardinality" => {
-                    let e = Expr::ScalarFunction(f);
-                    Ok(Transformed::yes(masks.release(e.clone(), e)))
-                }
+                Expr::ScalarFunction(mut f) => match f.func.name() {
+                    "rb_cardinality" if f.args.len() == 1 => {
+                        Ok(Transformed::yes(masks.release_set(f.args.remove(0))))
+                    }
+                    "make_date" if f.args.len() == 3 => {
+                        Ok(Transformed::yes(super::total::make_date(f.args)))
+                    }
+                    "power" => {
+                        f.args = f
+                            .args
+                            .into_iter()
+                            .map(|a| datafusion::logical_expr::cast(a, DataType::Float64))
+                            .collect();
+                        Ok(Transformed::yes(Expr::ScalarFunction(f)))
+                    }
+                    _ => Ok(Transformed::no(Expr::ScalarFunction(f))),
+                },
                 e => Ok(Transformed::no(e)),
             })?;
             Ok(t.update_data(|e| name.restore(e)))
