@@ -100,10 +100,13 @@ async fn studies_released_to_the_analyst_agree_with_the_steward_within_rounding(
                 let (Some(s), a) = (s[c], a[c]) else { continue };
                 match a {
                     // Suppressed: too few persons behind it.
-                    None => assert!(s < 10.0, "{study}: {s} withheld"),
+                    // The noisy threshold withholds some cells just above k.
+                    None => assert!(s < 14.0, "{study}: {s} withheld"),
                     Some(a) => {
                         // Noise of one person's contribution, then rounding to 5.
-                        assert!((a - s).abs() <= 7.5, "{study}: released {a} for {s}");
+                        // Person-time totals: noise of the largest person's share.
+                        let tolerance = f64::max(7.5, 0.02 * s.abs());
+                        assert!((a - s).abs() <= tolerance, "{study}: released {a} for {s}");
                         assert_eq!(a % 5.0, 0.0, "{study}: {a} is not rounded");
                     }
                 }

@@ -449,6 +449,13 @@ impl CohortBitmap {
     }
 }
 
+impl CohortBitmap {
+    /// Whether the session may use this cohort.
+    pub fn check(&self, name: &str) -> Result<()> {
+        self.viewer.load(&self.store, name).map(|_| ())
+    }
+}
+
 impl PartialEq for CohortBitmap {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.store, &other.store)

@@ -926,3 +926,63 @@ fn build(
         Arc::new(plan),
     )?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(noise: f64) -> Params {
+        let policy = Policy {
+            noise,
+            secret: Some(super::super::NoiseKey([3; 32])),
+            ..Default::default()
+        };
+        Params::new(&policy, Arc::default())
+    }
+
+    #[test]
+    fn moments_give_the_textbook_statistics() {
+        // x = 1, 2, 3, 4: mean 2.5, sample variance 5/3, population variance 1.25.
+        let (s1, s2, c) = (10.0, 30.0, 4.0);
+        assert_eq!(Stat::Avg.value(&[s1, c]), Some(2.5));
+        let v = Stat::VarSamp.value(&[s1, s2, c]).unwrap();
+        assert!((v - 5.0 / 3.0).abs() < 1e-12);
+        assert_eq!(Stat::VarPop.value(&[s1, s2, c]), Some(1.25));
+        // y = 2x: correlation 1, covariance 2 * var.
+        let m = [10.0, 20.0, 60.0, 30.0, 120.0, 4.0];
+        assert!((Stat::Corr.value(&m).unwrap() - 1.0).abs() < 1e-12);
+        assert!((Stat::CovarSamp.value(&m).unwrap() - 10.0 / 3.0).abs() < 1e-12);
+        // No count, no average.
+        assert_eq!(Stat::Avg.value(&[1.0, 0.0]), None);
+    }
+
+    #[test]
+    fn noise_is_sticky_and_scales_with_the_largest_contribution() {
+        let p = params(1.0);
+        let a = p.noisy("sum", 0, 42, 1000.0, 3.0);
+        assert_eq!(a, p.noisy("sum", 0, 42, 1000.0, 3.0));
+        assert_ne!(a, p.noisy("sum", 0, 43, 1000.0, 3.0));
+        assert_ne!(a, 1000.0);
+        // Over many sets the noise has the contribution's scale.
+        let draws: Vec<f64> = (0..2000).map(|s| p.noisy("sum", 0, s, 0.0, 3.0)).collect();
+        let sd = (draws.iter().map(|d| d * d).sum::<f64>() / draws.len() as f64).sqrt();
+        assert!((2.7..3.3).contains(&sd), "{sd}");
+        assert_eq!(params(0.0).noisy("sum", 0, 42, 1000.0, 3.0), 1000.0);
+    }
+
+    #[test]
+    fn thresholds_never_go_below_k() {
+        let p = params(1.0);
+        let t: Vec<u64> = (0..1000).map(|s| p.threshold(s)).collect();
+        assert!(t.iter().all(|&t| t >= 10));
+        assert!(t.iter().any(|&t| t == 10) && t.iter().any(|&t| t > 10));
+        assert!(t.iter().all(|&t| t <= 15));
+    }
+
+    #[test]
+    fn person_hashes_depend_on_the_key() {
+        assert_eq!(person_hash(&[1; 32], 5), person_hash(&[1; 32], 5));
+        assert_ne!(person_hash(&[1; 32], 5), person_hash(&[2; 32], 5));
+        assert_ne!(person_hash(&[1; 32], 5), person_hash(&[1; 32], 6));
+    }
+}

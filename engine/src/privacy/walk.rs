@@ -1008,6 +1008,18 @@ impl Walker<'_> {
                     }
                     Some(Disclosure::Total | Disclosure::Hardened) => {}
                 }
+                if name == "cohort_bitmap"
+                    && let Some(bitmap) = f
+                        .func
+                        .inner()
+                        .downcast_ref::<crate::cohorts::CohortBitmap>()
+                    && let Some(Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(n)), _)) =
+                        f.args.first().map(strip)
+                {
+                    bitmap
+                        .check(n)
+                        .map_err(|e| Refusal::rule("cohort owner", e.to_string()))?;
+                }
                 let free_arg = if name == "rb_contains" { Some(1) } else { None };
                 if name == "rb_contains" && !f.args.get(1).is_some_and(|a| is_person(a, scope)) {
                     return Err(Refusal::rule(
