@@ -209,6 +209,39 @@ async fn the_same_persons_get_the_same_noise_however_asked() {
 }
 
 #[tokio::test]
+async fn rescaling_a_value_gives_no_new_noise_to_average() {
+    let ((y, m), _) = targets().await;
+    let cond = format!("year_of_birth = {y} AND month_of_birth = {m}");
+    // A padded count, scaled by many constants and divided back.
+    let mut solved = Vec::new();
+    for c in [1.0, 3.0, 7.25, 1000.5, 1e6 + 0.3, 0.001] {
+        let sql = format!(
+            "SELECT sum(CASE WHEN {cond} THEN {c:?} ELSE {:?} END) FROM ndb.person",
+            c * 0.01
+        );
+        let r = scalar(&analyst(&sql).await).expect("released");
+        solved.push(r / c);
+    }
+    for s in &solved {
+        assert!((s - solved[0]).abs() < 1e-6 * solved[0].abs(), "{solved:?}");
+    }
+    // Shifting by a constant in both directions does not cancel the noise.
+    let q = |c: f64| {
+        format!("SELECT sum(CASE WHEN {cond} THEN 1.0 ELSE 0.0 END + {c}) FROM ndb.person")
+    };
+    let rows = scalar(&truth("SELECT count(*) FROM ndb.person").await).unwrap();
+    let up = scalar(&analyst(&q(1e6)).await).unwrap();
+    let down = scalar(&analyst(&q(-1e6)).await).unwrap();
+    let exact =
+        scalar(&truth(&format!("SELECT count(*) FROM ndb.person WHERE {cond}")).await).unwrap();
+    let estimate = (up + down) / 2.0;
+    assert!(
+        (estimate - exact).abs() > 1e-6,
+        "recovered {exact} from {up} and {down} over {rows} rows"
+    );
+}
+
+#[tokio::test]
 async fn no_released_row_rests_on_fewer_than_k_persons() {
     let sql = "SELECT year_of_birth, gender_concept_id, count(*) AS n, sum(days_supply) AS s, avg(days_supply) AS a \
                FROM ndb.person p JOIN ndb.drug_exposure d ON d.person_id = p.person_id GROUP BY 1, 2";

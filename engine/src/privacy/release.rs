@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::{Column, Result, ScalarValue, exec_err};
 use datafusion::functions_aggregate::bit_and_or_xor::bit_xor_udaf;
 use datafusion::functions_aggregate::count::count_udaf;
-use datafusion::functions_aggregate::min_max::max_udaf;
+use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
@@ -100,14 +100,20 @@ impl Params {
         self.k + (z.abs() * self.threshold_noise).round() as u64
     }
 
-    /// A noisy total: `total + noise · max · z`, with z fixed by the set, the
-    /// statistic and the scale's octave (so rescaling a value rescales the noise).
-    fn noisy(&self, label: &str, j: usize, seed: i64, total: f64, max: f64) -> f64 {
+    /// A noisy total: `total + noise · max|c| · z`. z is fixed by the set, the
+    /// statistic and the signs of the total and of the largest contribution
+    /// (`hi`, `lo`: the largest and smallest contribution), never by the
+    /// scale: rescaling a value rescales its answer exactly, so it gives no
+    /// new draw, and a shift that flips the largest contribution's sign
+    /// gives an independent one rather than the same noise with its sign turned.
+    fn noisy(&self, label: &str, j: usize, seed: i64, total: f64, hi: f64, lo: f64) -> f64 {
+        let max = hi.abs().max(lo.abs());
         if max <= 0.0 || self.noise <= 0.0 {
             return total;
         }
-        let octave = (max.log2() * 4.0).round() as i64;
-        total + self.noise * max * self.normal(label, &[seed, j as i64, octave])
+        let top_positive = hi.abs() >= lo.abs();
+        let signs = (total >= 0.0) as i64 * 2 + top_positive as i64;
+        total + self.noise * max * self.normal(label, &[seed, j as i64, signs])
     }
 
     fn round(&self, v: f64) -> f64 {
@@ -246,7 +252,7 @@ struct Keep {
     signature: Signature,
 }
 
-/// `tsunagu_release(stat, integer, n, seed, l1, l2, total_0, max_0, ...)`:
+/// `tsunagu_release(stat, integer, n, seed, l1, l2, total_0, hi_0, lo_0, ...)`:
 /// a released number, or NULL.
 #[derive(Debug)]
 struct Release {
@@ -397,15 +403,22 @@ impl ScalarUDFImpl for Release {
                 }
                 let mut m = Vec::with_capacity(moments.len() / 2);
                 if stat == Stat::Persons {
-                    m.push(p.noisy(stat.noise_label(), 0, seed, count as f64, 1.0));
+                    m.push(p.noisy(stat.noise_label(), 0, seed, count as f64, 1.0, 1.0));
                 } else {
-                    for (j, pair) in moments.chunks(2).enumerate() {
-                        let (total, max) = (pair[0], pair[1]);
+                    for (j, moment) in moments.chunks(3).enumerate() {
+                        let (total, hi, lo) = (moment[0], moment[1], moment[2]);
                         if total.is_null(i) {
                             return None;
                         }
-                        let max = if max.is_null(i) { 0.0 } else { max.value(i) };
-                        m.push(p.noisy(stat.noise_label(), j, seed, total.value(i), max));
+                        let value = |a: &Float64Array| if a.is_null(i) { 0.0 } else { a.value(i) };
+                        m.push(p.noisy(
+                            stat.noise_label(),
+                            j,
+                            seed,
+                            total.value(i),
+                            value(hi),
+                            value(lo),
+                        ));
                     }
                 }
                 let v = stat.value(&m)?;
@@ -457,7 +470,7 @@ impl ScalarUDFImpl for ReleaseSet {
                 out.push(None);
                 continue;
             }
-            let v = p.noisy(Stat::Persons.noise_label(), 0, seed, n as f64, 1.0);
+            let v = p.noisy(Stat::Persons.noise_label(), 0, seed, n as f64, 1.0, 1.0);
             out.push(Some(p.round(v) as i64));
         }
         p.stats
@@ -874,19 +887,14 @@ fn build(
                 if *stat != Stat::Persons {
                     for (j, mj) in m.iter().enumerate() {
                         let t = format!("__tsunagu_t{i}_{j}");
-                        let x = format!("__tsunagu_x{i}_{j}");
+                        let hi = format!("__tsunagu_hi{i}_{j}");
+                        let lo = format!("__tsunagu_lo{i}_{j}");
                         aggs2.push(agg(sum_udaf(), vec![f64(col(mj))], false, f()).alias(&t));
-                        aggs2.push(
-                            agg(
-                                max_udaf(),
-                                vec![datafusion::functions::expr_fn::abs(f64(col(mj)))],
-                                false,
-                                f(),
-                            )
-                            .alias(&x),
-                        );
+                        aggs2.push(agg(max_udaf(), vec![f64(col(mj))], false, f()).alias(&hi));
+                        aggs2.push(agg(min_udaf(), vec![f64(col(mj))], false, f()).alias(&lo));
                         args.push(col(&t));
-                        args.push(col(&x));
+                        args.push(col(&hi));
+                        args.push(col(&lo));
                     }
                 }
                 released.push(masks.release.call(args));
@@ -959,15 +967,26 @@ mod tests {
     #[test]
     fn noise_is_sticky_and_scales_with_the_largest_contribution() {
         let p = params(1.0);
-        let a = p.noisy("sum", 0, 42, 1000.0, 3.0);
-        assert_eq!(a, p.noisy("sum", 0, 42, 1000.0, 3.0));
-        assert_ne!(a, p.noisy("sum", 0, 43, 1000.0, 3.0));
+        let a = p.noisy("sum", 0, 42, 1000.0, 3.0, 0.5);
+        assert_eq!(a, p.noisy("sum", 0, 42, 1000.0, 3.0, 0.5));
+        assert_ne!(a, p.noisy("sum", 0, 43, 1000.0, 3.0, 0.5));
         assert_ne!(a, 1000.0);
+        // Rescaling rescales the answer exactly: no new draw to average.
+        for c in [2.0, 7.5, 1e6, 1e-3] {
+            let b = p.noisy("sum", 0, 42, 1000.0 * c, 3.0 * c, 0.5 * c);
+            assert!((b / c - a).abs() < 1e-9 * a.abs(), "{c}: {b} vs {a}");
+        }
+        // A largest contribution of the other sign draws independent noise.
+        let flipped = p.noisy("sum", 0, 42, 1000.0, 0.5, -3.0);
+        assert_ne!(flipped - 1000.0, a - 1000.0);
+        assert_ne!(flipped - 1000.0, -(a - 1000.0));
         // Over many sets the noise has the contribution's scale.
-        let draws: Vec<f64> = (0..2000).map(|s| p.noisy("sum", 0, s, 0.0, 3.0)).collect();
+        let draws: Vec<f64> = (0..2000)
+            .map(|s| p.noisy("sum", 0, s, 0.0, 3.0, 1.0))
+            .collect();
         let sd = (draws.iter().map(|d| d * d).sum::<f64>() / draws.len() as f64).sqrt();
         assert!((2.7..3.3).contains(&sd), "{sd}");
-        assert_eq!(params(0.0).noisy("sum", 0, 42, 1000.0, 3.0), 1000.0);
+        assert_eq!(params(0.0).noisy("sum", 0, 42, 1000.0, 3.0, 1.0), 1000.0);
     }
 
     #[test]
