@@ -398,3 +398,51 @@ async fn explain_shows_no_data() {
     assert!(!text.contains("3a30") && !text.contains("3A30"), "{text}");
     assert!(!text.contains(&format!("({exact})")), "{text}");
 }
+
+#[tokio::test]
+async fn a_function_added_later_is_refused_until_classified() {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+    use datafusion::datasource::MemTable;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+
+    #[derive(Debug)]
+    struct Rows;
+    impl TableFunctionImpl for Rows {
+        fn call_with_args(
+            &self,
+            _: TableFunctionArgs,
+        ) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+            let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+            Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?))
+        }
+    }
+    let session = engine().await.session_as("eve", Role::Analyst).unwrap();
+    let mystery = create_udf(
+        "mystery",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| Ok(args[0].clone())),
+    );
+    session.context().register_udf(mystery);
+    session.context().register_udtf("mystery_rows", Arc::new(Rows));
+    for sql in [
+        "SELECT count(*) FROM ndb.person WHERE mystery(year_of_birth) > 1950",
+        "SELECT count(*) FROM mystery_rows()",
+    ] {
+        let e = session.sql(sql).await.unwrap_err().to_string();
+        assert!(e.contains("no disclosure class"), "{sql}: {e}");
+    }
+    // Once its embedder classifies it, analysts may call it.
+    session.classify_functions([(
+        "mystery".to_owned(),
+        tsunagu_engine::privacy::Disclosure::Total,
+    )]);
+    session
+        .sql("SELECT count(*) FROM ndb.person WHERE mystery(year_of_birth) > 1950")
+        .await
+        .unwrap();
+}

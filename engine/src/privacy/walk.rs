@@ -292,6 +292,21 @@ impl Walker<'_> {
                 "delivered files are read through the store's schemas only",
             ));
         }
+        // A table function's scan is named `name()`: only classified ones.
+        if scan.table_name.schema().is_none()
+            && let Some(function) = scan.table_name.table().strip_suffix("()")
+        {
+            match super::functions::table(&function.to_ascii_lowercase()) {
+                None => return Err(unclassified(function)),
+                Some(Disclosure::Refused(why)) => {
+                    return Err(Refusal::rule(
+                        "function",
+                        format!("{function}() is not available to analysts: {why}"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         let full = DFSchema::try_from(scan.source.schema().as_ref().clone())?;
         self.table(
             &scan.table_name,
