@@ -446,3 +446,31 @@ async fn a_function_added_later_is_refused_until_classified() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn every_statement_is_audited_even_before_planning() {
+    use tsunagu_engine::audit::{self, Decision};
+    let session = engine().await.session_as("mallory", Role::Analyst).unwrap();
+    for sql in [
+        "SELEC count(*) FROM ndb.person",
+        "COPY ndb.person TO '/tmp/persons.csv'",
+        "SELECT person_id FROM ndb.person",
+        "CREATE COHORT mal AS SELECT year_of_birth AS person_id FROM ndb.person",
+    ] {
+        assert!(session.sql(sql).await.is_err(), "{sql}");
+    }
+    let dir = engine().await.store().state_dir().join("audit");
+    let records = audit::records(&dir).unwrap();
+    let mine: Vec<_> = records.iter().filter(|r| r.user == "mallory").collect();
+    for (fragment, decision) in [
+        ("SELEC count", Decision::Error),
+        ("COPY", Decision::Refused),
+        ("SELECT person_id", Decision::Refused),
+        ("CREATE COHORT mal", Decision::Refused),
+    ] {
+        assert!(
+            mine.iter().any(|r| r.sql.contains(fragment) && r.decision == decision),
+            "{fragment}: {mine:?}"
+        );
+    }
+}

@@ -242,16 +242,23 @@ impl Session {
 
     /// Splits SQL text into statements (PostgreSQL dialect). A cohort
     /// command (`CREATE COHORT`, `DROP COHORT`) is the whole text.
+    /// Text that does not parse is audited here, as it was sent.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        if let Some(c) = cohort_command(sql)? {
-            return Ok(vec![c]);
+        let parsed = (|| {
+            if let Some(c) = cohort_command(sql)? {
+                return Ok(vec![c]);
+            }
+            Ok(
+                DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?
+                    .into_iter()
+                    .map(Statement::Sql)
+                    .collect(),
+            )
+        })();
+        if let Err(e) = &parsed {
+            self.log(sql.trim(), Decision::Error, Some(error_class(e)), None, 0)?;
         }
-        Ok(
-            DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?
-                .into_iter()
-                .map(Statement::Sql)
-                .collect(),
-        )
+        parsed
     }
 
     /// Plans one parsed statement; for analysts, through the privacy layer.
