@@ -428,7 +428,9 @@ async fn a_function_added_later_is_refused_until_classified() {
         Arc::new(|args: &[ColumnarValue]| Ok(args[0].clone())),
     );
     session.context().register_udf(mystery);
-    session.context().register_udtf("mystery_rows", Arc::new(Rows));
+    session
+        .context()
+        .register_udtf("mystery_rows", Arc::new(Rows));
     for sql in [
         "SELECT count(*) FROM ndb.person WHERE mystery(year_of_birth) > 1950",
         "SELECT count(*) FROM mystery_rows()",
@@ -469,7 +471,8 @@ async fn every_statement_is_audited_even_before_planning() {
         ("CREATE COHORT mal", Decision::Refused),
     ] {
         assert!(
-            mine.iter().any(|r| r.sql.contains(fragment) && r.decision == decision),
+            mine.iter()
+                .any(|r| r.sql.contains(fragment) && r.decision == decision),
             "{fragment}: {mine:?}"
         );
     }

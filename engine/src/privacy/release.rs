@@ -571,6 +571,9 @@ enum Plan {
         stat: Stat,
         integer: bool,
         moments: Vec<Expr>,
+        /// Every person of the group contributes (a count of rows or of
+        /// persons with no FILTER): the group's persons and seed serve.
+        always: bool,
         /// The contributors: persons whose moment `contributes.0` is non-zero
         /// (`.1`: any non-NULL non-zero value, else a positive count).
         contributes: (usize, bool),
@@ -653,6 +656,7 @@ fn plan_of(
             IdKind::Person => Ok(Plan::Number {
                 stat: Stat::Persons,
                 integer: true,
+                always: filter.is_none(),
                 moments: vec![count(x, filter)],
                 contributes: (0, false),
             }),
@@ -661,6 +665,7 @@ fn plan_of(
                 integer: true,
                 moments: vec![agg(count_udaf(), vec![x], true, filter)],
                 contributes: (0, false),
+                always: false,
             }),
             IdKind::Value => Err(
                 "count(DISTINCT value) across persons is not released: one person can add many distinct values; \
@@ -674,6 +679,7 @@ fn plan_of(
             Some(x) if is_id(&x) == IdKind::Person => Ok(Plan::Number {
                 stat: Stat::Persons,
                 integer: true,
+                always: filter.is_none(),
                 moments: vec![count(x, filter)],
                 contributes: (0, false),
             }),
@@ -685,6 +691,7 @@ fn plan_of(
         "count" => Plan::Number {
             stat: Stat::Count,
             integer: true,
+            always: filter.is_none() && arg.as_ref().is_none_or(|a| matches!(a, Expr::Literal(..))),
             moments: vec![count(one(arg), filter)],
             contributes: (0, false),
         },
@@ -695,6 +702,7 @@ fn plan_of(
                 integer: output.is_integer(),
                 moments: vec![sum(x, filter)],
                 contributes: (0, true),
+                always: false,
             }
         }
         "avg" => {
@@ -704,6 +712,7 @@ fn plan_of(
                 integer: false,
                 moments: vec![sum(f64(x.clone()), filter.clone()), count(x, filter)],
                 contributes: (1, false),
+                always: false,
             }
         }
         "var" | "var_pop" | "stddev" | "stddev_pop" => {
@@ -722,6 +731,7 @@ fn plan_of(
                     count(x, filter),
                 ],
                 contributes: (2, false),
+                always: false,
             }
         }
         "corr" | "covar_samp" | "covar_pop" if args.len() == 2 => {
@@ -743,6 +753,7 @@ fn plan_of(
                     count(lit(1i64), both),
                 ],
                 contributes: (5, false),
+                always: false,
             }
         }
         _ => {
@@ -818,7 +829,40 @@ fn build(
         .collect();
     let p = Expr::Column(Column::from_name(P));
     let col = |n: &str| Expr::Column(Column::from_name(n));
-    let hash = masks.person_hash.call(vec![p]);
+    // Between the steps, once per person: the person's hash, whether they
+    // contribute to each number, and each moment as a float.
+    let mut prep: Vec<Expr> = schema1
+        .iter()
+        .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+        .collect();
+    prep.push(masks.person_hash.call(vec![p]).alias("__tsunagu_h"));
+    for (i, plan) in plans.iter().enumerate() {
+        let m = &names[i];
+        if let Plan::Number {
+            stat,
+            contributes,
+            always,
+            ..
+        } = plan
+        {
+            if !*always {
+                let c = col(&m[contributes.0]);
+                let cond = if contributes.1 {
+                    c.clone().is_not_null().and(c.not_eq(lit(0)))
+                } else {
+                    c.gt(lit(0i64))
+                };
+                prep.push(cond.alias(format!("__tsunagu_c{i}")));
+            }
+            if *stat != Stat::Persons {
+                for (j, mj) in m.iter().enumerate() {
+                    prep.push(f64(col(mj)).alias(format!("__tsunagu_f{i}_{j}")));
+                }
+            }
+        }
+    }
+    let step1 = LogicalPlan::Projection(Projection::try_new(prep, Arc::new(step1))?);
+    let hash = col("__tsunagu_h");
     // Step 2: across persons.
     let mut aggs2 = vec![
         agg(count_udaf(), vec![lit(1i64)], false, None).alias("__tsunagu_persons"),
@@ -849,49 +893,58 @@ fn build(
             Plan::Number {
                 stat,
                 integer,
-                contributes,
+                always,
                 ..
             } => {
-                let c = col(&m[contributes.0]);
-                let cond = if contributes.1 {
-                    c.clone().is_not_null().and(c.not_eq(lit(0)))
+                let f = || (!*always).then(|| col(&format!("__tsunagu_c{i}")));
+                let float = |j: usize| col(&format!("__tsunagu_f{i}_{j}"));
+                let prim = float(stat.primary());
+                let (n, seed) = if *always {
+                    ("__tsunagu_persons".to_owned(), "__tsunagu_seed".to_owned())
                 } else {
-                    c.gt(lit(0i64))
+                    let n = format!("__tsunagu_n{i}");
+                    let seed = format!("__tsunagu_s{i}");
+                    aggs2.push(agg(count_udaf(), vec![lit(1i64)], false, f()).alias(&n));
+                    aggs2.push(agg(bit_xor_udaf(), vec![hash.clone()], false, f()).alias(&seed));
+                    (n, seed)
                 };
-                let f = || Some(cond.clone());
-                let prim = f64(col(&m[stat.primary()]));
-                let n = format!("__tsunagu_n{i}");
-                let seed = format!("__tsunagu_s{i}");
                 let l1 = format!("__tsunagu_l1_{i}");
                 let l2 = format!("__tsunagu_l2_{i}");
-                aggs2.push(agg(count_udaf(), vec![lit(1i64)], false, f()).alias(&n));
-                aggs2.push(agg(bit_xor_udaf(), vec![hash.clone()], false, f()).alias(&seed));
-                aggs2.push(
-                    agg(
-                        sum_udaf(),
-                        vec![datafusion::functions::expr_fn::abs(prim.clone())],
-                        false,
-                        f(),
+                let (l1, l2) = if *stat == Stat::Persons {
+                    // One per person: no dominance to measure.
+                    (
+                        lit(ScalarValue::Float64(None)),
+                        lit(ScalarValue::Float64(None)),
                     )
-                    .alias(&l1),
-                );
-                aggs2.push(agg(sum_udaf(), vec![prim.clone() * prim], false, f()).alias(&l2));
+                } else {
+                    aggs2.push(
+                        agg(
+                            sum_udaf(),
+                            vec![datafusion::functions::expr_fn::abs(prim.clone())],
+                            false,
+                            f(),
+                        )
+                        .alias(&l1),
+                    );
+                    aggs2.push(agg(sum_udaf(), vec![prim.clone() * prim], false, f()).alias(&l2));
+                    (col(&l1), col(&l2))
+                };
                 let mut args = vec![
                     lit(stat.label()),
                     lit(*integer),
                     col(&n),
                     col(&seed),
-                    col(&l1),
-                    col(&l2),
+                    l1,
+                    l2,
                 ];
                 if *stat != Stat::Persons {
-                    for (j, mj) in m.iter().enumerate() {
+                    for j in 0..m.len() {
                         let t = format!("__tsunagu_t{i}_{j}");
                         let hi = format!("__tsunagu_hi{i}_{j}");
                         let lo = format!("__tsunagu_lo{i}_{j}");
-                        aggs2.push(agg(sum_udaf(), vec![f64(col(mj))], false, f()).alias(&t));
-                        aggs2.push(agg(max_udaf(), vec![f64(col(mj))], false, f()).alias(&hi));
-                        aggs2.push(agg(min_udaf(), vec![f64(col(mj))], false, f()).alias(&lo));
+                        aggs2.push(agg(sum_udaf(), vec![float(j)], false, f()).alias(&t));
+                        aggs2.push(agg(max_udaf(), vec![float(j)], false, f()).alias(&hi));
+                        aggs2.push(agg(min_udaf(), vec![float(j)], false, f()).alias(&lo));
                         args.push(col(&t));
                         args.push(col(&hi));
                         args.push(col(&lo));
