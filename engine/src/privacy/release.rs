@@ -425,7 +425,12 @@ impl ScalarUDFImpl for Release {
                 if !v.is_finite() {
                     return None;
                 }
-                Some(if integer { p.round(v) } else { v })
+                let v = if integer { p.round(v) } else { v };
+                // A count never shows fewer than k persons or rows.
+                if matches!(stat, Stat::Persons | Stat::Count) && v < p.k as f64 {
+                    return None;
+                }
+                Some(v)
             })();
             if released.is_none() && count > 0 {
                 withheld += 1;
@@ -471,7 +476,13 @@ impl ScalarUDFImpl for ReleaseSet {
                 continue;
             }
             let v = p.noisy(Stat::Persons.noise_label(), 0, seed, n as f64, 1.0, 1.0);
-            out.push(Some(p.round(v) as i64));
+            let v = p.round(v);
+            if v < p.k as f64 {
+                withheld += 1;
+                out.push(None);
+                continue;
+            }
+            out.push(Some(v as i64));
         }
         p.stats
             .suppressed_cells
