@@ -8,6 +8,7 @@ mod common;
 mod malformed;
 mod privacy;
 mod reference;
+mod secure;
 mod slt;
 mod stores;
 mod studies;

@@ -94,6 +94,10 @@ pub struct Session {
     identity: Arc<std::sync::Mutex<Identity>>,
     policy: Arc<Policy>,
     audit: Option<Arc<AuditLog>>,
+    /// Memory one query may hold, in bytes (0: no limit of its own).
+    query_memory: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where the store's files are, to name a damaged one.
+    roots: Arc<crate::damaged::Roots>,
 }
 
 impl Session {
@@ -103,6 +107,7 @@ impl Session {
         identity: Arc<std::sync::Mutex<Identity>>,
         policy: Arc<Policy>,
         audit: Option<Arc<AuditLog>>,
+        roots: Arc<crate::damaged::Roots>,
     ) -> Self {
         Session {
             ctx,
@@ -110,7 +115,17 @@ impl Session {
             identity,
             policy,
             audit,
+            query_memory: Arc::default(),
+            roots,
         }
+    }
+
+    /// Limits the memory each query of the session may hold (`None`: only
+    /// the engine's memory limit, shared by all queries). A query over it
+    /// fails with `ResourcesExhausted` (after spilling what can spill).
+    pub fn set_query_memory_limit(&self, limit: Option<usize>) {
+        self.query_memory
+            .store(limit.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     }
 
     fn identity(&self) -> std::sync::MutexGuard<'_, Identity> {
@@ -173,6 +188,23 @@ impl Session {
         self.log(sql, decision, refused.map(str::to_owned), None, 0)
     }
 
+    /// Logs a login attempt of `user` from `address`: `refused` gives the
+    /// reason a login was refused (never the password).
+    pub fn log_login(
+        &self,
+        user: &str,
+        role: Option<Role>,
+        address: &str,
+        refused: Option<&str>,
+    ) -> Result<()> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        let role = role.map(|r| r.to_string());
+        audit.append(Entry::login(user, role.as_deref(), address, refused))?;
+        Ok(())
+    }
+
     /// The disclosure policy of the store.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -195,13 +227,9 @@ impl Session {
             (id.user.clone(), id.role.to_string())
         };
         audit.append(Entry {
-            user,
-            role,
-            sql: sql.to_owned(),
-            decision,
-            rule,
             rows,
             suppressed_cells: cells,
+            ..Entry::statement(&user, &role, sql, decision, rule)
         })?;
         Ok(())
     }
@@ -418,12 +446,36 @@ impl Session {
                 .clone()
                 .with_param_values(ParamValues::from(params))?
         };
-        let df = self.ctx.execute_logical_plan(plan.clone()).await?;
-        let stream = df.execute_stream().await?;
-        Ok(crate::spill_retry::with_retry(
+        let limit = self.query_memory.load(std::sync::atomic::Ordering::Relaxed);
+        if limit == 0 || matches!(plan, LogicalPlan::Statement(_)) {
+            let df = self.ctx.execute_logical_plan(plan.clone()).await?;
+            let stream = df.execute_stream().await?;
+            let stream = crate::spill_retry::with_retry(stream, self.ctx.state(), plan.clone());
+            return Ok(crate::damaged::name_damaged_files(
+                stream,
+                plan,
+                self.roots.clone(),
+            ));
+        }
+        // A memory pool of its own for this query, drawing on the shared one.
+        let state = self.ctx.state();
+        let mut runtime = state.runtime_env().as_ref().clone();
+        runtime.memory_pool = Arc::new(crate::query_memory::QueryPool::new(
+            limit,
+            runtime.memory_pool.clone(),
+        ));
+        let state =
+            datafusion::execution::session_state::SessionStateBuilder::new_from_existing(state)
+                .with_runtime_env(Arc::new(runtime))
+                .build();
+        let stream = datafusion::prelude::DataFrame::new(state.clone(), plan.clone())
+            .execute_stream()
+            .await?;
+        let stream = crate::spill_retry::with_retry(stream, state, plan.clone());
+        Ok(crate::damaged::name_damaged_files(
             stream,
-            self.ctx.clone(),
             plan,
+            self.roots.clone(),
         ))
     }
 
@@ -489,6 +541,9 @@ pub fn statement_text(statement: &Statement) -> String {
 pub(crate) fn error_class(e: &EngineError) -> String {
     match e {
         EngineError::Catalog(_) => "store".into(),
+        EngineError::DataFusion(d) if crate::DamagedFile::find(d).is_some() => {
+            "damaged-file".into()
+        }
         EngineError::DataFusion(d) => match d.find_root() {
             datafusion::error::DataFusionError::SQL(..) => "syntax".into(),
             datafusion::error::DataFusionError::Plan(_)
