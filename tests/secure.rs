@@ -502,3 +502,30 @@ fn a_signed_checkpoint_detects_a_log_rewritten_wholesale() {
     assert!(err.contains("signature"), "{err}");
     let _ = std::io::stdout().flush();
 }
+
+#[tokio::test]
+async fn a_query_over_its_memory_limit_fails_and_the_session_goes_on() {
+    let engine = crate::common::open(&eunomia()).await;
+    let session = engine.session().unwrap();
+    let sql = "SELECT gender_concept_id, count(DISTINCT year_of_birth) FROM cdm.person GROUP BY 1 ORDER BY 1";
+    let unlimited = session.sql(sql).await.unwrap();
+    session.set_query_memory_limit(Some(1024));
+    let e = session.sql(sql).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("more memory than its limit of 0 MiB"),
+        "{e}"
+    );
+    match &e {
+        tsunagu_engine::EngineError::DataFusion(d) => assert!(matches!(
+            d.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_)
+        )),
+        other => panic!("{other:?}"),
+    }
+    // Other sessions, and this one with room again, are not affected.
+    let other = engine.session().unwrap();
+    assert_eq!(other.sql(sql).await.unwrap(), unlimited);
+    session.set_query_memory_limit(Some(64 << 20));
+    assert_eq!(session.sql(sql).await.unwrap(), unlimited);
+}
