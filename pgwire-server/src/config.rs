@@ -223,6 +223,9 @@ impl Limits {
     }
 }
 
+/// The longest duration a setting takes: ten years.
+const MAX_DURATION_SECS: f64 = 10.0 * 365.0 * 86400.0;
+
 /// Parses a duration: `250ms`, `30s`, `5min`, `2h`, `1d`; a bare number is
 /// milliseconds (as PostgreSQL's `statement_timeout`); `0` means none.
 pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
@@ -242,10 +245,11 @@ pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
         "d" => 86400.0,
         _ => return Err(format!("unknown unit in {text:?} (ms, s, min, h, d)")),
     };
-    if !(n * unit_secs).is_finite() {
-        return Err(format!("not a duration: {text:?}"));
+    let secs = n * unit_secs;
+    if !secs.is_finite() || secs > MAX_DURATION_SECS {
+        return Err(format!("not a duration of at most ten years: {text:?}"));
     }
-    Ok(Some(Duration::from_secs_f64(n * unit_secs)).filter(|d| !d.is_zero()))
+    Ok(Some(Duration::from_secs_f64(secs)).filter(|d| !d.is_zero()))
 }
 
 /// Parses a size: `512M`, `4G`, `64K`, or bytes.
@@ -491,4 +495,32 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAccepto
         .with_single_cert(certs, key)
         .map_err(|e| format!("TLS certificate and key do not work together: {e}"))?;
     Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_sizes_and_limits_per_role() {
+        let secs = |t: &str| parse_duration(t).map(|d| d.map(|d| d.as_secs_f64()));
+        assert_eq!(secs("5min"), Ok(Some(300.0)));
+        assert_eq!(secs("250ms"), Ok(Some(0.25)));
+        assert_eq!(secs("1500"), Ok(Some(1.5)));
+        assert_eq!(secs("0"), Ok(None));
+        assert!(secs("soon").is_err() && secs("5 weeks").is_err() && secs("9e99h").is_err());
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        let config: ServerConfig = toml::from_str(
+            "[server.logins]\nmax_failures = 3\n\n[limits.analyst]\nstatement_timeout = \"30s\"\nmemory_per_query = \"1G\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.logins.max_failures, 3);
+        assert_eq!(config.server.logins.lockout_seconds, 900);
+        let analyst = config.limits.for_role(Role::Analyst).unwrap();
+        assert_eq!(analyst.statement_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(analyst.memory_per_query, Some(1 << 30));
+        assert_eq!(analyst.max_connections, Limits::analyst().max_connections);
+        assert_eq!(config.limits.for_role(Role::Steward), Ok(Limits::steward()));
+        assert!(toml::from_str::<ServerConfig>("[limits.analyst]\ntimeout = 1\n").is_err());
+    }
 }

@@ -61,7 +61,8 @@ impl LoginGuard {
     }
 
     fn window(&self) -> Duration {
-        Duration::from_secs(self.settings.lockout_seconds)
+        // Capped, so that adding it to the current time cannot overflow.
+        Duration::from_secs(self.settings.lockout_seconds.min(10 * 365 * 86400))
     }
 
     /// True while `user` is locked.
