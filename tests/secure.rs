@@ -272,7 +272,7 @@ fn limits_per_role_refuse_the_user_over_them_and_no_one_else() {
     let cfg = config(
         dir.path(),
         "\n[limits.analyst]\nmax_connections_per_user = 2\n\
-         \n[limits.steward]\nstatement_timeout = \"6s\"\nmax_concurrent_statements_per_user = 1\n",
+         \n[limits.steward]\nstatement_timeout = \"8s\"\nmax_concurrent_statements_per_user = 1\n",
     );
     let state = state_dir();
     let server = serve(&cfg, &state, &[]);
@@ -307,7 +307,7 @@ fn limits_per_role_refuse_the_user_over_them_and_no_one_else() {
         );
         assert!(r.ok, "{}", r.stderr);
         assert_eq!(r.stdout, "t");
-        assert!(r.elapsed < Duration::from_secs(3), "{:?}", r.elapsed);
+        assert!(r.elapsed < Duration::from_secs(4), "{:?}", r.elapsed);
     }
     for h in heavy.iter_mut() {
         assert!(
@@ -354,7 +354,7 @@ fn limits_per_role_refuse_the_user_over_them_and_no_one_else() {
     }
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= Duration::from_secs(6) && elapsed < Duration::from_secs(15),
+        elapsed >= Duration::from_secs(8) && elapsed < Duration::from_secs(20),
         "{elapsed:?}"
     );
     // And sam runs statements again afterwards.
