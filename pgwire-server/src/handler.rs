@@ -577,12 +577,12 @@ impl StartupHandler for Connection {
                 let address = client.socket_addr();
                 let outcome = self.auth.driver.advance_authentication(client, m).await;
                 let role = self.auth.users.role(&user);
-                let final_message = match (outcome, role) {
+                let (final_message, role) = match (outcome, role) {
                     (Ok(auth::driver::AuthOutcome::InProgress), _) => return Ok(()),
                     (
                         Ok(auth::driver::AuthOutcome::Authenticated { final_message, .. }),
-                        Some(_),
-                    ) if !self.auth.logins.locked(&user) => final_message,
+                        Some(role),
+                    ) if !self.auth.logins.locked(&user) => (final_message, role),
                     (outcome, _) => {
                         // A wrong password (or a malformed exchange), the same for unknown users.
                         let failure = self.auth.logins.failed(&user, address.ip());
@@ -602,9 +602,6 @@ impl StartupHandler for Connection {
                             .refuse_login(&user, address, reason, failure.delay, error)
                             .await;
                     }
-                };
-                let Some(role) = role else {
-                    return Err(PgWireError::InvalidPassword(user));
                 };
                 self.auth.logins.succeeded(&user, address.ip());
                 let slot = match self.limiter.connect(&user, role) {
