@@ -171,6 +171,20 @@ fn a_store_is_never_served_without_configured_users_or_openly_on_the_network() {
     // The demo logins do not exist on a real store.
     let r = psql(server.port, "steward", "tsunagu", "SELECT 1");
     assert!(!r.ok);
+    drop(server);
+    // The same consent, given in the configuration file.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "[server]\n",
+            "[server]\nallow_plaintext_on_network = true\n",
+        ),
+    )
+    .unwrap();
+    let server = serve(&cfg, &state, &["--listen", "0.0.0.0:0"]);
+    let r = psql(server.port, "sue", "sue-secret", "SELECT current_user");
+    assert!(r.ok, "{}", r.stderr);
 }
 
 #[test]
