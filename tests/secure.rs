@@ -543,3 +543,26 @@ async fn a_query_over_its_memory_limit_fails_and_the_session_goes_on() {
     session.set_query_memory_limit(Some(64 << 20));
     assert_eq!(session.sql(sql).await.unwrap(), unlimited);
 }
+
+#[test]
+fn a_query_over_its_roles_memory_fails_with_53200_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "\n[limits.analyst]\nmemory_per_query = \"1K\"\n",
+    );
+    let state = state_dir();
+    let server = serve(&cfg, &state, &[]);
+    let sql = "SELECT gender_concept_id, count(*) FROM cdm.person GROUP BY 1 ORDER BY 1";
+    let r = psql(server.port, "bob", "bob-secret", sql);
+    assert!(
+        !r.ok && r.stderr.contains("53200") && r.stderr.contains("more memory than its limit"),
+        "{}",
+        r.stderr
+    );
+    // A steward has no limit of its own; bob's next statements run.
+    let r = psql(server.port, "sam", "sam-secret", sql);
+    assert!(r.ok, "{}", r.stderr);
+    let r = psql(server.port, "bob", "bob-secret", "SELECT 1");
+    assert!(r.ok, "{}", r.stderr);
+}
