@@ -201,6 +201,24 @@ pub struct Limits {
     pub memory_per_query: Option<usize>,
 }
 
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.statement_timeout {
+            Some(t) => write!(f, "statements end after {t:?}")?,
+            None => write!(f, "no statement timeout")?,
+        }
+        write!(
+            f,
+            ", {} connections and {} statements at once per user",
+            self.max_connections, self.max_statements
+        )?;
+        match self.memory_per_query {
+            Some(m) => write!(f, ", {} MiB per query", m >> 20),
+            None => write!(f, ", no memory limit per query"),
+        }
+    }
+}
+
 impl Limits {
     /// Analysts' defaults: five minutes a statement, ten connections, four statements at once.
     pub fn analyst() -> Limits {

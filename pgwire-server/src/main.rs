@@ -474,6 +474,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                     addr.port()
                 );
             }
+            for role in [Role::Analyst, Role::Steward] {
+                println!(
+                    "tsunagu: limits of the {role} role: {}",
+                    limiter.limits(role)
+                );
+            }
             let auth = tsunagu_pgwire::handler::Auth::new(
                 users,
                 require_tls,
