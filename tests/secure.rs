@@ -210,9 +210,9 @@ fn failed_logins_slow_down_lock_the_user_and_are_audited() {
         );
         elapsed.push(r.elapsed);
     }
-    assert!(elapsed[0] >= Duration::from_millis(200), "{elapsed:?}");
-    for w in elapsed.windows(2) {
-        assert!(w[1] > w[0] + Duration::from_millis(100), "{elapsed:?}");
+    // Each answer waits at least its delay (an upper bound would measure the machine).
+    for (took, delay) in elapsed.iter().zip([200, 400, 800, 1600]) {
+        assert!(*took >= Duration::from_millis(delay), "{elapsed:?}");
     }
     // Locked: the right password is refused too.
     let r = psql(port, "ana", "ana-secret", "SELECT 1");
