@@ -446,37 +446,39 @@ impl Session {
                 .clone()
                 .with_param_values(ParamValues::from(params))?
         };
-        let limit = self.query_memory.load(std::sync::atomic::Ordering::Relaxed);
-        if limit == 0 || matches!(plan, LogicalPlan::Statement(_)) {
+        let (stream, state) = if matches!(plan, LogicalPlan::Statement(_)) {
+            // Session statements (`SET`, SQL-level `EXECUTE`) act on the context.
             let df = self.ctx.execute_logical_plan(plan.clone()).await?;
-            let stream = df.execute_stream().await?;
-            let stream = crate::spill_retry::with_retry(stream, self.ctx.state(), plan.clone());
-            return Ok(crate::damaged::name_damaged_files(
-                stream,
-                plan,
-                self.roots.clone(),
-            ));
-        }
-        // A memory pool of its own for this query, drawing on the shared one.
-        let state = self.ctx.state();
-        let mut runtime = state.runtime_env().as_ref().clone();
-        runtime.memory_pool = Arc::new(crate::query_memory::QueryPool::new(
-            limit,
-            runtime.memory_pool.clone(),
-        ));
-        let state =
-            datafusion::execution::session_state::SessionStateBuilder::new_from_existing(state)
-                .with_runtime_env(Arc::new(runtime))
-                .build();
-        let stream = datafusion::prelude::DataFrame::new(state.clone(), plan.clone())
-            .execute_stream()
-            .await?;
+            (df.execute_stream().await?, self.ctx.state())
+        } else {
+            let state = self.query_state();
+            let df = datafusion::prelude::DataFrame::new(state.clone(), plan.clone());
+            (df.execute_stream().await?, state)
+        };
         let stream = crate::spill_retry::with_retry(stream, state, plan.clone());
         Ok(crate::damaged::name_damaged_files(
             stream,
             plan,
             self.roots.clone(),
         ))
+    }
+
+    /// The state a query runs in: the session's, with a memory pool of its
+    /// own (drawing on the shared one) when the session limits each query.
+    fn query_state(&self) -> datafusion::execution::SessionState {
+        let state = self.ctx.state();
+        let limit = self.query_memory.load(std::sync::atomic::Ordering::Relaxed);
+        if limit == 0 {
+            return state;
+        }
+        let mut runtime = state.runtime_env().as_ref().clone();
+        runtime.memory_pool = Arc::new(crate::query_memory::QueryPool::new(
+            limit,
+            runtime.memory_pool.clone(),
+        ));
+        datafusion::execution::session_state::SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(Arc::new(runtime))
+            .build()
     }
 
     /// Logs the end of an executed statement.
