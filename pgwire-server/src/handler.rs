@@ -545,17 +545,20 @@ impl StartupHandler for Connection {
             PgWireFrontendMessage::Startup(ref startup) => {
                 auth::protocol_negotiation(client, startup).await?;
                 auth::save_startup_parameters_to_metadata(client, startup);
-                if self.auth.require_tls && !client.is_secure() {
-                    return Err(encode::user_error(
-                        "28000",
-                        "this server accepts TLS connections only (connect with sslmode=require)"
-                            .into(),
-                    ));
-                }
                 let Some(user) = client.metadata().get(pgwire::api::METADATA_USER).cloned() else {
                     return Err(PgWireError::UserNameRequired);
                 };
                 let address = client.socket_addr();
+                if self.auth.require_tls && !client.is_secure() {
+                    let error = encode::user_error(
+                        "28000",
+                        "this server accepts TLS connections only (connect with sslmode=require)"
+                            .into(),
+                    );
+                    return self
+                        .refuse_login(&user, address, "tls-required", Duration::ZERO, error)
+                        .await;
+                }
                 if self.auth.logins.locked(&user) {
                     let delay = self.auth.logins.refusal_delay(&user, address.ip());
                     return self
