@@ -138,8 +138,18 @@ def run_embedded(binary, store, state, study, runs, memory_limit):
     return times, rows, usage.ru_maxrss * 1024
 
 
+# The steward login the wire runs use (a served store needs configured users).
+BENCH_USER, BENCH_PASSWORD = "bench", "bench-password"
+
+
 def start_server(binary, store, state, memory_limit):
-    args = [str(binary), "serve", "--store", str(store), "--state", str(state), "--listen", "127.0.0.1:0"]
+    config = Path(state).parent / "bench-server.toml"
+    subprocess.run(
+        [str(binary), "user", "add", BENCH_USER, "--role", "steward", "--config", str(config)],
+        input=BENCH_PASSWORD + "\n", text=True, check=True, stderr=subprocess.DEVNULL,
+    )
+    args = [str(binary), "serve", "--store", str(store), "--state", str(state), "--config", str(config),
+            "--listen", "127.0.0.1:0"]
     if memory_limit:
         args += ["--memory-limit", memory_limit]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -159,7 +169,7 @@ def run_wire(proc, port, study, runs):
     import psycopg
 
     sql = study.read_text()
-    conninfo = f"host=127.0.0.1 port={port} dbname=tsunagu user=steward password=tsunagu sslmode=disable"
+    conninfo = f"host=127.0.0.1 port={port} dbname=tsunagu user={BENCH_USER} password={BENCH_PASSWORD} sslmode=disable"
     reset_peak(proc.pid)
     times = []
     rows = None

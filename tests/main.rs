@@ -9,6 +9,7 @@ mod malformed;
 mod privacy;
 mod privacy_attacks;
 mod reference;
+mod secure;
 mod slt;
 mod stores;
 mod studies;

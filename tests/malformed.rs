@@ -294,3 +294,109 @@ async fn without_concept_ancestor_the_hierarchy_comes_from_is_a() {
         vec!["3"]
     );
 }
+
+/// Damages a Parquet file in the middle, as a failing disk or a broken copy
+/// would: the column chunks of `column` are overwritten from just after
+/// their start, the footer is left intact.
+fn damage(path: &Path, column: &str) {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut damaged = 0;
+    for rg in reader.metadata().row_groups() {
+        for c in rg.columns() {
+            if c.column_path().string() == column {
+                let (start, len) = c.byte_range();
+                let (from, to) = (
+                    start as usize + 2,
+                    (start + len / 2).max(start + 8) as usize,
+                );
+                for (i, b) in bytes[from..to].iter_mut().enumerate() {
+                    *b = (i as u8).wrapping_mul(37) ^ 0xA5;
+                }
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 0, "{} has no column {column}", path.display());
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn parquet_files_under(dir: &Path, part: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet")
+                && p.to_string_lossy().contains(part)
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_file_damaged_after_opening_is_named_when_a_query_reads_it() {
+    // A copy of Eunomia, opened, then damaged on disk.
+    let store = tempfile::tempdir().unwrap();
+    let src = crate::common::eunomia();
+    for sub in ["", "cdm", "vocab"] {
+        std::fs::create_dir_all(store.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(src.join(sub)).unwrap().flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), store.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let state = state_dir();
+    let engine = Engine::open(
+        store.path(),
+        EngineOptions {
+            state_dir: Some(state.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let fails = |sql: &'static str| {
+        let session = engine.session().unwrap();
+        async move { session.sql(sql).await.unwrap_err() }
+    };
+    // A delivered vocabulary file: named relative to the store.
+    damage(&store.path().join("vocab/concept.parquet"), "concept_name");
+    let e = fails("SELECT max(length(concept_name)), count(concept_code) FROM vocab.concept").await;
+    let message = e.to_string();
+    assert!(
+        message.starts_with("vocab/concept.parquet: the Parquet file is damaged")
+            && message.contains("restore it from the delivery"),
+        "{message}"
+    );
+    match &e {
+        tsunagu_engine::EngineError::DataFusion(d) => {
+            assert!(tsunagu_engine::DamagedFile::find(d).is_some())
+        }
+        other => panic!("{other:?}"),
+    }
+    // The person-layout copy in the state folder: named as derived state.
+    let copies = parquet_files_under(&state, "layout/cdm/person/");
+    assert!(!copies.is_empty());
+    for c in &copies {
+        damage(c, "year_of_birth");
+    }
+    let message = fails("SELECT sum(year_of_birth), max(gender_concept_id) FROM cdm.person")
+        .await
+        .to_string();
+    assert!(
+        message.contains("layout/cdm/person/")
+            && message.contains("(state folder): the Parquet file is damaged")
+            && message.contains("delete the state folder"),
+        "{message}"
+    );
+    // Other tables still answer.
+    assert!(count(&engine, "SELECT count(*) FROM cdm.visit_occurrence").await > 0);
+}

@@ -12,7 +12,7 @@ use crate::common::{repo, state_dir, tsunagu};
 use crate::wire::{DEMO_PASSWORD, Server};
 
 /// Every audit folder under a state folder.
-fn audit_dirs(state: &Path) -> Vec<PathBuf> {
+pub(crate) fn audit_dirs(state: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if state.join("audit").is_dir() {
         out.push(state.join("audit"));
@@ -305,7 +305,7 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-fn add_user(config: &Path, name: &str, role: &str, password: &str) {
+pub(crate) fn add_user(config: &Path, name: &str, role: &str, password: &str) {
     let mut child = Command::new(tsunagu())
         .args(["user", "add", name, "--role", role, "--config"])
         .arg(config)

@@ -45,11 +45,18 @@ impl Server {
         Server::start_with(&[])
     }
 
-    /// The demo store, with extra `serve` arguments.
+    /// The demo store (or `--store`), with extra `serve` arguments (listening
+    /// on a free loopback port unless `--listen` is among them).
     pub fn start_with(extra: &[&str]) -> Server {
         let (cache, state) = dirs();
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(tsunagu())
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
+            .args(listen)
             .args(extra)
             .env("TSUNAGU_CACHE_DIR", cache)
             .env("TSUNAGU_STATE_DIR", state)

@@ -7,6 +7,12 @@
 //! end is detected too. A record torn by a crash is cut off when the log is
 //! next opened. A full segment is closed and the next one started under the
 //! same lock as an append, so rotation never stalls queries.
+//!
+//! Logins, failed and successful, are records too ([`Event::Login`]). A
+//! chain verifies only against itself: whoever can write the folder can
+//! rewrite every record and hash. [`checkpoint`] anchors it outside: a
+//! signed statement of the head, kept elsewhere, that a rewritten log no
+//! longer matches.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -17,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
+
+pub mod checkpoint;
 
 /// The hash before the first record.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -37,7 +45,15 @@ pub enum Decision {
     Cancelled,
 }
 
-/// One audited statement.
+/// What a record is about, when not a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    /// A login: `allowed`, or `refused` with the reason as the rule.
+    Login,
+}
+
+/// One audited statement or login.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Record {
     pub seq: u64,
@@ -52,6 +68,12 @@ pub struct Record {
     pub rule: Option<String>,
     pub rows: Option<u64>,
     pub suppressed_cells: u64,
+    /// Set for records that are not statements (absent from older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Event>,
+    /// The client's address, for logins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// Hash of the previous record.
     pub prev: String,
 }
@@ -79,6 +101,50 @@ pub struct Entry {
     pub rule: Option<String>,
     pub rows: Option<u64>,
     pub suppressed_cells: u64,
+    pub event: Option<Event>,
+    pub address: Option<String>,
+}
+
+impl Entry {
+    /// A statement's entry.
+    pub fn statement(
+        user: &str,
+        role: &str,
+        sql: &str,
+        decision: Decision,
+        rule: Option<String>,
+    ) -> Entry {
+        Entry {
+            user: user.to_owned(),
+            role: role.to_owned(),
+            sql: sql.to_owned(),
+            decision,
+            rule,
+            rows: None,
+            suppressed_cells: 0,
+            event: None,
+            address: None,
+        }
+    }
+
+    /// A login's entry: `refused` gives the reason it was refused (never the password).
+    pub fn login(user: &str, role: Option<&str>, address: &str, refused: Option<&str>) -> Entry {
+        Entry {
+            user: user.to_owned(),
+            role: role.unwrap_or_default().to_owned(),
+            sql: String::new(),
+            decision: if refused.is_some() {
+                Decision::Refused
+            } else {
+                Decision::Allowed
+            },
+            rule: refused.map(str::to_owned),
+            rows: None,
+            suppressed_cells: 0,
+            event: Some(Event::Login),
+            address: Some(address.to_owned()),
+        }
+    }
 }
 
 /// The open log. Appends from several processes (a server and `tsunagu sql`
@@ -301,6 +367,8 @@ impl AuditLog {
             rule: entry.rule,
             rows: entry.rows,
             suppressed_cells: entry.suppressed_cells,
+            event: entry.event,
+            address: entry.address,
             prev,
         };
         let hash = hash_of(&record);
@@ -337,10 +405,19 @@ pub struct Verified {
     pub segments: usize,
     /// A torn last record (a crash while writing) that the next start removes.
     pub torn_tail: bool,
+    /// Sequence number and hash of the last record (`0` and the genesis hash when empty).
+    pub last: (u64, String),
 }
 
 /// Checks every record's hash and link, the sequence, and the head.
 pub fn verify(dir: &Path) -> Result<Verified> {
+    verify_through(dir, None).map(|(v, _)| v)
+}
+
+/// Verifies the log as [`verify`] does, and returns the hash of record `at`
+/// (`None` when the log does not reach it).
+pub fn verify_through(dir: &Path, at: Option<u64>) -> Result<(Verified, Option<String>)> {
+    let mut hash_at = (at == Some(0)).then(|| GENESIS.to_owned());
     let fail = |m: String| Err(EngineError::Audit(m));
     let segs = segments(dir)?;
     let mut prev = GENESIS.to_owned();
@@ -389,6 +466,9 @@ pub fn verify(dir: &Path) -> Result<Verified> {
             }
             seq = r.seq;
             prev = line.hash.clone();
+            if at == Some(seq) {
+                hash_at = Some(prev.clone());
+            }
             if head.as_ref().is_some_and(|h| h.seq == seq) {
                 hashes_at_head = Some(prev.clone());
             }
@@ -407,11 +487,15 @@ pub fn verify(dir: &Path) -> Result<Verified> {
     } else if seq > 0 {
         return fail("the log has records but no HEAD".into());
     }
-    Ok(Verified {
-        records: seq,
-        segments: segs.len(),
-        torn_tail,
-    })
+    Ok((
+        Verified {
+            records: seq,
+            segments: segs.len(),
+            torn_tail,
+            last: (seq, prev),
+        },
+        hash_at,
+    ))
 }
 
 /// Reads all records in order (for inspection and tests).
@@ -430,13 +514,8 @@ mod tests {
 
     fn entry(sql: &str) -> Entry {
         Entry {
-            user: "ana".into(),
-            role: "analyst".into(),
-            sql: sql.into(),
-            decision: Decision::Allowed,
-            rule: None,
             rows: Some(1),
-            suppressed_cells: 0,
+            ..Entry::statement("ana", "analyst", sql, Decision::Allowed, None)
         }
     }
 
@@ -545,12 +624,13 @@ impl futures::Stream for Audited {
             Poll::Ready(Some(Err(e))) => {
                 let class = match e.find_root() {
                     datafusion::error::DataFusionError::ResourcesExhausted(_) => "resources",
+                    _ if crate::DamagedFile::find(&e).is_some() => "damaged-file",
                     _ => "execution",
                 };
                 if let Err(a) = this.finish(Decision::Error, Some(class.into())) {
                     log::error!("{a}");
                 }
-                if this.release.is_some() && class == "execution" {
+                if this.release.is_some() && class != "resources" {
                     // An analyst learns nothing from why a query failed on the data.
                     return Poll::Ready(Some(Err(datafusion::error::DataFusionError::Execution(
                         "the query failed while reading the data (details are withheld from analysts)".into(),

@@ -63,5 +63,35 @@ fn tidy(e: &DataFusionError) -> String {
     }
 }
 
+/// A Parquet file of the store (or of its derived state) that cannot be
+/// decoded, found after a query failed reading it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path}: the Parquet file is damaged and cannot be read ({detail}); {}",
+    if *.derived {
+        "it is derived state: delete the state folder and it is written again when the store is next opened"
+    } else {
+        "restore it from the delivery"
+    }
+)]
+pub struct DamagedFile {
+    /// The file, relative to the store (or marked as in the state folder).
+    pub path: String,
+    /// The reader's error.
+    pub detail: String,
+    /// The file is derived state, not a delivered file.
+    pub derived: bool,
+}
+
+impl DamagedFile {
+    /// The damaged file behind an error, if that is what it is.
+    pub fn find(e: &DataFusionError) -> Option<&DamagedFile> {
+        match e.find_root() {
+            DataFusionError::External(inner) => inner.downcast_ref::<DamagedFile>(),
+            _ => None,
+        }
+    }
+}
+
 /// Result type of the engine.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

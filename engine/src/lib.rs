@@ -21,9 +21,11 @@
 
 pub mod audit;
 pub mod cohorts;
+mod damaged;
 pub mod error;
 mod identity;
 pub mod privacy;
+mod query_memory;
 pub mod session;
 pub mod shared;
 mod spill_retry;
@@ -36,7 +38,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tsunagu_catalog::{Store, StoreOptions};
 
-pub use error::{EngineError, Result};
+pub use error::{DamagedFile, EngineError, Result};
 pub use privacy::{Policy, Role};
 pub use session::{Action, Prepared, Session, Statement};
 pub use tsunagu_catalog as catalog;
@@ -205,6 +207,10 @@ impl Engine {
             identity,
             self.policy.clone(),
             Some(self.audit.clone()),
+            Arc::new(damaged::Roots {
+                store: self.store.root().to_owned(),
+                state: self.store.state_dir().to_owned(),
+            }),
         ))
     }
 

@@ -97,6 +97,10 @@ pub struct Session {
     /// embedder (a server's catalog functions).
     functions: Arc<std::sync::Mutex<std::collections::BTreeMap<String, tsunagu_udfs::Disclosure>>>,
     audit: Option<Arc<AuditLog>>,
+    /// Memory one query may hold, in bytes (0: no limit of its own).
+    query_memory: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where the store's files are, to name a damaged one.
+    roots: Arc<crate::damaged::Roots>,
 }
 
 impl Session {
@@ -106,6 +110,7 @@ impl Session {
         identity: Arc<std::sync::Mutex<Identity>>,
         policy: Arc<Policy>,
         audit: Option<Arc<AuditLog>>,
+        roots: Arc<crate::damaged::Roots>,
     ) -> Self {
         Session {
             ctx,
@@ -114,6 +119,8 @@ impl Session {
             policy,
             functions: Arc::default(),
             audit,
+            query_memory: Arc::default(),
+            roots,
         }
     }
 
@@ -140,6 +147,14 @@ impl Session {
                 .map(|(k, v)| (k.clone(), *v)),
         );
         policy
+    }
+
+    /// Limits the memory each query of the session may hold (`None`: only
+    /// the engine's memory limit, shared by all queries). A query over it
+    /// fails with `ResourcesExhausted` (after spilling what can spill).
+    pub fn set_query_memory_limit(&self, limit: Option<usize>) {
+        self.query_memory
+            .store(limit.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     }
 
     fn identity(&self) -> std::sync::MutexGuard<'_, Identity> {
@@ -202,6 +217,23 @@ impl Session {
         self.log(sql, decision, refused.map(str::to_owned), None, 0)
     }
 
+    /// Logs a login attempt of `user` from `address`: `refused` gives the
+    /// reason a login was refused (never the password).
+    pub fn log_login(
+        &self,
+        user: &str,
+        role: Option<Role>,
+        address: &str,
+        refused: Option<&str>,
+    ) -> Result<()> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        let role = role.map(|r| r.to_string());
+        audit.append(Entry::login(user, role.as_deref(), address, refused))?;
+        Ok(())
+    }
+
     /// The disclosure policy of the store.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -224,13 +256,9 @@ impl Session {
             (id.user.clone(), id.role.to_string())
         };
         audit.append(Entry {
-            user,
-            role,
-            sql: sql.to_owned(),
-            decision,
-            rule,
             rows,
             suppressed_cells: cells,
+            ..Entry::statement(&user, &role, sql, decision, rule)
         })?;
         Ok(())
     }
@@ -469,13 +497,39 @@ impl Session {
                 .clone()
                 .with_param_values(ParamValues::from(params))?
         };
-        let df = self.ctx.execute_logical_plan(plan.clone()).await?;
-        let stream = df.execute_stream().await?;
-        Ok(crate::spill_retry::with_retry(
+        let (stream, state) = if matches!(plan, LogicalPlan::Statement(_)) {
+            // Session statements (`SET`, SQL-level `EXECUTE`) act on the context.
+            let df = self.ctx.execute_logical_plan(plan.clone()).await?;
+            (df.execute_stream().await?, self.ctx.state())
+        } else {
+            let state = self.query_state();
+            let df = datafusion::prelude::DataFrame::new(state.clone(), plan.clone());
+            (df.execute_stream().await?, state)
+        };
+        let stream = crate::spill_retry::with_retry(stream, state, plan.clone());
+        Ok(crate::damaged::name_damaged_files(
             stream,
-            self.ctx.clone(),
             plan,
+            self.roots.clone(),
         ))
+    }
+
+    /// The state a query runs in: the session's, with a memory pool of its
+    /// own (drawing on the shared one) when the session limits each query.
+    fn query_state(&self) -> datafusion::execution::SessionState {
+        let state = self.ctx.state();
+        let limit = self.query_memory.load(std::sync::atomic::Ordering::Relaxed);
+        if limit == 0 {
+            return state;
+        }
+        let mut runtime = state.runtime_env().as_ref().clone();
+        runtime.memory_pool = Arc::new(crate::query_memory::QueryPool::new(
+            limit,
+            runtime.memory_pool.clone(),
+        ));
+        datafusion::execution::session_state::SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(Arc::new(runtime))
+            .build()
     }
 
     /// Logs the end of an executed statement.
@@ -540,6 +594,9 @@ pub fn statement_text(statement: &Statement) -> String {
 pub(crate) fn error_class(e: &EngineError) -> String {
     match e {
         EngineError::Catalog(_) => "store".into(),
+        EngineError::DataFusion(d) if crate::DamagedFile::find(d).is_some() => {
+            "damaged-file".into()
+        }
         EngineError::DataFusion(d) => match d.find_root() {
             datafusion::error::DataFusionError::SQL(..) => "syntax".into(),
             datafusion::error::DataFusionError::Plan(_)

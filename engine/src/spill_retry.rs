@@ -9,9 +9,10 @@
 
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::prelude::DataFrame;
 use futures::{StreamExt, stream};
 
 /// True when `e` is (or wraps) the memory pool refusing a reservation.
@@ -21,10 +22,7 @@ pub fn out_of_memory(e: &DataFusionError) -> bool {
 
 enum State {
     /// Nothing emitted yet: a memory error can still be retried.
-    First(
-        SendableRecordBatchStream,
-        Box<(SessionContext, LogicalPlan)>,
-    ),
+    First(SendableRecordBatchStream, Box<(SessionState, LogicalPlan)>),
     /// Rows went out, or the retry is running: errors are final.
     Final(SendableRecordBatchStream),
     Done,
@@ -34,12 +32,12 @@ enum State {
 /// runs out of memory before its first batch.
 pub fn with_retry(
     first: SendableRecordBatchStream,
-    ctx: SessionContext,
+    state: SessionState,
     plan: LogicalPlan,
 ) -> SendableRecordBatchStream {
     let schema = first.schema();
     let batches = stream::unfold(
-        State::First(first, Box::new((ctx, plan))),
+        State::First(first, Box::new((state, plan))),
         |state| async move {
             match state {
                 State::First(mut s, retry) => match s.next().await {
@@ -48,8 +46,8 @@ pub fn with_retry(
                         log::info!(
                             "query out of memory before its first row; planning with spilling joins"
                         );
-                        let (ctx, plan) = *retry;
-                        match spilling(&ctx, plan).await {
+                        let (state, plan) = *retry;
+                        match spilling(state, plan).await {
                             Ok(mut retry) => {
                                 let next = retry.next().await?;
                                 Some((next, State::Final(retry)))
@@ -74,10 +72,9 @@ pub fn with_retry(
 }
 
 async fn spilling(
-    ctx: &SessionContext,
+    mut state: SessionState,
     plan: LogicalPlan,
 ) -> datafusion::error::Result<SendableRecordBatchStream> {
-    let mut state = ctx.state();
     state.config_mut().options_mut().optimizer.prefer_hash_join = false;
     DataFrame::new(state, plan).execute_stream().await
 }
@@ -141,7 +138,7 @@ mod tests {
             let plain = ctx.sql(JOIN).await.unwrap().collect().await;
             let df = ctx.sql(JOIN).await.unwrap();
             let plan = df.logical_plan().clone();
-            let stream = with_retry(df.execute_stream().await.unwrap(), ctx.clone(), plan);
+            let stream = with_retry(df.execute_stream().await.unwrap(), ctx.state(), plan);
             match collect(stream).await {
                 Ok(batches) => {
                     let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)

@@ -1,11 +1,25 @@
 //! The server's configuration file (TOML): users with SCRAM-SHA-256
-//! verifiers and roles, TLS, and the store's privacy policy.
+//! verifiers and roles, TLS, login throttling, limits per role, and the
+//! store's privacy policy.
 //!
 //! ```toml
 //! [server]
 //! tls_cert = "server.crt"
 //! tls_key = "server.key"
 //! require_tls = true
+//! allow_plaintext_on_network = false   # listen beyond loopback without TLS
+//!
+//! [server.logins]
+//! max_failures = 5        # consecutive failures that lock a user
+//! lockout_seconds = 900
+//! base_delay_ms = 250     # first failure's delay; doubles, up to max_delay_ms
+//! max_delay_ms = 4000
+//!
+//! [limits.analyst]
+//! statement_timeout = "5min"
+//! max_connections_per_user = 10
+//! max_concurrent_statements_per_user = 4
+//! memory_per_query = "2G"
 //!
 //! [privacy]          # optional: overrides the store manifest's [privacy]
 //! k = 10
@@ -20,6 +34,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -42,6 +57,9 @@ pub struct ServerConfig {
     /// Disclosure policy; overrides the store manifest's `[privacy]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<Policy>,
+    /// Limits per role.
+    #[serde(default, skip_serializing_if = "LimitsSection::is_empty")]
+    pub limits: LimitsSection,
     #[serde(default, rename = "user")]
     pub users: Vec<UserEntry>,
 }
@@ -59,6 +77,213 @@ pub struct ServerSection {
     /// Refuse connections that do not use TLS.
     #[serde(default)]
     pub require_tls: bool,
+    /// Allow listening on a non-loopback address without TLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plaintext_on_network: bool,
+    /// Throttling and lockout of failed logins.
+    #[serde(default, skip_serializing_if = "LoginSettings::is_default")]
+    pub logins: LoginSettings,
+}
+
+/// `[server.logins]`: failed logins are delayed, and too many in a row lock the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginSettings {
+    /// Consecutive failures after which a user is locked.
+    pub max_failures: u32,
+    /// How long a lock lasts (and how long failures are remembered).
+    pub lockout_seconds: u64,
+    /// Delay after the first failure; it doubles with each further failure.
+    pub base_delay_ms: u64,
+    /// The longest delay.
+    pub max_delay_ms: u64,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        LoginSettings {
+            max_failures: 5,
+            lockout_seconds: 900,
+            base_delay_ms: 250,
+            max_delay_ms: 4000,
+        }
+    }
+}
+
+impl LoginSettings {
+    fn is_default(&self) -> bool {
+        self == &LoginSettings::default()
+    }
+}
+
+/// `[limits.analyst]` and `[limits.steward]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    #[serde(default, skip_serializing_if = "RoleLimits::is_empty")]
+    pub analyst: RoleLimits,
+    #[serde(default, skip_serializing_if = "RoleLimits::is_empty")]
+    pub steward: RoleLimits,
+}
+
+impl LimitsSection {
+    fn is_empty(&self) -> bool {
+        self == &LimitsSection::default()
+    }
+
+    /// The limits in force for a role: the configured ones over the role's defaults.
+    pub fn for_role(&self, role: Role) -> Result<Limits, String> {
+        let (set, default) = match role {
+            Role::Analyst => (&self.analyst, Limits::analyst()),
+            Role::Steward => (&self.steward, Limits::steward()),
+        };
+        let timeout = match &set.statement_timeout {
+            Some(t) => {
+                parse_duration(t).map_err(|e| format!("[limits.{role}] statement_timeout: {e}"))?
+            }
+            None => default.statement_timeout,
+        };
+        let memory = match &set.memory_per_query {
+            Some(m) => {
+                Some(parse_size(m).map_err(|e| format!("[limits.{role}] memory_per_query: {e}"))?)
+                    .filter(|&n| n > 0)
+            }
+            None => default.memory_per_query,
+        };
+        Ok(Limits {
+            statement_timeout: timeout,
+            max_connections: set
+                .max_connections_per_user
+                .map(|n| n as usize)
+                .unwrap_or(default.max_connections),
+            max_statements: set
+                .max_concurrent_statements_per_user
+                .map(|n| n as usize)
+                .unwrap_or(default.max_statements),
+            memory_per_query: memory,
+        })
+    }
+}
+
+/// The limits of one role, as written (unset: the role's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleLimits {
+    /// Longest a statement may run, e.g. `"30s"`, `"5min"`, `"1h"`; `"0"` for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<String>,
+    /// Open connections per user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_user: Option<u32>,
+    /// Connections of one user running a statement at the same time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_statements_per_user: Option<u32>,
+    /// Memory one query may hold, e.g. `"2G"`; `"0"` for none (the server's
+    /// `--memory-limit` still applies to all queries together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_per_query: Option<String>,
+}
+
+impl RoleLimits {
+    fn is_empty(&self) -> bool {
+        self == &RoleLimits::default()
+    }
+}
+
+/// The limits in force for one role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `None`: statements run until done.
+    pub statement_timeout: Option<Duration>,
+    pub max_connections: usize,
+    pub max_statements: usize,
+    /// `None`: only the server-wide memory limit.
+    pub memory_per_query: Option<usize>,
+}
+
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.statement_timeout {
+            Some(t) => write!(f, "statements end after {t:?}")?,
+            None => write!(f, "no statement timeout")?,
+        }
+        write!(
+            f,
+            ", {} connections and {} statements at once per user",
+            self.max_connections, self.max_statements
+        )?;
+        match self.memory_per_query {
+            Some(m) => write!(f, ", {} MiB per query", m >> 20),
+            None => write!(f, ", no memory limit per query"),
+        }
+    }
+}
+
+impl Limits {
+    /// Analysts' defaults: five minutes a statement, ten connections, four statements at once.
+    pub fn analyst() -> Limits {
+        Limits {
+            statement_timeout: Some(Duration::from_secs(300)),
+            max_connections: 10,
+            max_statements: 4,
+            memory_per_query: None,
+        }
+    }
+
+    /// Stewards' defaults: an hour a statement, 32 connections, 16 statements at once.
+    pub fn steward() -> Limits {
+        Limits {
+            statement_timeout: Some(Duration::from_secs(3600)),
+            max_connections: 32,
+            max_statements: 16,
+            memory_per_query: None,
+        }
+    }
+}
+
+/// The longest duration a setting takes: ten years.
+const MAX_DURATION_SECS: f64 = 10.0 * 365.0 * 86400.0;
+
+/// Parses a duration: `250ms`, `30s`, `5min`, `2h`, `1d`; a bare number is
+/// milliseconds (as PostgreSQL's `statement_timeout`); `0` means none.
+pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = (&t[..split], t[split..].trim());
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?} (e.g. \"30s\", \"5min\", \"1h\")"))?;
+    let unit_secs = match unit {
+        "" | "ms" => 1e-3,
+        "s" | "sec" => 1.0,
+        "min" | "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => return Err(format!("unknown unit in {text:?} (ms, s, min, h, d)")),
+    };
+    let secs = n * unit_secs;
+    if !secs.is_finite() || secs > MAX_DURATION_SECS {
+        return Err(format!("not a duration of at most ten years: {text:?}"));
+    }
+    Ok(Some(Duration::from_secs_f64(secs)).filter(|d| !d.is_zero()))
+}
+
+/// Parses a size: `512M`, `4G`, `64K`, or bytes.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1usize << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("not a size: {s}"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("not a size: {s}"));
+    }
+    Ok((n * mult as f64) as usize)
 }
 
 /// One user: a role and a SCRAM-SHA-256 verifier, never a password.
@@ -93,6 +318,12 @@ impl ServerConfig {
         }
         if let Some(p) = &config.privacy {
             p.validate()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        for role in [Role::Analyst, Role::Steward] {
+            config
+                .limits
+                .for_role(role)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
         Ok(config)
@@ -282,4 +513,32 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAccepto
         .with_single_cert(certs, key)
         .map_err(|e| format!("TLS certificate and key do not work together: {e}"))?;
     Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_sizes_and_limits_per_role() {
+        let secs = |t: &str| parse_duration(t).map(|d| d.map(|d| d.as_secs_f64()));
+        assert_eq!(secs("5min"), Ok(Some(300.0)));
+        assert_eq!(secs("250ms"), Ok(Some(0.25)));
+        assert_eq!(secs("1500"), Ok(Some(1.5)));
+        assert_eq!(secs("0"), Ok(None));
+        assert!(secs("soon").is_err() && secs("5 weeks").is_err() && secs("9e99h").is_err());
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        let config: ServerConfig = toml::from_str(
+            "[server.logins]\nmax_failures = 3\n\n[limits.analyst]\nstatement_timeout = \"30s\"\nmemory_per_query = \"1G\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.logins.max_failures, 3);
+        assert_eq!(config.server.logins.lockout_seconds, 900);
+        let analyst = config.limits.for_role(Role::Analyst).unwrap();
+        assert_eq!(analyst.statement_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(analyst.memory_per_query, Some(1 << 30));
+        assert_eq!(analyst.max_connections, Limits::analyst().max_connections);
+        assert_eq!(config.limits.for_role(Role::Steward), Ok(Limits::steward()));
+        assert!(toml::from_str::<ServerConfig>("[limits.analyst]\ntimeout = 1\n").is_err());
+    }
 }

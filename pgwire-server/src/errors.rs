@@ -11,6 +11,7 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
         EngineError::Refused { code, .. } => code,
         EngineError::Audit(_) => "58030",
         EngineError::Catalog(_) => "58000",
+        EngineError::DataFusion(d) if tsunagu_engine::DamagedFile::find(d).is_some() => "XX001",
         EngineError::DataFusion(d) => match d.find_root() {
             DataFusionError::SQL(..) => "42601",
             DataFusionError::NotImplemented(_) => "0A000",
@@ -56,7 +57,7 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
 /// A wire error for an engine error.
 pub fn to_pg(e: EngineError) -> PgWireError {
     let code = sqlstate(&e);
-    let message = if code.starts_with("22") || code == "XX000" {
+    let message = if code.starts_with("22") || code.starts_with("XX") {
         scrub(&e.to_string())
     } else {
         e.to_string()

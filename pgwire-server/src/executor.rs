@@ -3,7 +3,10 @@
 //! Operators such as a large nested-loop join can compute for seconds
 //! without yielding. Results are therefore produced on a runtime of their
 //! own, so the server keeps accepting connections, cancel requests and
-//! messages while queries run.
+//! messages while queries run. That runtime has several threads per core:
+//! a task that does not yield holds its thread, not the others, and the
+//! operating system shares the cores between threads, so one user's heavy
+//! query slows the small queries of others down instead of stopping them.
 
 use std::sync::OnceLock;
 
@@ -17,11 +20,16 @@ use tokio::runtime::Runtime;
 /// Batches buffered between the query and the connection.
 const BUFFER: usize = 2;
 
+/// Query threads per core.
+const THREADS_PER_CORE: usize = 4;
+
 fn runtime() -> Option<&'static Runtime> {
     static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             tokio::runtime::Builder::new_multi_thread()
+                .worker_threads((cores * THREADS_PER_CORE).max(8))
                 .thread_name("tsunagu-query")
                 .enable_all()
                 .build()

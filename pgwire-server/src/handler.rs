@@ -1,9 +1,11 @@
-//! The per-connection Postgres handler: startup, simple and extended query
-//! protocols, cancellation. It only translates; the engine does the work.
+//! The per-connection Postgres handler: startup (SCRAM logins, throttled
+//! and audited), simple and extended query protocols, limits per role,
+//! cancellation. It only translates; the engine does the work.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,8 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tsunagu_engine::{Engine, Prepared, Session};
 
 use crate::commands::{self, Command, Settings};
+use crate::config::{Limits, LoginSettings};
 use crate::encode;
 use crate::errors::{from_datafusion, to_pg};
+use crate::limits::{ConnectionSlot, Limiter, StatementSlot};
+use crate::logins::LoginGuard;
 
 /// A statement as parsed at Parse time: planned, so Describe matches Execute.
 #[derive(Debug, Clone)]
@@ -88,17 +93,23 @@ impl CancelHandler for CancelRegistry {
     }
 }
 
-/// How connections authenticate: SCRAM-SHA-256 against the configured users.
+/// How connections authenticate: SCRAM-SHA-256 against the configured
+/// users, failed logins throttled and locked out.
 pub struct Auth {
     users: Arc<crate::config::Users>,
     require_tls: bool,
+    logins: LoginGuard,
     driver: auth::AuthDriver<auth::DefaultServerParameterProvider>,
     scram: Arc<dyn auth::mechanism::AuthMechanismFactory>,
 }
 
 impl Auth {
     /// SCRAM-SHA-256 for `users`; `require_tls` refuses plain connections.
-    pub fn new(users: Arc<crate::config::Users>, require_tls: bool) -> Arc<Auth> {
+    pub fn new(
+        users: Arc<crate::config::Users>,
+        require_tls: bool,
+        logins: LoginSettings,
+    ) -> Arc<Auth> {
         let mut params = auth::DefaultServerParameterProvider::default();
         params.server_version = format!(
             "{} (Tsunagu {})",
@@ -111,6 +122,7 @@ impl Auth {
         Arc::new(Auth {
             users,
             require_tls,
+            logins: LoginGuard::new(logins),
             driver: auth::AuthDriver::new(params),
             scram: Arc::new(auth::sasl::scram::ScramAuth::new(source)),
         })
@@ -129,6 +141,11 @@ impl Debug for Auth {
 pub struct Connection {
     session: Session,
     auth: Arc<Auth>,
+    limiter: Arc<Limiter>,
+    /// The login's place among its user's connections, and its role's limits.
+    admitted: OnceLock<(ConnectionSlot, Limits)>,
+    /// The slot of the statements in flight (shared by the statements of one simple query).
+    running: Mutex<Weak<StatementSlot>>,
     settings: OnceLock<Arc<Settings>>,
     cancel: Arc<QueryCancel>,
     registry: Arc<CancelRegistry>,
@@ -141,11 +158,15 @@ impl Connection {
         engine: &Engine,
         registry: Arc<CancelRegistry>,
         auth: Arc<Auth>,
+        limiter: Arc<Limiter>,
     ) -> tsunagu_engine::Result<Arc<Self>> {
         // Least rights until the user has authenticated.
         let session = engine.session_as("", tsunagu_engine::Role::Analyst)?;
         Ok(Arc::new(Connection {
             auth,
+            limiter,
+            admitted: OnceLock::new(),
+            running: Mutex::default(),
             parser: Arc::new(Parser {
                 session: session.clone(),
             }),
@@ -253,19 +274,39 @@ impl Connection {
         params: Vec<datafusion::common::ScalarValue>,
         format: &Format,
     ) -> PgWireResult<Response> {
+        let slot = self.statement_slot()?;
+        let deadline = self
+            .limits()
+            .statement_timeout
+            .map(|t| tokio::time::Instant::now() + t);
         let token = self.cancel.begin();
         let session = self.session.clone();
         let owned = prepared.clone();
-        let stream = crate::executor::start(async move { session.execute(&owned, params).await })
-            .await
-            .map_err(to_pg)?;
+        let started = crate::executor::start(async move { session.execute(&owned, params).await });
+        let stream = match deadline {
+            Some(d) => tokio::time::timeout_at(d, started)
+                .await
+                .map_err(|_| timed_out())?,
+            None => started.await,
+        }
+        .map_err(to_pg)?;
         if matches!(prepared.plan, LogicalPlan::Statement(_))
             || prepared.plan.schema().fields().is_empty()
         {
             let mut stream = stream;
-            while let Some(b) = stream.next().await {
-                b.map_err(from_datafusion)?;
+            loop {
+                let next = tokio::select! {
+                    next = stream.next() => next,
+                    _ = until(deadline) => return Err(timed_out()),
+                };
+                match next {
+                    Some(b) => {
+                        b.map_err(from_datafusion)?;
+                    }
+                    None => break,
+                }
             }
+            drop(slot);
             let tag = prepared
                 .action
                 .as_ref()
@@ -276,8 +317,60 @@ impl Connection {
         let fields = Arc::new(encode::fields(&prepared.schema(), format));
         Ok(Response::Query(QueryResponse::new(
             fields.clone(),
-            rows(stream, fields, token),
+            rows(stream, fields, token, deadline, slot),
         )))
+    }
+
+    /// The limits of the logged-in user's role.
+    fn limits(&self) -> Limits {
+        self.admitted
+            .get()
+            .map(|(_, l)| *l)
+            .unwrap_or_else(|| self.limiter.limits(tsunagu_engine::Role::Analyst))
+    }
+
+    /// A running-statement slot: the connection's current one, or a new one
+    /// if the user is under the limit.
+    fn statement_slot(&self) -> PgWireResult<Arc<StatementSlot>> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = running.upgrade() {
+            return Ok(slot);
+        }
+        let slot = Arc::new(
+            self.limiter
+                .start_statement(&self.session.user(), self.session.login_role())?,
+        );
+        *running = Arc::downgrade(&slot);
+        Ok(slot)
+    }
+
+    /// Audits a login attempt; a log that cannot be written refuses the login.
+    fn audit_login(
+        &self,
+        user: &str,
+        role: Option<tsunagu_engine::Role>,
+        address: std::net::SocketAddr,
+        refused: Option<&str>,
+    ) -> PgWireResult<()> {
+        self.session
+            .log_login(user, role, &address.to_string(), refused)
+            .map_err(to_pg)
+    }
+
+    /// Refuses a login after its delay, audited.
+    async fn refuse_login(
+        &self,
+        user: &str,
+        address: std::net::SocketAddr,
+        reason: &str,
+        delay: Duration,
+        error: PgWireError,
+    ) -> PgWireResult<()> {
+        if let Err(e) = self.audit_login(user, None, address, Some(reason)) {
+            log::error!("cannot audit a refused login: {e}");
+        }
+        tokio::time::sleep(delay).await;
+        Err(error)
     }
 
     async fn plan(&self, statement: tsunagu_engine::Statement) -> PgWireResult<Planned> {
@@ -293,6 +386,10 @@ impl Connection {
     }
 }
 
+fn locked() -> PgWireError {
+    encode::user_error("28000", "too many failed logins; try again later".into())
+}
+
 fn statement_tag(plan: &LogicalPlan) -> &'static str {
     match plan {
         LogicalPlan::Statement(datafusion::logical_expr::Statement::SetVariable(_)) => "SET",
@@ -300,13 +397,18 @@ fn statement_tag(plan: &LogicalPlan) -> &'static str {
     }
 }
 
-/// Encodes a record batch stream as data rows; a cancel request ends it with an error.
+/// Encodes a record batch stream as data rows; a cancel request or the
+/// statement timeout ends it with an error. The statement slot is held
+/// until the stream ends.
 fn rows(
     stream: SendableRecordBatchStream,
     fields: Arc<Vec<FieldInfo>>,
     token: CancellationToken,
+    deadline: Option<tokio::time::Instant>,
+    slot: Arc<StatementSlot>,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
-    stream::unfold((stream, token, false), move |(mut s, token, done)| {
+    let state = (stream, token, slot, false);
+    stream::unfold(state, move |(mut s, token, slot, done)| {
         let fields = fields.clone();
         async move {
             if done {
@@ -314,11 +416,12 @@ fn rows(
             }
             tokio::select! {
                 biased;
-                _ = token.cancelled() => Some((Err(canceled()), (s, token, true))),
+                _ = token.cancelled() => Some((Err(canceled()), (s, token, slot, true))),
+                _ = until(deadline) => Some((Err(timed_out()), (s, token, slot, true))),
                 next = s.next() => match next {
                     None => None,
-                    Some(Err(e)) => Some((Err(from_datafusion(e)), (s, token, true))),
-                    Some(Ok(batch)) => Some((encode::encode_batch(&batch, &fields), (s, token, false))),
+                    Some(Err(e)) => Some((Err(from_datafusion(e)), (s, token, slot, true))),
+                    Some(Ok(batch)) => Some((encode::encode_batch(&batch, &fields), (s, token, slot, false))),
                 },
             }
         }
@@ -333,6 +436,21 @@ fn rows(
 
 fn canceled() -> PgWireError {
     encode::user_error("57014", "canceling statement due to user request".into())
+}
+
+fn timed_out() -> PgWireError {
+    encode::user_error(
+        "57014",
+        "canceling statement due to statement timeout (the statement_timeout of your role)".into(),
+    )
+}
+
+/// Waits until the deadline, or forever without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Plans statements at Parse time.
@@ -427,15 +545,25 @@ impl StartupHandler for Connection {
             PgWireFrontendMessage::Startup(ref startup) => {
                 auth::protocol_negotiation(client, startup).await?;
                 auth::save_startup_parameters_to_metadata(client, startup);
+                let Some(user) = client.metadata().get(pgwire::api::METADATA_USER).cloned() else {
+                    return Err(PgWireError::UserNameRequired);
+                };
+                let address = client.socket_addr();
                 if self.auth.require_tls && !client.is_secure() {
-                    return Err(encode::user_error(
+                    let error = encode::user_error(
                         "28000",
                         "this server accepts TLS connections only (connect with sslmode=require)"
                             .into(),
-                    ));
+                    );
+                    return self
+                        .refuse_login(&user, address, "tls-required", Duration::ZERO, error)
+                        .await;
                 }
-                if client.metadata().get(pgwire::api::METADATA_USER).is_none() {
-                    return Err(PgWireError::UserNameRequired);
+                if self.auth.logins.locked(&user) {
+                    let delay = self.auth.logins.refusal_delay(&user, address.ip());
+                    return self
+                        .refuse_login(&user, address, "locked", delay, locked())
+                        .await;
                 }
                 self.auth
                     .driver
@@ -444,54 +572,87 @@ impl StartupHandler for Connection {
                 Ok(())
             }
             PgWireFrontendMessage::PasswordMessageFamily(m) => {
-                match self.auth.driver.advance_authentication(client, m).await? {
-                    auth::driver::AuthOutcome::Authenticated { final_message, .. } => {
-                        let user = client
-                            .metadata()
-                            .get(pgwire::api::METADATA_USER)
-                            .cloned()
-                            .unwrap_or_default();
-                        let Some(role) = self.auth.users.role(&user) else {
-                            return Err(PgWireError::InvalidPassword(user));
+                let user = client
+                    .metadata()
+                    .get(pgwire::api::METADATA_USER)
+                    .cloned()
+                    .unwrap_or_default();
+                let address = client.socket_addr();
+                let outcome = self.auth.driver.advance_authentication(client, m).await;
+                let role = self.auth.users.role(&user);
+                let (final_message, role) = match (outcome, role) {
+                    (Ok(auth::driver::AuthOutcome::InProgress), _) => return Ok(()),
+                    (
+                        Ok(auth::driver::AuthOutcome::Authenticated { final_message, .. }),
+                        Some(role),
+                    ) if !self.auth.logins.locked(&user) => (final_message, role),
+                    (outcome, _) => {
+                        // A wrong password (or a malformed exchange), the same for unknown users.
+                        let failure = self.auth.logins.failed(&user, address.ip());
+                        let (reason, error) = match outcome {
+                            _ if self.auth.logins.locked(&user) && !failure.locked => {
+                                ("locked", locked())
+                            }
+                            Err(e) => ("password", e),
+                            Ok(_) => ("password", PgWireError::InvalidPassword(user.clone())),
                         };
-                        self.session.authenticate(&user, role);
-                        let settings = self.settings(client);
-                        let before: std::collections::HashSet<String> = self
-                            .session
-                            .context()
-                            .state()
-                            .scalar_functions()
-                            .keys()
-                            .cloned()
-                            .collect();
-                        crate::pg_catalog::register(
-                            self.session.context(),
-                            self.auth.users.list(),
-                            settings,
-                        )
-                        .await
-                        .map_err(from_datafusion)?;
-                        // The catalog functions answer from the catalog: total.
-                        let added: Vec<_> = self
-                            .session
-                            .context()
-                            .state()
-                            .scalar_functions()
-                            .keys()
-                            .filter(|k| !before.contains(*k))
-                            .map(|k| (k.clone(), tsunagu_engine::privacy::Disclosure::Total))
-                            .collect();
-                        self.session.classify_functions(added);
-                        self.auth
-                            .driver
-                            .complete_authentication(client, final_message)
-                            .await?;
-                        let (pid, key) = client.pid_and_secret_key();
-                        self.registry.insert((pid, key.to_bytes()), &self.cancel);
-                        Ok(())
+                        if failure.locked {
+                            log::warn!(
+                                "login: user {user:?} locked after repeated failed logins (last from {address})"
+                            );
+                        }
+                        return self
+                            .refuse_login(&user, address, reason, failure.delay, error)
+                            .await;
                     }
-                    auth::driver::AuthOutcome::InProgress => Ok(()),
-                }
+                };
+                self.auth.logins.succeeded(&user, address.ip());
+                let slot = match self.limiter.connect(&user, role) {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        self.audit_login(&user, Some(role), address, Some("connection-limit"))?;
+                        return Err(e);
+                    }
+                };
+                let limits = self.limiter.limits(role);
+                let _ = self.admitted.set((slot, limits));
+                self.session.authenticate(&user, role);
+                self.session.set_query_memory_limit(limits.memory_per_query);
+                self.audit_login(&user, Some(role), address, None)?;
+                let settings = self.settings(client);
+                let before: std::collections::HashSet<String> = self
+                    .session
+                    .context()
+                    .state()
+                    .scalar_functions()
+                    .keys()
+                    .cloned()
+                    .collect();
+                crate::pg_catalog::register(
+                    self.session.context(),
+                    self.auth.users.list(),
+                    settings,
+                )
+                .await
+                .map_err(from_datafusion)?;
+                // The catalog functions answer from the catalog: total.
+                let added: Vec<_> = self
+                    .session
+                    .context()
+                    .state()
+                    .scalar_functions()
+                    .keys()
+                    .filter(|k| !before.contains(*k))
+                    .map(|k| (k.clone(), tsunagu_engine::privacy::Disclosure::Total))
+                    .collect();
+                self.session.classify_functions(added);
+                self.auth
+                    .driver
+                    .complete_authentication(client, final_message)
+                    .await?;
+                let (pid, key) = client.pid_and_secret_key();
+                self.registry.insert((pid, key.to_bytes()), &self.cancel);
+                Ok(())
             }
             _ => Ok(()),
         }

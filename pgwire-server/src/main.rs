@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use tsunagu_engine::{Engine, EngineOptions, Role};
-use tsunagu_pgwire::config::{ServerConfig, Users};
+use tsunagu_pgwire::config::{ServerConfig, Users, parse_size};
 use tsunagu_pgwire::{demo, server};
 
 #[derive(Parser)]
@@ -72,6 +72,10 @@ enum Cmd {
         /// Refuse connections that do not use TLS.
         #[arg(long)]
         require_tls: bool,
+        /// Allow listening on a non-loopback address without TLS (results
+        /// then cross the network unencrypted).
+        #[arg(long)]
+        allow_plaintext_on_network: bool,
     },
     /// Manage the users of a server configuration file.
     User {
@@ -126,14 +130,54 @@ enum UserCmd {
 
 #[derive(Subcommand)]
 enum AuditCmd {
-    /// Verify the hash chain of the audit log: detects edits and truncation.
+    /// Verify the hash chain of the audit log: detects edits and truncation;
+    /// with a checkpoint, also a log rewritten since the checkpoint.
     Verify {
         #[command(flatten)]
         store: StoreArgs,
         /// The audit folder itself (default: the store's state folder).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// A checkpoint written by `tsunagu audit checkpoint`.
+        #[arg(long, requires = "public_key")]
+        checkpoint: Option<PathBuf>,
+        /// The public key the checkpoint must be signed with.
+        #[arg(long, requires = "checkpoint")]
+        public_key: Option<PathBuf>,
     },
+    /// Sign the audit log's current head (sequence number, hash, time) with
+    /// an Ed25519 key; keep the checkpoint away from the server.
+    Checkpoint {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The audit folder itself (default: the store's state folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The secret key written by `tsunagu audit keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the checkpoint (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a new Ed25519 key pair for checkpoints: the secret key (mode
+    /// 0600) to FILE and the public key to FILE.pub.
+    Keygen {
+        /// The secret key file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// The audit folder: given, or the store's.
+async fn audit_dir(store: &StoreArgs, dir: Option<PathBuf>) -> Result<PathBuf, String> {
+    match dir {
+        Some(d) => Ok(d),
+        None => {
+            let (engine, _) = open(store, None).await?;
+            Ok(engine.audit_log().dir().to_owned())
+        }
+    }
 }
 
 fn read_password() -> Result<String, String> {
@@ -156,18 +200,6 @@ fn read_password() -> Result<String, String> {
         .read_line(&mut line)
         .map_err(|e| e.to_string())?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
-}
-
-fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1usize << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("not a size: {s}"))?;
-    Ok((n * mult as f64) as usize)
 }
 
 fn main() -> ExitCode {
@@ -263,18 +295,37 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Audit {
-            command: AuditCmd::Verify { store, dir },
+            command:
+                AuditCmd::Verify {
+                    store,
+                    dir,
+                    checkpoint,
+                    public_key,
+                },
         } => {
-            let dir = match dir {
-                Some(d) => d,
-                None => {
-                    let (engine, _) = open(&store, None).await?;
-                    engine.audit_log().dir().to_owned()
+            use tsunagu_engine::audit::checkpoint as cp;
+            let dir = audit_dir(&store, dir).await?;
+            let (v, anchored) = match (checkpoint, public_key) {
+                (Some(c), Some(k)) => {
+                    let checkpoint = cp::Checkpoint::read(&c).map_err(|e| e.to_string())?;
+                    let public = cp::read_public_key(&k).map_err(|e| e.to_string())?;
+                    let v = cp::verify_checkpoint(&dir, &checkpoint, &public)
+                        .map_err(|e| format!("{} against {}: {e}", dir.display(), c.display()))?;
+                    (
+                        v,
+                        format!(
+                            "; holds record {} as checkpointed at {}",
+                            checkpoint.seq, checkpoint.time
+                        ),
+                    )
                 }
+                _ => (
+                    tsunagu_engine::audit::verify(&dir).map_err(|e| e.to_string())?,
+                    String::new(),
+                ),
             };
-            let v = tsunagu_engine::audit::verify(&dir).map_err(|e| e.to_string())?;
             println!(
-                "audit log {}: {} records in {} segment(s), chain intact{}",
+                "audit log {}: {} records in {} segment(s), chain intact{anchored}{}",
                 dir.display(),
                 v.records,
                 v.segments,
@@ -286,6 +337,47 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Cmd::Audit {
+            command:
+                AuditCmd::Checkpoint {
+                    store,
+                    dir,
+                    key,
+                    out,
+                },
+        } => {
+            use tsunagu_engine::audit::checkpoint as cp;
+            let key = cp::read_signing_key(&key).map_err(|e| e.to_string())?;
+            let dir = audit_dir(&store, dir).await?;
+            let checkpoint = cp::checkpoint(&dir, &key).map_err(|e| e.to_string())?;
+            let text = format!("{}\n", checkpoint.to_json());
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+                    eprintln!(
+                        "tsunagu: checkpoint of record {} written to {}",
+                        checkpoint.seq,
+                        path.display()
+                    );
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        Cmd::Audit {
+            command: AuditCmd::Keygen { out },
+        } => {
+            use tsunagu_engine::audit::checkpoint as cp;
+            let public = cp::keygen(&out).map_err(|e| e.to_string())?;
+            println!("{public}");
+            eprintln!(
+                "tsunagu: secret key written to {} (keep it off the server); public key to {}",
+                out.display(),
+                cp::public_key_path(&out).display()
+            );
+            Ok(())
+        }
         Cmd::Serve {
             store,
             listen,
@@ -293,11 +385,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             tls_cert,
             tls_key,
             require_tls,
+            allow_plaintext_on_network,
         } => {
             let config = match &config {
                 Some(p) => ServerConfig::load(p)?,
                 None => ServerConfig::default(),
             };
+            // Fail closed: the demo logins exist only on the demo store.
+            if store.store.is_some() && config.users.is_empty() {
+                return Err(
+                    "no users are configured, and the demo logins serve only the demo store. \
+                     Add a user with `tsunagu user add NAME --role analyst --config server.toml` \
+                     (it asks for the password), then serve with `--config server.toml`"
+                        .into(),
+                );
+            }
             let cert = tls_cert.or(config.server.tls_cert.clone());
             let key = tls_key.or(config.server.tls_key.clone());
             let require_tls = require_tls || config.server.require_tls;
@@ -311,6 +413,22 @@ async fn run(cli: Cli) -> Result<(), String> {
                 (None, None) => None,
                 _ => return Err("TLS needs both a certificate and a key".into()),
             };
+            let loopback = server::is_loopback(&listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            if !loopback
+                && tls.is_none()
+                && !(allow_plaintext_on_network || config.server.allow_plaintext_on_network)
+            {
+                return Err(format!(
+                    "{listen} is reachable from the network, and without TLS results and \
+                     statements would cross it unencrypted: configure tls_cert and tls_key \
+                     (or --tls-cert/--tls-key), listen on 127.0.0.1, or allow it explicitly \
+                     with `[server] allow_plaintext_on_network = true` or \
+                     --allow-plaintext-on-network"
+                ));
+            }
+            let limiter = tsunagu_pgwire::limits::Limiter::new(&config.limits)?;
             let demo_login = config.users.is_empty();
             let users = if demo_login {
                 Users::demo()
@@ -356,8 +474,18 @@ async fn run(cli: Cli) -> Result<(), String> {
                     addr.port()
                 );
             }
-            let auth = tsunagu_pgwire::handler::Auth::new(users, require_tls);
-            server::serve(Arc::new(engine), listener, auth, tls)
+            for role in [Role::Analyst, Role::Steward] {
+                println!(
+                    "tsunagu: limits of the {role} role: {}",
+                    limiter.limits(role)
+                );
+            }
+            let auth = tsunagu_pgwire::handler::Auth::new(
+                users,
+                require_tls,
+                config.server.logins.clone(),
+            );
+            server::serve(Arc::new(engine), listener, auth, limiter, tls)
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tsunagu_engine::Engine;
 
 use crate::handler::{Auth, CancelRegistry, Connection, Handlers};
+use crate::limits::Limiter;
 
 /// Serves `engine` on `listener` until SIGINT or SIGTERM: SCRAM-SHA-256
 /// authentication through `auth`, TLS when an acceptor is given.
@@ -17,6 +18,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     listener: TcpListener,
     auth: Arc<Auth>,
+    limiter: Arc<Limiter>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
 ) -> std::io::Result<()> {
     let registry = Arc::new(CancelRegistry::default());
@@ -35,7 +37,7 @@ pub async fn serve(
                     }
                 };
                 let _ = socket.set_nodelay(true);
-                let connection = match Connection::new(&engine, registry.clone(), auth.clone()) {
+                let connection = match Connection::new(&engine, registry.clone(), auth.clone(), limiter.clone()) {
                     Ok(c) => c,
                     Err(e) => {
                         log::error!("cannot start a session for {peer}: {e}");
@@ -65,6 +67,19 @@ pub async fn serve(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// True when every address `listen` (`HOST:PORT`) resolves to is a loopback
+/// address (127.0.0.0/8, ::1): only this machine can connect.
+pub async fn is_loopback(listen: &str) -> std::io::Result<bool> {
+    let mut any = false;
+    for addr in tokio::net::lookup_host(listen).await? {
+        any = true;
+        if !addr.ip().to_canonical().is_loopback() {
+            return Ok(false);
+        }
+    }
+    Ok(any)
 }
 
 /// Binds the listen address.
