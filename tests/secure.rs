@@ -568,3 +568,72 @@ fn a_query_over_its_roles_memory_fails_with_53200_and_the_session_goes_on() {
     let r = psql(server.port, "bob", "bob-secret", "SELECT 1");
     assert!(r.ok, "{}", r.stderr);
 }
+
+/// The server's resident memory in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[test]
+fn under_load_a_third_user_keeps_answering_and_memory_stays_under_its_ceiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "\n[limits.analyst]\nmax_connections_per_user = 3\nmemory_per_query = \"64M\"\n",
+    );
+    let state = state_dir();
+    let server = serve(&cfg, &state, &["--memory-limit", "256M"]);
+    let (port, pid) = (server.port, server.child.id());
+    // ana: a memory-hungry legitimate query (a within-person self-join,
+    // grouped), in a loop; each run answers or fails with 53200.
+    let hungry = "SELECT a.drug_concept_id, count(*) AS n, count(DISTINCT a.person_id) AS persons \
+                  FROM cdm.drug_exposure a JOIN cdm.drug_exposure b ON a.person_id = b.person_id \
+                  JOIN cdm.condition_occurrence c ON c.person_id = a.person_id GROUP BY 1";
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loop_stop = stop.clone();
+    let looping = std::thread::spawn(move || {
+        let mut runs = 0;
+        while !loop_stop.load(std::sync::atomic::Ordering::Relaxed) && runs < 30 {
+            let r = psql(port, "ana", "ana-secret", hungry);
+            assert!(r.ok || r.stderr.contains("53200"), "{}", r.stderr);
+            runs += 1;
+        }
+        runs
+    });
+    // bob opens connections until refused.
+    let mut held = Vec::new();
+    let refused = loop {
+        if held.len() == 3 {
+            let r = psql(port, "bob", "bob-secret", "SELECT 1");
+            break r;
+        }
+        held.push(Held::open(port, "bob", "bob-secret"));
+    };
+    assert!(
+        !refused.ok && refused.stderr.contains("too many connections"),
+        "{}",
+        refused.stderr
+    );
+    // sue's small queries keep answering within a bounded latency, and the
+    // server stays under its memory ceiling.
+    let ceiling = 256 * 1024 * 1024 + 768 * 1024 * 1024;
+    let mut peak = 0;
+    for _ in 0..10 {
+        let r = psql(port, "sue", "sue-secret", "SELECT count(*) FROM cdm.person");
+        assert!(r.ok, "{}", r.stderr);
+        assert!(r.elapsed < Duration::from_secs(5), "{:?}", r.elapsed);
+        peak = peak.max(rss(pid));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = looping.join().unwrap();
+    peak = peak.max(rss(pid));
+    assert!(runs >= 1);
+    assert!(peak > 0 && peak < ceiling, "peak RSS {peak} over {ceiling}");
+    drop(held);
+}
