@@ -477,3 +477,115 @@ async fn every_statement_is_audited_even_before_planning() {
         );
     }
 }
+
+/// The wire corpus (`tests/privacy/adversarial.txt`) on the embedded engine,
+/// on the same demo-sized store: each expectation, and each released count
+/// checked against the steward's answer to the same query.
+#[tokio::test]
+async fn the_adversarial_corpus_holds_on_the_embedded_engine() {
+    use tsunagu_engine::EngineError;
+    let engine = crate::common::open(crate::studies::demo_sized()).await;
+    let analyst = engine.session_as("corpus", Role::Analyst).unwrap();
+    let steward = engine.session_as("oracle", Role::Steward).unwrap();
+    let cases =
+        std::fs::read_to_string(crate::common::repo().join("tests/privacy/adversarial.txt"))
+            .unwrap();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (number, line) in cases.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((expect, sql)) = line.split_once('|') else {
+            continue;
+        };
+        let (expect, sql) = (expect.trim(), sql.trim());
+        if sql.starts_with("SET ROLE") || sql.starts_with("RESET") {
+            continue; // wire-level commands: tested over the wire
+        }
+        let result = analyst.sql(sql).await;
+        let fail = |why: String| format!("line {}: {sql}\n    {why}", number + 1);
+        match (expect.split_whitespace().next(), result) {
+            (Some("refused"), Err(EngineError::Refused { code, message, .. })) => {
+                let want = expect.split_whitespace().nth(1).unwrap_or("");
+                if code != want || !message.contains("[rule:") {
+                    failures.push(fail(format!("refused {code}: {message}")));
+                }
+            }
+            (Some("refused"), other) => failures.push(fail(format!("not refused: {other:?}"))),
+            (Some(_), Err(e)) => failures.push(fail(format!("failed: {e}"))),
+            (Some(kind), Ok(batches)) => {
+                let rows = crate::common::lines(&batches);
+                let cells: Vec<Vec<&str>> = rows.iter().map(|r| r.split('|').collect()).collect();
+                let ok = match kind {
+                    "null" => cells.len() == 1 && cells[0].iter().all(|v| v.is_empty()),
+                    "empty" => cells.is_empty(),
+                    _ => true,
+                };
+                if !ok {
+                    failures.push(fail(format!("expected {kind}, got {rows:?}")));
+                    continue;
+                }
+                if kind != "rounded" {
+                    continue;
+                }
+                // Released counts against the truth.
+                let names: Vec<String> = batches
+                    .first()
+                    .map(|b| {
+                        b.schema()
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // (A statement only the analyst's total functions can run has no truth.)
+                let Ok(truth) = steward.sql(sql).await else {
+                    continue;
+                };
+                let truth = crate::common::lines(&truth);
+                // Rows are matched on their labels: the columns that are
+                // neither counts (n*) nor released fractions.
+                let labels: Vec<usize> = (0..names.len())
+                    .filter(|&i| {
+                        !names[i].starts_with('n') && cells.iter().all(|r| !r[i].contains('.'))
+                    })
+                    .collect();
+                for row in &cells {
+                    let key: Vec<&str> = labels.iter().map(|&i| row[i]).collect();
+                    let Some(t) = truth
+                        .iter()
+                        .map(|r| r.split('|').collect::<Vec<_>>())
+                        .find(|t| labels.iter().map(|&i| t[i]).collect::<Vec<_>>() == key)
+                    else {
+                        failures.push(fail(format!("released row {row:?} has no true row")));
+                        continue;
+                    };
+                    for (i, n) in names.iter().enumerate() {
+                        let (Ok(released), Ok(exact)) =
+                            (row[i].parse::<f64>(), t[i].parse::<f64>())
+                        else {
+                            continue;
+                        };
+                        if !n.starts_with('n') {
+                            continue;
+                        }
+                        checked += 1;
+                        if released % 5.0 != 0.0
+                            || released < 10.0
+                            || exact < 10.0
+                            || (released - exact).abs() > 7.5 + 0.02 * exact
+                        {
+                            failures.push(fail(format!("{n} released {released} for {exact}")));
+                        }
+                    }
+                }
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(checked > 10, "only {checked} released counts checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
