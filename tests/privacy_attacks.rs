@@ -294,8 +294,10 @@ async fn identifiers_stay_identifiers_through_every_node() {
         // UNION at another column position.
         "SELECT count(*) FROM (SELECT person_id, year_of_birth AS v FROM ndb.person UNION ALL SELECT person_id, person_id AS v FROM ndb.person) t WHERE v = 5",
         "SELECT v, count(*) FROM (SELECT person_id, year_of_birth AS v FROM ndb.person UNION ALL SELECT person_id, person_id AS v FROM ndb.person) t GROUP BY v",
-        // Record identifiers.
+        // Record identifiers, of the CDM and of other sources.
         "SELECT count(*) FROM ndb.drug_exposure WHERE drug_exposure_id = 12",
+        "SELECT count(*) FROM kaigo.care_service WHERE care_service_id < 100",
+        "SELECT certification_id % 10, count(*) FROM kaigo.care_certification GROUP BY 1",
         "SELECT drug_exposure_id % 7, count(*) FROM ndb.drug_exposure GROUP BY 1",
         // Joins on anything but identity, VALUES.
         "SELECT count(*) FROM ndb.person p JOIN (VALUES (1), (2)) v(id) ON p.person_id = v.id",
@@ -588,4 +590,34 @@ async fn the_adversarial_corpus_holds_on_the_embedded_engine() {
     }
     assert!(checked > 10, "only {checked} released counts checked");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn the_policy_names_further_identifiers() {
+    let policy = Policy {
+        identifiers: vec!["kaigo.care_service.units".into()],
+        ..Default::default()
+    };
+    let engine = Engine::open(
+        synthetic(),
+        EngineOptions {
+            state_dir: Some(state_dir()),
+            policy: Some(policy),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let analyst = engine.session_as("eve", Role::Analyst).unwrap();
+    let e = analyst
+        .sql("SELECT count(*) FROM kaigo.care_service WHERE units > 3")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("identifier"), "{e}");
+    // Counting distinct identifiers is still a count.
+    analyst
+        .sql("SELECT count(DISTINCT units) FROM kaigo.care_service")
+        .await
+        .unwrap();
 }

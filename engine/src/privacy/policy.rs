@@ -80,6 +80,10 @@ pub struct Policy {
     /// (vocabulary and catalog schemas public, tables with `person_id` person-level).
     #[serde(default)]
     pub tables: BTreeMap<String, TableRole>,
+    /// Further identifier columns of person-level tables (record keys of
+    /// sources outside the CDM): `column`, `table.column` or `schema.table.column`.
+    #[serde(default)]
+    pub identifiers: Vec<String>,
     /// The secret that seeds the noise (kept in the state folder, never in
     /// configuration); without one, a key for this process.
     #[serde(skip)]
@@ -169,6 +173,7 @@ impl Default for Policy {
             noise: default_noise(),
             threshold_noise: default_threshold_noise(),
             tables: BTreeMap::new(),
+            identifiers: Vec::new(),
             secret: None,
             functions: BTreeMap::new(),
         }
@@ -202,6 +207,21 @@ impl Policy {
             Some(k) => k.0,
             None => PROCESS.get_or_init(NoiseKey::random).0,
         }
+    }
+
+    /// Whether a column of a person-level table identifies a record: a CDM
+    /// record identifier or one the policy names.
+    pub fn is_identifier(&self, table: &TableReference, column: &str) -> bool {
+        if tsunagu_catalog::cdm::is_record_id(column) {
+            return true;
+        }
+        let t = table.table().to_ascii_lowercase();
+        let s = table.schema().unwrap_or("public").to_ascii_lowercase();
+        let c = column.to_ascii_lowercase();
+        let names = [c.clone(), format!("{t}.{c}"), format!("{s}.{t}.{c}")];
+        self.identifiers
+            .iter()
+            .any(|i| names.contains(&i.to_ascii_lowercase()))
     }
 
     /// The role of a scanned table with the given columns.

@@ -377,14 +377,26 @@ impl Walker<'_> {
                         .collect()
                 };
                 // Identifiers by where they come from: the table's person
-                // key and its record identifiers.
+                // key, its record key (its first column, when that is an
+                // `_id` other than a concept), and the record identifiers
+                // of the CDM and of the policy.
+                let record_key = full
+                    .fields()
+                    .first()
+                    .map(|f| f.name().as_str())
+                    .filter(|n| {
+                        n.ends_with("_id") && *n != super::PERSON_ID && !n.ends_with("_concept_id")
+                    });
                 let mut keys = at(super::PERSON_KEY);
                 keys.extend(
                     schema
                         .fields()
                         .iter()
                         .enumerate()
-                        .filter(|(_, f)| tsunagu_catalog::cdm::is_record_id(f.name()))
+                        .filter(|(_, f)| {
+                            Some(f.name().as_str()) == record_key
+                                || self.policy.is_identifier(name, f.name())
+                        })
                         .map(|(i, _)| i),
                 );
                 let rel = Rel {
