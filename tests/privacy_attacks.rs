@@ -15,11 +15,18 @@ async fn engine() -> &'static Engine {
     if let Some(e) = ENGINE.get() {
         return e;
     }
-    let policy = Policy {
+    let engine = open_with(Policy {
         secret: Some(NoiseKey([7; 32])),
         ..Default::default()
-    };
-    let engine = Engine::open(
+    })
+    .await;
+    let _ = ENGINE.set(engine);
+    ENGINE.get().expect("set")
+}
+
+/// The synthetic store under a policy, with a fresh state folder.
+async fn open_with(policy: Policy) -> Engine {
+    Engine::open(
         synthetic(),
         EngineOptions {
             state_dir: Some(state_dir()),
@@ -28,9 +35,7 @@ async fn engine() -> &'static Engine {
         },
     )
     .await
-    .expect("opens");
-    let _ = ENGINE.set(engine);
-    ENGINE.get().expect("set")
+    .expect("opens")
 }
 
 /// Rows as numbers (NULL and text as None).
@@ -594,20 +599,11 @@ async fn the_adversarial_corpus_holds_on_the_embedded_engine() {
 
 #[tokio::test]
 async fn the_policy_names_further_identifiers() {
-    let policy = Policy {
+    let engine = open_with(Policy {
         identifiers: vec!["kaigo.care_service.units".into()],
         ..Default::default()
-    };
-    let engine = Engine::open(
-        synthetic(),
-        EngineOptions {
-            state_dir: Some(state_dir()),
-            policy: Some(policy),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    })
+    .await;
     let analyst = engine.session_as("eve", Role::Analyst).unwrap();
     let e = analyst
         .sql("SELECT count(*) FROM kaigo.care_service WHERE units > 3")

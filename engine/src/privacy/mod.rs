@@ -111,3 +111,184 @@ fn check_output(plan: &LogicalPlan) -> Result<(), Refusal> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each rule on plans of a bare DataFusion context: `guard` is a plain
+    //! function from plan to plan.
+
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    /// `t(person_id, v, code)`: person-level; `r(code, label)`: reference data.
+    async fn context() -> SessionContext {
+        let ctx = SessionContext::new();
+        let t = Arc::new(Schema::new(vec![
+            Field::new("person_id", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+            Field::new("code", DataType::Utf8, true),
+        ]));
+        let ids: Vec<i64> = (0..40).collect();
+        let batch = RecordBatch::try_new(
+            t.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(Int64Array::from(
+                    ids.iter().map(|i| i % 7).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("c{}", i % 3)),
+                )),
+            ],
+        )
+        .unwrap();
+        ctx.register_table(
+            "t",
+            Arc::new(MemTable::try_new(t, vec![vec![batch]]).unwrap()),
+        )
+        .unwrap();
+        let r = Arc::new(Schema::new(vec![
+            Field::new("code", DataType::Utf8, false),
+            Field::new("label", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            r.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["c0", "c1", "c2"])),
+                Arc::new(StringArray::from(vec!["zero", "one", "two"])),
+            ],
+        )
+        .unwrap();
+        ctx.register_table(
+            "r",
+            Arc::new(MemTable::try_new(r, vec![vec![batch]]).unwrap()),
+        )
+        .unwrap();
+        ctx
+    }
+
+    async fn check(sql: &str) -> Result<Guarded, Refusal> {
+        let ctx = context().await;
+        let plan = ctx.state().create_logical_plan(sql).await.unwrap();
+        guard(&plan, &Policy::default())
+    }
+
+    async fn rule(sql: &str) -> &'static str {
+        match check(sql).await {
+            Err(Refusal::Rule { rule, .. } | Refusal::Unsupported { rule, .. }) => rule,
+            Err(Refusal::Plan(e)) => panic!("{sql}: {e}"),
+            Ok(g) => panic!("{sql}: allowed\n{}", g.plan.display_indent()),
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_of_persons_do_not_leave() {
+        assert_eq!(rule("SELECT v FROM t").await, "row-level output");
+        assert_eq!(
+            rule("SELECT DISTINCT v FROM t").await,
+            "DISTINCT over persons"
+        );
+        assert_eq!(rule("SELECT v FROM t LIMIT 1").await, "LIMIT over persons");
+    }
+
+    #[tokio::test]
+    async fn identifiers_only_join_group_and_count() {
+        assert_eq!(
+            rule("SELECT count(*) FROM t WHERE person_id = 3").await,
+            "person identifier in an expression"
+        );
+        assert_eq!(
+            rule("SELECT count(*) FROM t a JOIN t b ON a.v = b.v").await,
+            "cross-person join"
+        );
+        assert_eq!(
+            rule("SELECT count(*) FROM (SELECT person_id, v FROM t UNION ALL SELECT person_id, person_id AS v FROM t) u WHERE v = 1").await,
+            "person identifier in an expression"
+        );
+        assert!(
+            check("SELECT count(*) FROM t a JOIN t b ON a.person_id = b.person_id")
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn only_windows_within_a_person() {
+        assert_eq!(
+            rule("SELECT count(*) FROM (SELECT row_number() OVER (ORDER BY v) AS n FROM t) w")
+                .await,
+            "cross-person window"
+        );
+        assert!(
+            check("SELECT count(*) FROM (SELECT person_id, row_number() OVER (PARTITION BY person_id ORDER BY v) AS n FROM t) w WHERE n = 1")
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn across_persons_only_released_aggregates() {
+        assert_eq!(rule("SELECT min(v) FROM t").await, "aggregate not released");
+        assert_eq!(
+            rule("SELECT count(DISTINCT v) FROM t").await,
+            "aggregate not released"
+        );
+        // Within a person any aggregate; across persons, the release.
+        let g =
+            check("SELECT avg(m) FROM (SELECT person_id, min(v) AS m FROM t GROUP BY person_id) x")
+                .await
+                .unwrap();
+        let text = format!("{}", g.plan.display_indent());
+        assert!(text.contains("tsunagu_release"), "{text}");
+        let g = check("SELECT code, count(*) FROM t GROUP BY code")
+            .await
+            .unwrap();
+        let text = format!("{}", g.plan.display_indent());
+        assert!(
+            text.contains("tsunagu_keep") && text.contains("__tsunagu_p"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn reference_data_is_free_and_functions_need_a_class() {
+        assert!(check("SELECT label FROM r WHERE code = 'c1'").await.is_ok());
+        assert_eq!(
+            rule("SELECT count(*) FROM t WHERE random() > 0.5").await,
+            "function"
+        );
+        assert_eq!(
+            rule("SELECT count(*) FROM t WHERE chr(v) = 'a'").await,
+            "function"
+        );
+        assert_eq!(
+            rule("SELECT count(*) FROM t WHERE regexp_like(code, code)").await,
+            "function"
+        );
+        assert!(
+            check("SELECT count(*) FROM t WHERE regexp_like(code, '^c')")
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn data_dependent_failures_are_made_total() {
+        let g = check("SELECT sum(100 / v), count(*) FROM t WHERE CAST(code AS INT) IS NULL")
+            .await
+            .unwrap();
+        let text = format!("{}", g.plan.display_indent());
+        assert!(
+            text.contains("nullif") && text.contains("TRY_CAST"),
+            "{text}"
+        );
+        assert_eq!(
+            rule("EXPLAIN ANALYZE SELECT count(*) FROM t").await,
+            "EXPLAIN ANALYZE"
+        );
+        assert_eq!(rule("INSERT INTO r VALUES ('x', 'y')").await, "writes");
+    }
+}

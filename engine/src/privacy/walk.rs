@@ -1349,8 +1349,8 @@ fn limit_refusal() -> Refusal {
     )
 }
 
-/// `a.person_id = b.person_id` between two person columns of one relation.
-fn equates_persons(e: &Expr, persons: &[Column]) -> bool {
+/// The two columns of `a = b`, if that is what the expression is.
+fn column_equality(e: &Expr) -> Option<(&Column, &Column)> {
     if let Expr::BinaryExpr(BinaryExpr {
         left,
         op: Operator::Eq,
@@ -1358,24 +1358,21 @@ fn equates_persons(e: &Expr, persons: &[Column]) -> bool {
     }) = e
         && let (Expr::Column(a), Expr::Column(b)) = (strip(left), strip(right))
     {
-        return a != b && persons.contains(a) && persons.contains(b);
+        return Some((a, b));
     }
-    false
+    None
+}
+
+/// `a.person_id = b.person_id` between two person columns of one relation.
+fn equates_persons(e: &Expr, persons: &[Column]) -> bool {
+    column_equality(e).is_some_and(|(a, b)| a != b && persons.contains(a) && persons.contains(b))
 }
 
 /// `a.visit_occurrence_id = b.visit_occurrence_id`: the same record identifier
 /// on both sides (an identity join).
 fn equates_records(e: &Expr, keys: &[Column]) -> bool {
-    if let Expr::BinaryExpr(BinaryExpr {
-        left,
-        op: Operator::Eq,
-        right,
-    }) = e
-        && let (Expr::Column(a), Expr::Column(b)) = (strip(left), strip(right))
-    {
-        return a != b && a.name == b.name && keys.contains(a) && keys.contains(b);
-    }
-    false
+    column_equality(e)
+        .is_some_and(|(a, b)| a != b && a.name == b.name && keys.contains(a) && keys.contains(b))
 }
 
 /// `t.person_id = outer.person_id`: a subquery bound to the enclosing person.
