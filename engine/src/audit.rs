@@ -508,68 +508,6 @@ pub fn records(dir: &Path) -> Result<Vec<Record>> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(sql: &str) -> Entry {
-        Entry {
-            rows: Some(1),
-            ..Entry::statement("ana", "analyst", sql, Decision::Allowed, None)
-        }
-    }
-
-    #[test]
-    fn chain_verifies_and_detects_edits_and_truncation() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(dir.path()).unwrap();
-        for i in 0..5 {
-            log.append(entry(&format!("SELECT {i}"))).unwrap();
-        }
-        drop(log);
-        assert_eq!(verify(dir.path()).unwrap().records, 5);
-        let path = segment_path(dir.path(), 1);
-        let text = std::fs::read_to_string(&path).unwrap();
-
-        std::fs::write(&path, text.replace("SELECT 2", "SELECT 9")).unwrap();
-        let e = verify(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("record 3 was altered"), "{e}");
-
-        let lines: Vec<&str> = text.lines().collect();
-        std::fs::write(&path, format!("{}\n", lines[..4].join("\n"))).unwrap();
-        let e = verify(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("cut off"), "{e}");
-
-        let mut without = lines.clone();
-        without.remove(1);
-        std::fs::write(&path, format!("{}\n", without.join("\n"))).unwrap();
-        assert!(verify(dir.path()).is_err());
-
-        std::fs::write(&path, &text).unwrap();
-        assert_eq!(verify(dir.path()).unwrap().records, 5);
-    }
-
-    #[test]
-    fn torn_record_is_cut_on_open_and_the_chain_continues() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(dir.path()).unwrap();
-        log.append(entry("SELECT 1")).unwrap();
-        drop(log);
-        let path = segment_path(dir.path(), 1);
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"seq\":2,\"time\":\"20").unwrap();
-        drop(f);
-        assert!(verify(dir.path()).unwrap().torn_tail);
-        let log = AuditLog::open(dir.path()).unwrap();
-        log.append(entry("SELECT 2")).unwrap();
-        drop(log);
-        let v = verify(dir.path()).unwrap();
-        assert_eq!((v.records, v.torn_tail), (2, false));
-        let all = records(dir.path()).unwrap();
-        assert_eq!(all[1].sql, "SELECT 2");
-    }
-}
-
 /// A result stream that logs its statement when it ends: rows returned and
 /// cells the privacy layer withheld.
 pub struct Audited {
@@ -662,5 +600,67 @@ impl Drop for Audited {
         {
             log::error!("{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(sql: &str) -> Entry {
+        Entry {
+            rows: Some(1),
+            ..Entry::statement("ana", "analyst", sql, Decision::Allowed, None)
+        }
+    }
+
+    #[test]
+    fn chain_verifies_and_detects_edits_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for i in 0..5 {
+            log.append(entry(&format!("SELECT {i}"))).unwrap();
+        }
+        drop(log);
+        assert_eq!(verify(dir.path()).unwrap().records, 5);
+        let path = segment_path(dir.path(), 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+
+        std::fs::write(&path, text.replace("SELECT 2", "SELECT 9")).unwrap();
+        let e = verify(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("record 3 was altered"), "{e}");
+
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(&path, format!("{}\n", lines[..4].join("\n"))).unwrap();
+        let e = verify(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("cut off"), "{e}");
+
+        let mut without = lines.clone();
+        without.remove(1);
+        std::fs::write(&path, format!("{}\n", without.join("\n"))).unwrap();
+        assert!(verify(dir.path()).is_err());
+
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(verify(dir.path()).unwrap().records, 5);
+    }
+
+    #[test]
+    fn torn_record_is_cut_on_open_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.append(entry("SELECT 1")).unwrap();
+        drop(log);
+        let path = segment_path(dir.path(), 1);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":2,\"time\":\"20").unwrap();
+        drop(f);
+        assert!(verify(dir.path()).unwrap().torn_tail);
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.append(entry("SELECT 2")).unwrap();
+        drop(log);
+        let v = verify(dir.path()).unwrap();
+        assert_eq!((v.records, v.torn_tail), (2, false));
+        let all = records(dir.path()).unwrap();
+        assert_eq!(all[1].sql, "SELECT 2");
     }
 }

@@ -465,15 +465,15 @@ impl Session {
             Err(e) => {
                 let class = error_class(&e);
                 self.log(&prepared.sql, Decision::Error, Some(class.clone()), None, 0)?;
-                if prepared.release.is_some() || self.role() == Role::Analyst {
-                    if class == "execution" {
-                        // An analyst learns nothing from why a statement failed on the data.
-                        return Err(EngineError::DataFusion(
-                            datafusion::error::DataFusionError::Execution(
-                                "the query failed while reading the data (details are withheld from analysts)".into(),
-                            ),
-                        ));
-                    }
+                if (prepared.release.is_some() || self.role() == Role::Analyst)
+                    && class == "execution"
+                {
+                    // An analyst learns nothing from why a statement failed on the data.
+                    return Err(EngineError::DataFusion(
+                        datafusion::error::DataFusionError::Execution(
+                            "the query failed while reading the data (details are withheld from analysts)".into(),
+                        ),
+                    ));
                 }
                 Err(e)
             }
