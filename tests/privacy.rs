@@ -485,3 +485,68 @@ fn audit_verify_detects_an_edited_log() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Every study's planted effect is found by the analyst too (the oracle is
+/// the generator's planted truth, as in tests/studies.rs).
+#[tokio::test]
+async fn every_planted_effect_survives_the_analysts_release() {
+    let engine = crate::common::open(crate::studies::demo_sized()).await;
+    let study = |name: &str| {
+        std::fs::read_to_string(repo().join(format!("sql/studies/{name}.sql"))).unwrap()
+    };
+    let rows = |lines: Vec<String>| -> Vec<Vec<String>> {
+        lines
+            .into_iter()
+            .map(|r| r.split('|').map(str::to_owned).collect())
+            .collect()
+    };
+    let num = |v: &str| -> f64 { v.parse().unwrap_or_else(|_| panic!("withheld: {v:?}")) };
+
+    let sccs = rows(rows_as(&engine, Role::Analyst, &study("sccs_nsaid_gi_bleed")).await);
+    let irr = num(&sccs[0][5]);
+    assert!((2.0..4.5).contains(&irr), "rate ratio {irr}, planted 3");
+
+    let hip = rows(
+        rows_as(
+            &engine,
+            Role::Analyst,
+            &study("hip_fracture_long_term_care"),
+        )
+        .await,
+    );
+    let share = |d: &str| {
+        num(&hip
+            .iter()
+            .find(|r| r[0] == d)
+            .unwrap_or_else(|| panic!("{d}: {hip:?}"))[3])
+    };
+    assert!(
+        (0.5..0.72).contains(&share("S72.0")),
+        "planted 0.6: {hip:?}"
+    );
+
+    let ssa = rows(rows_as(&engine, Role::Analyst, &study("ssa_amlodipine_furosemide")).await);
+    let (first, reverse) = (num(&ssa[0][0]), ssa[0][1].parse::<f64>().unwrap_or(0.0));
+    assert!(first > 50.0 && first > 3.0 * reverse.max(1.0), "{ssa:?}");
+
+    let funnel = rows(rows_as(&engine, Role::Analyst, &study("feasibility_funnel")).await);
+    let counts: Vec<f64> = funnel.iter().map(|r| num(&r[2])).collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+
+    let prevalence = rows(
+        rows_as(
+            &engine,
+            Role::Analyst,
+            &study("prevalence_incidence_hypertension"),
+        )
+        .await,
+    );
+    assert_eq!(prevalence.len(), 8);
+    let (a, b) = (&prevalence[0], &prevalence[7]);
+    let crude = num(&b[3]) - num(&a[3]);
+    let standardized = (num(&b[4]) - num(&a[4])).abs();
+    assert!(
+        crude > 0.005 && standardized < crude / 2.0,
+        "{prevalence:?}"
+    );
+}
