@@ -58,6 +58,18 @@ impl Limiter {
         out
     }
 
+    /// Counts one more of what `count` picks for `user`, unless `max` are held.
+    fn take(&self, user: &str, max: usize, count: fn(&mut Use) -> &mut usize) -> bool {
+        self.with_use(user, |u| {
+            let n = count(u);
+            if *n >= max {
+                return false;
+            }
+            *n += 1;
+            true
+        })
+    }
+
     /// Takes a connection of `user`; the slot gives it back when dropped.
     pub fn connect(
         self: &Arc<Self>,
@@ -65,14 +77,7 @@ impl Limiter {
         role: Role,
     ) -> Result<ConnectionSlot, PgWireError> {
         let max = self.limits(role).max_connections;
-        let taken = self.with_use(user, |u| {
-            if u.connections >= max {
-                return false;
-            }
-            u.connections += 1;
-            true
-        });
-        if !taken {
+        if !self.take(user, max, |u| &mut u.connections) {
             return Err(encode::user_error(
                 "53300",
                 format!(
@@ -94,14 +99,7 @@ impl Limiter {
         role: Role,
     ) -> Result<StatementSlot, PgWireError> {
         let max = self.limits(role).max_statements;
-        let taken = self.with_use(user, |u| {
-            if u.statements >= max {
-                return false;
-            }
-            u.statements += 1;
-            true
-        });
-        if !taken {
+        if !self.take(user, max, |u| &mut u.statements) {
             return Err(encode::user_error(
                 "53400",
                 format!(
