@@ -157,6 +157,10 @@ impl Engine {
         }
         let opts = config.options_mut();
         opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        // Data already hash-partitioned on a subset of the keys (person_id,
+        // typically) is grouped and joined where it is, on any number of
+        // cores; DataFusion's default does so from four partitions up.
+        opts.optimizer.subset_repartition_threshold = 1;
         if let Some(limit) = self.options.memory_limit {
             // Room kept for merging spilled sorts: a sixteenth of a small pool.
             let reserve = &mut opts.execution.sort_spill_reservation_bytes;

@@ -12,6 +12,7 @@
 //! could fail on data are made total, so errors carry no information.
 //! The model is written down in docs/PRIVACY.md.
 
+mod contributions;
 pub mod functions;
 mod policy;
 mod release;

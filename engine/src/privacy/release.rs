@@ -22,7 +22,6 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::{Column, Result, ScalarValue, exec_err};
 use datafusion::functions_aggregate::bit_and_or_xor::bit_xor_udaf;
 use datafusion::functions_aggregate::count::count_udaf;
-use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
@@ -32,6 +31,7 @@ use datafusion::logical_expr::{
 use sha2::{Digest, Sha256};
 
 use super::Policy;
+use super::contributions::{Contributions, HEAD, PER_MOMENT};
 
 /// Counters of what a statement's releases withheld (for the audit log).
 #[derive(Debug, Default)]
@@ -252,8 +252,8 @@ struct Keep {
     signature: Signature,
 }
 
-/// `tsunagu_release(stat, integer, n, seed, l1, l2, total_0, hi_0, lo_0, ...)`:
-/// a released number, or NULL.
+/// `tsunagu_release(stat, integer, contributions)`: a released number, or
+/// NULL; `contributions` is what `tsunagu_contributions` gathered.
 #[derive(Debug)]
 struct Release {
     params: Arc<Params>,
@@ -296,10 +296,6 @@ fn int64(a: &ArrayRef) -> Result<&Int64Array> {
         DataType::Int64 => Ok(a.as_primitive::<Int64Type>()),
         other => exec_err!("release: expected Int64, got {other}"),
     }
-}
-
-fn float64(a: &ArrayRef) -> Result<ArrayRef> {
-    Ok(datafusion::arrow::compute::cast(a, &DataType::Float64)?)
 }
 
 impl ScalarUDFImpl for Keep {
@@ -362,20 +358,38 @@ impl ScalarUDFImpl for Release {
             _ => return exec_err!("release: statistic must be a constant"),
         };
         let rows = args.number_rows;
-        let arrays: Vec<ArrayRef> = args.args[2..]
-            .iter()
-            .map(|a| a.to_array(rows))
+        let Some(stats) = args.args.get(2) else {
+            return exec_err!("release: missing contributions");
+        };
+        let stats = stats.to_array(rows)?;
+        let Some(stats) = stats.as_struct_opt() else {
+            return exec_err!("release: contributions must be a struct");
+        };
+        let column = |i: usize| match stats.columns().get(i) {
+            Some(c) => Ok(c),
+            None => exec_err!("release: contributions lack field {i}"),
+        };
+        let n = int64(column(0)?)?;
+        let seeds = int64(column(1)?)?;
+        let float = |i: usize| -> Result<&Float64Array> {
+            match column(i)?.as_primitive_opt::<Float64Type>() {
+                Some(a) => Ok(a),
+                None => exec_err!("release: expected Float64 contributions"),
+            }
+        };
+        let (l1, l2) = (float(2)?, float(3)?);
+        let moments = (stats.num_columns() - HEAD) / PER_MOMENT;
+        let moments: Vec<(&Float64Array, &Float64Array, &Float64Array, &Int64Array)> = (0..moments)
+            .map(|j| {
+                let at = HEAD + PER_MOMENT * j;
+                Ok((
+                    float(at)?,
+                    float(at + 1)?,
+                    float(at + 2)?,
+                    int64(column(at + 3)?)?,
+                ))
+            })
             .collect::<Result<_>>()?;
-        let n = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
-        let n = n.as_primitive::<Int64Type>();
-        let seeds = int64(&arrays[1])?;
-        let floats: Vec<ArrayRef> = arrays[2..].iter().map(float64).collect::<Result<_>>()?;
-        let floats: Vec<&Float64Array> = floats
-            .iter()
-            .map(|a| a.as_primitive::<Float64Type>())
-            .collect();
-        let (l1, l2) = (floats[0], floats[1]);
-        let moments = &floats[2..];
         let p = &self.params;
         let mut out = Float64Builder::with_capacity(rows);
         let mut withheld = 0u64;
@@ -392,7 +406,7 @@ impl ScalarUDFImpl for Release {
                 }
                 if stat != Stat::Persons {
                     let (a, b) = (l1.value(i), l2.value(i));
-                    if l1.is_null(i) || l2.is_null(i) || b <= 0.0 {
+                    if b <= 0.0 {
                         return None;
                     }
                     // Effective number of contributors: withheld when the
@@ -401,23 +415,21 @@ impl ScalarUDFImpl for Release {
                         return None;
                     }
                 }
-                let mut m = Vec::with_capacity(moments.len() / 2);
+                let mut m = Vec::with_capacity(moments.len());
                 if stat == Stat::Persons {
                     m.push(p.noisy(stat.noise_label(), 0, seed, count as f64, 1.0, 1.0));
                 } else {
-                    for (j, moment) in moments.chunks(3).enumerate() {
-                        let (total, hi, lo) = (moment[0], moment[1], moment[2]);
-                        if total.is_null(i) {
+                    for (j, (total, hi, lo, seen)) in moments.iter().enumerate() {
+                        if seen.value(i) <= 0 {
                             return None;
                         }
-                        let value = |a: &Float64Array| if a.is_null(i) { 0.0 } else { a.value(i) };
                         m.push(p.noisy(
                             stat.noise_label(),
                             j,
                             seed,
                             total.value(i),
-                            value(hi),
-                            value(lo),
+                            hi.value(i),
+                            lo.value(i),
                         ));
                     }
                 }
@@ -519,6 +531,7 @@ pub(super) struct Masks {
     release: Arc<ScalarUDF>,
     release_set: Arc<ScalarUDF>,
     person_hash: Arc<ScalarUDF>,
+    contributions: Arc<AggregateUDF>,
 }
 
 impl Masks {
@@ -542,6 +555,7 @@ impl Masks {
                 params,
                 signature: any(),
             })),
+            contributions: Arc::new(AggregateUDF::new_from_impl(Contributions::new())),
         }
     }
 
@@ -907,60 +921,18 @@ fn build(
                 always,
                 ..
             } => {
-                let f = || (!*always).then(|| col(&format!("__tsunagu_c{i}")));
-                let float = |j: usize| col(&format!("__tsunagu_f{i}_{j}"));
-                let prim = float(stat.primary());
-                let (n, seed) = if *always {
-                    ("__tsunagu_persons".to_owned(), "__tsunagu_seed".to_owned())
+                let contributes = if *always {
+                    lit(true)
                 } else {
-                    let n = format!("__tsunagu_n{i}");
-                    let seed = format!("__tsunagu_s{i}");
-                    aggs2.push(agg(count_udaf(), vec![lit(1i64)], false, f()).alias(&n));
-                    aggs2.push(agg(bit_xor_udaf(), vec![hash.clone()], false, f()).alias(&seed));
-                    (n, seed)
+                    col(&format!("__tsunagu_c{i}"))
                 };
-                let l1 = format!("__tsunagu_l1_{i}");
-                let l2 = format!("__tsunagu_l2_{i}");
-                let (l1, l2) = if *stat == Stat::Persons {
-                    // One per person: no dominance to measure.
-                    (
-                        lit(ScalarValue::Float64(None)),
-                        lit(ScalarValue::Float64(None)),
-                    )
-                } else {
-                    aggs2.push(
-                        agg(
-                            sum_udaf(),
-                            vec![datafusion::functions::expr_fn::abs(prim.clone())],
-                            false,
-                            f(),
-                        )
-                        .alias(&l1),
-                    );
-                    aggs2.push(agg(sum_udaf(), vec![prim.clone() * prim], false, f()).alias(&l2));
-                    (col(&l1), col(&l2))
-                };
-                let mut args = vec![
-                    lit(stat.label()),
-                    lit(*integer),
-                    col(&n),
-                    col(&seed),
-                    l1,
-                    l2,
-                ];
+                let mut args = vec![contributes, hash.clone(), lit(stat.primary() as i64)];
                 if *stat != Stat::Persons {
-                    for j in 0..m.len() {
-                        let t = format!("__tsunagu_t{i}_{j}");
-                        let hi = format!("__tsunagu_hi{i}_{j}");
-                        let lo = format!("__tsunagu_lo{i}_{j}");
-                        aggs2.push(agg(sum_udaf(), vec![float(j)], false, f()).alias(&t));
-                        aggs2.push(agg(max_udaf(), vec![float(j)], false, f()).alias(&hi));
-                        aggs2.push(agg(min_udaf(), vec![float(j)], false, f()).alias(&lo));
-                        args.push(col(&t));
-                        args.push(col(&hi));
-                        args.push(col(&lo));
-                    }
+                    args.extend((0..m.len()).map(|j| col(&format!("__tsunagu_f{i}_{j}"))));
                 }
+                let name = format!("__tsunagu_r{i}");
+                aggs2.push(agg(masks.contributions.clone(), args, false, None).alias(&name));
+                let args = vec![lit(stat.label()), lit(*integer), col(&name)];
                 released.push(masks.release.call(args));
             }
         }
