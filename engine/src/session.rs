@@ -17,7 +17,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use crate::audit::{AuditLog, Decision, Entry};
 use crate::cohorts::{self, CohortMeta, CohortStore};
 use crate::error::{EngineError, Result};
-use crate::pg_dialect::{self, result_schema, rewrite::OutputNames};
+use crate::pg_dialect::{self, result_schema, rewrite, rewrite::OutputNames};
 use crate::privacy::{self, Policy, ReleaseStats, Role};
 
 /// One statement of SQL text: plain SQL, or a Tsunagu command.
@@ -392,8 +392,17 @@ impl Session {
     /// Plans SQL as written, with no privacy rewrite.
     async fn plan_raw(&self, mut statement: SqlStatement) -> Result<Prepared> {
         let state = self.ctx.state();
-        let names = pg_dialect::rewrite::rewrite(&mut statement);
-        let plan = state.statement_to_plan(statement).await?;
+        pg_dialect::rewrite::rewrite(&mut statement);
+        let mut retry = statement.clone();
+        let mut names = rewrite::repeated_names(&mut statement, false);
+        let plan = match state.statement_to_plan(statement).await {
+            Err(e) if rewrite::is_repeated_name(&e) => {
+                names = rewrite::repeated_names(&mut retry, true);
+                state.statement_to_plan(retry).await?
+            }
+            plan => plan?,
+        };
+        names.resolve(&plan);
         check_read_only(&plan)?;
         let types = plan.get_parameter_types()?;
         let mut parameter_types = Vec::new();

@@ -13,6 +13,8 @@
 
 use std::ops::ControlFlow;
 
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr as LogicalExpr, LogicalPlan};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     DataType, Expr, Ident, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
@@ -95,12 +97,23 @@ impl VisitorMut for DateConstants {
     }
 }
 
+/// What a renamed output column is called.
+#[derive(Debug, Clone)]
+enum Name {
+    /// The name of the column at this position (the same expression).
+    SameAs(usize),
+    /// The name DataFusion gives its expression (found in the plan).
+    Expression(Option<String>),
+}
+
 /// Output columns that take another name than the plan gives them.
 #[derive(Debug, Clone, Default)]
 pub struct OutputNames {
-    /// (position, name): a given name, or `None` for the name of the column
-    /// at `first` (the first column of the same expression).
-    renames: Vec<(usize, Option<String>, usize)>,
+    renames: Vec<(usize, Name)>,
+}
+
+fn internal_name(position: usize) -> String {
+    format!("__tsunagu_column_{position}")
 }
 
 impl OutputNames {
@@ -109,10 +122,33 @@ impl OutputNames {
         self.renames.is_empty()
     }
 
+    /// Finds in the plan the names of the expressions planned under internal names.
+    pub fn resolve(&mut self, plan: &LogicalPlan) {
+        for (at, name) in &mut self.renames {
+            if let Name::Expression(found) = name {
+                let internal = internal_name(*at);
+                let _ = plan.apply(|p| {
+                    for e in p.expressions() {
+                        if let LogicalExpr::Alias(a) = e
+                            && a.name == internal
+                        {
+                            *found = Some(a.expr.schema_name().to_string());
+                            return Ok(TreeNodeRecursion::Stop);
+                        }
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                });
+            }
+        }
+    }
+
     /// The result's column names, given the plan's.
     pub fn apply(&self, mut names: Vec<String>) -> Vec<String> {
-        for (at, name, first) in &self.renames {
-            let name = name.clone().or_else(|| names.get(*first).cloned());
+        for (at, name) in &self.renames {
+            let name = match name {
+                Name::SameAs(first) => names.get(*first).cloned(),
+                Name::Expression(n) => n.clone(),
+            };
             if let (Some(slot), Some(name)) = (names.get_mut(*at), name) {
                 *slot = name;
             }
@@ -121,10 +157,22 @@ impl OutputNames {
     }
 }
 
-/// Names repeated in the top-level select list, planned under internal names.
-fn repeated_names(statement: &mut Statement) -> OutputNames {
+/// Whether planning failed because two output columns have the same name.
+pub fn is_repeated_name(e: &datafusion::error::DataFusionError) -> bool {
+    // DataFusion raises it as a plain planning error, told apart by its text.
+    e.to_string()
+        .contains("Projections require unique expression names")
+}
+
+/// Plans repeated names of the top-level select list under internal names:
+/// those whose text repeats, or with `every_expression` every expression
+/// (DataFusion names `DATE '2011-01-01'` and `CAST('2011-01-01' AS DATE)` alike).
+pub fn repeated_names(statement: &mut DFStatement, every_expression: bool) -> OutputNames {
     let mut names = OutputNames::default();
-    let Statement::Query(query) = statement else {
+    let DFStatement::Statement(statement) = statement else {
+        return names;
+    };
+    let Statement::Query(query) = statement.as_mut() else {
         return names;
     };
     let SetExpr::Select(select) = query.body.as_mut() else {
@@ -151,33 +199,34 @@ fn repeated_names(statement: &mut Statement) -> OutputNames {
             }
             SelectItem::UnnamedExpr(expr) => {
                 // Columns of different tables already have distinct qualified names.
-                if matches!(expr, Expr::CompoundIdentifier(_)) {
+                if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
                     continue;
                 }
                 (format!("expr {expr}"), None, expr.clone())
             }
             _ => continue,
         };
-        match seen.iter().find(|(k, _)| *k == key) {
-            Some((_, first)) => {
-                *item = SelectItem::ExprWithAlias {
-                    expr,
-                    alias: Ident::with_quote('"', format!("__tsunagu_column_{i}")),
-                };
-                names.renames.push((i, given, *first));
+        let name = match (seen.iter().find(|(k, _)| *k == key), given) {
+            (Some((_, first)), _) => Name::SameAs(*first),
+            (None, None) if every_expression => Name::Expression(None),
+            (None, _) => {
+                seen.push((key, i));
+                continue;
             }
-            None => seen.push((key, i)),
-        }
+        };
+        *item = SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::with_quote('"', internal_name(i)),
+        };
+        names.renames.push((i, name));
     }
     names
 }
 
-/// Rewrites a parsed statement; returns the names its result columns take.
-pub fn rewrite(statement: &mut DFStatement) -> OutputNames {
-    let DFStatement::Statement(s) = statement else {
-        return OutputNames::default();
-    };
-    let _ = s.visit(&mut SetReturningFunctions);
-    let _ = s.visit(&mut DateConstants);
-    repeated_names(s)
+/// Rewrites date constants and set-returning functions in a parsed statement.
+pub fn rewrite(statement: &mut DFStatement) {
+    if let DFStatement::Statement(s) = statement {
+        let _ = s.visit(&mut SetReturningFunctions);
+        let _ = s.visit(&mut DateConstants);
+    }
 }
