@@ -9,7 +9,8 @@
 //!   and [`interval_mul`];
 //! - [`date_input`]: date literals read as PostgreSQL reads them
 //!   (`DATE '01-jan-2011'`);
-//! - [`exists_value`]: an analyzer rule for `EXISTS` used as a value;
+//! - [`subquery_values`]: an analyzer rule for `EXISTS` and `IN (subquery)`
+//!   used as values, and subqueries inside aggregations;
 //! - [`rewrite`]: the parsed statement, for date constants, set-returning
 //!   functions' column names and repeated output column names;
 //! - [`result_schema`]: the result's schema as announced before execution
@@ -19,13 +20,13 @@
 //! `docs/SQL_API.md` lists what is matched and what still differs.
 
 pub mod date_input;
-pub mod exists_value;
 pub mod float_text;
 pub mod functions;
 pub mod interval_mul;
 pub mod operators;
 pub mod result_schema;
 pub mod rewrite;
+pub mod subquery_values;
 
 use std::sync::Arc;
 
@@ -41,7 +42,7 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
     planners.extend(SessionStateDefaults::default_expr_planners());
     builder
         .with_expr_planners(planners)
-        .with_analyzer_rule(Arc::new(exists_value::ExistsAsValue))
+        .with_analyzer_rule(Arc::new(subquery_values::SubqueriesAsValues))
 }
 
 /// Registers PostgreSQL's functions (names and types) on a context.
