@@ -48,7 +48,7 @@ fn year(digits: &str) -> Option<i32> {
 pub fn parse_date(text: &str) -> Option<NaiveDate> {
     let text = text.trim();
     let tokens: Vec<&str> = text
-        .split(|c: char| c == '-' || c == '/' || c == ' ' || c == ',' || c == '.')
+        .split(['-', '/', ' ', ',', '.'])
         .filter(|t| !t.is_empty())
         .collect();
     let number = |t: &str| t.chars().all(|c| c.is_ascii_digit());

@@ -117,11 +117,6 @@ fn internal_name(position: usize) -> String {
 }
 
 impl OutputNames {
-    /// Whether no column is renamed.
-    pub fn is_empty(&self) -> bool {
-        self.renames.is_empty()
-    }
-
     /// Finds in the plan the names of the expressions planned under internal names.
     pub fn resolve(&mut self, plan: &LogicalPlan) {
         for (at, name) in &mut self.renames {
