@@ -6,7 +6,8 @@
 //! `scripts/pg-expected`, never completed from the engine): their values are
 //! compared as PostgreSQL writes them in text (`t`/`f`, floats as
 //! `float8out`, timestamps with a space), numerics up to trailing zeros of
-//! their scale, which Tsunagu does not reproduce.
+//! their scale, which Tsunagu does not reproduce (a numeric `0` and `0.0000`
+//! compare equal; a float must be written exactly as PostgreSQL writes it).
 
 use std::path::{Path, PathBuf};
 
@@ -41,25 +42,33 @@ fn postgres_text(column: &dyn Array, row: usize) -> Option<String> {
             let f = ArrayFormatter::try_new(column, &Default::default()).ok()?;
             f.value(row).to_string().replacen('T', " ", 1)
         }
+        // Tsunagu's numeric scale is not PostgreSQL's: numerics are written
+        // without trailing zeros, and compared so (see `postgres_validator`).
+        DataType::Decimal128(..) | DataType::Decimal256(..) => {
+            let f = ArrayFormatter::try_new(column, &Default::default()).ok()?;
+            without_scale(&f.value(row).to_string()).to_owned()
+        }
         _ => return None,
     })
 }
 
-/// Numbers written with a decimal point, equal up to trailing zeros.
-fn same_numeric(actual: &str, expected: &str) -> bool {
-    let numeric = |s: &str| {
-        s.contains('.')
-            && s.trim_start_matches('-')
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == '.')
-    };
-    numeric(actual)
-        && numeric(expected)
-        && actual.trim_end_matches('0').trim_end_matches('.')
-            == expected.trim_end_matches('0').trim_end_matches('.')
+/// A number written with a decimal point, without the trailing zeros of its scale.
+fn without_scale(text: &str) -> &str {
+    let numeric = text.contains('.')
+        && text
+            .trim_start_matches('-')
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.');
+    if numeric {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        text
+    }
 }
 
-/// Rows as PostgreSQL's answers: cell by cell, numerics up to their scale.
+/// Rows as PostgreSQL's answers: cell by cell, numerics up to their scale
+/// (an expected `201.1000000000000000` is met by a numeric `201.1`, never
+/// by a float written `201.10`).
 fn postgres_validator(
     normalizer: sqllogictest::Normalizer,
     actual: &[Vec<String>],
@@ -75,7 +84,7 @@ fn postgres_validator(
         && actual
             .iter()
             .zip(&expected)
-            .all(|(a, e)| a == e || same_numeric(a, e))
+            .all(|(a, e)| a == e || *a == without_scale(e))
 }
 
 fn column_type(t: &DataType) -> DefaultColumnType {
