@@ -141,6 +141,16 @@ def described_types_are_the_types_sent():
 
 
 @check
+def two_columns_of_the_same_name():
+    with connect() as conn:
+        cur = conn.execute("SELECT count(*), count(*), 1 AS n, 2 AS n FROM ndb.person")
+        names = [d.name for d in cur.description]
+        assert names[0] == names[1] and names[2:] == ["n", "n"], names
+        total, again, one, two = cur.fetchone()
+        assert total == again and total > 0 and (one, two) == (1, 2)
+
+
+@check
 def errors_carry_sqlstate():
     with connect() as conn:
         try:
