@@ -24,6 +24,7 @@ pub mod cohorts;
 mod damaged;
 pub mod error;
 mod identity;
+pub mod pg_dialect;
 pub mod privacy;
 mod query_memory;
 pub mod session;
@@ -169,14 +170,18 @@ impl Engine {
         config
     }
 
-    /// A bare DataFusion context with Tsunagu's configuration, memory pool and
-    /// planner (repeated subplans computed once), nothing registered.
+    /// A bare DataFusion context with Tsunagu's configuration, memory pool,
+    /// planner (repeated subplans computed once) and PostgreSQL's operators
+    /// and functions; no store registered.
     pub fn context(&self) -> SessionContext {
         let state = datafusion::execution::session_state::SessionStateBuilder::new()
             .with_config(self.config())
             .with_runtime_env(self.runtime.clone())
             .with_default_features();
-        SessionContext::new_with_state(shared::install(state).build())
+        let ctx =
+            SessionContext::new_with_state(pg_dialect::install(shared::install(state)).build());
+        pg_dialect::register(&ctx);
+        ctx
     }
 
     /// A steward session for the local user (whoever reads the files owns them).

@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use crate::audit::{AuditLog, Decision, Entry};
 use crate::cohorts::{self, CohortMeta, CohortStore};
 use crate::error::{EngineError, Result};
+use crate::pg_dialect::{self, result_schema, rewrite, rewrite::OutputNames};
 use crate::privacy::{self, Policy, ReleaseStats, Role};
 
 /// One statement of SQL text: plain SQL, or a Tsunagu command.
@@ -67,12 +68,31 @@ pub struct Prepared {
     pub sql: String,
     /// What the privacy layer withholds while it runs (analysts only).
     pub release: Option<Arc<ReleaseStats>>,
+    /// Names of result columns the plan cannot carry (repeated names).
+    names: OutputNames,
+    /// The result's schema, as announced before execution and sent.
+    result_schema: SchemaRef,
 }
 
 impl Prepared {
-    /// The Arrow schema of the rows the statement returns.
+    fn new(plan: LogicalPlan, sql: String, action: Option<Action>) -> Prepared {
+        let result_schema = Arc::new(plan.schema().as_arrow().clone());
+        Prepared {
+            plan,
+            parameter_types: vec![],
+            action,
+            sql,
+            release: None,
+            names: OutputNames::default(),
+            result_schema,
+        }
+    }
+
+    /// The Arrow schema of the rows the statement returns: the types the
+    /// plan has once analyzed (what execution produces), and PostgreSQL's
+    /// column names.
     pub fn schema(&self) -> SchemaRef {
-        Arc::new(self.plan.schema().as_arrow().clone())
+        self.result_schema.clone()
     }
 }
 
@@ -338,27 +358,23 @@ impl Session {
                 }
                 let schema = inner.schema();
                 cohorts::cohort_rows(&schema, &[])?;
-                return Ok(Prepared {
-                    plan: LogicalPlanBuilder::empty(false).build()?,
-                    parameter_types: vec![],
-                    action: Some(Action::CreateCohort {
+                return Ok(Prepared::new(
+                    LogicalPlanBuilder::empty(false).build()?,
+                    sql,
+                    Some(Action::CreateCohort {
                         name,
                         definition: query.trim().to_owned(),
                         query: inner_plan,
                     }),
-                    sql,
-                    release: None,
-                });
+                ));
             }
             Statement::DropCohort { name, if_exists } => {
                 cohorts::check_name(&name)?;
-                return Ok(Prepared {
-                    plan: LogicalPlanBuilder::empty(false).build()?,
-                    parameter_types: vec![],
-                    action: Some(Action::DropCohort { name, if_exists }),
+                return Ok(Prepared::new(
+                    LogicalPlanBuilder::empty(false).build()?,
                     sql,
-                    release: None,
-                });
+                    Some(Action::DropCohort { name, if_exists }),
+                ));
             }
         };
         let mut prepared = self.plan_raw(statement).await?;
@@ -367,26 +383,41 @@ impl Session {
             let guarded = guard(|| privacy::guard(&prepared.plan, &self.analyst_policy()))?;
             prepared.plan = guarded.plan;
             prepared.release = Some(guarded.stats);
+            prepared.result_schema =
+                result_schema::announced(&self.ctx.state(), &prepared.plan, &prepared.names);
         }
         Ok(prepared)
     }
 
     /// Plans SQL as written, with no privacy rewrite.
-    async fn plan_raw(&self, statement: SqlStatement) -> Result<Prepared> {
+    async fn plan_raw(&self, mut statement: SqlStatement) -> Result<Prepared> {
         let state = self.ctx.state();
-        let plan = state.statement_to_plan(statement).await?;
+        pg_dialect::rewrite::rewrite(&mut statement);
+        let mut retry = statement.clone();
+        let mut names = rewrite::repeated_names(&mut statement, false);
+        let plan = match state.statement_to_plan(statement).await {
+            Err(e) if rewrite::is_repeated_name(&e) => {
+                names = rewrite::repeated_names(&mut retry, true);
+                state.statement_to_plan(retry).await?
+            }
+            plan => plan?,
+        };
+        names.resolve(&plan);
         check_read_only(&plan)?;
         let types = plan.get_parameter_types()?;
         let mut parameter_types = Vec::new();
         for n in 1..=types.len() {
             parameter_types.push(types.get(&format!("${n}")).cloned().flatten());
         }
+        let result_schema = result_schema::announced(&state, &plan, &names);
         Ok(Prepared {
             plan,
             parameter_types,
             action: None,
             sql: String::new(),
             release: None,
+            names,
+            result_schema,
         })
     }
 
@@ -507,11 +538,8 @@ impl Session {
             (df.execute_stream().await?, state)
         };
         let stream = crate::spill_retry::with_retry(stream, state, plan.clone());
-        Ok(crate::damaged::name_damaged_files(
-            stream,
-            plan,
-            self.roots.clone(),
-        ))
+        let stream = crate::damaged::name_damaged_files(stream, plan, self.roots.clone());
+        Ok(result_schema::conformed(stream, prepared.schema()))
     }
 
     /// The state a query runs in: the session's, with a memory pool of its

@@ -19,6 +19,7 @@ use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use rust_decimal::Decimal;
+use tsunagu_engine::pg_dialect::float_text;
 
 /// The Postgres type a column of `t` is sent as.
 pub fn pg_type(t: &DataType) -> Type {
@@ -164,6 +165,26 @@ fn encode_value(
         DataType::UInt32 => enc.encode_field(&(col.as_primitive::<UInt32Type>().value(row) as i64)),
         DataType::Float16 => {
             enc.encode_field(&col.as_primitive::<Float16Type>().value(row).to_f32())
+        }
+        DataType::Float32 if field.format() == FieldFormat::Text => {
+            let digits = field.format_options().extra_float_digits.into();
+            let text = float_text::float4(col.as_primitive::<Float32Type>().value(row), digits);
+            enc.encode_field_with_type_and_format(
+                &text,
+                &Type::FLOAT4,
+                FieldFormat::Text,
+                field.format_options(),
+            )
+        }
+        DataType::Float64 if field.format() == FieldFormat::Text => {
+            let digits = field.format_options().extra_float_digits.into();
+            let text = float_text::float8(col.as_primitive::<Float64Type>().value(row), digits);
+            enc.encode_field_with_type_and_format(
+                &text,
+                &Type::FLOAT8,
+                FieldFormat::Text,
+                field.format_options(),
+            )
         }
         DataType::Float32 => enc.encode_field(&col.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => enc.encode_field(&col.as_primitive::<Float64Type>().value(row)),

@@ -106,6 +106,50 @@ def describe_matches_execute():
             assert all(r[2] == 1960 for r in cur.fetchall())
 
 
+# A CASE mixing integer and float branches, and float columns: the types
+# announced at Describe, the types and the text sent at Execute, as a real
+# PostgreSQL 15 answers them (recorded from PostgreSQL 15.18).
+MIXED_SQL = (
+    b"SELECT CASE WHEN x > 1 THEN 1 ELSE 0.5::float8 END AS w, x::float8 / 4 AS f, "
+    b"x * 1e20::float8 AS big FROM (VALUES (1), (2), (3)) AS t(x) ORDER BY x"
+)
+MIXED_POSTGRES_TYPES = [701, 701, 701]
+MIXED_POSTGRES_TEXT = [
+    [b"0.5", b"0.25", b"1e+20"],
+    [b"1", b"0.5", b"2e+20"],
+    [b"1", b"0.75", b"3e+20"],
+]
+
+
+@check
+def described_types_are_the_types_sent():
+    with connect() as conn:
+        pg = conn.pgconn
+        assert pg.prepare(b"mixed", MIXED_SQL).status == 1, pg.error_message
+        described = pg.describe_prepared(b"mixed")
+        assert [described.ftype(i) for i in range(described.nfields)] == MIXED_POSTGRES_TYPES
+        run = pg.exec_prepared(b"mixed", [], result_format=0)
+        assert [run.ftype(i) for i in range(run.nfields)] == MIXED_POSTGRES_TYPES
+        rows = [[run.get_value(r, c) for c in range(run.nfields)] for r in range(run.ntuples)]
+        assert rows == MIXED_POSTGRES_TEXT, rows
+        # Through psycopg's own Describe, text and binary.
+        for binary in (False, True):
+            with conn.cursor(binary=binary) as cur:
+                cur.execute(MIXED_SQL.decode())
+                assert [d.type_code for d in cur.description] == MIXED_POSTGRES_TYPES
+                assert cur.fetchall() == [(0.5, 0.25, 1e20), (1.0, 0.5, 2e20), (1.0, 0.75, 3e20)]
+
+
+@check
+def two_columns_of_the_same_name():
+    with connect() as conn:
+        cur = conn.execute("SELECT count(*), count(*), 1 AS n, 2 AS n FROM ndb.person")
+        names = [d.name for d in cur.description]
+        assert names[0] == names[1] and names[2:] == ["n", "n"], names
+        total, again, one, two = cur.fetchone()
+        assert total == again and total > 0 and (one, two) == (1, 2)
+
+
 @check
 def errors_carry_sqlstate():
     with connect() as conn:

@@ -38,6 +38,8 @@ const TOTAL_SCALARS: &[&str] = &[
     "radians",
     "round",
     "signum",
+    "sign",
+    "ceiling",
     "sin",
     "sinh",
     "sqrt",
@@ -291,6 +293,8 @@ const ENGINE: &[(&str, Disclosure)] = &[
     ("session_user", Disclosure::Total),
     ("current_role", Disclosure::Total),
     ("user", Disclosure::Total),
+    // PostgreSQL's `interval * number` (date arithmetic: total).
+    ("interval_mul", Disclosure::Total),
 ];
 
 /// The class of a scalar function, `None` when unclassified.

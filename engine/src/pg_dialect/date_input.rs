@@ -1,0 +1,114 @@
+//! Date literals as PostgreSQL reads them (`DateStyle` ISO, MDY):
+//! `DATE '01-jan-2011'`, `CAST('Jan 5 2011' AS DATE)`, `'20110105'::date`,
+//! `'01/05/2011'::date`. Arrow reads only ISO dates, so the statement's
+//! date constants are rewritten to ISO before planning (see `rewrite`).
+
+use chrono::{Datelike, NaiveDate};
+
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+
+fn month(word: &str) -> Option<u32> {
+    let w = word.to_ascii_lowercase();
+    if w.len() < 3 {
+        return None;
+    }
+    let full = [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ];
+    (0..12)
+        .find(|&i| w == MONTHS[i] || w == full[i] || (w == "sept" && i == 8))
+        .map(|i| i as u32 + 1)
+}
+
+/// A year as PostgreSQL reads it: two digits are 1970–2069.
+fn year(digits: &str) -> Option<i32> {
+    let y: i32 = digits.parse().ok()?;
+    Some(match digits.len() {
+        1 | 2 if y < 70 => 2000 + y,
+        1 | 2 => 1900 + y,
+        _ => y,
+    })
+}
+
+/// Parses a date as PostgreSQL does with `DateStyle = ISO, MDY`; `None` when
+/// it is not one.
+pub fn parse_date(text: &str) -> Option<NaiveDate> {
+    let text = text.trim();
+    let tokens: Vec<&str> = text
+        .split(['-', '/', ' ', ',', '.'])
+        .filter(|t| !t.is_empty())
+        .collect();
+    let number = |t: &str| t.chars().all(|c| c.is_ascii_digit());
+    let (y, m, d) = match tokens.as_slice() {
+        [t] if number(t) && t.len() == 8 => (year(&t[..4])?, t[4..6].parse().ok()?, &t[6..]),
+        [t] if number(t) && t.len() == 6 => (year(&t[..2])?, t[2..4].parse().ok()?, &t[4..]),
+        [a, b, c] if number(a) && number(b) && number(c) => {
+            if a.len() >= 3 {
+                (year(a)?, b.parse().ok()?, *c)
+            } else {
+                (year(c)?, a.parse().ok()?, *b)
+            }
+        }
+        // Mon DD YYYY
+        [a, b, c] if !number(a) && number(b) && number(c) => (year(c)?, month(a)?, *b),
+        // DD Mon YYYY, or YYYY Mon DD
+        [a, b, c] if number(a) && !number(b) && number(c) => {
+            if a.len() >= 3 {
+                (year(a)?, month(b)?, *c)
+            } else {
+                (year(c)?, month(b)?, *a)
+            }
+        }
+        _ => return None,
+    };
+    let date = NaiveDate::from_ymd_opt(y, m, d.parse().ok()?)?;
+    (date.year() != 0).then_some(date)
+}
+
+/// The ISO form of a date string PostgreSQL reads and Arrow does not
+/// (`None` for ISO dates, which Arrow reads itself, and for non-dates).
+pub fn to_iso(text: &str) -> Option<String> {
+    if text
+        .trim()
+        .get(..10)
+        .is_some_and(|d| d.parse::<NaiveDate>().is_ok())
+    {
+        return None;
+    }
+    parse_date(text).map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ymd(y: i32, m: u32, d: u32) -> Option<NaiveDate> {
+        NaiveDate::from_ymd_opt(y, m, d)
+    }
+
+    #[test]
+    fn reads_the_forms_postgres_reads() {
+        assert_eq!(parse_date("01-jan-2011"), ymd(2011, 1, 1));
+        assert_eq!(parse_date("Jan 5 2011"), ymd(2011, 1, 5));
+        assert_eq!(parse_date("January 5, 2011"), ymd(2011, 1, 5));
+        assert_eq!(parse_date("20110203"), ymd(2011, 2, 3));
+        assert_eq!(parse_date("02/03/2011"), ymd(2011, 2, 3));
+        assert_eq!(parse_date("2011/02/03"), ymd(2011, 2, 3));
+        assert_eq!(parse_date("2011-feb-03"), ymd(2011, 2, 3));
+        assert_eq!(parse_date("31-feb-2011"), None);
+        assert_eq!(parse_date("yesterday"), None);
+    }
+}

@@ -1,0 +1,54 @@
+//! PostgreSQL's SQL on DataFusion. Analysts connect with PostgreSQL clients
+//! and write PostgreSQL (by hand, or rendered by OHDSI SqlRender); where
+//! DataFusion 55 answers differently from PostgreSQL 15, the difference is
+//! closed here, each with DataFusion's own extension point:
+//!
+//! - [`operators`]: an `ExprPlanner` for date arithmetic (`date - date` is
+//!   days, `date + 365 * INTERVAL '1 day'`) and `EXTRACT` (a numeric);
+//! - [`functions`]: `sign`, `ceiling`, `date_part` returning `double precision`,
+//!   and [`interval_mul`];
+//! - [`date_input`]: date literals read as PostgreSQL reads them
+//!   (`DATE '01-jan-2011'`);
+//! - [`subquery_values`]: an analyzer rule for `EXISTS` and `IN (subquery)`
+//!   used as values, and subqueries inside aggregations;
+//! - [`rewrite`]: the parsed statement, for date constants, set-returning
+//!   functions' column names and repeated output column names;
+//! - [`result_schema`]: the result's schema as announced before execution
+//!   (the analyzed plan's), and batches made to match it;
+//! - [`float_text`]: floats as PostgreSQL writes them.
+//!
+//! `docs/SQL_API.md` lists what is matched and what still differs.
+
+pub mod date_input;
+pub mod float_text;
+pub mod functions;
+pub mod interval_mul;
+pub mod operators;
+pub mod result_schema;
+pub mod rewrite;
+pub mod subquery_values;
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateDefaults;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::planner::ExprPlanner;
+use datafusion::prelude::SessionContext;
+
+/// Installs PostgreSQL's planning on a session state being built (after
+/// `with_default_features`): its operators first, its analyzer rules last.
+pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
+    let mut planners: Vec<Arc<dyn ExprPlanner>> = vec![Arc::new(operators::PgOperators)];
+    planners.extend(SessionStateDefaults::default_expr_planners());
+    builder
+        .with_expr_planners(planners)
+        .with_analyzer_rule(Arc::new(subquery_values::SubqueriesAsValues))
+}
+
+/// Registers PostgreSQL's functions (names and types) on a context.
+pub fn register(ctx: &SessionContext) {
+    for f in functions::functions() {
+        ctx.register_udf(f);
+    }
+    ctx.register_udf(interval_mul::interval_mul().as_ref().clone());
+}

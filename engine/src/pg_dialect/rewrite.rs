@@ -1,0 +1,227 @@
+//! PostgreSQL syntax DataFusion plans differently, rewritten in the parsed
+//! statement before planning:
+//!
+//! - date constants in PostgreSQL's other input forms (`DATE '01-jan-2011'`,
+//!   `CAST('Jan 5 2011' AS DATE)`, `'20110105'::date`) are written in ISO;
+//! - a set-returning function in `FROM` names its column after the function,
+//!   or after the table alias: `SELECT generate_series FROM generate_series(1, 3)`,
+//!   `SELECT y FROM generate_series(1, 3) AS y` (DataFusion names it `value`);
+//! - a query may return two columns of the same name (`SELECT count(*),
+//!   count(*)`), which a DataFusion plan cannot: the repeated ones are
+//!   planned under internal names, and [`OutputNames`] gives them back
+//!   their name in the result.
+
+use std::ops::ControlFlow;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr as LogicalExpr, LogicalPlan};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    DataType, Expr, Ident, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// Set-returning functions whose column PostgreSQL names after the function.
+const NAMED_AFTER_FUNCTION: &[&str] = &["generate_series"];
+
+struct SetReturningFunctions;
+
+impl VisitorMut for SetReturningFunctions {
+    type Break = ();
+
+    fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table {
+            name, alias, args, ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        let function = name.to_string().to_ascii_lowercase();
+        if args.is_none()
+            || !NAMED_AFTER_FUNCTION.contains(&function.as_str())
+            || alias.as_ref().is_some_and(|a| !a.columns.is_empty())
+        {
+            return ControlFlow::Continue(());
+        }
+        let column = match alias {
+            Some(a) => a.name.clone(),
+            None => Ident::with_quote('"', function),
+        };
+        let mut call = factor.clone();
+        if let TableFactor::Table { alias, .. } = &mut call {
+            *alias = None;
+        }
+        let sql = format!("SELECT * FROM (SELECT value AS {column} FROM {call}) AS {column}");
+        if let Some(derived) = Parser::parse_sql(&PostgreSqlDialect {}, &sql)
+            .ok()
+            .and_then(|mut s| s.pop())
+            .and_then(|s| match s {
+                Statement::Query(q) => match *q.body {
+                    SetExpr::Select(mut s) => s.from.pop().map(|t| t.relation),
+                    _ => None,
+                },
+                _ => None,
+            })
+        {
+            *factor = derived;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+struct DateConstants;
+
+impl VisitorMut for DateConstants {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let value = match expr {
+            Expr::TypedString(t) if t.data_type == DataType::Date => &mut t.value.value,
+            Expr::Cast {
+                expr: inner,
+                data_type: DataType::Date,
+                ..
+            } => match inner.as_mut() {
+                Expr::Value(v) => &mut v.value,
+                _ => return ControlFlow::Continue(()),
+            },
+            _ => return ControlFlow::Continue(()),
+        };
+        if let Value::SingleQuotedString(text) = value
+            && let Some(iso) = super::date_input::to_iso(text)
+        {
+            *text = iso;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// What a renamed output column is called.
+#[derive(Debug, Clone)]
+enum Name {
+    /// The name of the column at this position (the same expression).
+    SameAs(usize),
+    /// The name DataFusion gives its expression (found in the plan).
+    Expression(Option<String>),
+}
+
+/// Output columns that take another name than the plan gives them.
+#[derive(Debug, Clone, Default)]
+pub struct OutputNames {
+    renames: Vec<(usize, Name)>,
+}
+
+fn internal_name(position: usize) -> String {
+    format!("__tsunagu_column_{position}")
+}
+
+impl OutputNames {
+    /// Finds in the plan the names of the expressions planned under internal names.
+    pub fn resolve(&mut self, plan: &LogicalPlan) {
+        for (at, name) in &mut self.renames {
+            if let Name::Expression(found) = name {
+                let internal = internal_name(*at);
+                let _ = plan.apply(|p| {
+                    for e in p.expressions() {
+                        if let LogicalExpr::Alias(a) = e
+                            && a.name == internal
+                        {
+                            *found = Some(a.expr.schema_name().to_string());
+                            return Ok(TreeNodeRecursion::Stop);
+                        }
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                });
+            }
+        }
+    }
+
+    /// The result's column names, given the plan's.
+    pub fn apply(&self, mut names: Vec<String>) -> Vec<String> {
+        for (at, name) in &self.renames {
+            let name = match name {
+                Name::SameAs(first) => names.get(*first).cloned(),
+                Name::Expression(n) => n.clone(),
+            };
+            if let (Some(slot), Some(name)) = (names.get_mut(*at), name) {
+                *slot = name;
+            }
+        }
+        names
+    }
+}
+
+/// Whether planning failed because two output columns have the same name.
+pub fn is_repeated_name(e: &datafusion::error::DataFusionError) -> bool {
+    // DataFusion raises it as a plain planning error, told apart by its text.
+    e.to_string()
+        .contains("Projections require unique expression names")
+}
+
+/// Plans repeated names of the top-level select list under internal names:
+/// those whose text repeats, or with `every_expression` every expression
+/// (DataFusion names `DATE '2011-01-01'` and `CAST('2011-01-01' AS DATE)` alike).
+pub fn repeated_names(statement: &mut DFStatement, every_expression: bool) -> OutputNames {
+    let mut names = OutputNames::default();
+    let DFStatement::Statement(statement) = statement else {
+        return names;
+    };
+    let Statement::Query(query) = statement.as_mut() else {
+        return names;
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return names;
+    };
+    if select.projection.iter().any(|i| {
+        !matches!(
+            i,
+            SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }
+        )
+    }) {
+        return names;
+    }
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        let (key, given, expr) = match item {
+            SelectItem::ExprWithAlias { expr, alias } => {
+                let name = if alias.quote_style.is_some() {
+                    alias.value.clone()
+                } else {
+                    alias.value.to_ascii_lowercase()
+                };
+                (format!("alias {name}"), Some(name), expr.clone())
+            }
+            SelectItem::UnnamedExpr(expr) => {
+                // Columns of different tables already have distinct qualified names.
+                if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                    continue;
+                }
+                (format!("expr {expr}"), None, expr.clone())
+            }
+            _ => continue,
+        };
+        let name = match (seen.iter().find(|(k, _)| *k == key), given) {
+            (Some((_, first)), _) => Name::SameAs(*first),
+            (None, None) if every_expression => Name::Expression(None),
+            (None, _) => {
+                seen.push((key, i));
+                continue;
+            }
+        };
+        *item = SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::with_quote('"', internal_name(i)),
+        };
+        names.renames.push((i, name));
+    }
+    names
+}
+
+/// Rewrites date constants and set-returning functions in a parsed statement.
+pub fn rewrite(statement: &mut DFStatement) {
+    if let DFStatement::Statement(s) = statement {
+        let _ = s.visit(&mut SetReturningFunctions);
+        let _ = s.visit(&mut DateConstants);
+    }
+}
