@@ -548,8 +548,14 @@ async fn the_adversarial_corpus_holds_on_the_embedded_engine() {
                             .collect()
                     })
                     .unwrap_or_default();
+                // The truth of every row: a final ORDER BY ... LIMIT picks rows
+                // by released (noisy) values, the steward's by exact ones.
+                let whole = match (sql.rfind(" ORDER BY "), sql.rfind(" LIMIT ")) {
+                    (Some(order), Some(limit)) if limit > order => &sql[..order],
+                    _ => sql,
+                };
                 // (A statement only the analyst's total functions can run has no truth.)
-                let Ok(truth) = steward.sql(sql).await else {
+                let Ok(truth) = steward.sql(whole).await else {
                     continue;
                 };
                 let truth = crate::common::lines(&truth);
