@@ -32,6 +32,7 @@ pub fn synthetic() -> &'static Path {
             persons: 2000,
             seed: 7,
             threads: 2,
+            renumber: None,
         };
         tsunagu_generator::generate(&opts, &dir, &|_, _| {}).expect("generate");
         dir

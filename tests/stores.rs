@@ -237,6 +237,7 @@ async fn derived_state_is_reused_and_the_store_never_written() {
         persons: 300,
         seed: 11,
         threads: 1,
+        renumber: None,
     };
     tsunagu_generator::generate(&opts, store.path(), &|_, _| {}).unwrap();
     let before = listing(store.path());

@@ -9,21 +9,47 @@ use crate::common::{open, query, repo};
 /// A 20,000-person store, as the demo store, generated once per test run.
 pub fn demo_sized() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
-    STORE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("tsunagu-studies-")
-            .tempdir()
-            .expect("tempdir")
-            .keep();
-        let opts = tsunagu_generator::GenerateOptions {
-            persons: 20_000,
-            seed: 42,
-            threads: 2,
-        };
-        tsunagu_generator::generate(&opts, &dir, &|_, _| {}).expect("generate");
-        dir
-    })
+    STORE.get_or_init(|| generated(42, None))
 }
+
+/// The same persons and events under other concept ids.
+fn renumbered() -> &'static Path {
+    static STORE: OnceLock<PathBuf> = OnceLock::new();
+    STORE.get_or_init(|| generated(42, Some(5)))
+}
+
+/// Other persons (another seed), under other concept ids.
+fn other_seed() -> &'static Path {
+    static STORE: OnceLock<PathBuf> = OnceLock::new();
+    STORE.get_or_init(|| generated(43, Some(6)))
+}
+
+fn generated(seed: u64, renumber: Option<u64>) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix("tsunagu-studies-")
+        .tempdir()
+        .expect("tempdir")
+        .keep();
+    let opts = tsunagu_generator::GenerateOptions {
+        persons: 20_000,
+        seed,
+        threads: 2,
+        renumber,
+    };
+    tsunagu_generator::generate(&opts, &dir, &|_, _| {}).expect("generate");
+    dir
+}
+
+/// Every study of the library.
+const STUDIES: &[&str] = &[
+    "feasibility_funnel",
+    "hip_fracture_long_term_care",
+    "nsaid_gi_bleed_new_users",
+    "prevalence_incidence_hypertension",
+    "prevalence_incidence_hypertension_strata",
+    "sccs_nsaid_gi_bleed",
+    "ssa_amlodipine_furosemide",
+];
 
 fn study(name: &str) -> (String, String) {
     let dir = repo().join("sql/studies");
@@ -35,9 +61,14 @@ fn study(name: &str) -> (String, String) {
     )
 }
 
-/// Runs a study and its plain twin; they must agree row for row.
+/// Runs a study and its plain twin on the demo-sized store.
 async fn run(name: &str) -> Vec<Vec<String>> {
-    let engine = open(demo_sized()).await;
+    run_on(demo_sized(), name).await
+}
+
+/// Runs a study and its plain twin; they must agree row for row.
+async fn run_on(store: &Path, name: &str) -> Vec<Vec<String>> {
+    let engine = open(store).await;
     let (rwd, plain) = study(name);
     let a = query(&engine, &rwd).await;
     let b = query(&engine, &plain).await;
@@ -50,7 +81,10 @@ async fn run(name: &str) -> Vec<Vec<String>> {
 
 #[tokio::test]
 async fn nsaid_new_users_have_the_planted_30_day_risk_ratio() {
-    let rows = run("nsaid_gi_bleed_new_users").await;
+    nsaid_new_users_have_the_planted_30_day_risk_ratio_in(&run("nsaid_gi_bleed_new_users").await);
+}
+
+fn nsaid_new_users_have_the_planted_30_day_risk_ratio_in(rows: &[Vec<String>]) {
     assert_eq!(rows[0][0], "nsaid");
     assert_eq!(rows[1][0], "acetaminophen");
     let rr: f64 = rows[0][5].parse().unwrap();
@@ -61,7 +95,10 @@ async fn nsaid_new_users_have_the_planted_30_day_risk_ratio() {
 
 #[tokio::test]
 async fn hip_fracture_is_followed_by_long_term_care() {
-    let rows = run("hip_fracture_long_term_care").await;
+    hip_fracture_is_followed_by_long_term_care_in(&run("hip_fracture_long_term_care").await);
+}
+
+fn hip_fracture_is_followed_by_long_term_care_in(rows: &[Vec<String>]) {
     let get = |d: &str| -> f64 {
         rows.iter()
             .find(|r| r[0] == d)
@@ -76,7 +113,10 @@ async fn hip_fracture_is_followed_by_long_term_care() {
 
 #[tokio::test]
 async fn the_feasibility_funnel_narrows_step_by_step() {
-    let rows = run("feasibility_funnel").await;
+    the_feasibility_funnel_narrows_step_by_step_in(&run("feasibility_funnel").await);
+}
+
+fn the_feasibility_funnel_narrows_step_by_step_in(rows: &[Vec<String>]) {
     let counts: Vec<u64> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
     assert_eq!(counts.len(), 5);
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
@@ -85,7 +125,12 @@ async fn the_feasibility_funnel_narrows_step_by_step() {
 
 #[tokio::test]
 async fn the_self_controlled_case_series_finds_the_planted_rate_ratio() {
-    let rows = run("sccs_nsaid_gi_bleed").await;
+    the_self_controlled_case_series_finds_the_planted_rate_ratio_in(
+        &run("sccs_nsaid_gi_bleed").await,
+    );
+}
+
+fn the_self_controlled_case_series_finds_the_planted_rate_ratio_in(rows: &[Vec<String>]) {
     let irr: f64 = rows[0][5].parse().unwrap();
     assert!((2.0..4.5).contains(&irr), "rate ratio {irr}, planted 3");
     let risk_events: u64 = rows[0][1].parse().unwrap();
@@ -94,14 +139,22 @@ async fn the_self_controlled_case_series_finds_the_planted_rate_ratio() {
 
 #[tokio::test]
 async fn sequence_symmetry_shows_the_prescribing_cascade() {
-    let rows = run("ssa_amlodipine_furosemide").await;
+    sequence_symmetry_shows_the_prescribing_cascade_in(&run("ssa_amlodipine_furosemide").await);
+}
+
+fn sequence_symmetry_shows_the_prescribing_cascade_in(rows: &[Vec<String>]) {
     let (first, reverse): (u64, u64) = (rows[0][0].parse().unwrap(), rows[0][1].parse().unwrap());
     assert!(first > 50 && first > 3 * reverse.max(1), "{rows:?}");
 }
 
 #[tokio::test]
 async fn standardization_removes_the_ageing_of_the_population() {
-    let rows = run("prevalence_incidence_hypertension").await;
+    standardization_removes_the_ageing_of_the_population_in(
+        &run("prevalence_incidence_hypertension").await,
+    );
+}
+
+fn standardization_removes_the_ageing_of_the_population_in(rows: &[Vec<String>]) {
     assert_eq!(rows.len(), 8);
     let col = |r: &Vec<String>, i: usize| -> f64 { r[i].parse().unwrap() };
     let (first, last) = (&rows[0], &rows[7]);
@@ -134,4 +187,40 @@ async fn prevalence_strata_add_up_to_the_yearly_totals() {
         assert_eq!(sum(4).to_string(), t[2], "prevalent in {}", t[0]);
         assert_eq!(sum(7).to_string(), t[6], "incident in {}", t[0]);
     }
+}
+
+#[tokio::test]
+async fn the_library_gives_the_same_answers_whatever_the_concept_ids() {
+    // The stores differ in their ids, so an id written into a study would show.
+    let m01a = "SELECT concept_id FROM vocab.concept WHERE vocabulary_id = 'ATC' AND concept_code = 'M01A'";
+    let (a, b) = (open(demo_sized()).await, open(renumbered()).await);
+    assert_ne!(query(&a, m01a).await, query(&b, m01a).await);
+    for name in STUDIES {
+        assert_eq!(
+            run_on(demo_sized(), name).await,
+            run_on(renumbered(), name).await,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_planted_effects_are_found_with_another_seed_and_other_concept_ids() {
+    let store = other_seed();
+    nsaid_new_users_have_the_planted_30_day_risk_ratio_in(
+        &run_on(store, "nsaid_gi_bleed_new_users").await,
+    );
+    hip_fracture_is_followed_by_long_term_care_in(
+        &run_on(store, "hip_fracture_long_term_care").await,
+    );
+    the_feasibility_funnel_narrows_step_by_step_in(&run_on(store, "feasibility_funnel").await);
+    the_self_controlled_case_series_finds_the_planted_rate_ratio_in(
+        &run_on(store, "sccs_nsaid_gi_bleed").await,
+    );
+    sequence_symmetry_shows_the_prescribing_cascade_in(
+        &run_on(store, "ssa_amlodipine_furosemide").await,
+    );
+    standardization_removes_the_ageing_of_the_population_in(
+        &run_on(store, "prevalence_incidence_hypertension").await,
+    );
 }

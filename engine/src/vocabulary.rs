@@ -46,11 +46,16 @@ pub async fn load(engine: &Engine) -> Result<VocabGraph> {
             .iter()
             .any(|t| t.schema == VOCAB_SCHEMA && t.name == name)
     };
-    if !has("concept_ancestor") && !has("concept_relationship") {
+    if !has("concept_ancestor") && !has("concept_relationship") && !has("concept") {
         return Ok(VocabGraph::default());
     }
     let ctx = SessionContext::new_with_config_rt(engine.config(), engine.runtime.clone());
     engine.store().register(&ctx, CATALOG)?;
+    let codes = if has("concept") {
+        codes(&ctx).await?
+    } else {
+        Vec::new()
+    };
     let ancestors = if has("concept_ancestor") {
         rows(&ctx, "SELECT ancestor_concept_id, descendant_concept_id, coalesce(min_levels_of_separation, 0) FROM vocab.concept_ancestor").await?
             .into_iter()
@@ -76,5 +81,30 @@ pub async fn load(engine: &Engine) -> Result<VocabGraph> {
     } else {
         Vec::new()
     };
-    Ok(VocabGraph::new(ancestors, relationships, &concepts))
+    Ok(VocabGraph::new(ancestors, relationships, &concepts).with_codes(codes))
+}
+
+/// (concept_id, vocabulary_id, concept_code) of every concept with a code.
+async fn codes(ctx: &SessionContext) -> Result<Vec<(i64, String, String)>> {
+    let sql = "SELECT CAST(concept_id AS BIGINT), CAST(vocabulary_id AS VARCHAR), CAST(concept_code AS VARCHAR) \
+               FROM vocab.concept WHERE concept_id IS NOT NULL AND vocabulary_id IS NOT NULL AND concept_code IS NOT NULL";
+    let mut out = Vec::new();
+    for b in ctx.sql(sql).await?.collect().await? {
+        let ids = datafusion::arrow::compute::cast(b.column(0), &DataType::Int64)?;
+        let vocabularies = datafusion::arrow::compute::cast(b.column(1), &DataType::Utf8)?;
+        let concept_codes = datafusion::arrow::compute::cast(b.column(2), &DataType::Utf8)?;
+        let (ids, vocabularies, concept_codes) = (
+            ids.as_primitive::<Int64Type>(),
+            vocabularies.as_string::<i32>(),
+            concept_codes.as_string::<i32>(),
+        );
+        for row in 0..b.num_rows() {
+            out.push((
+                ids.value(row),
+                vocabularies.value(row).to_owned(),
+                concept_codes.value(row).to_owned(),
+            ));
+        }
+    }
+    Ok(out)
 }

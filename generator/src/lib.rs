@@ -62,6 +62,10 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// Worker threads (the output does not depend on it).
     pub threads: usize,
+    /// Number the vocabulary's concepts differently, drawn by this seed, as
+    /// another store would (`None`: the standard ids). Codes, names and the
+    /// data are the same; only the concept ids change.
+    pub renumber: Option<u64>,
 }
 
 /// The planted effects, as documented in the generated store's README.
@@ -104,6 +108,7 @@ pub fn generate(
         ));
     }
     let vocab = Vocabulary::build();
+    let renumbering = opts.renumber.map(|seed| vocab.renumbering(seed));
     let mut files = Vec::new();
     for (source, table, cols) in TABLES {
         let dir = out.join(source);
@@ -143,7 +148,10 @@ pub fn generate(
             pending.insert(k, chunk);
             while let Some(mut chunk) = pending.remove(&next) {
                 for (file, rows) in files.iter_mut().zip(chunk.tables.iter_mut()) {
-                    file.write(&rows.take())?;
+                    match &renumbering {
+                        Some(map) => file.write(&writer::renumber(rows.take(), map))?,
+                        None => file.write(&rows.take())?,
+                    }
                 }
                 next += 1;
                 progress((next * CHUNK).min(opts.persons), opts.persons);
@@ -154,7 +162,10 @@ pub fn generate(
     for f in files {
         f.finish()?;
     }
-    write_vocabulary(&vocab, &out.join("vocab"))?;
+    match &renumbering {
+        Some(map) => write_vocabulary(&vocab.renumbered(map), &out.join("vocab"))?,
+        None => write_vocabulary(&vocab, &out.join("vocab"))?,
+    }
     let manifest = "\
 [store]
 name = \"tsunagu-synthetic\"
@@ -323,6 +334,7 @@ mod tests {
             persons: 3000,
             seed: 7,
             threads: 1,
+            renumber: None,
         };
         generate(&opts, a.path(), &|_, _| {}).unwrap();
         generate(

@@ -150,7 +150,7 @@ pub const TABLES: &[(&str, &str, &[(&str, char)])] = &[
             ("condition_type_concept_id", 'i'),
             ("visit_occurrence_id", 'i'),
             ("condition_source_value", 's'),
-            ("diagnosis_role", 's'),
+            ("condition_status_source_value", 's'),
         ],
     ),
     (

@@ -628,6 +628,36 @@ impl Vocabulary {
         id
     }
 
+    /// Other concept ids for the vocabulary, as another store would number
+    /// it: every id mapped to a distinct one drawn by `seed` (from
+    /// 50,000,001 up, in shuffled order).
+    pub fn renumbering(&self, seed: u64) -> BTreeMap<i64, i64> {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let mut new_ids: Vec<i64> = (0..self.concepts.len() as i64)
+            .map(|i| 50_000_001 + i)
+            .collect();
+        new_ids.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        self.concepts.iter().map(|c| c.id).zip(new_ids).collect()
+    }
+
+    /// The same vocabulary under other ids (codes, names and hierarchy unchanged).
+    pub fn renumbered(&self, map: &BTreeMap<i64, i64>) -> Vocabulary {
+        let id = |old: i64| map.get(&old).copied().unwrap_or(old);
+        let mut v = Vocabulary {
+            concepts: self.concepts.clone(),
+            is_a: self.is_a.iter().map(|&(c, p)| (id(c), id(p))).collect(),
+            by_code: self.by_code.clone(),
+        };
+        for c in &mut v.concepts {
+            c.id = id(c.id);
+        }
+        for x in v.by_code.values_mut() {
+            *x = id(*x);
+        }
+        v
+    }
+
     /// The concept id of an ICD-10 code.
     pub fn icd(&self, code: &str) -> i64 {
         self.by_code[&("ICD10", code.to_owned())]

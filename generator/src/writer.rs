@@ -121,6 +121,30 @@ impl RowBuf {
     }
 }
 
+/// The batch with its concept id columns (`*concept_id`) mapped through `map`.
+pub fn renumber(batch: RecordBatch, map: &std::collections::BTreeMap<i64, i64>) -> RecordBatch {
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::Int64Type;
+    let columns: Vec<ArrayRef> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| -> ArrayRef {
+            if !f.name().ends_with("concept_id") || f.data_type() != &DataType::Int64 {
+                return c.clone();
+            }
+            let ids: Int64Array = c
+                .as_primitive::<Int64Type>()
+                .iter()
+                .map(|v| v.map(|v| map.get(&v).copied().unwrap_or(v)))
+                .collect();
+            Arc::new(ids)
+        })
+        .collect();
+    RecordBatch::try_new(batch.schema(), columns).expect("same schema")
+}
+
 /// A Parquet file being written.
 pub struct TableFile {
     writer: ArrowWriter<File>,

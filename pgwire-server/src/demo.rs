@@ -38,6 +38,7 @@ pub fn demo_store() -> Result<PathBuf, String> {
         threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2),
+        renumber: None,
     };
     let bar = progress_bar(DEMO_PERSONS);
     generate(&opts, &tmp, &|done, _| bar.set_position(done)).map_err(|e| e.to_string())?;

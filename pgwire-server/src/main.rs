@@ -52,6 +52,10 @@ enum Cmd {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Number the vocabulary's concepts differently (drawn by this seed),
+        /// as another store would: same codes and data, other concept ids.
+        #[arg(long, value_name = "SEED")]
+        renumber_vocabulary: Option<u64>,
     },
     /// Serve a store over the Postgres wire protocol.
     Serve {
@@ -254,6 +258,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             seed,
             out,
             threads,
+            renumber_vocabulary,
         } => {
             let opts = tsunagu_generator::GenerateOptions {
                 persons,
@@ -263,6 +268,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         .map(|n| n.get())
                         .unwrap_or(2)
                 }),
+                renumber: renumber_vocabulary,
             };
             let bar = demo::progress_bar(persons);
             let started = std::time::Instant::now();

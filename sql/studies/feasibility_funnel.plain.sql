@@ -1,10 +1,10 @@
 -- The same funnel as feasibility_funnel.sql with INTERSECT and EXCEPT.
-WITH diabetes AS (SELECT DISTINCT person_id FROM ndb.condition_occurrence WHERE condition_concept_id = 1000024),
+WITH diabetes AS (SELECT DISTINCT person_id FROM ndb.condition_occurrence WHERE condition_concept_id IN (SELECT a.descendant_concept_id FROM vocab.concept_ancestor a JOIN vocab.concept c ON c.concept_id = a.ancestor_concept_id WHERE c.vocabulary_id = 'ICD10' AND c.concept_code = 'E11.9')),
 age AS (SELECT DISTINCT person_id FROM ndb.person WHERE year_of_birth BETWEEN 1949 AND 1982),
 metformin AS (
     SELECT DISTINCT d.person_id FROM ndb.drug_exposure d
       JOIN vocab.concept_ancestor a ON a.descendant_concept_id = d.drug_concept_id
-     WHERE a.ancestor_concept_id = 2000041 AND d.drug_exposure_start_date >= DATE '2022-01-01'),
+     WHERE a.ancestor_concept_id = (SELECT concept_id FROM vocab.concept WHERE vocabulary_id = 'ATC' AND concept_code = 'A10BA02') AND d.drug_exposure_start_date >= DATE '2022-01-01'),
 observed AS (SELECT DISTINCT person_id FROM ndb.observation_period WHERE observation_period_end_date >= DATE '2023-12-31'),
 long_term_care AS (SELECT DISTINCT person_id FROM kaigo.care_certification),
 s1 AS (SELECT person_id FROM diabetes),

@@ -1,17 +1,17 @@
 -- Trial feasibility: an eligibility funnel for a type 2 diabetes trial.
 -- Each criterion is a cohort bitmap; each step counts the persons meeting
 -- every criterion so far. Exclusions subtract a bitmap.
---   1. diagnosed with type 2 diabetes (E11.9, concept 1000024)
+--   1. diagnosed with type 2 diabetes (ICD-10 E11.9)
 --   2. aged 40-74 at the start of 2023
---   3. dispensed metformin (ATC A10BA02, concept 2000041) in 2022-2023
+--   3. dispensed metformin (ATC A10BA02) in 2022-2023
 --   4. observed in claims through 2023-12-31
 --   5. excluded: any long-term-care certification (linked kaigo source)
 WITH c AS (
     SELECT
-      (SELECT rb_build_agg(person_id) FROM ndb.condition_occurrence WHERE condition_concept_id = 1000024) AS diabetes,
+      (SELECT rb_build_agg(person_id) FROM ndb.condition_occurrence WHERE in_concept_set(condition_concept_id, 'ICD10', 'E11.9')) AS diabetes,
       (SELECT rb_build_agg(person_id) FROM ndb.person WHERE year_of_birth BETWEEN 1949 AND 1982) AS age,
       (SELECT rb_build_agg(person_id) FROM ndb.drug_exposure
-        WHERE is_a(drug_concept_id, 2000041) AND drug_exposure_start_date >= DATE '2022-01-01') AS metformin,
+        WHERE in_concept_set(drug_concept_id, 'ATC', 'A10BA02') AND drug_exposure_start_date >= DATE '2022-01-01') AS metformin,
       (SELECT rb_build_agg(person_id) FROM ndb.observation_period WHERE observation_period_end_date >= DATE '2023-12-31') AS observed,
       (SELECT rb_build_agg(person_id) FROM kaigo.care_certification) AS long_term_care
 )

@@ -1,10 +1,12 @@
 -- The same study as hip_fracture_long_term_care.sql in plain SQL.
 WITH admissions AS (
-    SELECT v.person_id, c.condition_source_value AS diagnosis, min(v.visit_end_date) AS discharge
+    SELECT v.person_id, k.concept_code AS diagnosis, min(v.visit_end_date) AS discharge
       FROM dpc.visit_occurrence v
       JOIN dpc.condition_occurrence c ON c.visit_occurrence_id = v.visit_occurrence_id AND c.person_id = v.person_id
-     WHERE c.diagnosis_role = 'main' AND c.condition_source_value IN ('S72.0', 'J18.9')
-     GROUP BY v.person_id, c.condition_source_value
+      JOIN vocab.concept_ancestor a ON a.descendant_concept_id = c.condition_concept_id
+      JOIN vocab.concept k ON k.concept_id = a.ancestor_concept_id AND k.vocabulary_id = 'ICD10' AND k.concept_code IN ('S72.0', 'J18.9')
+     WHERE coalesce(c.condition_status_source_value, 'main') = 'main'
+     GROUP BY v.person_id, k.concept_code
 ), prior_care AS (
     SELECT DISTINCT a.person_id, a.diagnosis
       FROM admissions a JOIN kaigo.care_certification k ON k.person_id = a.person_id

@@ -2,12 +2,17 @@
 -- inpatient hip fracture (case-mix admission with main diagnosis S72.0),
 -- against persons of the same ages admitted for pneumonia (J18.9).
 -- On the synthetic store about 60% of hip fracture patients are certified.
+-- Main diagnosis: condition_status_source_value = 'main' (docs/DATA_MODEL.md);
+-- on a store without that column every diagnosis of the stay counts.
 WITH admissions AS (
-    SELECT v.person_id, c.condition_source_value AS diagnosis, min(v.visit_end_date) AS discharge
+    SELECT v.person_id,
+           CASE WHEN in_concept_set(c.condition_concept_id, 'ICD10', 'S72.0') THEN 'S72.0' ELSE 'J18.9' END AS diagnosis,
+           min(v.visit_end_date) AS discharge
       FROM dpc.visit_occurrence v
       JOIN dpc.condition_occurrence c ON c.visit_occurrence_id = v.visit_occurrence_id AND c.person_id = v.person_id
-     WHERE c.diagnosis_role = 'main' AND c.condition_source_value IN ('S72.0', 'J18.9')
-     GROUP BY v.person_id, c.condition_source_value
+     WHERE coalesce(c.condition_status_source_value, 'main') = 'main'
+       AND in_concept_set(c.condition_concept_id, 'ICD10', 'S72.0', 'J18.9')
+     GROUP BY 1, 2
 ), prior_care AS (
     SELECT DISTINCT a.person_id, a.diagnosis
       FROM admissions a JOIN kaigo.care_certification k ON k.person_id = a.person_id

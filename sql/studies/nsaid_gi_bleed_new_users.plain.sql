@@ -2,10 +2,10 @@
 -- hierarchy through vocab.concept_ancestor, windows as date arithmetic.
 WITH dispensing AS (
     SELECT d.person_id, d.drug_exposure_start_date AS day,
-           CASE WHEN a.ancestor_concept_id = 2000024 THEN 'nsaid' ELSE 'acetaminophen' END AS arm
+           CASE WHEN k.concept_code = 'M01A' THEN 'nsaid' ELSE 'acetaminophen' END AS arm
       FROM ndb.drug_exposure d
       JOIN vocab.concept_ancestor a ON a.descendant_concept_id = d.drug_concept_id
-     WHERE a.ancestor_concept_id IN (2000024, 2000051)
+      JOIN vocab.concept k ON k.concept_id = a.ancestor_concept_id AND k.vocabulary_id = 'ATC' AND k.concept_code IN ('M01A', 'N02BE01')
 ), first_use AS (
     SELECT person_id, arm, min(day) AS index_date FROM dispensing GROUP BY person_id, arm
 ), new_users AS (
@@ -22,7 +22,7 @@ WITH dispensing AS (
     SELECT DISTINCT n.person_id, n.arm
       FROM new_users n
       JOIN ndb.condition_occurrence c ON c.person_id = n.person_id
-     WHERE c.condition_concept_id = 1000041
+     WHERE c.condition_concept_id IN (SELECT a.descendant_concept_id FROM vocab.concept_ancestor a JOIN vocab.concept c ON c.concept_id = a.ancestor_concept_id WHERE c.vocabulary_id = 'ICD10' AND c.concept_code = 'K92.2')
        AND c.condition_start_date >= n.index_date AND c.condition_start_date <= n.index_date + 30
 ), arms AS (
     SELECT n.arm, count(*) AS persons, count(o.person_id) AS cases,

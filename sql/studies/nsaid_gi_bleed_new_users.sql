@@ -6,12 +6,11 @@
 -- of continuous observation before it and no dispensing of either class in
 -- those 180 days. Risk window: days 0..30 after the index date.
 -- On the synthetic store the planted risk ratio is 3.
--- Concepts: 2000024 is ATC M01A, 2000051 is N02BE01, 1000041 is K92.2.
 WITH dispensing AS (
     SELECT d.person_id, d.drug_exposure_start_date AS day,
-           CASE WHEN is_a(d.drug_concept_id, 2000024) THEN 'nsaid' ELSE 'acetaminophen' END AS arm
+           CASE WHEN in_concept_set(d.drug_concept_id, 'ATC', 'M01A') THEN 'nsaid' ELSE 'acetaminophen' END AS arm
       FROM ndb.drug_exposure d
-     WHERE is_a(d.drug_concept_id, 2000024) OR is_a(d.drug_concept_id, 2000051)
+     WHERE in_concept_set(d.drug_concept_id, 'ATC', 'M01A', 'N02BE01')
 ), first_use AS (
     SELECT person_id, arm, min(day) AS index_date FROM dispensing GROUP BY person_id, arm
 ), new_users AS (
@@ -28,7 +27,7 @@ WITH dispensing AS (
     SELECT DISTINCT n.person_id, n.arm
       FROM new_users n
       JOIN ndb.condition_occurrence c ON c.person_id = n.person_id
-     WHERE c.condition_concept_id = 1000041
+     WHERE in_concept_set(c.condition_concept_id, 'ICD10', 'K92.2')
        AND in_window(c.condition_start_date, n.index_date, 0, 30)
 ), arms AS (
     SELECT n.arm, count(*) AS persons, count(o.person_id) AS cases,

@@ -5,7 +5,7 @@ WITH reference (sex, band, weight) AS (
 ), years (year) AS (
     VALUES (2016), (2017), (2018), (2019), (2020), (2021), (2022), (2023)
 ), persons AS (
-    SELECT DISTINCT person_id, CASE WHEN gender_concept_id = 8507 THEN 'M' ELSE 'F' END AS sex, year_of_birth FROM ndb.person
+    SELECT DISTINCT person_id, CASE WHEN gender_concept_id IN (SELECT concept_id FROM vocab.concept WHERE vocabulary_id = 'Gender' AND concept_code = 'M') THEN 'M' ELSE 'F' END AS sex, year_of_birth FROM ndb.person
 ), population AS (
     SELECT DISTINCT y.year, p.person_id, p.sex,
            CASE WHEN y.year - p.year_of_birth < 40 THEN '0-39' WHEN y.year - p.year_of_birth < 65 THEN '40-64'
@@ -15,7 +15,7 @@ WITH reference (sex, band, weight) AS (
       JOIN ndb.observation_period o ON make_date(y.year, 7, 1) BETWEEN o.observation_period_start_date AND o.observation_period_end_date
       JOIN persons p ON p.person_id = o.person_id
 ), records AS (
-    SELECT person_id, condition_start_date AS day FROM ndb.condition_occurrence WHERE condition_concept_id = 1000029
+    SELECT person_id, condition_start_date AS day FROM ndb.condition_occurrence WHERE condition_concept_id IN (SELECT a.descendant_concept_id FROM vocab.concept_ancestor a JOIN vocab.concept c ON c.concept_id = a.ancestor_concept_id WHERE c.vocabulary_id = 'ICD10' AND c.concept_code = 'I10')
 ), record_years AS (
     SELECT DISTINCT person_id, CAST(date_part('year', day) AS BIGINT) AS year FROM records
 ), first_record AS (

@@ -1,5 +1,5 @@
--- Epidemiology: prevalence and incidence of hypertension (ICD-10 I10,
--- concept 1000029) by year, crude and directly standardized by sex and age
+-- Epidemiology: prevalence and incidence of hypertension (ICD-10 I10)
+-- by year, crude and directly standardized by sex and age
 -- band to a reference population (Japan, 2020 census, thousands, rounded).
 --
 -- Population of a year: persons observed on 1 July. Prevalent: a record of
@@ -11,7 +11,7 @@ WITH reference (sex, band, weight) AS (
 ), years (year) AS (
     VALUES (2016), (2017), (2018), (2019), (2020), (2021), (2022), (2023)
 ), persons AS (
-    SELECT DISTINCT person_id, CASE WHEN gender_concept_id = 8507 THEN 'M' ELSE 'F' END AS sex, year_of_birth FROM ndb.person
+    SELECT DISTINCT person_id, CASE WHEN in_concept_set(gender_concept_id, 'Gender', 'M') THEN 'M' ELSE 'F' END AS sex, year_of_birth FROM ndb.person
 ), population AS (
     SELECT DISTINCT y.year, p.person_id, p.sex,
            CASE WHEN y.year - p.year_of_birth < 40 THEN '0-39' WHEN y.year - p.year_of_birth < 65 THEN '40-64'
@@ -21,7 +21,7 @@ WITH reference (sex, band, weight) AS (
       JOIN ndb.observation_period o ON in_window(make_date(y.year, 7, 1), o.observation_period_start_date, 0, o.observation_period_end_date - o.observation_period_start_date)
       JOIN persons p ON p.person_id = o.person_id
 ), records AS (
-    SELECT person_id, condition_start_date AS day FROM ndb.condition_occurrence WHERE condition_concept_id = 1000029
+    SELECT person_id, condition_start_date AS day FROM ndb.condition_occurrence WHERE in_concept_set(condition_concept_id, 'ICD10', 'I10')
 ), record_years AS (
     SELECT DISTINCT person_id, CAST(date_part('year', day) AS BIGINT) AS year FROM records
 ), first_record AS (

@@ -3,7 +3,7 @@
 WITH nsaid AS (
     SELECT d.person_id, d.drug_exposure_start_date AS s, greatest(coalesce(d.drug_exposure_end_date, d.drug_exposure_start_date), d.drug_exposure_start_date) AS e
       FROM ndb.drug_exposure d
-      JOIN vocab.concept_ancestor a ON a.descendant_concept_id = d.drug_concept_id AND a.ancestor_concept_id = 2000024
+      JOIN vocab.concept_ancestor a ON a.descendant_concept_id = d.drug_concept_id AND a.ancestor_concept_id = (SELECT concept_id FROM vocab.concept WHERE vocabulary_id = 'ATC' AND concept_code = 'M01A')
 ), ordered AS (
     SELECT person_id, s, max(e) OVER (PARTITION BY person_id ORDER BY s, e ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prior_end
       FROM nsaid
@@ -14,7 +14,7 @@ WITH nsaid AS (
       FROM ndb.condition_occurrence c
       JOIN ndb.observation_period o ON o.person_id = c.person_id
        AND c.condition_start_date BETWEEN o.observation_period_start_date AND o.observation_period_end_date
-     WHERE c.condition_concept_id = 1000041
+     WHERE c.condition_concept_id IN (SELECT a.descendant_concept_id FROM vocab.concept_ancestor a JOIN vocab.concept c ON c.concept_id = a.ancestor_concept_id WHERE c.vocabulary_id = 'ICD10' AND c.concept_code = 'K92.2')
 ), cases AS (
     SELECT DISTINCT person_id FROM events WHERE person_id IN (SELECT person_id FROM starts)
 ), observation AS (

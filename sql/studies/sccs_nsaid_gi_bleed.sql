@@ -1,12 +1,12 @@
--- Self-controlled case series: gastrointestinal haemorrhage (K92.2, concept
--- 1000041) in the 30 days after starting an NSAID (ATC M01A, concept
--- 2000024) against the rest of each case's observation time.
+-- Self-controlled case series: gastrointestinal haemorrhage (ICD-10 K92.2)
+-- in the 30 days after starting an NSAID (ATC M01A) against the rest of
+-- each case's observation time.
 -- A start is the first dispensing of an NSAID episode: NSAID dispensings
 -- merged with a 180-day persistence window. Cases: persons with both an
 -- event and a start. On the synthetic store the planted rate ratio is 3.
 WITH nsaid AS (
     SELECT person_id, drug_exposure_start_date AS s, drug_exposure_end_date AS e
-      FROM ndb.drug_exposure WHERE is_a(drug_concept_id, 2000024)
+      FROM ndb.drug_exposure WHERE in_concept_set(drug_concept_id, 'ATC', 'M01A')
 ), starts AS (
     SELECT person_id, ep['episode_start'] AS start
       FROM (SELECT person_id, unnest(eps) AS ep
@@ -16,7 +16,7 @@ WITH nsaid AS (
       FROM ndb.condition_occurrence c
       JOIN ndb.observation_period o ON o.person_id = c.person_id
        AND c.condition_start_date BETWEEN o.observation_period_start_date AND o.observation_period_end_date
-     WHERE c.condition_concept_id = 1000041
+     WHERE in_concept_set(c.condition_concept_id, 'ICD10', 'K92.2')
 ), cases AS (
     SELECT DISTINCT person_id FROM events WHERE person_id IN (SELECT person_id FROM starts)
 ), observation AS (

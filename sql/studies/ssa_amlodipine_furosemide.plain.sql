@@ -1,11 +1,11 @@
 -- The same sequence symmetry analysis as ssa_amlodipine_furosemide.sql in plain SQL.
 WITH firsts AS (
     SELECT d.person_id,
-           min(CASE WHEN a.ancestor_concept_id = 2000044 THEN d.drug_exposure_start_date END) AS a,
-           min(CASE WHEN a.ancestor_concept_id = 2000043 THEN d.drug_exposure_start_date END) AS f
+           min(CASE WHEN k.concept_code = 'C08CA01' THEN d.drug_exposure_start_date END) AS a,
+           min(CASE WHEN k.concept_code = 'C03CA01' THEN d.drug_exposure_start_date END) AS f
       FROM ndb.drug_exposure d
       JOIN vocab.concept_ancestor a ON a.descendant_concept_id = d.drug_concept_id
-     WHERE a.ancestor_concept_id IN (2000044, 2000043)
+      JOIN vocab.concept k ON k.concept_id = a.ancestor_concept_id AND k.vocabulary_id = 'ATC' AND k.concept_code IN ('C08CA01', 'C03CA01')
      GROUP BY d.person_id
 ), pairs AS (
     SELECT person_id, a, f FROM firsts

@@ -1,14 +1,14 @@
--- Sequence symmetry analysis: amlodipine (ATC C08CA01, concept 2000044)
--- and furosemide (ATC C03CA01, concept 2000043), first dispensings of each
+-- Sequence symmetry analysis: amlodipine (ATC C08CA01)
+-- and furosemide (ATC C03CA01), first dispensings of each
 -- within 365 days of one another. More amlodipine-first than
 -- furosemide-first pairs points to a prescribing cascade (oedema treated
 -- with a diuretic); the generator plants one.
 WITH firsts AS (
     SELECT person_id,
-           min(CASE WHEN is_a(drug_concept_id, 2000044) THEN drug_exposure_start_date END) AS a,
-           min(CASE WHEN is_a(drug_concept_id, 2000043) THEN drug_exposure_start_date END) AS f
+           min(CASE WHEN in_concept_set(drug_concept_id, 'ATC', 'C08CA01') THEN drug_exposure_start_date END) AS a,
+           min(CASE WHEN in_concept_set(drug_concept_id, 'ATC', 'C03CA01') THEN drug_exposure_start_date END) AS f
       FROM ndb.drug_exposure
-     WHERE is_a(drug_concept_id, 2000044) OR is_a(drug_concept_id, 2000043)
+     WHERE in_concept_set(drug_concept_id, 'ATC', 'C08CA01', 'C03CA01')
      GROUP BY person_id
 ), pairs AS (
     SELECT person_id, a, f FROM firsts

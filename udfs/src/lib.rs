@@ -3,6 +3,7 @@
 //! registered on any `SessionContext`; none depends on Tsunagu's catalog.
 
 pub mod bitmaps;
+pub mod concept_sets;
 pub mod disclosure;
 pub mod docs;
 pub mod episodes;
@@ -67,7 +68,14 @@ pub fn register_vocabulary(ctx: &SessionContext, graph: Arc<vocab::VocabGraph>) 
         "ancestors",
         Arc::new(vocab::Hierarchy::new(graph.clone(), false)),
     );
-    ctx.register_udtf("related", Arc::new(vocab::Related::new(graph)));
+    ctx.register_udtf("related", Arc::new(vocab::Related::new(graph.clone())));
+    ctx.register_udf(ScalarUDF::new_from_impl(concept_sets::InConceptSet::new(
+        graph.clone(),
+    )));
+    ctx.register_udtf(
+        "concept_set",
+        Arc::new(concept_sets::ConceptSet::new(graph)),
+    );
 }
 
 /// Registers every RWD function on a context (the vocabulary graph ones
@@ -129,6 +137,17 @@ pub fn documented(
         "related".into(),
         "table",
         vocab::Related::documentation().clone(),
+    ));
+    let in_set = ScalarUDF::new_from_impl(concept_sets::InConceptSet::new(graph));
+    docs.push((
+        "in_concept_set".into(),
+        "scalar",
+        in_set.documentation().cloned().expect("documented"),
+    ));
+    docs.push((
+        "concept_set".into(),
+        "table",
+        concept_sets::ConceptSet::documentation().clone(),
     ));
     docs
 }

@@ -35,12 +35,14 @@ pub struct VocabGraph {
     below: HashMap<i64, RoaringTreemap>,
     /// (concept, relationship) -> related concepts.
     related: HashMap<(i64, String), Vec<i64>>,
+    /// (vocabulary_id in lower case, concept_code) -> concept_id.
+    codes: HashMap<(String, String), i64>,
 }
 
 /// A concept set tested once per row: a dense bitset when the set's ids are
 /// close together (the usual case for one branch of a vocabulary), else the
 /// roaring bitmap.
-enum Probe<'a> {
+pub(crate) enum Probe<'a> {
     Dense {
         base: i64,
         words: Vec<u64>,
@@ -49,6 +51,7 @@ enum Probe<'a> {
         ancestor: i64,
         below: Option<&'a RoaringTreemap>,
     },
+    Set(&'a RoaringTreemap),
 }
 
 impl<'a> Probe<'a> {
@@ -81,8 +84,26 @@ impl<'a> Probe<'a> {
         }
     }
 
+    /// A probe of a set of concepts.
+    pub(crate) fn set(set: &'a RoaringTreemap) -> Probe<'a> {
+        match (set.min(), set.max()) {
+            (Some(lo), Some(hi)) if hi - lo < Self::DENSE_SPAN => {
+                let mut words = vec![0u64; ((hi - lo) / 64 + 1) as usize];
+                for v in set.iter() {
+                    let o = v - lo;
+                    words[(o / 64) as usize] |= 1 << (o % 64);
+                }
+                Probe::Dense {
+                    base: lo as i64,
+                    words,
+                }
+            }
+            _ => Probe::Set(set),
+        }
+    }
+
     #[inline]
-    fn contains(&self, v: i64) -> bool {
+    pub(crate) fn contains(&self, v: i64) -> bool {
         match self {
             Probe::Dense { base, words } => {
                 let o = v.wrapping_sub(*base) as u64;
@@ -93,6 +114,7 @@ impl<'a> Probe<'a> {
             Probe::Roaring { ancestor, below } => {
                 v == *ancestor || (v >= 0 && below.is_some_and(|b| b.contains(v as u64)))
             }
+            Probe::Set(set) => v >= 0 && set.contains(v as u64),
         }
     }
 }
@@ -130,6 +152,43 @@ impl VocabGraph {
             v.dedup();
         }
         g
+    }
+
+    /// The graph with the concepts' codes: (concept_id, vocabulary_id, concept_code).
+    pub fn with_codes(mut self, codes: impl IntoIterator<Item = (i64, String, String)>) -> Self {
+        for (id, vocabulary, code) in codes {
+            self.codes
+                .insert((vocabulary.to_lowercase(), code.trim().to_owned()), id);
+        }
+        self
+    }
+
+    /// The concept of a code in a vocabulary (vocabulary ids compare without case).
+    pub fn concept_of(&self, vocabulary: &str, code: &str) -> Option<i64> {
+        self.codes
+            .get(&(vocabulary.to_lowercase(), code.trim().to_owned()))
+            .copied()
+    }
+
+    /// Whether the vocabulary has the vocabulary id at all.
+    pub fn has_vocabulary(&self, vocabulary: &str) -> bool {
+        let v = vocabulary.to_lowercase();
+        self.codes.keys().any(|(k, _)| *k == v)
+    }
+
+    /// A concept and its descendants.
+    pub fn descendants_of(&self, concept: i64) -> Vec<i64> {
+        match self.down.get(&concept) {
+            Some(d) => d.iter().map(|&(c, _)| c).collect(),
+            None => vec![concept],
+        }
+    }
+
+    /// The concepts `concept` is related to by `relationship`.
+    pub fn related_to(&self, concept: i64, relationship: &str) -> &[i64] {
+        self.related
+            .get(&(concept, relationship.to_owned()))
+            .map_or(&[], |v| v.as_slice())
     }
 
     /// True when `concept` is `ancestor` or one of its descendants.
