@@ -89,6 +89,9 @@ fn nsaid_new_users_have_the_planted_30_day_risk_ratio_in(rows: &[Vec<String>]) {
     assert_eq!(rows[1][0], "acetaminophen");
     let rr: f64 = rows[0][5].parse().unwrap();
     assert!((2.0..4.5).contains(&rr), "risk ratio {rr}, planted 3");
+    let (lower, upper): (f64, f64) = (rows[0][6].parse().unwrap(), rows[0][7].parse().unwrap());
+    assert!(lower < rr && rr < upper && lower < 3.0 && 3.0 < upper, "{rows:?}");
+    assert_eq!(rows[1][6], "", "the reference arm has no interval");
     let cases: u64 = rows[0][2].parse().unwrap();
     assert!(cases > 30, "{rows:?}");
 }
@@ -131,9 +134,15 @@ async fn the_self_controlled_case_series_finds_the_planted_rate_ratio() {
 }
 
 fn the_self_controlled_case_series_finds_the_planted_rate_ratio_in(rows: &[Vec<String>]) {
-    let irr: f64 = rows[0][5].parse().unwrap();
+    let num = |r: usize, i: usize| -> f64 { rows[r][i].parse().unwrap() };
+    assert_eq!((rows[0][0].as_str(), rows[1][0].as_str()), ("M01A", "N02BE01"));
+    let irr = num(0, 6);
     assert!((2.0..4.5).contains(&irr), "rate ratio {irr}, planted 3");
-    let risk_events: u64 = rows[0][1].parse().unwrap();
+    // The planted effect lies in the interval; the negative control's includes 1.
+    assert!(num(0, 7) < 3.0 && 3.0 < num(0, 8), "{rows:?}");
+    assert!(num(0, 7) < irr && irr < num(0, 8), "{rows:?}");
+    assert!(num(1, 7) < 1.0 && 1.0 < num(1, 8), "negative control: {rows:?}");
+    let risk_events: u64 = rows[0][2].parse().unwrap();
     assert!(risk_events > 30, "{rows:?}");
 }
 

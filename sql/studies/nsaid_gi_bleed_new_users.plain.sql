@@ -29,9 +29,19 @@ WITH dispensing AS (
            sum(CASE WHEN n.obs_end >= n.index_date + 30 THEN 31 ELSE n.obs_end - n.index_date + 1 END) AS days_at_risk
       FROM new_users n LEFT JOIN outcomes o ON o.person_id = n.person_id AND o.arm = n.arm
      GROUP BY n.arm
+), reference AS (
+    SELECT CAST(cases AS DOUBLE) AS c0, CAST(persons AS DOUBLE) AS n0 FROM arms WHERE arm = 'acetaminophen'
+), ratios AS (
+    SELECT a.arm, a.persons, a.cases, a.days_at_risk,
+           CAST(a.cases AS DOUBLE) / a.persons AS risk,
+           (CAST(a.cases AS DOUBLE) / a.persons) / (r.c0 / r.n0) AS risk_ratio,
+           -- Standard error of log(risk ratio) against the reference arm.
+           CASE WHEN a.arm <> 'acetaminophen'
+                THEN sqrt(1.0 / a.cases - 1.0 / a.persons + 1.0 / r.c0 - 1.0 / r.n0) END AS se
+      FROM arms a CROSS JOIN reference r
 )
-SELECT arm, persons, cases, days_at_risk,
-       CAST(cases AS DOUBLE) / persons AS risk,
-       (CAST(cases AS DOUBLE) / persons) / (SELECT CAST(cases AS DOUBLE) / persons FROM arms WHERE arm = 'acetaminophen') AS risk_ratio
-  FROM arms
+SELECT arm, persons, cases, days_at_risk, risk, risk_ratio,
+       round(exp(ln(risk_ratio) - 1.96 * se), 4) AS lower_95,
+       round(exp(ln(risk_ratio) + 1.96 * se), 4) AS upper_95
+  FROM ratios
  ORDER BY arm DESC

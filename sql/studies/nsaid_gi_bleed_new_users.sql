@@ -5,7 +5,8 @@
 -- New user: the first dispensing of the drug class, with at least 180 days
 -- of continuous observation before it and no dispensing of either class in
 -- those 180 days. Risk window: days 0..30 after the index date.
--- On the synthetic store the planted risk ratio is 3.
+-- On the synthetic store the planted risk ratio is 3. The 95% interval is
+-- Katz's, on the log risk ratio against the acetaminophen arm.
 WITH dispensing AS (
     SELECT d.person_id, d.drug_exposure_start_date AS day,
            CASE WHEN in_concept_set(d.drug_concept_id, 'ATC', 'M01A') THEN 'nsaid' ELSE 'acetaminophen' END AS arm
@@ -34,9 +35,19 @@ WITH dispensing AS (
            sum(window_days(n.index_date, 0, 30, n.index_date, n.obs_end)) AS days_at_risk
       FROM new_users n LEFT JOIN outcomes o ON o.person_id = n.person_id AND o.arm = n.arm
      GROUP BY n.arm
+), reference AS (
+    SELECT CAST(cases AS DOUBLE) AS c0, CAST(persons AS DOUBLE) AS n0 FROM arms WHERE arm = 'acetaminophen'
+), ratios AS (
+    SELECT a.arm, a.persons, a.cases, a.days_at_risk,
+           CAST(a.cases AS DOUBLE) / a.persons AS risk,
+           (CAST(a.cases AS DOUBLE) / a.persons) / (r.c0 / r.n0) AS risk_ratio,
+           -- Standard error of log(risk ratio) against the reference arm.
+           CASE WHEN a.arm <> 'acetaminophen'
+                THEN sqrt(1.0 / a.cases - 1.0 / a.persons + 1.0 / r.c0 - 1.0 / r.n0) END AS se
+      FROM arms a CROSS JOIN reference r
 )
-SELECT arm, persons, cases, days_at_risk,
-       CAST(cases AS DOUBLE) / persons AS risk,
-       (CAST(cases AS DOUBLE) / persons) / (SELECT CAST(cases AS DOUBLE) / persons FROM arms WHERE arm = 'acetaminophen') AS risk_ratio
-  FROM arms
+SELECT arm, persons, cases, days_at_risk, risk, risk_ratio,
+       round(exp(ln(risk_ratio) - 1.96 * se), 4) AS lower_95,
+       round(exp(ln(risk_ratio) + 1.96 * se), 4) AS upper_95
+  FROM ratios
  ORDER BY arm DESC
