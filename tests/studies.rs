@@ -85,14 +85,23 @@ async fn nsaid_new_users_have_the_planted_30_day_risk_ratio() {
 }
 
 fn nsaid_new_users_have_the_planted_30_day_risk_ratio_in(rows: &[Vec<String>]) {
-    assert_eq!(rows[0][0], "nsaid");
-    assert_eq!(rows[1][0], "acetaminophen");
-    let rr: f64 = rows[0][5].parse().unwrap();
+    assert_eq!(
+        (rows[0][0].as_str(), rows[0][1].as_str()),
+        ("target", "M01A")
+    );
+    assert_eq!(
+        (rows[1][0].as_str(), rows[1][1].as_str()),
+        ("comparator", "N02BE01")
+    );
+    let rr: f64 = rows[0][6].parse().unwrap();
     assert!((2.0..4.5).contains(&rr), "risk ratio {rr}, planted 3");
-    let (lower, upper): (f64, f64) = (rows[0][6].parse().unwrap(), rows[0][7].parse().unwrap());
-    assert!(lower < rr && rr < upper && lower < 3.0 && 3.0 < upper, "{rows:?}");
-    assert_eq!(rows[1][6], "", "the reference arm has no interval");
-    let cases: u64 = rows[0][2].parse().unwrap();
+    let (lower, upper): (f64, f64) = (rows[0][7].parse().unwrap(), rows[0][8].parse().unwrap());
+    assert!(
+        lower < rr && rr < upper && lower < 3.0 && 3.0 < upper,
+        "{rows:?}"
+    );
+    assert_eq!(rows[1][7], "", "the comparator arm has no interval");
+    let cases: u64 = rows[0][3].parse().unwrap();
     assert!(cases > 30, "{rows:?}");
 }
 
@@ -135,13 +144,19 @@ async fn the_self_controlled_case_series_finds_the_planted_rate_ratio() {
 
 fn the_self_controlled_case_series_finds_the_planted_rate_ratio_in(rows: &[Vec<String>]) {
     let num = |r: usize, i: usize| -> f64 { rows[r][i].parse().unwrap() };
-    assert_eq!((rows[0][0].as_str(), rows[1][0].as_str()), ("M01A", "N02BE01"));
+    assert_eq!(
+        (rows[0][0].as_str(), rows[1][0].as_str()),
+        ("M01A", "N02BE01")
+    );
     let irr = num(0, 6);
     assert!((2.0..4.5).contains(&irr), "rate ratio {irr}, planted 3");
     // The planted effect lies in the interval; the negative control's includes 1.
     assert!(num(0, 7) < 3.0 && 3.0 < num(0, 8), "{rows:?}");
     assert!(num(0, 7) < irr && irr < num(0, 8), "{rows:?}");
-    assert!(num(1, 7) < 1.0 && 1.0 < num(1, 8), "negative control: {rows:?}");
+    assert!(
+        num(1, 7) < 1.0 && 1.0 < num(1, 8),
+        "negative control: {rows:?}"
+    );
     let risk_events: u64 = rows[0][2].parse().unwrap();
     assert!(risk_events > 30, "{rows:?}");
 }
@@ -154,6 +169,12 @@ async fn sequence_symmetry_shows_the_prescribing_cascade() {
 fn sequence_symmetry_shows_the_prescribing_cascade_in(rows: &[Vec<String>]) {
     let (first, reverse): (u64, u64) = (rows[0][0].parse().unwrap(), rows[0][1].parse().unwrap());
     assert!(first > 50 && first > 3 * reverse.max(1), "{rows:?}");
+    // The interval excludes 1 and holds the estimate.
+    let num = |i: usize| -> f64 { rows[0][i].parse().unwrap() };
+    assert!(
+        1.0 < num(3) && num(3) < num(2) && num(2) < num(4),
+        "{rows:?}"
+    );
 }
 
 #[tokio::test]

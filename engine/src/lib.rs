@@ -22,6 +22,7 @@
 pub mod audit;
 pub mod cohorts;
 mod damaged;
+pub mod designs;
 pub mod error;
 mod identity;
 pub mod pg_dialect;

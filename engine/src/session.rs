@@ -392,6 +392,7 @@ impl Session {
     /// Plans SQL as written, with no privacy rewrite.
     async fn plan_raw(&self, mut statement: SqlStatement) -> Result<Prepared> {
         let state = self.ctx.state();
+        crate::designs::expand(&mut statement)?;
         pg_dialect::rewrite::rewrite(&mut statement);
         let mut retry = statement.clone();
         let mut names = rewrite::repeated_names(&mut statement, false);

@@ -2,7 +2,7 @@
 -- hierarchy through vocab.concept_ancestor, windows as date arithmetic.
 WITH dispensing AS (
     SELECT d.person_id, d.drug_exposure_start_date AS day,
-           CASE WHEN k.concept_code = 'M01A' THEN 'nsaid' ELSE 'acetaminophen' END AS arm
+           CASE WHEN k.concept_code = 'M01A' THEN 'target' ELSE 'comparator' END AS arm
       FROM ndb.drug_exposure d
       JOIN vocab.concept_ancestor a ON a.descendant_concept_id = d.drug_concept_id
       JOIN vocab.concept k ON k.concept_id = a.ancestor_concept_id AND k.vocabulary_id = 'ATC' AND k.concept_code IN ('M01A', 'N02BE01')
@@ -30,17 +30,18 @@ WITH dispensing AS (
       FROM new_users n LEFT JOIN outcomes o ON o.person_id = n.person_id AND o.arm = n.arm
      GROUP BY n.arm
 ), reference AS (
-    SELECT CAST(cases AS DOUBLE) AS c0, CAST(persons AS DOUBLE) AS n0 FROM arms WHERE arm = 'acetaminophen'
+    SELECT CAST(cases AS DOUBLE) AS c0, CAST(persons AS DOUBLE) AS n0 FROM arms WHERE arm = 'comparator'
 ), ratios AS (
     SELECT a.arm, a.persons, a.cases, a.days_at_risk,
            CAST(a.cases AS DOUBLE) / a.persons AS risk,
            (CAST(a.cases AS DOUBLE) / a.persons) / (r.c0 / r.n0) AS risk_ratio,
-           -- Standard error of log(risk ratio) against the reference arm.
-           CASE WHEN a.arm <> 'acetaminophen'
+           -- Standard error of log(risk ratio) against the comparator arm.
+           CASE WHEN a.arm = 'target'
                 THEN sqrt(1.0 / a.cases - 1.0 / a.persons + 1.0 / r.c0 - 1.0 / r.n0) END AS se
       FROM arms a CROSS JOIN reference r
 )
-SELECT arm, persons, cases, days_at_risk, risk, risk_ratio,
+SELECT arm, CASE WHEN arm = 'target' THEN 'M01A' ELSE 'N02BE01' END AS codes,
+       persons, cases, days_at_risk, risk, risk_ratio,
        round(exp(ln(risk_ratio) - 1.96 * se), 4) AS lower_95,
        round(exp(ln(risk_ratio) + 1.96 * se), 4) AS upper_95
   FROM ratios

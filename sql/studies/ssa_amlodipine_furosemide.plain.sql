@@ -10,8 +10,13 @@ WITH firsts AS (
 ), pairs AS (
     SELECT person_id, a, f FROM firsts
      WHERE a IS NOT NULL AND f IS NOT NULL AND a <> f AND f >= a - 365 AND f <= a + 365
+), counts AS (
+    SELECT sum(CASE WHEN a < f THEN 1 ELSE 0 END) AS index_first,
+           sum(CASE WHEN f < a THEN 1 ELSE 0 END) AS marker_first
+      FROM pairs
 )
-SELECT sum(CASE WHEN a < f THEN 1 ELSE 0 END) AS amlodipine_first,
-       sum(CASE WHEN f < a THEN 1 ELSE 0 END) AS furosemide_first,
-       CAST(sum(CASE WHEN a < f THEN 1 ELSE 0 END) AS DOUBLE) / sum(CASE WHEN f < a THEN 1 ELSE 0 END) AS crude_sequence_ratio
-  FROM pairs
+SELECT index_first, marker_first,
+       CAST(index_first AS DOUBLE) / marker_first AS crude_sequence_ratio,
+       round(exp(ln(CAST(index_first AS DOUBLE) / marker_first) - 1.96 * sqrt(1.0 / index_first + 1.0 / marker_first)), 4) AS lower_95,
+       round(exp(ln(CAST(index_first AS DOUBLE) / marker_first) + 1.96 * sqrt(1.0 / index_first + 1.0 / marker_first)), 4) AS upper_95
+  FROM counts
