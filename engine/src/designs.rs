@@ -37,6 +37,10 @@ pub const DESIGNS: &[(&str, &str)] = &[
         "sequence_symmetry",
         include_str!("../../sql/designs/sequence_symmetry.sql"),
     ),
+    (
+        "prevalence_incidence",
+        include_str!("../../sql/designs/prevalence_incidence.sql"),
+    ),
 ];
 
 /// One declared parameter.

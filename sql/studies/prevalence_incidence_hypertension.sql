@@ -1,54 +1,5 @@
--- Epidemiology: prevalence and incidence of hypertension (ICD-10 I10)
--- by year, crude and directly standardized by sex and age
--- band to a reference population (Japan, 2020 census, thousands, rounded).
---
--- Population of a year: persons observed on 1 July. Prevalent: a record of
--- the condition in that calendar year. Incident: a first record in that
--- year after at least 365 days of observation without one.
-WITH reference (sex, band, weight) AS (
-    VALUES ('M', '0-39', 24000), ('M', '40-64', 21000), ('M', '65-74', 8700), ('M', '75+', 7600),
-           ('F', '0-39', 23000), ('F', '40-64', 21000), ('F', '65-74', 9500), ('F', '75+', 11000)
-), years (year) AS (
-    VALUES (2016), (2017), (2018), (2019), (2020), (2021), (2022), (2023)
-), persons AS (
-    SELECT DISTINCT person_id, CASE WHEN in_concept_set(gender_concept_id, 'Gender', 'M') THEN 'M' ELSE 'F' END AS sex, year_of_birth FROM ndb.person
-), population AS (
-    SELECT DISTINCT y.year, p.person_id, p.sex,
-           CASE WHEN y.year - p.year_of_birth < 40 THEN '0-39' WHEN y.year - p.year_of_birth < 65 THEN '40-64'
-                WHEN y.year - p.year_of_birth < 75 THEN '65-74' ELSE '75+' END AS band,
-           o.observation_period_start_date AS obs_start
-      FROM years y
-      JOIN ndb.observation_period o ON in_window(make_date(y.year, 7, 1), o.observation_period_start_date, 0, o.observation_period_end_date - o.observation_period_start_date)
-      JOIN persons p ON p.person_id = o.person_id
-), records AS (
-    SELECT person_id, condition_start_date AS day FROM ndb.condition_occurrence WHERE in_concept_set(condition_concept_id, 'ICD10', 'I10')
-), record_years AS (
-    SELECT DISTINCT person_id, CAST(date_part('year', day) AS BIGINT) AS year FROM records
-), first_record AS (
-    SELECT person_id, min(day) AS first_day FROM records GROUP BY person_id
-), flagged AS (
-    SELECT p.year, p.sex, p.band,
-           CASE WHEN ry.person_id IS NOT NULL THEN 1 ELSE 0 END AS prevalent,
-           CASE WHEN in_window(make_date(p.year, 1, 1), p.obs_start, 365, 1000000)
-                 AND (f.first_day IS NULL OR f.first_day >= make_date(p.year, 1, 1)) THEN 1 ELSE 0 END AS at_risk,
-           CASE WHEN in_window(f.first_day, make_date(p.year, 1, 1), 0, make_date(p.year, 12, 31) - make_date(p.year, 1, 1))
-                 AND in_window(make_date(p.year, 1, 1), p.obs_start, 365, 1000000) THEN 1 ELSE 0 END AS incident
-      FROM population p
-      LEFT JOIN first_record f ON f.person_id = p.person_id
-      LEFT JOIN record_years ry ON ry.person_id = p.person_id AND ry.year = p.year
-), strata AS (
-    SELECT year, sex, band, count(*) AS persons, sum(prevalent) AS prevalent, sum(at_risk) AS at_risk, sum(incident) AS incident
-      FROM flagged GROUP BY year, sex, band
-)
-SELECT s.year,
-       sum(s.persons) AS persons,
-       sum(s.prevalent) AS prevalent,
-       round(CAST(sum(s.prevalent) AS DOUBLE) / sum(s.persons), 6) AS crude_prevalence,
-       round(sum(CAST(s.prevalent AS DOUBLE) / s.persons * r.weight) / sum(r.weight), 6) AS standardized_prevalence,
-       sum(s.at_risk) AS at_risk,
-       sum(s.incident) AS incident,
-       round(CAST(sum(s.incident) AS DOUBLE) / sum(s.at_risk), 6) AS crude_incidence,
-       round(sum(CASE WHEN s.at_risk > 0 THEN CAST(s.incident AS DOUBLE) / s.at_risk ELSE 0 END * r.weight) / sum(r.weight), 6) AS standardized_incidence
-  FROM strata s JOIN reference r ON r.sex = s.sex AND r.band = s.band
- GROUP BY s.year
- ORDER BY s.year
+-- Epidemiology (design: sql/designs/prevalence_incidence.sql): prevalence
+-- and incidence of hypertension (ICD-10 I10) by year, 2016-2023, crude and
+-- directly standardized by sex and age band to Japan's 2020 population.
+SELECT * FROM prevalence_incidence(condition => 'ICD10:I10', first_year => 2016, last_year => 2023)
+ ORDER BY year
