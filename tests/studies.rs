@@ -120,6 +120,15 @@ fn hip_fracture_is_followed_by_long_term_care_in(rows: &[Vec<String>]) {
     };
     let hip = get("S72.0");
     assert!((0.5..0.72).contains(&hip), "planted 0.6, found {hip}");
+    let row = rows.iter().find(|r| r[0] == "S72.0").unwrap();
+    let (lower, upper): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
+    // The planted 60% plus the age baseline the generator also applies
+    // (0.008 * e^(0.11 (age - 65)) a year: 3-12% at ages 80-90) for the other
+    // 40%: the truth lies in 0.60..0.66, which the interval must meet.
+    assert!(
+        lower < hip && hip < upper && lower < 0.66 && 0.6 < upper,
+        "{rows:?}"
+    );
     assert!(get("J18.9") < 0.15);
 }
 

@@ -41,6 +41,10 @@ pub const DESIGNS: &[(&str, &str)] = &[
         "prevalence_incidence",
         include_str!("../../sql/designs/prevalence_incidence.sql"),
     ),
+    (
+        "linked_outcome",
+        include_str!("../../sql/designs/linked_outcome.sql"),
+    ),
 ];
 
 /// One declared parameter.

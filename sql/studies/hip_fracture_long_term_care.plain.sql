@@ -18,9 +18,16 @@ WITH admissions AS (
       LEFT JOIN kaigo.care_certification k ON k.person_id = a.person_id
      WHERE NOT EXISTS (SELECT 1 FROM prior_care p WHERE p.person_id = a.person_id AND p.diagnosis = a.diagnosis)
      GROUP BY a.person_id, a.diagnosis
+), counts AS (
+    SELECT diagnosis, count(*) AS persons, sum(certified) AS certified FROM followed GROUP BY diagnosis
 )
-SELECT diagnosis, count(*) AS persons, sum(certified) AS certified_within_a_year,
-       CAST(sum(certified) AS DOUBLE) / count(*) AS proportion
-  FROM followed
- GROUP BY diagnosis
+SELECT diagnosis, persons, certified AS certified_within,
+       CAST(certified AS DOUBLE) / persons AS proportion,
+       round((CAST(certified AS DOUBLE) / persons + 1.9208 / persons
+              - 1.96 * sqrt(CAST(certified AS DOUBLE) / persons * (1 - CAST(certified AS DOUBLE) / persons) / persons + 0.9604 / (CAST(persons AS DOUBLE) * persons)))
+             / (1 + 3.8416 / persons), 4) AS lower_95,
+       round((CAST(certified AS DOUBLE) / persons + 1.9208 / persons
+              + 1.96 * sqrt(CAST(certified AS DOUBLE) / persons * (1 - CAST(certified AS DOUBLE) / persons) / persons + 0.9604 / (CAST(persons AS DOUBLE) * persons)))
+             / (1 + 3.8416 / persons), 4) AS upper_95
+  FROM counts
  ORDER BY diagnosis DESC
