@@ -14,9 +14,32 @@ WITH firsts AS (
     SELECT sum(CASE WHEN a < f THEN 1 ELSE 0 END) AS index_first,
            sum(CASE WHEN f < a THEN 1 ELSE 0 END) AS marker_first
       FROM pairs
+), index_months AS (
+    SELECT CAST(date_part('year', a) * 12 + date_part('month', a) AS BIGINT) AS m, count(*) AS n
+      FROM firsts WHERE a IS NOT NULL GROUP BY 1
+), marker_months AS (
+    SELECT CAST(date_part('year', f) * 12 + date_part('month', f) AS BIGINT) AS m, count(*) AS n
+      FROM firsts WHERE f IS NOT NULL GROUP BY 1
+), null_effect AS (
+    -- Expected index-first over marker-first orders from the monthly counts of
+    -- first dispensings alone (no causal link): pairs of months within the window.
+    SELECT sum(CASE WHEN k.m > i.m THEN CAST(i.n AS DOUBLE) * k.n ELSE 0 END)
+           / sum(CASE WHEN k.m < i.m THEN CAST(i.n AS DOUBLE) * k.n ELSE 0 END) AS ratio
+      FROM index_months i
+      JOIN marker_months k ON k.m BETWEEN i.m - (365 + 15) / 30 AND i.m + (365 + 15) / 30
+), estimate AS (
+    SELECT c.index_first, c.marker_first,
+           CAST(c.index_first AS DOUBLE) / c.marker_first AS crude,
+           1.96 * sqrt(1.0 / c.index_first + 1.0 / c.marker_first) AS z_se,
+           n.ratio AS null_ratio
+      FROM counts c CROSS JOIN null_effect n
 )
 SELECT index_first, marker_first,
-       CAST(index_first AS DOUBLE) / marker_first AS crude_sequence_ratio,
-       round(exp(ln(CAST(index_first AS DOUBLE) / marker_first) - 1.96 * sqrt(1.0 / index_first + 1.0 / marker_first)), 4) AS lower_95,
-       round(exp(ln(CAST(index_first AS DOUBLE) / marker_first) + 1.96 * sqrt(1.0 / index_first + 1.0 / marker_first)), 4) AS upper_95
-  FROM counts
+       crude AS crude_sequence_ratio,
+       round(exp(ln(crude) - z_se), 4) AS lower_95,
+       round(exp(ln(crude) + z_se), 4) AS upper_95,
+       round(null_ratio, 4) AS null_effect_ratio,
+       round(crude / null_ratio, 4) AS adjusted_sequence_ratio,
+       round(exp(ln(crude) - z_se) / null_ratio, 4) AS adjusted_lower_95,
+       round(exp(ln(crude) + z_se) / null_ratio, 4) AS adjusted_upper_95
+  FROM estimate
