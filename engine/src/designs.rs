@@ -13,8 +13,9 @@
 //!
 //! with KIND `codes` (`'VOCABULARY:CODE,CODE,-CODE'`, written into the
 //! query as `{NAME}` = `'VOCABULARY', 'CODE', ...` for `in_concept_set`
-//! and `{NAME.label}` = `'CODE,CODE,-CODE'`), `integer`, or `source` (a
-//! source schema of the store, default `ndb`); `-` is no default.
+//! and `{NAME.label}` = `'CODE,CODE,-CODE'`), `integer`, `date`
+//! (`'YYYY-MM-DD'`), or `source` (a source schema of the store); `-` is no
+//! default.
 
 use std::ops::ControlFlow;
 
@@ -45,6 +46,10 @@ pub const DESIGNS: &[(&str, &str)] = &[
         "linked_outcome",
         include_str!("../../sql/designs/linked_outcome.sql"),
     ),
+    (
+        "feasibility_funnel",
+        include_str!("../../sql/designs/feasibility_funnel.sql"),
+    ),
 ];
 
 /// One declared parameter.
@@ -61,6 +66,7 @@ pub struct Param {
 pub enum Kind {
     Codes,
     Integer,
+    Date,
     Source,
 }
 
@@ -75,6 +81,7 @@ pub fn params(query: &str) -> Vec<Param> {
             let kind = match words.next()? {
                 "codes" => Kind::Codes,
                 "integer" => Kind::Integer,
+                "date" => Kind::Date,
                 "source" => Kind::Source,
                 _ => return None,
             };
@@ -169,6 +176,15 @@ pub fn instantiate(design: &str, query: &str, args: &[FunctionArg]) -> Result<St
                     .parse()
                     .map_err(|_| invalid(design, format!("{} must be an integer", p.name)))?;
                 sql = sql.replace(&placeholder, &n.to_string());
+            }
+            Kind::Date => {
+                if chrono::NaiveDate::parse_from_str(&value, "%Y-%m-%d").is_err() {
+                    return Err(invalid(
+                        design,
+                        format!("{} must be a date 'YYYY-MM-DD'", p.name),
+                    ));
+                }
+                sql = sql.replace(&placeholder, &format!("DATE '{value}'"));
             }
             Kind::Source => {
                 if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -12,9 +12,9 @@ s2 AS (SELECT person_id FROM s1 INTERSECT SELECT person_id FROM age),
 s3 AS (SELECT person_id FROM s2 INTERSECT SELECT person_id FROM metformin),
 s4 AS (SELECT person_id FROM s3 INTERSECT SELECT person_id FROM observed),
 s5 AS (SELECT person_id FROM s4 EXCEPT SELECT person_id FROM long_term_care)
-SELECT 1 AS step, 'type 2 diabetes' AS criterion, (SELECT count(*) FROM s1) AS persons
-UNION ALL SELECT 2, 'aged 40-74', (SELECT count(*) FROM s2)
-UNION ALL SELECT 3, 'on metformin since 2022', (SELECT count(*) FROM s3)
-UNION ALL SELECT 4, 'observed through 2023', (SELECT count(*) FROM s4)
+SELECT 1 AS step, 'condition E11.9' AS criterion, (SELECT count(*) FROM s1) AS persons
+UNION ALL SELECT 2, 'born 1949-1982', (SELECT count(*) FROM s2)
+UNION ALL SELECT 3, 'dispensed A10BA02 since 2022-01-01', (SELECT count(*) FROM s3)
+UNION ALL SELECT 4, 'observed through 2023-12-31', (SELECT count(*) FROM s4)
 UNION ALL SELECT 5, 'no long-term care', (SELECT count(*) FROM s5)
 ORDER BY step
