@@ -214,6 +214,14 @@ fn standardization_removes_the_ageing_of_the_population_in(rows: &[Vec<String>])
         rows.iter().all(|r| col(r, 7) > 0.0 && col(r, 8) > 0.0),
         "{rows:?}"
     );
+    // Each standardized rate lies inside its interval.
+    assert!(
+        rows.iter().all(|r| col(r, 9) < col(r, 4)
+            && col(r, 4) < col(r, 10)
+            && col(r, 11) < col(r, 8)
+            && col(r, 8) < col(r, 12)),
+        "{rows:?}"
+    );
 }
 
 #[tokio::test]

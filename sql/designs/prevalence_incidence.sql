@@ -4,7 +4,9 @@
 --
 -- Population of a year: persons observed on 1 July. Prevalent: a record of
 -- the condition in that calendar year. Incident: a first record in that
--- year after at least 365 days of observation without one.
+-- year after at least 365 days of observation without one. The
+-- standardized rates come with normal 95% intervals (variance
+-- sum(w^2 p(1-p)/n) / sum(w)^2 over the strata).
 --
 -- param condition codes - condition codes, for example 'ICD10:I10'
 -- param first_year integer 2016 first calendar year
@@ -53,6 +55,14 @@ SELECT s.year,
        sum(s.at_risk) AS at_risk,
        sum(s.incident) AS incident,
        round(CAST(sum(s.incident) AS DOUBLE) / sum(s.at_risk), 6) AS crude_incidence,
-       round(sum(CASE WHEN s.at_risk > 0 THEN CAST(s.incident AS DOUBLE) / s.at_risk ELSE 0 END * r.weight) / sum(r.weight), 6) AS standardized_incidence
+       round(sum(CASE WHEN s.at_risk > 0 THEN CAST(s.incident AS DOUBLE) / s.at_risk ELSE 0 END * r.weight) / sum(r.weight), 6) AS standardized_incidence,
+       round(sum(CAST(s.prevalent AS DOUBLE) / s.persons * r.weight) / sum(r.weight)
+             - 1.96 * sqrt(sum(CAST(r.weight AS DOUBLE) * r.weight * (CAST(s.prevalent AS DOUBLE) / s.persons) * (1 - CAST(s.prevalent AS DOUBLE) / s.persons) / s.persons)) / sum(r.weight), 6) AS standardized_prevalence_lower_95,
+       round(sum(CAST(s.prevalent AS DOUBLE) / s.persons * r.weight) / sum(r.weight)
+             + 1.96 * sqrt(sum(CAST(r.weight AS DOUBLE) * r.weight * (CAST(s.prevalent AS DOUBLE) / s.persons) * (1 - CAST(s.prevalent AS DOUBLE) / s.persons) / s.persons)) / sum(r.weight), 6) AS standardized_prevalence_upper_95,
+       round(sum(CASE WHEN s.at_risk > 0 THEN CAST(s.incident AS DOUBLE) / s.at_risk ELSE 0 END * r.weight) / sum(r.weight)
+             - 1.96 * sqrt(sum(CASE WHEN s.at_risk > 0 THEN CAST(r.weight AS DOUBLE) * r.weight * (CAST(s.incident AS DOUBLE) / s.at_risk) * (1 - CAST(s.incident AS DOUBLE) / s.at_risk) / s.at_risk ELSE 0 END)) / sum(r.weight), 6) AS standardized_incidence_lower_95,
+       round(sum(CASE WHEN s.at_risk > 0 THEN CAST(s.incident AS DOUBLE) / s.at_risk ELSE 0 END * r.weight) / sum(r.weight)
+             + 1.96 * sqrt(sum(CASE WHEN s.at_risk > 0 THEN CAST(r.weight AS DOUBLE) * r.weight * (CAST(s.incident AS DOUBLE) / s.at_risk) * (1 - CAST(s.incident AS DOUBLE) / s.at_risk) / s.at_risk ELSE 0 END)) / sum(r.weight), 6) AS standardized_incidence_upper_95
   FROM strata s JOIN reference r ON r.sex = s.sex AND r.band = s.band
  GROUP BY s.year
