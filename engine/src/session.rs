@@ -394,6 +394,7 @@ impl Session {
         let state = self.ctx.state();
         crate::designs::expand(&mut statement)?;
         pg_dialect::rewrite::rewrite(&mut statement);
+        let postgres = pg_dialect::column_names::postgres_names(&statement);
         let mut retry = statement.clone();
         let mut names = rewrite::repeated_names(&mut statement, false);
         let plan = match state.statement_to_plan(statement).await {
@@ -403,6 +404,7 @@ impl Session {
             }
             plan => plan?,
         };
+        let mut names = names.with_postgres_names(postgres);
         names.resolve(&plan);
         check_read_only(&plan)?;
         let types = plan.get_parameter_types()?;

@@ -15,10 +15,13 @@
 //!   functions' column names and repeated output column names;
 //! - [`result_schema`]: the result's schema as announced before execution
 //!   (the analyzed plan's), and batches made to match it;
-//! - [`float_text`]: floats as PostgreSQL writes them.
+//! - [`float_text`]: floats as PostgreSQL writes them;
+//! - [`column_names`]: PostgreSQL's names for unaliased output expressions
+//!   (`count`, `case`, `?column?`).
 //!
 //! `docs/SQL_API.md` lists what is matched and what still differs.
 
+pub mod column_names;
 pub mod date_input;
 pub mod float_text;
 pub mod functions;

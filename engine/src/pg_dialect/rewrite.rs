@@ -110,6 +110,8 @@ enum Name {
 #[derive(Debug, Clone, Default)]
 pub struct OutputNames {
     renames: Vec<(usize, Name)>,
+    /// PostgreSQL's names of unaliased expressions, applied last.
+    postgres: Vec<(usize, String)>,
 }
 
 fn internal_name(position: usize) -> String {
@@ -148,7 +150,18 @@ impl OutputNames {
                 *slot = name;
             }
         }
+        for (at, name) in &self.postgres {
+            if let Some(slot) = names.get_mut(*at) {
+                slot.clone_from(name);
+            }
+        }
         names
+    }
+
+    /// Names unaliased expressions as PostgreSQL does.
+    pub fn with_postgres_names(mut self, names: Vec<(usize, String)>) -> Self {
+        self.postgres = names;
+        self
     }
 }
 
