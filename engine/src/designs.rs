@@ -153,6 +153,12 @@ pub fn instantiate(design: &str, query: &str, args: &[FunctionArg]) -> Result<St
                 ));
             }
         };
+        if given[slot].is_some() {
+            return Err(invalid(
+                design,
+                format!("{} is given twice", params[slot].name),
+            ));
+        }
         let FunctionArgExpr::Expr(e) = e else {
             return Err(invalid(
                 design,
@@ -161,7 +167,9 @@ pub fn instantiate(design: &str, query: &str, args: &[FunctionArg]) -> Result<St
         };
         given[slot] = Some(constant(design, &params[slot].name, e)?);
     }
-    let mut sql = query.to_owned();
+    // What each placeholder becomes; written in one pass over the template,
+    // so nothing an argument brings is read as a placeholder.
+    let mut values: Vec<(String, String)> = Vec::new();
     for (p, value) in params.iter().zip(given) {
         let Some(value) = value.or_else(|| p.default.clone()) else {
             return Err(invalid(
@@ -169,22 +177,21 @@ pub fn instantiate(design: &str, query: &str, args: &[FunctionArg]) -> Result<St
                 format!("{} is required ({})", p.name, p.description),
             ));
         };
-        let placeholder = format!("{{{}}}", p.name);
         match p.kind {
             Kind::Integer => {
                 let n: i64 = value
                     .parse()
                     .map_err(|_| invalid(design, format!("{} must be an integer", p.name)))?;
-                sql = sql.replace(&placeholder, &n.to_string());
+                values.push((p.name.clone(), format!("({n})")));
             }
             Kind::Date => {
-                if chrono::NaiveDate::parse_from_str(&value, "%Y-%m-%d").is_err() {
+                let Ok(day) = chrono::NaiveDate::parse_from_str(&value, "%Y-%m-%d") else {
                     return Err(invalid(
                         design,
                         format!("{} must be a date 'YYYY-MM-DD'", p.name),
                     ));
-                }
-                sql = sql.replace(&placeholder, &format!("DATE '{value}'"));
+                };
+                values.push((p.name.clone(), format!("DATE '{}'", day.format("%Y-%m-%d"))));
             }
             Kind::Source => {
                 if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -194,7 +201,7 @@ pub fn instantiate(design: &str, query: &str, args: &[FunctionArg]) -> Result<St
                         format!("{} must name a source schema", p.name),
                     ));
                 }
-                sql = sql.replace(&placeholder, &value);
+                values.push((p.name.clone(), value));
             }
             Kind::Codes => {
                 let Some((vocabulary, codes)) = value.split_once(':') else {
@@ -216,12 +223,29 @@ pub fn instantiate(design: &str, query: &str, args: &[FunctionArg]) -> Result<St
                 }
                 let mut list = vec![quote(vocabulary.trim())];
                 list.extend(codes.iter().map(|c| quote(c)));
-                sql = sql
-                    .replace(&format!("{{{}.label}}", p.name), &quote(&codes.join(",")))
-                    .replace(&placeholder, &list.join(", "));
+                values.push((format!("{}.label", p.name), quote(&codes.join(","))));
+                values.push((p.name.clone(), list.join(", ")));
             }
         }
     }
+    let mut sql = String::with_capacity(query.len());
+    let mut rest = query;
+    while let Some(open) = rest.find('{') {
+        sql.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            return Err(invalid(design, "the design has an unclosed placeholder"));
+        };
+        let name = &rest[open + 1..open + close];
+        let Some((_, value)) = values.iter().find(|(n, _)| n == name) else {
+            return Err(invalid(
+                design,
+                format!("the design uses an undeclared {{{name}}}"),
+            ));
+        };
+        sql.push_str(value);
+        rest = &rest[open + close + 1..];
+    }
+    sql.push_str(rest);
     Ok(sql)
 }
 
@@ -250,9 +274,14 @@ impl VisitorMut for Expand {
             let wrapped = format!("SELECT * FROM ({sql}) AS {design}");
             let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, &wrapped)
                 .map_err(|e| invalid(design, format!("the design does not parse: {e}")))?;
+            if statements.len() != 1 {
+                return Err(invalid(design, "the design is not one query"));
+            }
             match statements.pop() {
                 Some(Statement::Query(q)) => match *q.body {
-                    SetExpr::Select(mut s) => s.from.pop().map(|t| t.relation),
+                    SetExpr::Select(mut s) if s.from.len() == 1 && s.from[0].joins.is_empty() => {
+                        s.from.pop().map(|t| t.relation)
+                    }
                     _ => None,
                 },
                 _ => None,
@@ -279,12 +308,16 @@ impl VisitorMut for Expand {
 
 /// Expands the design calls of a parsed statement.
 pub fn expand(statement: &mut DFStatement) -> Result<()> {
-    if let DFStatement::Statement(s) = statement {
-        let mut v = Expand { error: None };
-        let _ = s.visit(&mut v);
-        if let Some(e) = v.error {
-            return Err(e);
+    match statement {
+        DFStatement::Statement(s) => {
+            let mut v = Expand { error: None };
+            let _ = s.visit(&mut v);
+            if let Some(e) = v.error {
+                return Err(e);
+            }
         }
+        DFStatement::Explain(e) => expand(&mut e.statement)?,
+        _ => {}
     }
     Ok(())
 }
@@ -329,6 +362,9 @@ mod tests {
         assert!(!sql.contains('{'), "{sql}");
         // Positional arguments follow the declared order.
         assert!(call("SELECT * FROM sccs('ATC:M01A', 'ICD10:K92.2')").is_ok());
+        // EXPLAIN shows the expanded design.
+        let sql = call("EXPLAIN SELECT * FROM sccs('ATC:M01A', 'ICD10:K92.2')").unwrap();
+        assert!(sql.contains("in_concept_set"), "{sql}");
     }
 
     #[test]
@@ -355,5 +391,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no parameter nope"), "{e}");
+        let e = call("SELECT * FROM sccs('ATC:M01A', exposure => 'ATC:M01A')")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exposure is given twice"), "{e}");
+    }
+
+    #[test]
+    fn arguments_cannot_become_sql() {
+        // A placeholder inside an argument stays text.
+        let sql =
+            call("SELECT * FROM sccs(exposure => 'ATC:{outcome}', outcome => 'x'') OR 1=1 --:y')")
+                .unwrap();
+        assert!(sql.contains("'ATC', '{outcome}'"), "{sql}");
+        assert!(sql.contains("'x'') OR 1=1 --'"), "{sql}");
+        // A negative integer is a number, not the start of a comment.
+        let sql =
+            call("SELECT * FROM new_users('ATC:M01A', 'ATC:N02BE01', 'ICD10:K92.2', -5)").unwrap();
+        assert!(sql.contains("-(-5)"), "{sql}");
     }
 }

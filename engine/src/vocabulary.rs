@@ -84,10 +84,13 @@ pub async fn load(engine: &Engine) -> Result<VocabGraph> {
     Ok(VocabGraph::new(ancestors, relationships, &concepts).with_codes(codes))
 }
 
-/// (concept_id, vocabulary_id, concept_code) of every concept with a code.
+/// (concept_id, vocabulary_id, concept_code) of every concept with a code,
+/// valid concepts last so that a code reused by a deprecated one names the
+/// valid one.
 async fn codes(ctx: &SessionContext) -> Result<Vec<(i64, String, String)>> {
     let sql = "SELECT CAST(concept_id AS BIGINT), CAST(vocabulary_id AS VARCHAR), CAST(concept_code AS VARCHAR) \
-               FROM vocab.concept WHERE concept_id IS NOT NULL AND vocabulary_id IS NOT NULL AND concept_code IS NOT NULL";
+               FROM vocab.concept WHERE concept_id IS NOT NULL AND vocabulary_id IS NOT NULL AND concept_code IS NOT NULL \
+               ORDER BY CASE WHEN invalid_reason IS NULL OR invalid_reason = '' THEN 1 ELSE 0 END";
     let mut out = Vec::new();
     for b in ctx.sql(sql).await?.collect().await? {
         let ids = datafusion::arrow::compute::cast(b.column(0), &DataType::Int64)?;

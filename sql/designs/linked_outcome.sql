@@ -4,7 +4,8 @@
 -- inpatient case-mix (DPC-shaped) source, certifications from a long-term
 -- care source; the store's linkage gives both the same person_id. Main
 -- diagnosis: condition_status_source_value = 'main' (docs/DATA_MODEL.md);
--- on a store without that column every diagnosis of the stay counts.
+-- on a store without that CDM column (shown as NULL) every diagnosis of the
+-- stay counts.
 -- Estimate: the proportion certified with Wilson's 95% interval.
 --
 -- param admission codes - condition codes of the main diagnosis, for example 'ICD10:S72.0'

@@ -37,6 +37,8 @@ pub struct VocabGraph {
     related: HashMap<(i64, String), Vec<i64>>,
     /// (vocabulary_id in lower case, concept_code) -> concept_id.
     codes: HashMap<(String, String), i64>,
+    /// The vocabulary ids of `codes`, in lower case.
+    vocabularies: std::collections::HashSet<String>,
 }
 
 /// A concept set tested once per row: a dense bitset when the set's ids are
@@ -154,11 +156,13 @@ impl VocabGraph {
         g
     }
 
-    /// The graph with the concepts' codes: (concept_id, vocabulary_id, concept_code).
+    /// The graph with the concepts' codes: (concept_id, vocabulary_id,
+    /// concept_code); a code given twice names the concept given last.
     pub fn with_codes(mut self, codes: impl IntoIterator<Item = (i64, String, String)>) -> Self {
         for (id, vocabulary, code) in codes {
-            self.codes
-                .insert((vocabulary.to_lowercase(), code.trim().to_owned()), id);
+            let vocabulary = vocabulary.to_lowercase();
+            self.vocabularies.insert(vocabulary.clone());
+            self.codes.insert((vocabulary, code.trim().to_owned()), id);
         }
         self
     }
@@ -172,16 +176,16 @@ impl VocabGraph {
 
     /// Whether the vocabulary has the vocabulary id at all.
     pub fn has_vocabulary(&self, vocabulary: &str) -> bool {
-        let v = vocabulary.to_lowercase();
-        self.codes.keys().any(|(k, _)| *k == v)
+        self.vocabularies.contains(&vocabulary.to_lowercase())
     }
 
     /// A concept and its descendants.
     pub fn descendants_of(&self, concept: i64) -> Vec<i64> {
-        match self.down.get(&concept) {
-            Some(d) => d.iter().map(|&(c, _)| c).collect(),
-            None => vec![concept],
+        let mut out = vec![concept];
+        if let Some(d) = self.down.get(&concept) {
+            out.extend(d.iter().map(|&(c, _)| c).filter(|&c| c != concept));
         }
+        out
     }
 
     /// The concepts `concept` is related to by `relationship`.

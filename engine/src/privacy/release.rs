@@ -122,6 +122,16 @@ impl Params {
     }
 }
 
+/// Whether `(Σ|c|)² / Σc² ≥ k`, computed as `(Σ|c| / √Σc²)²` so that large
+/// contributions do not overflow; false for any non-finite input.
+fn effective_contributors_at_least(l1: f64, l2: f64, k: u64) -> bool {
+    if !(l1.is_finite() && l2.is_finite() && l2 > 0.0) {
+        return false;
+    }
+    let r = l1 / l2.sqrt();
+    r * r >= k as f64
+}
+
 /// `a.person_id`'s keyed hash: XORed over a set it identifies the set, and
 /// only the engine can compute it.
 pub(super) fn person_hash(key: &[u8; 32], p: i64) -> i64 {
@@ -405,13 +415,11 @@ impl ScalarUDFImpl for Release {
                     return None;
                 }
                 if stat != Stat::Persons {
-                    let (a, b) = (l1.value(i), l2.value(i));
-                    if b <= 0.0 {
-                        return None;
-                    }
                     // Effective number of contributors: withheld when the
                     // number rests on fewer than k persons' worth of it.
-                    if a * a / b < p.k as f64 {
+                    // Fails closed: contributions too large for the
+                    // arithmetic (infinite or NaN sums) are withheld.
+                    if !effective_contributors_at_least(l1.value(i), l2.value(i), p.k) {
                         return None;
                     }
                 }
@@ -1023,6 +1031,22 @@ mod tests {
         let sd = (draws.iter().map(|d| d * d).sum::<f64>() / draws.len() as f64).sqrt();
         assert!((2.7..3.3).contains(&sd), "{sd}");
         assert_eq!(params(0.0).noisy("sum", 0, 42, 1000.0, 3.0, 1.0), 1000.0);
+    }
+
+    #[test]
+    fn dominance_fails_closed_on_huge_contributions() {
+        // 100 equal persons: 100 effective contributors.
+        assert!(effective_contributors_at_least(100.0, 100.0, 10));
+        // One person at 1e155 among 20,000 at 1e152: Σc² overflows; withheld.
+        let (big, small) = (1e155f64, 1e152f64);
+        let (l1, l2) = (big + 2e4 * small, big * big + 2e4 * small * small);
+        assert!(l2.is_infinite());
+        assert!(!effective_contributors_at_least(l1, l2, 10));
+        // Large but finite, and balanced: still measured correctly.
+        let (l1, l2) = (100.0 * 1e150, 100.0 * 1e300);
+        assert!(effective_contributors_at_least(l1, l2, 10));
+        assert!(!effective_contributors_at_least(f64::NAN, 1.0, 10));
+        assert!(!effective_contributors_at_least(1.0, 0.0, 10));
     }
 
     #[test]
