@@ -6,7 +6,9 @@
 -- the condition in that calendar year. Incident: a first record in that
 -- year after at least 365 days of observation without one. The
 -- standardized rates come with normal 95% intervals (variance
--- sum(w^2 p(1-p)/n) / sum(w)^2 over the strata).
+-- sum(w^2 p(1-p)/n) / sum(w)^2 over the strata). Sex: the Gender concept
+-- coded 'M' in the store's vocabulary, or OMOP's 8507 where the vocabulary
+-- has no Gender concepts.
 --
 -- param condition codes - condition codes, for example 'ICD10:I10'
 -- param first_year integer 2016 first calendar year
@@ -18,7 +20,8 @@ WITH reference (sex, band, weight) AS (
 ), years (year) AS (
     SELECT year FROM generate_series({first_year}, {last_year}) AS year
 ), persons AS (
-    SELECT DISTINCT person_id, CASE WHEN in_concept_set(gender_concept_id, 'Gender', 'M') THEN 'M' ELSE 'F' END AS sex, year_of_birth FROM {source}.person
+    SELECT DISTINCT p.person_id, CASE WHEN g.concept_code = 'M' OR (g.concept_id IS NULL AND p.gender_concept_id = 8507) THEN 'M' ELSE 'F' END AS sex, p.year_of_birth
+      FROM {source}.person p LEFT JOIN vocab.concept g ON g.concept_id = p.gender_concept_id AND g.vocabulary_id = 'Gender'
 ), population AS (
     SELECT DISTINCT y.year, p.person_id, p.sex,
            CASE WHEN y.year - p.year_of_birth < 40 THEN '0-39' WHEN y.year - p.year_of_birth < 65 THEN '40-64'

@@ -8,7 +8,8 @@
 WITH years (year) AS (
     VALUES (2016), (2017), (2018), (2019), (2020), (2021), (2022), (2023)
 ), persons AS (
-    SELECT DISTINCT person_id, CASE WHEN in_concept_set(gender_concept_id, 'Gender', 'M') THEN 'M' ELSE 'F' END AS sex, year_of_birth FROM ndb.person
+    SELECT DISTINCT p.person_id, CASE WHEN g.concept_code = 'M' OR (g.concept_id IS NULL AND p.gender_concept_id = 8507) THEN 'M' ELSE 'F' END AS sex, p.year_of_birth
+      FROM ndb.person p LEFT JOIN vocab.concept g ON g.concept_id = p.gender_concept_id AND g.vocabulary_id = 'Gender'
 ), population AS (
     SELECT DISTINCT y.year, p.person_id, p.sex,
            CASE WHEN y.year - p.year_of_birth < 40 THEN '0-39' WHEN y.year - p.year_of_birth < 65 THEN '40-64'
