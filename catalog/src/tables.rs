@@ -140,28 +140,28 @@ pub fn shape(
     let cdm_table = cdm::table(name);
     let has = |c: &str| file_schema.field_with_name(c).ok();
     let key_field = key.and_then(has);
-    if let (Some(key), None) = (key, key_field) {
-        if cdm_table.is_some_and(|t| t.is_person_level()) {
-            return Err(CatalogError::malformed(
-                shown_path,
-                Some(key),
-                None,
-                format!("the person-level table {name} lacks its person-key column {key}"),
-            ));
-        }
+    if let (Some(key), None) = (key, key_field)
+        && cdm_table.is_some_and(|t| t.is_person_level())
+    {
+        return Err(CatalogError::malformed(
+            shown_path,
+            Some(key),
+            None,
+            format!("the person-level table {name} lacks its person-key column {key}"),
+        ));
     }
-    if let Some(f) = key_field {
-        if !(is_text(f.data_type()) || f.data_type().is_integer()) {
-            return Err(CatalogError::malformed(
-                shown_path,
-                Some(f.name()),
-                None,
-                format!(
-                    "the person-key column has type {}, expected text or integer",
-                    describe(f.data_type())
-                ),
-            ));
-        }
+    if let Some(f) = key_field
+        && !(is_text(f.data_type()) || f.data_type().is_integer())
+    {
+        return Err(CatalogError::malformed(
+            shown_path,
+            Some(f.name()),
+            None,
+            format!(
+                "the person-key column has type {}, expected text or integer",
+                describe(f.data_type())
+            ),
+        ));
     }
     let person_level = key_field.is_some();
     let key = key_field.map(|f| f.name().clone());

@@ -30,9 +30,9 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
                     "42P01"
                 } else if m.contains("Invalid function")
                     || m.contains("function") && m.contains("not found")
+                    || m.contains("No function matches")
+                    || m.contains("does not support")
                 {
-                    "42883"
-                } else if m.contains("No function matches") || m.contains("does not support") {
                     "42883"
                 } else {
                     "42000"
@@ -89,9 +89,14 @@ pub fn scrub(message: &str) -> String {
         }
     }
     if quoted {
-        out.push_str("…");
+        out.push('…');
     }
     out
+}
+
+/// A wire error for a DataFusion error raised while streaming.
+pub fn from_datafusion(e: DataFusionError) -> PgWireError {
+    to_pg(EngineError::DataFusion(e))
 }
 
 #[cfg(test)]
@@ -105,9 +110,4 @@ mod tests {
             "Cannot cast string '…' to value of Int64 type"
         );
     }
-}
-
-/// A wire error for a DataFusion error raised while streaming.
-pub fn from_datafusion(e: DataFusionError) -> PgWireError {
-    to_pg(EngineError::DataFusion(e))
 }

@@ -141,9 +141,9 @@ fn rewrite_expr(e: &mut Expr, catalog: bool) -> Option<Expr> {
                 return None;
             }
             let c = c.replace('\'', "''");
-            *pattern = Box::new(parse_expr(&format!(
+            **pattern = parse_expr(&format!(
                 "replace(replace({pattern}, '\\', '\\\\'), '{c}', '\\')"
-            ))?);
+            ))?;
             *escape = None;
             None
         }
