@@ -195,9 +195,13 @@ fn segments(dir: &Path) -> Result<Vec<u64>> {
     Ok(out)
 }
 
+/// A segment's complete records (parsed, and as written), the byte length
+/// they span, and whether a torn last line follows them.
+type Segment = (Vec<(Line, String)>, u64, bool);
+
 /// The complete records of a segment and the byte length they span; a torn
 /// last line (no newline, or not a record) is not counted.
-fn read_segment(path: &Path) -> Result<(Vec<(Line, String)>, u64, bool)> {
+fn read_segment(path: &Path) -> Result<Segment> {
     let file = File::open(path).map_err(|e| io(path, e))?;
     let mut reader = BufReader::new(file);
     let mut lines = Vec::new();

@@ -338,8 +338,11 @@ fn dates_list(groups: &[Vec<(i32, i32)>], pick: fn(&(i32, i32)) -> i32) -> Array
     ))
 }
 
+/// One group's records: (start, end) days.
+type Records = Vec<(i32, i32)>;
+
 /// Reads a state batch back into per-row record lists.
-fn read_state(values: &[ArrayRef]) -> Result<Vec<(Vec<(i32, i32)>, Option<i64>)>> {
+fn read_state(values: &[ArrayRef]) -> Result<Vec<(Records, Option<i64>)>> {
     let (Some(starts), Some(ends)) = (
         values[0].as_list_opt::<i32>(),
         values[1].as_list_opt::<i32>(),
@@ -427,7 +430,7 @@ impl EpisodesGroups {
         }
     }
 
-    fn take(&mut self, emit_to: EmitTo) -> (Vec<Vec<(i32, i32)>>, Vec<Option<i64>>) {
+    fn take(&mut self, emit_to: EmitTo) -> (Vec<Records>, Vec<Option<i64>>) {
         (
             emit_to.take_needed(&mut self.records),
             emit_to.take_needed(&mut self.gaps),
