@@ -495,20 +495,20 @@ fn validate(root: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<
             return;
         }
     }
-    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
-        if !e.contains(v) {
-            errors.push(format!("{at}: {v} not in {e:?}"));
-        }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array)
+        && !e.contains(v)
+    {
+        errors.push(format!("{at}: {v} not in {e:?}"));
     }
-    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), v.as_f64()) {
-        if n < min {
-            errors.push(format!("{at}: {n} < {min}"));
-        }
+    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), v.as_f64())
+        && n < min
+    {
+        errors.push(format!("{at}: {n} < {min}"));
     }
-    if let (Some(max), Some(n)) = (schema.get("maximum").and_then(Value::as_f64), v.as_f64()) {
-        if n > max {
-            errors.push(format!("{at}: {n} > {max}"));
-        }
+    if let (Some(max), Some(n)) = (schema.get("maximum").and_then(Value::as_f64), v.as_f64())
+        && n > max
+    {
+        errors.push(format!("{at}: {n} > {max}"));
     }
     if let Some(o) = v.as_object() {
         for req in schema
@@ -517,10 +517,10 @@ fn validate(root: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<
             .into_iter()
             .flatten()
         {
-            if let Some(k) = req.as_str() {
-                if !o.contains_key(k) {
-                    errors.push(format!("{at}: missing {k}"));
-                }
+            if let Some(k) = req.as_str()
+                && !o.contains_key(k)
+            {
+                errors.push(format!("{at}: missing {k}"));
             }
         }
         let props = schema.get("properties").and_then(Value::as_object);

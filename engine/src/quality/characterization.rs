@@ -97,12 +97,12 @@ pub fn main_concept(t: &TableDef) -> Option<String> {
     Some(name).filter(|n| delivered(t, n))
 }
 
+/// (stratum_1, stratum_2, count_value, person_count) of one row.
+type Stratum = (Option<String>, Option<String>, Option<i64>, Option<i64>);
+
 /// Rows of (stratum_1, stratum_2, count_value, person_count) from a query's
 /// columns `s1`, `s2`, `n`, `p` (each optional).
-async fn strata(
-    ctx: &SessionContext,
-    sql: &str,
-) -> Result<Vec<(Option<String>, Option<String>, Option<i64>, Option<i64>)>> {
+async fn strata(ctx: &SessionContext, sql: &str) -> Result<Vec<Stratum>> {
     let batches: Vec<RecordBatch> = ctx.sql(sql).await?.collect().await?;
     let mut out = Vec::new();
     for b in &batches {
@@ -145,24 +145,20 @@ pub async fn run(
     linkage: &Linkage,
 ) -> Result<Vec<CharacterizationRow>> {
     let mut out = Vec::new();
-    let mut push =
-        |analysis_id: i64,
-         source: &str,
-         table: Option<&str>,
-         rows: Vec<(Option<String>, Option<String>, Option<i64>, Option<i64>)>| {
-            for (s1, s2, n, p) in rows {
-                out.push(CharacterizationRow {
-                    analysis_id,
-                    analysis: analysis_name(analysis_id),
-                    schema_name: source.to_owned(),
-                    table_name: table.map(str::to_owned),
-                    stratum_1: s1,
-                    stratum_2: s2,
-                    count_value: n,
-                    person_count: p,
-                });
-            }
-        };
+    let mut push = |analysis_id: i64, source: &str, table: Option<&str>, rows: Vec<Stratum>| {
+        for (s1, s2, n, p) in rows {
+            out.push(CharacterizationRow {
+                analysis_id,
+                analysis: analysis_name(analysis_id),
+                schema_name: source.to_owned(),
+                table_name: table.map(str::to_owned),
+                stratum_1: s1,
+                stratum_2: s2,
+                count_value: n,
+                person_count: p,
+            });
+        }
+    };
     for s in &linkage.sources {
         push(
             PERSONS,
@@ -213,17 +209,18 @@ pub async fn run(
             delivered(o, "observation_period_start_date")
                 && delivered(o, "observation_period_end_date")
         });
-        if let (Some(p), Some(_)) = (person, obs) {
-            if delivered(p, "year_of_birth") && delivered(p, "gender_concept_id") {
-                let rows = strata(ctx, &format!(
+        if let (Some(p), Some(_)) = (person, obs)
+            && delivered(p, "year_of_birth")
+            && delivered(p, "gender_concept_id")
+        {
+            let rows = strata(ctx, &format!(
                     "SELECT CAST(decile AS VARCHAR) AS s1, CAST(g AS VARCHAR) AS s2, count(*) AS p FROM \
                      (SELECT p.person_id, min(p.gender_concept_id) AS g, \
                       CAST(floor((CAST(date_part('year', min(o.observation_period_start_date)) AS BIGINT) - min(p.year_of_birth)) / 10.0) AS BIGINT) AS decile \
                       FROM {src}.\"person\" p JOIN {src}.\"observation_period\" o ON o.person_id = p.person_id GROUP BY p.person_id) \
                      GROUP BY 1, 2 ORDER BY 1, 2"
                 )).await?;
-                push(PERSONS_BY_AGE_DECILE, source, Some("person"), rows);
-            }
+            push(PERSONS_BY_AGE_DECILE, source, Some("person"), rows);
         }
         if obs.is_some() {
             let span: Vec<RecordBatch> = ctx

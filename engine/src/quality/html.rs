@@ -109,8 +109,11 @@ fn fmt_axis(v: f64) -> String {
     }
 }
 
+/// A named series of (year, value), a value withheld as `None`.
+type Series = (String, Vec<(i64, Option<f64>)>);
+
 /// Lines of records by year, one per source.
-fn lines(title: &str, series: &[(String, Vec<(i64, Option<f64>)>)]) -> String {
+fn lines(title: &str, series: &[Series]) -> String {
     let (w, h, left, bottom) = (560.0, 200.0, 56.0, 28.0);
     let years: Vec<i64> = series
         .iter()
@@ -291,7 +294,7 @@ pub fn render(label: &Value) -> String {
     if !obs.is_empty() {
         s.push_str(&bars("Persons observed, by calendar year", &obs, COLORS[0]));
     }
-    let mut series: Vec<(String, Vec<(i64, Option<f64>)>)> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     for r in cov["records_by_year"].as_array().into_iter().flatten() {
         let source = r["source"].as_str().unwrap_or("").to_owned();
         let Some(y) = r["year"].as_i64() else {
