@@ -630,6 +630,17 @@ fn the_label_follows_its_schema_and_the_release_rules_and_the_page_stands_alone(
         } else {
             assert!(bad.is_empty(), "{}: {bad:?}", store.display());
         }
+        // Strata backed by fewer than k persons are left out, not shown as withheld.
+        for (list, value) in [
+            ("observation_by_year", "persons"),
+            ("records_by_year", "records"),
+            ("age_sex", "persons"),
+            ("sex", "persons"),
+        ] {
+            for row in label["coverage"][list].as_array().unwrap() {
+                assert!(!row[value].is_null(), "{list}: {row}");
+            }
+        }
         let html = std::fs::read_to_string(out.path().join("label.html")).unwrap();
         assert!(html.starts_with("<!doctype html>"));
         assert!(html.contains("<svg"), "inline plots");

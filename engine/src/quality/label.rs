@@ -190,8 +190,12 @@ pub fn build(report: &Report, store: &Store, policy: &Policy, exact: bool) -> Va
         }
     }
     let person_days: u64 = observed.values().map(|(d, _)| d).sum();
+    // A stratum backed by fewer than k persons is left out, label and all,
+    // as the privacy layer removes such a row from an analyst's result.
+    let shown = |persons: u64| rel.exact || persons >= rel.k;
     let observation_by_year: Vec<Value> = observed
         .iter()
+        .filter(|(_, (_, persons))| shown(*persons))
         .map(|(y, (days, persons))| {
             json!({
                 "year": y,
@@ -211,6 +215,7 @@ pub fn build(report: &Report, store: &Store, policy: &Policy, exact: bool) -> Va
     }
     let records_by_year: Vec<Value> = records
         .iter()
+        .filter(|(_, (_, p))| shown(*p))
         .map(|((source, y), (n, p))| {
             json!({ "source": source, "year": y, "records": rel.backed(*n, *p) })
         })
@@ -226,6 +231,7 @@ pub fn build(report: &Report, store: &Store, policy: &Policy, exact: bool) -> Va
     }
     let age_sex: Vec<Value> = age_sex
         .iter()
+        .filter(|(_, n)| shown(**n))
         .map(|((d, g), n)| {
             json!({
                 "age_decile": d,
@@ -244,6 +250,7 @@ pub fn build(report: &Report, store: &Store, policy: &Policy, exact: bool) -> Va
     }
     let sex: Vec<Value> = sex
         .iter()
+        .filter(|(_, n)| shown(**n))
         .map(|(g, n)| {
             json!({ "gender_concept_id": g.parse::<i64>().ok(), "gender": gender_name(g), "persons": rel.backed(*n, *n) })
         })
@@ -252,7 +259,12 @@ pub fn build(report: &Report, store: &Store, policy: &Policy, exact: bool) -> Va
         .iter()
         .filter(|(_, (_, p))| rel.exact || *p >= rel.k)
         .map(|((_, y), _)| *y)
-        .chain(observed.keys().copied())
+        .chain(
+            observed
+                .iter()
+                .filter(|(_, (_, p))| shown(*p))
+                .map(|(y, _)| *y),
+        )
         .collect();
 
     // Enrichments and links.
