@@ -367,3 +367,36 @@ pub fn build(report: &Report, store: &Store, policy: &Policy, exact: bool) -> Va
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_counts_are_withheld_below_k_and_rounded() {
+        let policy = Policy::default();
+        let rel = Release::new(&policy, false);
+        assert_eq!(rel.count(0), Some(0));
+        assert_eq!(rel.count(1), None);
+        assert_eq!(rel.count(policy.k - 1), None);
+        assert_eq!(rel.count(12), Some(10));
+        assert_eq!(rel.count(13), Some(15));
+        assert_eq!(rel.backed(1000, 3), None, "records of fewer than k persons");
+        let exact = Release::new(&policy, true);
+        assert_eq!(exact.count(3), Some(3));
+        assert_eq!(exact.backed(7, 1), Some(7));
+    }
+
+    #[test]
+    fn the_quality_schema_is_hidden_from_analysts_whatever_the_policy_says() {
+        use crate::privacy::TableRole;
+        use datafusion::common::{DFSchema, TableReference};
+        let mut policy = Policy::default();
+        policy
+            .tables
+            .insert("quality.results".into(), TableRole::Public);
+        policy.tables.insert("quality.*".into(), TableRole::Public);
+        let t = TableReference::partial(super::super::SCHEMA, "results");
+        assert_eq!(policy.table_role(&t, &DFSchema::empty()), TableRole::Hidden);
+    }
+}
