@@ -99,6 +99,12 @@ async fn every_planted_record_is_found_by_its_check_with_the_exact_count() {
             "ndb_implausible_measurements",
         ),
         (
+            &[
+                "ndb.observation_period.observation_period_start_date.plausible_no_overlapping_periods",
+            ],
+            "ndb_overlapping_periods",
+        ),
+        (
             &["dpc.person.year_of_birth.plausible_value_low"],
             "dpc_birth_year_1800",
         ),

@@ -84,8 +84,9 @@ pub const EFFECTS: &str = "\
   end before they start, 0.2% of diagnoses are unmapped (concept 0), 0.5% of
   persons have a visit before their enrolment, a few health-check values are
   dated in 2031, and 1% of case-mix keys have no person row; also a few
-  days supplies of 0, health-check values ten times too large, and case-mix
-  birth years of 1800. `planted.json` counts each kind exactly.
+  days supplies of 0, health-check values ten times too large, case-mix
+  birth years of 1800, and claims enrolment periods delivered twice,
+  overlapping. `planted.json` counts each kind exactly.
 ";
 
 /// Generates a store into `out` (created if missing; existing tables are replaced).

@@ -11,6 +11,8 @@ use serde::Serialize;
 pub const DAYS_SUPPLY_ZERO: f64 = 0.0005;
 /// Share of health-check values keyed with a misplaced decimal point (ten times the value).
 pub const VALUE_TIMES_TEN: f64 = 0.001;
+/// Share of claims keys whose observation period is delivered twice, overlapping.
+pub const OVERLAPPING_PERIOD: f64 = 0.002;
 /// Share of case-mix person rows whose birth year is keyed as 1800.
 pub const BIRTH_YEAR_1800: f64 = 0.003;
 
@@ -33,6 +35,8 @@ pub fn plausible_measurement(concept: i64, value: f64) -> bool {
 /// Counts of planted implausible records, by the table they are in.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Planted {
+    /// `ndb.observation_period` rows overlapping an earlier period of the same key.
+    pub ndb_overlapping_periods: u64,
     /// `ndb.drug_exposure` rows whose end date is before their start.
     pub ndb_drug_end_before_start: u64,
     /// `ndb.drug_exposure` rows with `days_supply = 0`.
@@ -62,6 +66,7 @@ pub struct Planted {
 impl Planted {
     /// Adds another chunk's counts.
     pub fn add(&mut self, o: &Planted) {
+        self.ndb_overlapping_periods += o.ndb_overlapping_periods;
         self.ndb_drug_end_before_start += o.ndb_drug_end_before_start;
         self.ndb_days_supply_zero += o.ndb_days_supply_zero;
         self.ndb_unmapped_conditions += o.ndb_unmapped_conditions;

@@ -696,6 +696,14 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
         let id = life.id(T::Obs);
         c.t(T::Obs)
             .row(&[V::I(id), V::S(k), V::D(*s), V::D(*e), V::I(CLAIM)]);
+        // A rare period delivered again from a later date: it overlaps the first.
+        if life.q.random::<f64>() < crate::planted::OVERLAPPING_PERIOD {
+            c.planted.ndb_overlapping_periods += 1;
+            let id = life.id(T::Obs);
+            let again = *s + ((*e - *s) / 2).min(30);
+            c.t(T::Obs)
+                .row(&[V::I(id), V::S(k), V::D(again), V::D(*e), V::I(CLAIM)]);
+        }
     }
     if let Some(d) = death {
         let key = life.key_at(d).to_owned();
