@@ -679,3 +679,73 @@ async fn the_quality_tables_are_refused_to_analysts() {
         count(&engine, "SELECT count(*) FROM quality.results").await
     );
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn delivery_lag_is_the_time_from_a_delivery_s_latest_record_to_its_file() {
+    // Eunomia's visits delivered as a folder of two monthly files, the
+    // second delivered later.
+    let store = tempfile::tempdir().unwrap();
+    copy_dir(&eunomia(), store.path());
+    let folder = store.path().join("cdm/visit_occurrence");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::rename(
+        store.path().join("cdm/visit_occurrence.parquet"),
+        folder.join("2019-01.parquet"),
+    )
+    .unwrap();
+    std::fs::copy(
+        folder.join("2019-01.parquet"),
+        folder.join("2019-02.parquet"),
+    )
+    .unwrap();
+    let original = open(&eunomia()).await;
+    let latest = query(
+        &original,
+        "SELECT CAST(max(visit_start_date) - DATE '1970-01-01' AS BIGINT) FROM cdm.visit_occurrence",
+    )
+    .await[0]
+        .parse::<i64>()
+        .unwrap();
+    for (file, lag) in [("2019-01.parquet", 30), ("2019-02.parquet", 75)] {
+        let at = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(((latest + lag) * 86_400 + 43_200) as u64);
+        std::fs::File::options()
+            .write(true)
+            .open(folder.join(file))
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    }
+    let engine = open(store.path()).await;
+    assert_eq!(
+        query(
+            &engine,
+            "SELECT stratum_1, count_value FROM quality.characterization WHERE analysis_id = 30 ORDER BY 1"
+        )
+        .await,
+        vec![
+            "cdm/visit_occurrence/2019-01.parquet|30",
+            "cdm/visit_occurrence/2019-02.parquet|75"
+        ]
+    );
+    let report = engine.quality_report().await.unwrap();
+    let label =
+        tsunagu_engine::quality::label::build(&report, engine.store(), engine.policy(), false);
+    assert_eq!(
+        label["coverage"]["deliveries"],
+        serde_json::json!([{"source": "cdm", "table": "visit_occurrence", "deliveries": 2, "median_lag_days": 75, "max_lag_days": 75}])
+    );
+}

@@ -32,6 +32,9 @@ pub const RECORDS_BY_YEAR: i64 = 10;
 pub const RECORDS_BY_CONCEPT: i64 = 11;
 /// Persons of a source also seen in another source.
 pub const PERSONS_IN_BOTH: i64 = 20;
+/// Delivery lag: days from a delivered file's latest record to the file's
+/// modification time, per file of a table delivered as a folder of files.
+pub const DELIVERY_LAG: i64 = 30;
 
 /// One count.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -59,6 +62,7 @@ pub fn analysis_name(id: i64) -> &'static str {
         RECORDS_BY_YEAR => "records and persons by calendar year",
         RECORDS_BY_CONCEPT => "records and persons by concept",
         PERSONS_IN_BOTH => "persons also seen in another source",
+        DELIVERY_LAG => "days from a delivery's latest record to its file's time",
         _ => "other",
     }
 }
@@ -271,6 +275,14 @@ pub async fn run(
                 )).await?;
                 push(RECORDS_BY_YEAR, source, Some(&t.name), rows);
             }
+            if t.files.len() > 1 {
+                push(
+                    DELIVERY_LAG,
+                    source,
+                    Some(&t.name),
+                    delivery_lags(ctx, store, t).await?,
+                );
+            }
             if let Some(concept) = main_concept(t) {
                 let rows = strata(ctx, &format!(
                     "SELECT CAST({c} AS VARCHAR) AS s1, count(*) AS n, count(DISTINCT person_id) AS p FROM {table} GROUP BY {c} ORDER BY 2 DESC, 1",
@@ -279,6 +291,65 @@ pub async fn run(
                 push(RECORDS_BY_CONCEPT, source, Some(&t.name), rows);
             }
         }
+    }
+    Ok(out)
+}
+
+/// Per delivered file of a table delivered as a folder of files (Parquet in
+/// the store, not CSV converted in the state folder): the file relative to
+/// the store, its latest record date, and the days from that date to the
+/// file's modification time, the delivery's lag.
+async fn delivery_lags(ctx: &SessionContext, store: &Store, t: &TableDef) -> Result<Vec<Stratum>> {
+    let Some(date) = record_date(t) else {
+        return Ok(Vec::new());
+    };
+    let Some(file_column) = t.columns.iter().find_map(|c| match &c.source {
+        ColumnSource::File(f) if c.name == date => Some(f.clone()),
+        _ => None,
+    }) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for file in &t.files {
+        let Ok(relative) = file.strip_prefix(store.root()) else {
+            continue;
+        };
+        let Some(modified) = std::fs::metadata(file).and_then(|m| m.modified()).ok() else {
+            continue;
+        };
+        let delivered = chrono::DateTime::<chrono::Utc>::from(modified).date_naive();
+        let Some(path) = file.to_str() else { continue };
+        let df = ctx
+            .read_parquet(path, datafusion::prelude::ParquetReadOptions::default())
+            .await?;
+        let batches = df
+            .aggregate(
+                vec![],
+                vec![
+                    datafusion::functions_aggregate::expr_fn::max(datafusion::prelude::cast(
+                        datafusion::prelude::ident(&file_column),
+                        DataType::Date32,
+                    ))
+                    .alias("latest"),
+                ],
+            )?
+            .collect()
+            .await?;
+        let latest = batches.iter().find(|b| b.num_rows() > 0).and_then(|b| {
+            let a = b
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+            (!a.is_null(0)).then(|| a.value(0))
+        });
+        let Some(latest) = latest else { continue };
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+        let latest_date = epoch + chrono::TimeDelta::days(i64::from(latest));
+        out.push((
+            Some(relative.display().to_string()),
+            Some(latest_date.to_string()),
+            Some((delivered - latest_date).num_days()),
+            None,
+        ));
     }
     Ok(out)
 }

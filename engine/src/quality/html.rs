@@ -320,7 +320,24 @@ pub fn render(label: &Value) -> String {
             num(&r["last_year"])
         );
     }
-    s.push_str("</table></div></div>");
+    s.push_str("</table>");
+    let deliveries = cov["deliveries"].as_array().cloned().unwrap_or_default();
+    if !deliveries.is_empty() {
+        s.push_str("<table><tr><th>Deliveries of</th><th>Files</th><th>Median lag (days)</th><th>Largest lag (days)</th></tr>");
+        for r in &deliveries {
+            let _ = write!(
+                s,
+                "<tr><td>{}.{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                num(&r["source"]),
+                num(&r["table"]),
+                num(&r["deliveries"]),
+                num(&r["median_lag_days"]),
+                num(&r["max_lag_days"])
+            );
+        }
+        s.push_str("</table>");
+    }
+    s.push_str("</div></div>");
 
     s.push_str("<h2>Technical quality: failing checks</h2>");
     let failing = tq["failing"].as_array().cloned().unwrap_or_default();

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tsunagu_catalog::Store;
 
 use super::characterization::{
-    OBSERVATION_BY_YEAR, PERSONS_BY_AGE_DECILE, PERSONS_BY_GENDER, RECORDS_BY_YEAR,
+    DELIVERY_LAG, OBSERVATION_BY_YEAR, PERSONS_BY_AGE_DECILE, PERSONS_BY_GENDER, RECORDS_BY_YEAR,
 };
 use super::{Report, Status};
 use crate::privacy::Policy;
@@ -267,6 +267,29 @@ pub fn build(report: &Report, store: &Store, policy: &Policy, exact: bool) -> Va
         )
         .collect();
 
+    // Timeliness: per table delivered as a folder of files, the lag of its deliveries.
+    let mut lags: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+    for r in ch.iter().filter(|r| r.analysis_id == DELIVERY_LAG) {
+        if let (Some(t), Some(days)) = (&r.table_name, r.count_value) {
+            lags.entry((r.schema_name.clone(), t.clone()))
+                .or_default()
+                .push(days);
+        }
+    }
+    let deliveries: Vec<Value> = lags
+        .into_iter()
+        .map(|((source, table), mut days)| {
+            days.sort_unstable();
+            json!({
+                "source": source,
+                "table": table,
+                "deliveries": days.len(),
+                "median_lag_days": days[days.len() / 2],
+                "max_lag_days": days.last(),
+            })
+        })
+        .collect();
+
     // Enrichments and links.
     let link = &report.linkage;
     let link_sources: Vec<Value> = link
@@ -348,6 +371,7 @@ pub fn build(report: &Report, store: &Store, policy: &Policy, exact: bool) -> Va
             "records_by_year": records_by_year,
             "sex": sex,
             "age_sex": age_sex,
+            "deliveries": deliveries,
         },
         "access_and_provision": {
             "interface": "SQL (PostgreSQL dialect) over the PostgreSQL wire protocol, or embedded",
