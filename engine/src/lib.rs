@@ -27,6 +27,7 @@ pub mod error;
 mod identity;
 pub mod pg_dialect;
 pub mod privacy;
+pub mod quality;
 mod query_memory;
 pub mod session;
 pub mod shared;
@@ -82,6 +83,7 @@ pub struct Engine {
     cohorts: Arc<cohorts::CohortStore>,
     policy: Arc<Policy>,
     audit: Arc<audit::AuditLog>,
+    quality: Arc<quality::tables::Quality>,
 }
 
 impl Engine {
@@ -130,11 +132,14 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| store.state_dir().join("audit"));
         let audit = Arc::new(audit::AuditLog::open(&audit_dir)?);
+        let quality_config = quality::QualityConfig::for_store(store.root())?;
+        let store = Arc::new(store);
         let mut engine = Engine {
+            quality: Arc::new(quality::tables::Quality::new(store.clone(), quality_config)),
             policy: Arc::new(policy),
             audit,
             cohorts,
-            store: Arc::new(store),
+            store,
             runtime: runtime.build_arc()?,
             options,
             vocabulary: Arc::default(),
@@ -239,7 +244,48 @@ impl Engine {
         self.store.register(ctx, CATALOG)?;
         tsunagu_udfs::register(ctx);
         tsunagu_udfs::register_vocabulary(ctx, self.vocabulary.clone());
+        self.register_quality(ctx)?;
         self.register_cohorts(ctx, cohorts::Viewer::all())
+    }
+
+    /// The data quality checks of the store (run once, on first use).
+    pub fn quality(&self) -> &quality::tables::Quality {
+        &self.quality
+    }
+
+    /// Runs the data quality checks (or returns their report, if they ran).
+    pub async fn quality_report(&self) -> Result<Arc<quality::Report>> {
+        let ctx = self.context();
+        self.register(&ctx)?;
+        self.quality.report(&ctx).await
+    }
+
+    /// Shows `quality.checks`, `quality.results` and `quality.characterization`,
+    /// unless a source already uses the schema name `quality`.
+    fn register_quality(&self, ctx: &SessionContext) -> Result<()> {
+        use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+        let Some(catalog) = ctx.catalog(CATALOG) else {
+            return Ok(());
+        };
+        if catalog.schema(quality::SCHEMA).is_some() {
+            return Ok(());
+        }
+        let schema = Arc::new(MemorySchemaProvider::new());
+        for kind in [
+            quality::tables::Kind::Checks,
+            quality::tables::Kind::Results,
+            quality::tables::Kind::Characterization,
+        ] {
+            schema.register_table(
+                kind.name().into(),
+                Arc::new(quality::tables::QualityTable {
+                    kind,
+                    quality: self.quality.clone(),
+                }),
+            )?;
+        }
+        catalog.register_schema(quality::SCHEMA, schema)?;
+        Ok(())
     }
 
     /// Registers the saved cohorts as the viewer may see them.

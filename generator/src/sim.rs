@@ -268,6 +268,8 @@ pub const NSAID_GI_BLEED_RR: f64 = 3.0;
 /// Everything one worker builds for a chunk of persons.
 pub struct Chunk {
     pub tables: Vec<RowBuf>,
+    /// The implausible records written, counted as they are planted.
+    pub planted: crate::planted::Planted,
 }
 
 impl Chunk {
@@ -278,6 +280,7 @@ impl Chunk {
                 .iter()
                 .map(|(_, _, cols)| RowBuf::new(crate::writer::schema(cols)))
                 .collect(),
+            planted: Default::default(),
         }
     }
 
@@ -362,6 +365,9 @@ struct Life<'a> {
     care_from: Option<(i32, i64)>,
     last_nsaid_end: i32,
     nsaid_starts: Vec<i32>,
+    /// A second random stream for the planted quality anomalies, so that
+    /// they leave every other draw (and so every other record) unchanged.
+    q: ChaCha8Rng,
 }
 
 impl Life<'_> {
@@ -410,6 +416,7 @@ impl Life<'_> {
         let key = self.key_at(date).to_owned();
         // Real deliveries carry a few unmapped diagnoses.
         let concept = if self.r.random::<f64>() < 0.002 {
+            c.planted.ndb_unmapped_conditions += 1;
             0
         } else {
             self.v.icd(code)
@@ -455,9 +462,17 @@ impl Life<'_> {
         let key = self.key_at(date).to_owned();
         // A small dose of end dates before their start, as in real claims.
         let end = if self.r.random::<f64>() < 0.001 {
+            c.planted.ndb_drug_end_before_start += 1;
             date - self.r.random_range(1..10)
         } else {
             date + supply - 1
+        };
+        // A rare days supply of 0 (a keying error), the dates left as they are.
+        let written_supply = if self.q.random::<f64>() < crate::planted::DAYS_SUPPLY_ZERO {
+            c.planted.ndb_days_supply_zero += 1;
+            0
+        } else {
+            supply as i64
         };
         let quantity = (supply * self.r.random_range(1..=3)) as f64;
         c.t(T::Drug).row(&[
@@ -468,7 +483,7 @@ impl Life<'_> {
             V::D(end),
             V::I(CLAIM),
             V::F(quantity),
-            V::I(supply as i64),
+            V::I(written_supply),
             V::I(visit),
             V::S(atc),
         ]);
@@ -634,6 +649,9 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
         care_from: None,
         last_nsaid_end: i32::MIN / 2,
         nsaid_starts: Vec::new(),
+        q: ChaCha8Rng::seed_from_u64(
+            seed.wrapping_mul(0xA076_1D64_78BD_642F) ^ i.wrapping_mul(0xE703_7ED1_A0B4_28DB),
+        ),
     };
     // Death: Gompertz mortality, year by year.
     let mut death = None;
@@ -678,6 +696,14 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
         let id = life.id(T::Obs);
         c.t(T::Obs)
             .row(&[V::I(id), V::S(k), V::D(*s), V::D(*e), V::I(CLAIM)]);
+        // A rare period delivered again from a later date: it overlaps the first.
+        if life.q.random::<f64>() < crate::planted::OVERLAPPING_PERIOD {
+            c.planted.ndb_overlapping_periods += 1;
+            let id = life.id(T::Obs);
+            let again = *s + ((*e - *s) / 2).min(30);
+            c.t(T::Obs)
+                .row(&[V::I(id), V::S(k), V::D(again), V::D(*e), V::I(CLAIM)]);
+        }
     }
     if let Some(d) = death {
         let key = life.key_at(d).to_owned();
@@ -853,6 +879,7 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
         ];
         // A rare record dated in the future, as real deliveries have.
         let date = if life.r.random::<f64>() < 0.0005 {
+            c.planted.ndb_future_measurements += values.len() as u64;
             ymd(2031, 1, 1)
         } else {
             d
@@ -860,7 +887,14 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
         for (concept, unit, code, value) in values {
             let id = life.id(T::Meas);
             let key = life.key_at(d).to_owned();
-            let value = (value * 10.0).round() / 10.0;
+            let mut value = (value * 10.0).round() / 10.0;
+            // A rare value keyed with a misplaced decimal point.
+            if life.q.random::<f64>() < crate::planted::VALUE_TIMES_TEN {
+                value *= 10.0;
+            }
+            if !crate::planted::plausible_measurement(concept, value) {
+                c.planted.ndb_implausible_measurements += 1;
+            }
             c.t(T::Meas).row(&[
                 V::I(id),
                 V::S(&key),
@@ -876,6 +910,11 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
     // A visit before enrolment: an event outside any observation period.
     if life.r.random::<f64>() < 0.005 {
         let d = obs_start - life.r.random_range(10..200);
+        c.planted.ndb_visits_outside_observation += 1;
+        c.planted.ndb_conditions_outside_observation += 1;
+        if d < birth {
+            c.planted.ndb_events_before_birth += 2;
+        }
         let visit = life.visit(c, d, d, false);
         life.condition(c, d, "J18.9", visit);
     }
@@ -902,8 +941,19 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
     if let Some(k) = life.dpc_key.clone() {
         // A few case-mix keys have no person row.
         if life.r.random::<f64>() >= 0.01 {
+            // A rare birth year keyed as 1800.
+            let written_yob = if life.q.random::<f64>() < crate::planted::BIRTH_YEAR_1800 {
+                c.planted.dpc_birth_year_1800 += 1;
+                1800
+            } else {
+                yob as i64
+            };
             c.t(T::DpcPerson)
-                .row(&[V::S(&k), V::I(gender), V::I(yob as i64)]);
+                .row(&[V::S(&k), V::I(gender), V::I(written_yob)]);
+        } else {
+            c.planted.dpc_visits_without_person += life.ids[T::DpcVisit as usize] as u64;
+            c.planted.dpc_conditions_without_person += life.ids[T::DpcCond as usize] as u64;
+            c.planted.dpc_procedures_without_person += life.ids[T::DpcProc as usize] as u64;
         }
         if life.r.random::<f64>() < 0.95 {
             c.t(T::Link).row(&[V::S("dpc"), V::S(&k), V::S(&link)]);

@@ -91,6 +91,23 @@ enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Run the data quality checks and write the store's data quality and
+    /// utility label (label.json, label.html).
+    Quality {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Folder to write label.json and label.html to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Check configuration (thresholds, severities, ranges); default: the
+        /// store's quality.toml, else the built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Exact counts (the steward's report, not for release); default:
+        /// counts released under the store's k and rounding.
+        #[arg(long)]
+        exact: bool,
+    },
     /// Run one SQL query on a store and print the result.
     Sql {
         #[command(flatten)]
@@ -494,6 +511,47 @@ async fn run(cli: Cli) -> Result<(), String> {
             server::serve(Arc::new(engine), listener, auth, limiter, tls)
                 .await
                 .map_err(|e| e.to_string())
+        }
+        Cmd::Quality {
+            store,
+            out,
+            config,
+            exact,
+        } => {
+            use tsunagu_engine::quality;
+            let (engine, _) = open(&store, None).await?;
+            let report = match config {
+                Some(path) => {
+                    let config = quality::QualityConfig::load(&path).map_err(|e| e.to_string())?;
+                    let ctx = engine.context();
+                    engine.register(&ctx).map_err(|e| e.to_string())?;
+                    std::sync::Arc::new(
+                        quality::run(&ctx, engine.store(), &config)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    )
+                }
+                None => engine.quality_report().await.map_err(|e| e.to_string())?,
+            };
+            let label = quality::label::build(&report, engine.store(), engine.policy(), exact);
+            quality::html::write(&label, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let count =
+                |s: quality::Status| report.results.iter().filter(|r| r.status == s).count();
+            println!(
+                "{} checks: {} passed, {} failed, {} not applicable, {} errors ({} ms)",
+                report.results.len(),
+                count(quality::Status::Passed),
+                count(quality::Status::Failed),
+                count(quality::Status::NotApplicable),
+                count(quality::Status::Error),
+                report.elapsed_ms
+            );
+            println!(
+                "wrote {} and {}",
+                out.join("label.json").display(),
+                out.join("label.html").display()
+            );
+            Ok(())
         }
         Cmd::Sql {
             store,
