@@ -19,15 +19,47 @@ pub fn eunomia() -> PathBuf {
     repo().join("tests/data/eunomia")
 }
 
+/// The folder of this test run's stores and state folders,
+/// `tsunagu-tests-<pid>` in the temporary directory. Folders that runs no
+/// longer alive left behind are removed when the first test asks for it.
+pub fn run_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name.strip_prefix("tsunagu-tests-") else {
+                    continue;
+                };
+                let alive = pid
+                    .parse::<u32>()
+                    .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                if !alive {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("tsunagu-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("test run folder");
+        dir
+    })
+}
+
+/// A new folder inside this run's folder.
+pub fn temp_folder(prefix: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(run_dir())
+        .expect("tempdir")
+        .keep()
+}
+
 /// A small synthetic store, generated once per test run.
 pub fn synthetic() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
     STORE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("tsunagu-synthetic-")
-            .tempdir()
-            .expect("tempdir")
-            .keep();
+        let dir = temp_folder("tsunagu-synthetic-");
         let opts = tsunagu_generator::GenerateOptions {
             persons: 2000,
             seed: 7,
@@ -41,11 +73,7 @@ pub fn synthetic() -> &'static Path {
 
 /// A fresh, empty state folder that lives for the test run.
 pub fn state_dir() -> PathBuf {
-    tempfile::Builder::new()
-        .prefix("tsunagu-state-")
-        .tempdir()
-        .expect("tempdir")
-        .keep()
+    temp_folder("tsunagu-state-")
 }
 
 /// Opens a store with a fresh state folder.

@@ -25,11 +25,7 @@ fn other_seed() -> &'static Path {
 }
 
 fn generated(seed: u64, renumber: Option<u64>) -> PathBuf {
-    let dir = tempfile::Builder::new()
-        .prefix("tsunagu-studies-")
-        .tempdir()
-        .expect("tempdir")
-        .keep();
+    let dir = crate::common::temp_folder("tsunagu-studies-");
     let opts = tsunagu_generator::GenerateOptions {
         persons: 20_000,
         seed,
