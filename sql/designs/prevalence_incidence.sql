@@ -23,13 +23,14 @@ WITH reference (sex, band, weight) AS (
     SELECT DISTINCT p.person_id, CASE WHEN g.concept_code = 'M' OR (g.concept_id IS NULL AND p.gender_concept_id = 8507) THEN 'M' ELSE 'F' END AS sex, p.year_of_birth
       FROM {source}.person p LEFT JOIN vocab.concept g ON g.concept_id = p.gender_concept_id AND g.vocabulary_id = 'Gender'
 ), population AS (
-    SELECT DISTINCT y.year, p.person_id, p.sex,
+    SELECT y.year, p.person_id, p.sex,
            CASE WHEN y.year - p.year_of_birth < 40 THEN '0-39' WHEN y.year - p.year_of_birth < 65 THEN '40-64'
                 WHEN y.year - p.year_of_birth < 75 THEN '65-74' ELSE '75+' END AS band,
-           o.observation_period_start_date AS obs_start
+           min(o.observation_period_start_date) AS obs_start
       FROM years y
       JOIN {source}.observation_period o ON in_window(make_date(y.year, 7, 1), o.observation_period_start_date, 0, o.observation_period_end_date - o.observation_period_start_date)
       JOIN persons p ON p.person_id = o.person_id
+     GROUP BY y.year, p.person_id, p.sex, band
 ), records AS (
     SELECT person_id, condition_start_date AS day FROM {source}.condition_occurrence WHERE in_concept_set(condition_concept_id, {condition})
 ), record_years AS (

@@ -17,6 +17,7 @@ pub mod functions;
 mod policy;
 mod release;
 mod total;
+mod unique;
 mod walk;
 
 use std::cell::Cell;
@@ -252,6 +253,65 @@ mod tests {
             text.contains("tsunagu_keep") && text.contains("__tsunagu_p"),
             "{text}"
         );
+    }
+
+    /// The guarded plan's text and its result, printed.
+    async fn released(sql: &str) -> (String, String) {
+        let ctx = context().await;
+        let policy = Policy {
+            secret: Some(NoiseKey([7; 32])),
+            ..Default::default()
+        };
+        let plan = ctx.state().create_logical_plan(sql).await.unwrap();
+        let g = guard(&plan, &policy).unwrap();
+        let text = format!("{}", g.plan.display_indent());
+        let batches = ctx
+            .execute_logical_plan(g.plan)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let shown = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        (text, shown)
+    }
+
+    #[tokio::test]
+    async fn rows_already_one_per_person_skip_the_per_person_step() {
+        let aggregates = |text: &str| text.matches("Aggregate:").count();
+        let (two_steps, expected) =
+            released("SELECT code, count(*) AS n, sum(v + 10) AS s, avg(v + 10) AS a FROM t GROUP BY code ORDER BY code").await;
+        assert_eq!(aggregates(&two_steps), 2, "{two_steps}");
+        // Grouped by person and code first: each row is already one person's
+        // contribution to its code, so the release adds one aggregate, not two,
+        // and releases exactly the same numbers (same persons, same values).
+        let (one_step, shown) = released(
+            "SELECT code, count(*) AS n, sum(v + 10) AS s, avg(v + 10) AS a \
+               FROM (SELECT person_id, code, min(v) AS v FROM t GROUP BY person_id, code) x \
+              GROUP BY code ORDER BY code",
+        )
+        .await;
+        assert_eq!(aggregates(&one_step), 2, "{one_step}");
+        assert_eq!(shown, expected);
+        // Every code released, every number present.
+        let cells: Vec<usize> = expected
+            .lines()
+            .filter(|l| l.starts_with("| c") && !l.starts_with("| code"))
+            .map(|l| l.split('|').filter(|c| !c.trim().is_empty()).count())
+            .collect();
+        assert_eq!(cells, vec![4, 4, 4], "{expected}");
+        // Grouped by person, code and value: several rows per person and code
+        // are possible, so the per-person step stays.
+        let (kept, shown) = released(
+            "SELECT code, count(*) AS n, sum(v + 10) AS s, avg(v + 10) AS a \
+               FROM (SELECT person_id, code, v FROM t GROUP BY person_id, code, v) x \
+              GROUP BY code ORDER BY code",
+        )
+        .await;
+        assert_eq!(aggregates(&kept), 3, "{kept}");
+        assert_eq!(shown, expected);
     }
 
     #[tokio::test]

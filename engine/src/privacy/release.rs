@@ -26,12 +26,13 @@ use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
     Aggregate, AggregateUDF, ColumnarValue, Expr, ExprSchemable, Filter, LogicalPlan, Projection,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast, lit,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast, lit, when,
 };
 use sha2::{Digest, Sha256};
 
 use super::Policy;
 use super::contributions::{Contributions, HEAD, PER_MOMENT};
+use super::unique::is_unique_on;
 
 /// Counters of what a statement's releases withheld (for the audit log).
 #[derive(Debug, Default)]
@@ -826,8 +827,94 @@ pub(super) fn release(
             .unwrap_or(DataType::Float64);
         plans.push(plan_of(f, &field, is_id)?);
     }
+    if once_per_person(aggregate, &person) {
+        if let Some(Ok(plan)) = build_from_rows(aggregate, &person, masks, &plans) {
+            return Ok(Ok(plan));
+        }
+    }
     Ok(build(aggregate, person, masks, plans))
 }
+
+/// Whether the aggregate's input holds at most one row per group and person:
+/// then each row is its person's contribution and the per-person step is
+/// the identity.
+fn once_per_person(aggregate: &Aggregate, person: &Expr) -> bool {
+    let schema = aggregate.input.schema();
+    let mut columns: Vec<usize> = aggregate
+        .group_expr
+        .iter()
+        .chain(std::iter::once(person))
+        .filter_map(|e| match strip_alias(e) {
+            Expr::Column(c) => schema.index_of_column(c).ok(),
+            _ => None,
+        })
+        .collect();
+    columns.sort_unstable();
+    is_unique_on(&aggregate.input, &columns)
+}
+
+/// The value an aggregate moment takes over a single row (`None`: a moment
+/// that has no per-row form).
+fn per_row(moment: &Expr) -> Option<Expr> {
+    let Expr::AggregateFunction(f) = moment else {
+        return None;
+    };
+    let [x] = f.params.args.as_slice() else {
+        return None;
+    };
+    let filter = f.params.filter.as_deref().cloned();
+    match f.func.name() {
+        "count" => {
+            let present = match x {
+                Expr::Literal(v, _) if !v.is_null() => None,
+                x => Some(x.clone().is_not_null()),
+            };
+            let cond = match (filter, present) {
+                (None, None) => return Some(lit(1i64)),
+                (Some(f), None) | (None, Some(f)) => f,
+                (Some(f), Some(p)) => f.and(p),
+            };
+            Some(when(cond, lit(1i64)).otherwise(lit(0i64)).ok()?)
+        }
+        "sum" if !f.params.distinct => match filter {
+            None => Some(x.clone()),
+            Some(cond) => when(cond, x.clone()).end().ok(),
+        },
+        _ => None,
+    }
+}
+
+/// The release of an aggregate whose input holds at most one row per group
+/// and person: the per-person step becomes a projection of each row's
+/// moments. `None` when a moment has no per-row form (person sets).
+fn build_from_rows(
+    aggregate: &Aggregate,
+    person: &Expr,
+    masks: &Masks,
+    plans: &[Plan],
+) -> Option<Result<LogicalPlan>> {
+    let mut exprs: Vec<Expr> = aggregate.group_expr.clone();
+    exprs.push(person.clone().alias(PERSON));
+    for (i, plan) in plans.iter().enumerate() {
+        let Plan::Number { moments, .. } = plan else {
+            return None;
+        };
+        for (j, m) in moments.iter().enumerate() {
+            exprs.push(per_row(m)?.alias(moment_name(i, j)));
+        }
+    }
+    let step1 =
+        Projection::try_new(exprs, aggregate.input.clone()).map(|p| LogicalPlan::Projection(p));
+    Some(step1.and_then(|step1| finish(aggregate, step1, masks, plans)))
+}
+
+/// The name of moment `j` of aggregate `i` in the per-person step.
+fn moment_name(i: usize, j: usize) -> String {
+    format!("__tsunagu_m{i}_{j}")
+}
+
+/// The person column of the per-person step.
+const PERSON: &str = "__tsunagu_p";
 
 fn build(
     aggregate: &Aggregate,
@@ -835,26 +922,43 @@ fn build(
     masks: &Masks,
     plans: Vec<Plan>,
 ) -> Result<LogicalPlan> {
-    const P: &str = "__tsunagu_p";
     // Step 1: per person.
     let mut group1 = aggregate.group_expr.clone();
-    group1.push(person.alias(P));
+    group1.push(person.alias(PERSON));
     let mut aggs1 = Vec::new();
-    let mut names: Vec<Vec<String>> = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
-        let mut n = Vec::new();
         let moments: Vec<Expr> = match plan {
             Plan::Number { moments, .. } => moments.clone(),
             Plan::Bitmap { partial, .. } => vec![partial.clone()],
         };
         for (j, m) in moments.into_iter().enumerate() {
-            let name = format!("__tsunagu_m{i}_{j}");
-            aggs1.push(m.alias(&name));
-            n.push(name);
+            aggs1.push(m.alias(moment_name(i, j)));
         }
-        names.push(n);
     }
     let step1 = LogicalPlan::Aggregate(Aggregate::try_new(aggregate.input.clone(), group1, aggs1)?);
+    finish(aggregate, step1, masks, &plans)
+}
+
+/// Steps 2 and 3 over the per-person rows of `step1` (the groups, the
+/// person, then each aggregate's moments): across persons, then released.
+fn finish(
+    aggregate: &Aggregate,
+    step1: LogicalPlan,
+    masks: &Masks,
+    plans: &[Plan],
+) -> Result<LogicalPlan> {
+    const P: &str = PERSON;
+    let names: Vec<Vec<String>> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, plan)| {
+            let n = match plan {
+                Plan::Number { moments, .. } => moments.len(),
+                Plan::Bitmap { .. } => 1,
+            };
+            (0..n).map(|j| moment_name(i, j)).collect()
+        })
+        .collect();
     let n_groups = aggregate.group_expr.len();
     let schema1 = step1.schema().clone();
     let group2: Vec<Expr> = (0..n_groups)
