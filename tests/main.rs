@@ -8,6 +8,7 @@ mod common;
 mod malformed;
 mod privacy;
 mod privacy_attacks;
+mod projects;
 mod quality;
 mod reference;
 mod secure;

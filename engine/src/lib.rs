@@ -27,6 +27,7 @@ pub mod error;
 mod identity;
 pub mod pg_dialect;
 pub mod privacy;
+pub mod projects;
 pub mod quality;
 mod query_memory;
 pub mod session;
@@ -229,6 +230,114 @@ impl Engine {
         ))
     }
 
+    /// The store's projects.
+    pub fn projects(&self) -> projects::Projects {
+        projects::Projects::new(self.store.state_dir())
+    }
+
+    /// The key behind the store's noise and the projects' pseudonyms.
+    fn secret(&self) -> [u8; 32] {
+        self.policy.secret.as_ref().map(|k| k.0).unwrap_or_default()
+    }
+
+    /// Approves a proposed project: checks its scope against the store and
+    /// computes its population (a steward's query) into a person set.
+    pub async fn approve_project(&self, id: &str, steward: &str) -> Result<projects::Project> {
+        let list = self.projects();
+        let mut project = list.load(id)?;
+        if project.status != projects::Status::Proposed {
+            return Err(EngineError::Unsupported(format!(
+                "project \"{id}\" is not waiting for approval"
+            )));
+        }
+        project.scope.check(&self.store)?;
+        if let Some(sql) = &project.scope.population {
+            let session = self.session_as(steward, Role::Steward)?;
+            let batches = session.sql(sql).await?;
+            let schema = batches
+                .first()
+                .map(|b| b.schema())
+                .unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty()));
+            let (rows, size) = cohorts::cohort_rows(&schema, &batches).map_err(|e| {
+                EngineError::Unsupported(format!("project \"{id}\" population: {e}"))
+            })?;
+            use datafusion::arrow::array::AsArray;
+            let bitmap: roaring::RoaringBitmap = rows
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .iter()
+                .flatten()
+                .map(|p| p as u32)
+                .collect();
+            projects::write_whole(
+                &list.dir(id).join("population.bitmap"),
+                &tsunagu_udfs::bitmaps::to_bytes(&bitmap),
+            )?;
+            project.population_size = Some(size);
+        }
+        project.status = projects::Status::Approved;
+        project.approved_by = Some(steward.to_owned());
+        list.save(&project)?;
+        Ok(project)
+    }
+
+    /// Makes `session` work in project `id`: only the project's scope, under
+    /// its pseudonyms and policy, with its cohorts and results. Refused with
+    /// the reason when the session's user may not work in it today.
+    pub fn enter_project(&self, session: &Session, id: &str) -> Result<()> {
+        let list = self.projects();
+        let project = list.load(id)?;
+        let steward = session.login_role() == Role::Steward;
+        if let Some(why) = project.refusal(&session.user(), steward, projects::today()) {
+            return Err(EngineError::Refused {
+                code: "28000",
+                rule: "project",
+                message: why,
+            });
+        }
+        let dir = list.dir(id);
+        let population = match std::fs::read(dir.join("population.bitmap")) {
+            Ok(bytes) => Some(Arc::new(
+                tsunagu_udfs::bitmaps::from_bytes("population", &bytes).map_err(|e| {
+                    EngineError::Unsupported(format!("project \"{id}\" population: {e}"))
+                })?,
+            )),
+            Err(_) if project.scope.population.is_some() => {
+                return Err(EngineError::Unsupported(format!(
+                    "project \"{id}\": its population was not computed (approve it again)"
+                )));
+            }
+            Err(_) => None,
+        };
+        let ctx = session.context();
+        projects::scope::register(
+            ctx,
+            CATALOG,
+            &self.store,
+            &project.scope,
+            project.pseudonym_key(&self.secret()),
+            population,
+        )?;
+        let cohort_store = Arc::new(cohorts::CohortStore::new(&dir, self.store.fingerprint()));
+        let identity = session.identity_handle();
+        self.register_cohort_functions(
+            ctx,
+            cohort_store.clone(),
+            cohorts::Viewer::new(move || {
+                let id = identity.lock().unwrap_or_else(|p| p.into_inner());
+                (id.role == Role::Analyst).then(|| id.user.clone())
+            }),
+        )?;
+        let active = Arc::new(projects::Active {
+            id: id.to_owned(),
+            projects: list,
+            outputs: projects::outputs::Outputs::new(&dir),
+        });
+        active.show_results(ctx)?;
+        session.set_project(active, cohort_store, Arc::new(project.policy(&self.policy)));
+        Ok(())
+    }
+
     /// The store's disclosure policy.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -290,24 +399,30 @@ impl Engine {
 
     /// Registers the saved cohorts as the viewer may see them.
     fn register_cohorts(&self, ctx: &SessionContext, viewer: cohorts::Viewer) -> Result<()> {
+        self.register_cohort_functions(ctx, self.cohorts.clone(), viewer)
+    }
+
+    fn register_cohort_functions(
+        &self,
+        ctx: &SessionContext,
+        store: Arc<cohorts::CohortStore>,
+        viewer: cohorts::Viewer,
+    ) -> Result<()> {
         ctx.register_udtf(
             "cohort",
             Arc::new(cohorts::CohortFunction {
-                store: self.cohorts.clone(),
+                store: store.clone(),
                 viewer: viewer.clone(),
             }),
         );
         ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
-            cohorts::CohortBitmap::new(self.cohorts.clone(), viewer.clone()),
+            cohorts::CohortBitmap::new(store.clone(), viewer.clone()),
         ));
         if let Some(public) = ctx.catalog(CATALOG).and_then(|c| c.schema("public")) {
             public.deregister_table("cohorts")?;
             public.register_table(
                 "cohorts".into(),
-                Arc::new(cohorts::CohortsTable {
-                    store: self.cohorts.clone(),
-                    viewer,
-                }),
+                Arc::new(cohorts::CohortsTable { store, viewer }),
             )?;
         }
         Ok(())

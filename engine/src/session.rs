@@ -29,6 +29,10 @@ pub enum Statement {
     CreateCohort { name: String, query: String },
     /// `DROP COHORT [IF EXISTS] name`.
     DropCohort { name: String, if_exists: bool },
+    /// `CREATE RESULT name AS query` (inside a project).
+    CreateResult { name: String, query: String },
+    /// `RELEASE RESULT name [WITH PURPOSE '...']` (inside a project).
+    ReleaseResult { name: String, purpose: String },
 }
 
 /// A side effect a prepared statement performs when executed.
@@ -43,6 +47,16 @@ pub enum Action {
         name: String,
         if_exists: bool,
     },
+    CreateResult {
+        name: String,
+        definition: String,
+        query: LogicalPlan,
+        by_rules: bool,
+    },
+    ReleaseResult {
+        name: String,
+        purpose: String,
+    },
 }
 
 impl Action {
@@ -51,6 +65,8 @@ impl Action {
         match self {
             Action::CreateCohort { .. } => "CREATE COHORT",
             Action::DropCohort { .. } => "DROP COHORT",
+            Action::CreateResult { .. } => "CREATE RESULT",
+            Action::ReleaseResult { .. } => "RELEASE RESULT",
         }
     }
 }
@@ -110,9 +126,11 @@ pub(crate) struct Identity {
 #[derive(Clone)]
 pub struct Session {
     ctx: SessionContext,
-    cohorts: Arc<CohortStore>,
+    cohorts: Shared<Arc<CohortStore>>,
     identity: Arc<std::sync::Mutex<Identity>>,
-    policy: Arc<Policy>,
+    policy: Shared<Arc<Policy>>,
+    /// The project the session works in, if any.
+    project: Shared<Option<Arc<crate::projects::Active>>>,
     /// Disclosure classes of functions registered on this session by its
     /// embedder (a server's catalog functions).
     functions: Arc<std::sync::Mutex<std::collections::BTreeMap<String, tsunagu_udfs::Disclosure>>>,
@@ -134,9 +152,10 @@ impl Session {
     ) -> Self {
         Session {
             ctx,
-            cohorts,
+            cohorts: Arc::new(std::sync::RwLock::new(cohorts)),
             identity,
-            policy,
+            policy: Arc::new(std::sync::RwLock::new(policy)),
+            project: Arc::default(),
             functions: Arc::default(),
             audit,
             query_memory: Arc::default(),
@@ -158,7 +177,7 @@ impl Session {
 
     /// The policy with this session's function classes.
     fn analyst_policy(&self) -> Policy {
-        let mut policy = (*self.policy).clone();
+        let mut policy = (*self.policy()).clone();
         policy.functions.extend(
             self.functions
                 .lock()
@@ -175,6 +194,10 @@ impl Session {
     pub fn set_query_memory_limit(&self, limit: Option<usize>) {
         self.query_memory
             .store(limit.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn identity_handle(&self) -> Arc<std::sync::Mutex<Identity>> {
+        self.identity.clone()
     }
 
     fn identity(&self) -> std::sync::MutexGuard<'_, Identity> {
@@ -254,9 +277,42 @@ impl Session {
         Ok(())
     }
 
-    /// The disclosure policy of the store.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The disclosure policy in effect: the store's, or the project's.
+    pub fn policy(&self) -> Arc<Policy> {
+        read(&self.policy).clone()
+    }
+
+    fn cohort_store(&self) -> Arc<CohortStore> {
+        read(&self.cohorts).clone()
+    }
+
+    /// The project the session works in.
+    pub fn project(&self) -> Option<Arc<crate::projects::Active>> {
+        read(&self.project).clone()
+    }
+
+    /// Makes the session work in a project: its cohorts and policy (the
+    /// engine has registered its dataset on the context).
+    pub(crate) fn set_project(
+        &self,
+        project: Arc<crate::projects::Active>,
+        cohorts: Arc<CohortStore>,
+        policy: Arc<Policy>,
+    ) {
+        *write(&self.cohorts) = cohorts;
+        *write(&self.policy) = policy;
+        *write(&self.project) = Some(project);
+    }
+
+    /// The session's project, still open; an error otherwise.
+    fn open_project(&self, what: &str) -> Result<Arc<crate::projects::Active>> {
+        let Some(p) = self.project() else {
+            return Err(EngineError::Unsupported(format!(
+                "{what} works inside a project: connect with the project as the database name"
+            )));
+        };
+        p.check_open(&self.user(), self.login_role() == Role::Steward)?;
+        Ok(p)
     }
 
     /// Logs one statement; a log that cannot be written stops the statement.
@@ -296,6 +352,9 @@ impl Session {
             if let Some(c) = cohort_command(sql)? {
                 return Ok(vec![c]);
             }
+            if let Some(c) = result_command(sql)? {
+                return Ok(vec![c]);
+            }
             Ok(
                 DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?
                     .into_iter()
@@ -330,8 +389,51 @@ impl Session {
 
     async fn plan_checked(&self, statement: Statement, sql: String) -> Result<Prepared> {
         let analyst = self.role() == Role::Analyst;
+        if self.project().is_some() {
+            self.open_project("a statement")?;
+        }
         let statement = match statement {
             Statement::Sql(s) => s,
+            Statement::CreateResult { name, query } => {
+                cohorts::check_name(&name)?;
+                self.open_project("CREATE RESULT")?;
+                let mut inner = self.parse(&query)?;
+                let Some(Statement::Sql(inner)) = inner.pop().filter(|_| inner.is_empty()) else {
+                    return Err(EngineError::Unsupported(
+                        "CREATE RESULT: the definition must be one query".into(),
+                    ));
+                };
+                let inner = self.plan_raw(inner).await?;
+                if inner.action.is_some() || !inner.parameter_types.is_empty() {
+                    return Err(EngineError::Unsupported(
+                        "CREATE RESULT: the definition must be a query without parameters".into(),
+                    ));
+                }
+                let plan = if analyst {
+                    guard(|| privacy::guard(&inner.plan, &self.analyst_policy()))?.plan
+                } else {
+                    inner.plan.clone()
+                };
+                return Ok(Prepared::new(
+                    LogicalPlanBuilder::empty(false).build()?,
+                    sql,
+                    Some(Action::CreateResult {
+                        name,
+                        definition: query.trim().to_owned(),
+                        query: plan,
+                        by_rules: analyst,
+                    }),
+                ));
+            }
+            Statement::ReleaseResult { name, purpose } => {
+                cohorts::check_name(&name)?;
+                self.open_project("RELEASE RESULT")?;
+                return Ok(Prepared::new(
+                    LogicalPlanBuilder::empty(false).build()?,
+                    sql,
+                    Some(Action::ReleaseResult { name, purpose }),
+                ));
+            }
             Statement::CreateCohort { name, query } => {
                 cohorts::check_name(&name)?;
                 let mut inner = self.parse(&query)?;
@@ -427,6 +529,59 @@ impl Session {
     /// Performs a statement's side effect.
     async fn act(&self, action: &Action) -> Result<()> {
         match action {
+            Action::CreateResult {
+                name,
+                definition,
+                query,
+                by_rules,
+            } => {
+                let project = self.open_project("CREATE RESULT")?;
+                let measures = crate::projects::outputs::measures(query);
+                let df = self.ctx.execute_logical_plan(query.clone()).await?;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await?;
+                let meta = crate::projects::outputs::ResultMeta {
+                    name: name.clone(),
+                    query: definition.clone(),
+                    user: self.user(),
+                    created_at: crate::projects::now(),
+                    released_by_rules: *by_rules,
+                    measures,
+                };
+                project.outputs.save_result(&meta, schema, &batches)?;
+                project.show_results(&self.ctx)
+            }
+            Action::ReleaseResult { name, purpose } => {
+                let project = self.open_project("RELEASE RESULT")?;
+                let policy = self.policy();
+                let request = project.outputs.request_release(
+                    &project.id,
+                    name,
+                    purpose,
+                    &self.user(),
+                    policy.k,
+                    policy.rounding,
+                )?;
+                project.show_results(&self.ctx)?;
+                let failed: Vec<String> = request
+                    .checks
+                    .iter()
+                    .filter(|c| !c.passed)
+                    .map(|c| format!("{}: {}", c.check, c.detail))
+                    .collect();
+                if failed.is_empty() {
+                    return Ok(());
+                }
+                Err(EngineError::Refused {
+                    code: "42501",
+                    rule: "output check",
+                    message: format!(
+                        "release request {} for result \"{name}\" failed its checks and was not filed for review: {} [rule: output check]",
+                        request.id,
+                        failed.join("; ")
+                    ),
+                })
+            }
             Action::CreateCohort {
                 name,
                 definition,
@@ -446,11 +601,15 @@ impl Session {
                     size,
                     store: String::new(),
                 };
-                self.cohorts.save(meta, rows)?;
+                self.cohort_store().save(meta, rows)?;
                 Ok(())
             }
             Action::DropCohort { name, if_exists } => {
-                let owner = self.cohorts.list()?.into_iter().find(|m| &m.name == name);
+                let owner = self
+                    .cohort_store()
+                    .list()?
+                    .into_iter()
+                    .find(|m| &m.name == name);
                 if self.role() == Role::Analyst && owner.is_some_and(|m| m.owner != self.user()) {
                     return Err(EngineError::Refused {
                         code: "42501",
@@ -460,7 +619,7 @@ impl Session {
                         ),
                     });
                 }
-                if !self.cohorts.drop_cohort(name)? && !if_exists {
+                if !self.cohort_store().drop_cohort(name)? && !if_exists {
                     return Err(EngineError::Unsupported(format!(
                         "cohort {name:?} does not exist"
                     )));
@@ -612,6 +771,17 @@ pub fn statement_text(statement: &Statement) -> String {
                 .unwrap_or_else(|| query.split_whitespace().collect::<Vec<_>>().join(" "));
             format!("CREATE COHORT {name} AS {query}")
         }
+        Statement::CreateResult { name, query } => format!("CREATE RESULT {name} AS {query}"),
+        Statement::ReleaseResult { name, purpose } => {
+            if purpose.is_empty() {
+                format!("RELEASE RESULT {name}")
+            } else {
+                format!(
+                    "RELEASE RESULT {name} WITH PURPOSE '{}'",
+                    purpose.replace('\'', "''")
+                )
+            }
+        }
         Statement::DropCohort { name, if_exists } => {
             format!(
                 "DROP COHORT {}{name}",
@@ -717,4 +887,82 @@ fn cohort_command(sql: &str) -> Result<Option<Statement>> {
         }));
     }
     Ok(None)
+}
+
+type Shared<T> = Arc<std::sync::RwLock<T>>;
+
+fn read<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Recognizes `CREATE RESULT name AS query` and
+/// `RELEASE RESULT name [WITH PURPOSE 'text']`.
+fn result_command(sql: &str) -> Result<Option<Statement>> {
+    let text = sql.trim().trim_end_matches(';').trim();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.len() < 2 || !words[1].eq_ignore_ascii_case("result") {
+        return Ok(None);
+    }
+    let verb = words[0].to_ascii_lowercase();
+    if verb != "create" && verb != "release" {
+        return Ok(None);
+    }
+    let after_noun = {
+        let t = text[words[0].len()..].trim_start();
+        t[words[1].len()..].trim_start()
+    };
+    let name_end = after_noun
+        .find(char::is_whitespace)
+        .unwrap_or(after_noun.len());
+    let name = after_noun[..name_end]
+        .trim_matches('"')
+        .to_ascii_lowercase();
+    let rest = after_noun[name_end..].trim();
+    if verb == "create" {
+        let ok = rest.len() >= 2
+            && rest[..2].eq_ignore_ascii_case("as")
+            && rest[2..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_whitespace() || c == '(');
+        if !ok || name.is_empty() {
+            return Err(EngineError::Unsupported(
+                "expected CREATE RESULT name AS <query>".into(),
+            ));
+        }
+        return Ok(Some(Statement::CreateResult {
+            name,
+            query: rest[2..].trim().to_owned(),
+        }));
+    }
+    let purpose = if rest.is_empty() {
+        String::new()
+    } else {
+        let lower = rest.to_ascii_lowercase();
+        let quoted = lower
+            .strip_prefix("with")
+            .map(str::trim_start)
+            .and_then(|r| r.strip_prefix("purpose"))
+            .map(|_| rest[rest.to_ascii_lowercase().find("purpose").unwrap_or(0) + 7..].trim());
+        match quoted {
+            Some(q) if q.len() >= 2 && q.starts_with('\'') && q.ends_with('\'') => {
+                q[1..q.len() - 1].replace("''", "'")
+            }
+            _ => {
+                return Err(EngineError::Unsupported(
+                    "expected RELEASE RESULT name [WITH PURPOSE 'text']".into(),
+                ));
+            }
+        }
+    };
+    if name.is_empty() {
+        return Err(EngineError::Unsupported(
+            "expected RELEASE RESULT name [WITH PURPOSE 'text']".into(),
+        ));
+    }
+    Ok(Some(Statement::ReleaseResult { name, purpose }))
 }

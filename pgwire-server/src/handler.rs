@@ -140,6 +140,7 @@ impl Debug for Auth {
 /// Everything one connection needs: its own engine session and settings.
 pub struct Connection {
     session: Session,
+    engine: Arc<Engine>,
     auth: Arc<Auth>,
     limiter: Arc<Limiter>,
     /// The login's place among its user's connections, and its role's limits.
@@ -155,7 +156,7 @@ pub struct Connection {
 impl Connection {
     /// A connection with a new session on `engine`.
     pub fn new(
-        engine: &Engine,
+        engine: &Arc<Engine>,
         registry: Arc<CancelRegistry>,
         auth: Arc<Auth>,
         limiter: Arc<Limiter>,
@@ -163,6 +164,7 @@ impl Connection {
         // Least rights until the user has authenticated.
         let session = engine.session_as("", tsunagu_engine::Role::Analyst)?;
         Ok(Arc::new(Connection {
+            engine: engine.clone(),
             auth,
             limiter,
             admitted: OnceLock::new(),
@@ -345,6 +347,28 @@ impl Connection {
     }
 
     /// Audits a login attempt; a log that cannot be written refuses the login.
+    /// Works in the project the client names as its database; the store's
+    /// own names (and the user's name, psql's default) mean the whole store.
+    fn enter_database(&self, user: &str, database: &str) -> Result<(), (&'static str, String)> {
+        use tsunagu_engine::projects;
+        if database.is_empty() || database == user || projects::RESERVED.contains(&database) {
+            return Ok(());
+        }
+        match self.engine.projects().find(database) {
+            Ok(Some(_)) => self
+                .engine
+                .enter_project(&self.session, database)
+                .map_err(|e| ("28000", e.to_string())),
+            Ok(None) => Err((
+                "3D000",
+                format!(
+                    "database \"{database}\" does not exist (name a project, or tsunagu for the whole store)"
+                ),
+            )),
+            Err(e) => Err(("XX000", e.to_string())),
+        }
+    }
+
     fn audit_login(
         &self,
         user: &str,
@@ -617,6 +641,15 @@ impl StartupHandler for Connection {
                 let limits = self.limiter.limits(role);
                 let _ = self.admitted.set((slot, limits));
                 self.session.authenticate(&user, role);
+                let database = client
+                    .metadata()
+                    .get(pgwire::api::METADATA_DATABASE)
+                    .cloned()
+                    .unwrap_or_default();
+                if let Err((code, message)) = self.enter_database(&user, &database) {
+                    self.audit_login(&user, Some(role), address, Some("database"))?;
+                    return Err(encode::user_error(code, message));
+                }
                 self.session.set_query_memory_limit(limits.memory_per_query);
                 self.audit_login(&user, Some(role), address, None)?;
                 let settings = self.settings(client);

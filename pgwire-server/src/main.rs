@@ -12,6 +12,8 @@ use tsunagu_engine::{Engine, EngineOptions, Role};
 use tsunagu_pgwire::config::{ServerConfig, Users, parse_size};
 use tsunagu_pgwire::{demo, server};
 
+mod project_commands;
+
 #[derive(Parser)]
 #[command(
     name = "tsunagu",
@@ -81,6 +83,23 @@ enum Cmd {
         #[arg(long)]
         allow_plaintext_on_network: bool,
     },
+    /// Projects: create, approve, add members, show, close, report.
+    Project {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: ProjectCmd,
+    },
+    /// Release requests of a project: list, show, approve, reject.
+    Release {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The project.
+        #[arg(long)]
+        project: String,
+        #[command(subcommand)]
+        command: ReleaseCmd,
+    },
     /// Manage the users of a server configuration file.
     User {
         #[command(subcommand)]
@@ -124,12 +143,93 @@ enum Cmd {
         /// Print the time of each run to stderr.
         #[arg(long)]
         timing: bool,
+        /// Run as this user (default: the local user, as steward).
+        #[arg(long)]
+        user: Option<String>,
+        /// Work in this project (its scope, pseudonyms, policy and workspace).
+        #[arg(long)]
+        project: Option<String>,
         /// Read the SQL from this file instead.
         #[arg(long, short = 'f', conflicts_with = "query")]
         file: Option<PathBuf>,
         /// The query.
         #[arg(allow_hyphen_values = true, required_unless_present = "file")]
         query: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectCmd {
+    /// Propose a project (a steward approves it before anyone works in it).
+    Create {
+        id: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        purpose: String,
+        /// A member (an existing user); repeat for more.
+        #[arg(long = "member")]
+        members: Vec<String>,
+        /// A table in scope, `schema.table` or `schema.*`; repeat for more.
+        #[arg(long = "table", required = true)]
+        tables: Vec<String>,
+        /// Only these columns of a table: `schema.table=col,col`; repeat.
+        #[arg(long = "columns")]
+        columns: Vec<String>,
+        /// Events from this date (YYYY-MM-DD).
+        #[arg(long)]
+        period_start: Option<String>,
+        /// Events to this date (YYYY-MM-DD).
+        #[arg(long)]
+        period_end: Option<String>,
+        /// The population: a query returning person_id (run at approval).
+        #[arg(long)]
+        population: Option<String>,
+        /// First day members may work (YYYY-MM-DD).
+        #[arg(long)]
+        start: String,
+        /// Last day members may work (YYYY-MM-DD).
+        #[arg(long)]
+        end: String,
+        /// Minimum persons per released cell (at least the store's).
+        #[arg(long)]
+        k: Option<u64>,
+        /// Rounding base of released counts (at least the store's).
+        #[arg(long)]
+        rounding: Option<u64>,
+    },
+    /// Approve a proposed project (computes its population).
+    Approve { id: String },
+    /// Add a member.
+    AddMember { id: String, user: String },
+    /// Print a project's definition.
+    Show { id: String },
+    /// List the projects.
+    List,
+    /// End a project: refuse connections, delete (or archive) its workspace.
+    Close {
+        id: String,
+        /// Keep the workspace in the project's archive folder.
+        #[arg(long)]
+        archive: bool,
+    },
+    /// What a project released, and when.
+    Report { id: String },
+}
+
+#[derive(Subcommand)]
+enum ReleaseCmd {
+    /// The project's release requests.
+    List,
+    /// A request with its automatic checks.
+    Show { request: String },
+    /// Approve a request: its CSV and provenance go to the outbox.
+    Approve { request: String },
+    /// Reject a request.
+    Reject {
+        request: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -553,12 +653,26 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Cmd::Project { store, command } => {
+            let (engine, _) = open(&store, None).await?;
+            project_commands::run(&engine, command).await
+        }
+        Cmd::Release {
+            store,
+            project,
+            command,
+        } => {
+            let (engine, _) = open(&store, None).await?;
+            project_commands::release(&engine, &project, command)
+        }
         Cmd::Sql {
             store,
             csv,
             role,
             repeat,
             timing,
+            user,
+            project,
             file,
             query,
         } => {
@@ -570,8 +684,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                 (None, None) => return Err("no query given".into()),
             };
             let (engine, _) = open(&store, None).await?;
-            let session = engine.session().map_err(|e| e.to_string())?;
+            let session = match &user {
+                Some(u) => engine.session_as(u, role),
+                None => engine.session(),
+            }
+            .map_err(|e| e.to_string())?;
             session.set_role(role).map_err(|e| e.to_string())?;
+            if let Some(p) = &project {
+                engine
+                    .enter_project(&session, p)
+                    .map_err(|e| e.to_string())?;
+            }
             let mut batches: Vec<RecordBatch> = Vec::new();
             let mut schema = None;
             for run in 1..=repeat.max(1) {
