@@ -124,6 +124,12 @@ async fn a_project_from_application_to_end_of_use() {
     )
     .await[0]
         .clone();
+    let born_before_1950 = query(
+        &engine,
+        "SELECT count(DISTINCT person_id) FROM ndb.person WHERE year_of_birth < 1950",
+    )
+    .await[0]
+        .clone();
     drop(engine);
 
     let create = |id: &str| {
@@ -239,6 +245,65 @@ async fn a_project_from_application_to_end_of_use() {
         a.intersection(&whole).count() <= 1,
         "a project shows store person_ids"
     );
+
+    // A population: only its persons, in every person-level table.
+    let (ok, out) = cli(
+        store,
+        &state,
+        &[
+            "project",
+            "create",
+            "elderly",
+            "--title",
+            "t",
+            "--purpose",
+            "p",
+            "--member",
+            "ana",
+            "--table",
+            "ndb.*",
+            "--population",
+            "SELECT person_id FROM ndb.person WHERE year_of_birth < 1950",
+            "--start",
+            "2020-01-01",
+            "--end",
+            "2099-12-31",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = cli(store, &state, &["project", "approve", "elderly"]);
+    assert!(
+        ok && out.contains(&format!("population of {born_before_1950} persons")),
+        "{out}"
+    );
+    let (ok, out) = psql(
+        port,
+        "sam",
+        "elderly",
+        "SELECT count(DISTINCT person_id), (SELECT count(*) FROM (SELECT person_id FROM ndb.person GROUP BY person_id HAVING min(year_of_birth) >= 1950) x) FROM ndb.person",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), format!("{born_before_1950}|0"));
+    let (ok, out) = psql(
+        port,
+        "sam",
+        "elderly",
+        "SELECT count(*) FROM ndb.condition_occurrence c LEFT JOIN ndb.person p ON p.person_id = c.person_id WHERE p.person_id IS NULL",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.trim(),
+        "0",
+        "conditions of persons outside the population"
+    );
+    // A cohort cannot reach outside the scope either.
+    let (ok, out) = psql(
+        port,
+        "ana",
+        "nsaid",
+        "CREATE COHORT visits AS SELECT DISTINCT person_id FROM ndb.visit_occurrence",
+    );
+    assert!(!ok && out.contains("not found"), "{out}");
 
     // The analyst's workspace: a cohort, results, a release that fails its
     // checks (a total beside withheld cells), then the fixed one.
