@@ -159,6 +159,7 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 enum ProjectCmd {
     /// Propose a project (a steward approves it before anyone works in it).
     Create {

@@ -827,10 +827,10 @@ pub(super) fn release(
             .unwrap_or(DataType::Float64);
         plans.push(plan_of(f, &field, is_id)?);
     }
-    if once_per_person(aggregate, &person) {
-        if let Some(Ok(plan)) = build_from_rows(aggregate, &person, masks, &plans) {
-            return Ok(Ok(plan));
-        }
+    if once_per_person(aggregate, &person)
+        && let Some(Ok(plan)) = build_from_rows(aggregate, &person, masks, &plans)
+    {
+        return Ok(Ok(plan));
     }
     Ok(build(aggregate, person, masks, plans))
 }
@@ -903,8 +903,7 @@ fn build_from_rows(
             exprs.push(per_row(m)?.alias(moment_name(i, j)));
         }
     }
-    let step1 =
-        Projection::try_new(exprs, aggregate.input.clone()).map(|p| LogicalPlan::Projection(p));
+    let step1 = Projection::try_new(exprs, aggregate.input.clone()).map(LogicalPlan::Projection);
     Some(step1.and_then(|step1| finish(aggregate, step1, masks, plans)))
 }
 

@@ -67,11 +67,11 @@ pub(super) fn unique_keys(plan: &LogicalPlan) -> Vec<Key> {
             let mut pairs: Vec<(&Expr, &Expr)> = j.on.iter().map(|(l, r)| (l, r)).collect();
             if let Some(f) = &j.filter {
                 for c in conjuncts(f) {
-                    if let Expr::BinaryExpr(b) = c {
-                        if b.op == Operator::Eq {
-                            pairs.push((&b.left, &b.right));
-                            pairs.push((&b.right, &b.left));
-                        }
+                    if let Expr::BinaryExpr(b) = c
+                        && b.op == Operator::Eq
+                    {
+                        pairs.push((&b.left, &b.right));
+                        pairs.push((&b.right, &b.left));
                     }
                 }
             }

@@ -274,11 +274,8 @@ impl Outputs {
 
     /// The rows of a request, as requested.
     pub fn released(&self, r: &Request) -> Result<SavedResult> {
-        let mut saved = self.result(&r.result).or_else(|_| {
-            Err(EngineError::Unsupported(format!(
-                "result \"{}\" does not exist",
-                r.result
-            )))
+        let mut saved = self.result(&r.result).map_err(|_| {
+            EngineError::Unsupported(format!("result \"{}\" does not exist", r.result))
         });
         let path = self.dir.join("releases").join(format!("{}.arrow", r.id));
         if let Ok(file) = std::fs::File::open(&path) {
