@@ -390,6 +390,53 @@ async fn a_project_from_application_to_end_of_use() {
     let shown: Vec<String> = released_rows.iter().map(|r| r.join(",")).collect();
     assert_eq!(lines, shown);
 
+    // The same operations over SQL, for stewards only.
+    let out = psycopg(
+        port,
+        "sam",
+        "tsunagu",
+        &[
+            "CREATE PROJECT viasql (title 'over SQL', purpose 'p', members 'ana', tables 'ndb.person', start '2020-01-01', end '2099-12-31')",
+            "APPROVE PROJECT viasql",
+            "ALTER PROJECT viasql ADD MEMBER bob",
+            "SELECT id, status, members FROM steward.projects WHERE id = 'viasql'",
+            "SELECT project, id, result, status FROM steward.releases WHERE project = 'nsaid' ORDER BY id",
+            "REJECT RELEASE r1 OF PROJECT nsaid REASON 'totals beside withheld cells'",
+            "SELECT status, reviewer FROM steward.releases WHERE project = 'nsaid' AND id = 'r1'",
+        ],
+    );
+    assert!(out[..3].iter().all(|l| l.starts_with("[\"ok\"")), "{out:?}");
+    assert!(
+        out[3].contains("[\"viasql\", \"approved\", \"ana,bob\"]"),
+        "{out:?}"
+    );
+    assert!(
+        out[4].contains("[\"nsaid\", \"r1\", \"with_total\", \"failed\"]"),
+        "{out:?}"
+    );
+    assert!(
+        out[4].contains("[\"nsaid\", \"r2\", \"by_sex\", \"approved\"]"),
+        "{out:?}"
+    );
+    assert!(out[6].contains("[\"rejected\", \"sam\"]"), "{out:?}");
+    let (ok, out) = psql(port, "bob", "viasql", "SELECT count(*) FROM ndb.person");
+    assert!(ok, "{out}");
+    let out = psycopg(
+        port,
+        "ana",
+        "tsunagu",
+        &[
+            "APPROVE PROJECT viasql",
+            "SELECT count(*) FROM steward.projects",
+            "CLOSE PROJECT viasql",
+        ],
+    );
+    assert!(out.iter().all(|l| l.contains("42501")), "{out:?}");
+    let out = psycopg(port, "sam", "tsunagu", &["CLOSE PROJECT viasql"]);
+    assert!(out[0].starts_with("[\"ok\""), "{out:?}");
+    let (ok, out) = psql(port, "bob", "viasql", "SELECT 1");
+    assert!(!ok && out.contains("is closed"), "{out}");
+
     // End of use: closed, refused, workspace gone, outputs and report kept.
     let (ok, out) = cli(store, &state, &["project", "close", "nsaid"]);
     assert!(ok, "{out}");
@@ -428,6 +475,8 @@ async fn a_project_from_application_to_end_of_use() {
         "RELEASE RESULT by_sex",
         &format!("RELEASE APPROVE nsaid r2 sha256={sha}"),
         "PROJECT CLOSE nsaid",
+        "APPROVE PROJECT viasql",
+        "REJECT RELEASE r1 OF PROJECT nsaid",
     ] {
         assert!(audit_text.contains(step), "audit lacks {step}");
     }
@@ -445,4 +494,110 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A release approval killed (SIGKILL) at any moment leaves the request and
+/// the outbox whole or absent; approving again completes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_survives_being_killed_at_any_point() {
+    let store = synthetic();
+    let state = temp_folder("tsunagu-projects-kill-");
+    let (ok, out) = cli(
+        store,
+        &state,
+        &[
+            "project",
+            "create",
+            "k9",
+            "--title",
+            "t",
+            "--purpose",
+            "p",
+            "--member",
+            "ana",
+            "--table",
+            "ndb.person",
+            "--start",
+            "2020-01-01",
+            "--end",
+            "2099-12-31",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(cli(store, &state, &["project", "approve", "k9"]).0);
+    let analyst = |sql: &str| {
+        cli(
+            store,
+            &state,
+            &[
+                "sql",
+                "--project",
+                "k9",
+                "--user",
+                "ana",
+                "--role",
+                "analyst",
+                sql,
+            ],
+        )
+    };
+    let (ok, out) = analyst(
+        "CREATE RESULT births AS SELECT year_of_birth / 10 * 10 AS decade, count(*) AS persons FROM ndb.person GROUP BY 1",
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = analyst("RELEASE RESULT births");
+    assert!(ok, "{out}");
+    let dir = state.join("projects/k9");
+    let check = |dir: &Path| {
+        let request: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("releases/r1.json")).unwrap())
+                .expect("the request is whole");
+        let outbox = dir.join("outbox/r1");
+        if outbox.exists() {
+            let csv = std::fs::read(outbox.join("births.csv")).expect("the CSV is there");
+            let provenance: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(outbox.join("provenance.json")).unwrap())
+                    .expect("the provenance is whole");
+            let sha: String = {
+                use sha2::Digest;
+                sha2::Sha256::digest(&csv)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            };
+            assert_eq!(provenance["sha256"], sha.as_str());
+        } else {
+            assert_eq!(request["status"], "pending", "approved without an outbox");
+        }
+        request["status"].as_str().unwrap().to_owned()
+    };
+    let mut approved_seen = false;
+    for step in 0..24u64 {
+        let mut child = Command::new(tsunagu())
+            .args(["release", "--store"])
+            .arg(store)
+            .arg("--state")
+            .arg(&state)
+            .args(["--project", "k9", "approve", "r1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(step * 25));
+        let _ = child.kill();
+        let _ = child.wait();
+        let status = check(&dir);
+        approved_seen |= status == "approved";
+        if approved_seen {
+            break;
+        }
+    }
+    // Approving again completes (or reports it is done); the outbox is whole.
+    let (_, out) = cli(
+        store,
+        &state,
+        &["release", "--project", "k9", "approve", "r1"],
+    );
+    assert_eq!(check(&dir), "approved", "{out}");
+    assert!(dir.join("outbox/r1/births.csv").exists());
 }

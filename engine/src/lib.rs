@@ -85,6 +85,7 @@ pub struct Engine {
     policy: Arc<Policy>,
     audit: Arc<audit::AuditLog>,
     quality: Arc<quality::tables::Quality>,
+    admin: Arc<projects::admin::Admin>,
 }
 
 impl Engine {
@@ -135,9 +136,11 @@ impl Engine {
         let audit = Arc::new(audit::AuditLog::open(&audit_dir)?);
         let quality_config = quality::QualityConfig::for_store(store.root())?;
         let store = Arc::new(store);
+        let policy = Arc::new(policy);
         let mut engine = Engine {
+            admin: Arc::new(projects::admin::Admin::new(store.clone(), policy.clone())),
             quality: Arc::new(quality::tables::Quality::new(store.clone(), quality_config)),
-            policy: Arc::new(policy),
+            policy,
             audit,
             cohorts,
             store,
@@ -217,7 +220,18 @@ impl Engine {
                 (id.role == Role::Analyst).then(|| id.user.clone())
             }),
         )?;
-        Ok(Session::new(
+        if let Some(catalog) = ctx.catalog(CATALOG) {
+            let schema = datafusion::catalog::MemorySchemaProvider::new();
+            use datafusion::catalog::SchemaProvider;
+            for (name, releases) in [("projects", false), ("releases", true)] {
+                schema.register_table(
+                    name.into(),
+                    Arc::new(projects::admin::ListTable::new(self.projects(), releases)),
+                )?;
+            }
+            catalog.register_schema(projects::admin::SCHEMA, Arc::new(schema))?;
+        }
+        let session = Session::new(
             ctx,
             self.cohorts.clone(),
             identity,
@@ -227,7 +241,9 @@ impl Engine {
                 store: self.store.root().to_owned(),
                 state: self.store.state_dir().to_owned(),
             }),
-        ))
+        );
+        session.set_admin(self.admin.clone());
+        Ok(session)
     }
 
     /// The store's projects.
@@ -243,42 +259,13 @@ impl Engine {
     /// Approves a proposed project: checks its scope against the store and
     /// computes its population (a steward's query) into a person set.
     pub async fn approve_project(&self, id: &str, steward: &str) -> Result<projects::Project> {
-        let list = self.projects();
-        let mut project = list.load(id)?;
-        if project.status != projects::Status::Proposed {
-            return Err(EngineError::Unsupported(format!(
-                "project \"{id}\" is not waiting for approval"
-            )));
-        }
-        project.scope.check(&self.store)?;
-        if let Some(sql) = &project.scope.population {
-            let session = self.session_as(steward, Role::Steward)?;
-            let batches = session.sql(sql).await?;
-            let schema = batches
-                .first()
-                .map(|b| b.schema())
-                .unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty()));
-            let (rows, size) = cohorts::cohort_rows(&schema, &batches).map_err(|e| {
-                EngineError::Unsupported(format!("project \"{id}\" population: {e}"))
-            })?;
-            use datafusion::arrow::array::AsArray;
-            let bitmap: roaring::RoaringBitmap = rows
-                .column(0)
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                .iter()
-                .flatten()
-                .map(|p| p as u32)
-                .collect();
-            projects::write_whole(
-                &list.dir(id).join("population.bitmap"),
-                &tsunagu_udfs::bitmaps::to_bytes(&bitmap),
-            )?;
-            project.population_size = Some(size);
-        }
-        project.status = projects::Status::Approved;
-        project.approved_by = Some(steward.to_owned());
-        list.save(&project)?;
-        Ok(project)
+        let session = self.session_as(steward, Role::Steward)?;
+        self.admin.approve(&session, id).await
+    }
+
+    /// The steward's project operations.
+    pub fn project_admin(&self) -> &projects::admin::Admin {
+        &self.admin
     }
 
     /// Makes `session` work in project `id`: only the project's scope, under

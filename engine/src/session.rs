@@ -33,6 +33,11 @@ pub enum Statement {
     CreateResult { name: String, query: String },
     /// `RELEASE RESULT name [WITH PURPOSE '...']` (inside a project).
     ReleaseResult { name: String, purpose: String },
+    /// A steward's project command (`CREATE PROJECT`, `APPROVE PROJECT`, ...).
+    Project {
+        command: crate::projects::admin::Command,
+        text: String,
+    },
 }
 
 /// A side effect a prepared statement performs when executed.
@@ -57,6 +62,7 @@ pub enum Action {
         name: String,
         purpose: String,
     },
+    Project(crate::projects::admin::Command),
 }
 
 impl Action {
@@ -67,6 +73,7 @@ impl Action {
             Action::DropCohort { .. } => "DROP COHORT",
             Action::CreateResult { .. } => "CREATE RESULT",
             Action::ReleaseResult { .. } => "RELEASE RESULT",
+            Action::Project(c) => c.tag(),
         }
     }
 }
@@ -131,6 +138,8 @@ pub struct Session {
     policy: Shared<Arc<Policy>>,
     /// The project the session works in, if any.
     project: Shared<Option<Arc<crate::projects::Active>>>,
+    /// The store's project operations (for stewards' commands).
+    admin: Shared<Option<Arc<crate::projects::admin::Admin>>>,
     /// Disclosure classes of functions registered on this session by its
     /// embedder (a server's catalog functions).
     functions: Arc<std::sync::Mutex<std::collections::BTreeMap<String, tsunagu_udfs::Disclosure>>>,
@@ -156,6 +165,7 @@ impl Session {
             identity,
             policy: Arc::new(std::sync::RwLock::new(policy)),
             project: Arc::default(),
+            admin: Arc::default(),
             functions: Arc::default(),
             audit,
             query_memory: Arc::default(),
@@ -286,6 +296,11 @@ impl Session {
         read(&self.cohorts).clone()
     }
 
+    /// Lets the session's stewards run project commands.
+    pub(crate) fn set_admin(&self, admin: Arc<crate::projects::admin::Admin>) {
+        *write(&self.admin) = Some(admin);
+    }
+
     /// The project the session works in.
     pub fn project(&self) -> Option<Arc<crate::projects::Active>> {
         read(&self.project).clone()
@@ -355,6 +370,12 @@ impl Session {
             if let Some(c) = result_command(sql)? {
                 return Ok(vec![c]);
             }
+            if let Some(command) = crate::projects::admin::parse(sql)? {
+                return Ok(vec![Statement::Project {
+                    command,
+                    text: sql.trim().to_owned(),
+                }]);
+            }
             Ok(
                 DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?
                     .into_iter()
@@ -394,6 +415,23 @@ impl Session {
         }
         let statement = match statement {
             Statement::Sql(s) => s,
+            Statement::Project { command, .. } => {
+                if self.role() != Role::Steward {
+                    return Err(EngineError::Refused {
+                        code: "42501",
+                        rule: "steward command",
+                        message: format!(
+                            "{} is a steward's command [rule: steward command]",
+                            command.tag()
+                        ),
+                    });
+                }
+                return Ok(Prepared::new(
+                    LogicalPlanBuilder::empty(false).build()?,
+                    sql,
+                    Some(Action::Project(command)),
+                ));
+            }
             Statement::CreateResult { name, query } => {
                 cohorts::check_name(&name)?;
                 self.open_project("CREATE RESULT")?;
@@ -529,6 +567,15 @@ impl Session {
     /// Performs a statement's side effect.
     async fn act(&self, action: &Action) -> Result<()> {
         match action {
+            Action::Project(command) => {
+                let Some(admin) = read(&self.admin).clone() else {
+                    return Err(EngineError::Unsupported(format!(
+                        "{} is not available in this session",
+                        command.tag()
+                    )));
+                };
+                command.run(&admin, self).await
+            }
             Action::CreateResult {
                 name,
                 definition,
@@ -771,6 +818,7 @@ pub fn statement_text(statement: &Statement) -> String {
                 .unwrap_or_else(|| query.split_whitespace().collect::<Vec<_>>().join(" "));
             format!("CREATE COHORT {name} AS {query}")
         }
+        Statement::Project { text, .. } => text.clone(),
         Statement::CreateResult { name, query } => format!("CREATE RESULT {name} AS {query}"),
         Statement::ReleaseResult { name, purpose } => {
             if purpose.is_empty() {

@@ -59,11 +59,7 @@ pub async fn run(engine: &Engine, command: ProjectCmd) -> Result<(), String> {
                     cols.split(',').map(|c| c.trim().to_owned()).collect(),
                 );
             }
-            scope.check(engine.store()).map_err(err)?;
             let (start, end) = (date(&start)?, date(&end)?);
-            if end < start {
-                return Err("--end is before --start".into());
-            }
             let project = Project {
                 id: id.clone(),
                 title,
@@ -82,7 +78,7 @@ pub async fn run(engine: &Engine, command: ProjectCmd) -> Result<(), String> {
                 salt: projects::new_salt(),
                 population_size: None,
             };
-            list.create(&project).map_err(err)?;
+            engine.project_admin().propose(&project).map_err(err)?;
             audit(engine, &format!("PROJECT CREATE {id}"))?;
             println!("project {id} proposed; approve it with: tsunagu project approve {id}");
         }
@@ -95,14 +91,7 @@ pub async fn run(engine: &Engine, command: ProjectCmd) -> Result<(), String> {
             }
         }
         ProjectCmd::AddMember { id, user } => {
-            let mut p = list.load(&id).map_err(err)?;
-            if p.status == Status::Closed {
-                return Err(format!("project {id} is closed"));
-            }
-            if !p.members.contains(&user) {
-                p.members.push(user.clone());
-            }
-            list.save(&p).map_err(err)?;
+            engine.project_admin().add_member(&id, &user).map_err(err)?;
             audit(engine, &format!("PROJECT ADD MEMBER {id} {user}"))?;
             println!("{user} is a member of project {id}");
         }
@@ -118,11 +107,7 @@ pub async fn run(engine: &Engine, command: ProjectCmd) -> Result<(), String> {
             }
         }
         ProjectCmd::Close { id, archive } => {
-            let mut p = list.load(&id).map_err(err)?;
-            p.status = Status::Closed;
-            p.closed_at = Some(projects::now());
-            list.save(&p).map_err(err)?;
-            Outputs::new(&list.dir(&id)).end(archive).map_err(err)?;
+            engine.project_admin().close(&id, archive).map_err(err)?;
             audit(
                 engine,
                 &format!(
@@ -162,7 +147,7 @@ pub async fn run(engine: &Engine, command: ProjectCmd) -> Result<(), String> {
 pub fn release(engine: &Engine, project: &str, command: ReleaseCmd) -> Result<(), String> {
     let list = engine.projects();
     let err = |e: tsunagu_engine::EngineError| e.to_string();
-    let p = list.load(project).map_err(err)?;
+    list.load(project).map_err(err)?;
     let outputs = Outputs::new(&list.dir(project));
     match command {
         ReleaseCmd::List => {
@@ -178,16 +163,9 @@ pub fn release(engine: &Engine, project: &str, command: ReleaseCmd) -> Result<()
             );
         }
         ReleaseCmd::Approve { request } => {
-            let policy = p.policy(engine.policy());
-            let provenance = serde_json::json!({
-                "project": p.id,
-                "project_title": p.title,
-                "store": engine.store().name(),
-                "store_fingerprint": engine.store().fingerprint(),
-                "policy": { "k": policy.k, "rounding": policy.rounding, "noise": policy.noise },
-            });
-            let r = outputs
-                .approve(&request, &steward(), provenance)
+            let r = engine
+                .project_admin()
+                .approve_release(project, &request, &steward())
                 .map_err(err)?;
             let sha = r.sha256.clone().unwrap_or_default();
             audit(
@@ -201,7 +179,10 @@ pub fn release(engine: &Engine, project: &str, command: ReleaseCmd) -> Result<()
             );
         }
         ReleaseCmd::Reject { request, reason } => {
-            outputs.reject(&request, &steward(), &reason).map_err(err)?;
+            engine
+                .project_admin()
+                .reject_release(project, &request, &steward(), &reason)
+                .map_err(err)?;
             audit(engine, &format!("RELEASE REJECT {project} {request}"))?;
             println!("rejected {request}");
         }

@@ -230,7 +230,7 @@ impl Policy {
         let schema_name = table.schema().unwrap_or("public").to_ascii_lowercase();
         // The data quality tables hold exact counts, small ones included:
         // analysts get the released label instead, whatever the policy says.
-        if schema_name == crate::quality::SCHEMA {
+        if schema_name == crate::quality::SCHEMA || schema_name == crate::projects::admin::SCHEMA {
             return TableRole::Hidden;
         }
         for key in [format!("{schema_name}.{name}"), format!("{schema_name}.*")] {

@@ -6,6 +6,7 @@
 //! population bitmap, `cohorts/`, `results/`, `releases/` and `outbox/`.
 //! Every file is written whole (temporary file, fsync, rename).
 
+pub mod admin;
 pub mod outputs;
 pub mod scope;
 
