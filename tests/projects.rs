@@ -390,6 +390,25 @@ async fn a_project_from_application_to_end_of_use() {
     let shown: Vec<String> = released_rows.iter().map(|r| r.join(",")).collect();
     assert_eq!(lines, shown);
 
+    // A project past its end date ends by itself: refused, workspace archived.
+    let out = psycopg(
+        port,
+        "sam",
+        "tsunagu",
+        &[
+            "CREATE PROJECT past (title 't', purpose 'p', members 'ana', tables 'ndb.person', start '2020-01-01', end '2020-12-31', at_end 'archive')",
+        ],
+    );
+    assert!(out[0].starts_with("[\"ok\""), "{out:?}");
+    let project = state.join("projects/past/project.json");
+    let text = std::fs::read_to_string(&project).unwrap();
+    std::fs::write(&project, text.replace("\"proposed\"", "\"approved\"")).unwrap();
+    std::fs::create_dir_all(state.join("projects/past/results")).unwrap();
+    let (ok, out) = psql(port, "ana", "past", "SELECT 1");
+    assert!(!ok && out.contains("is closed"), "{out}");
+    assert!(state.join("projects/past/archive/results").exists());
+    assert!(!state.join("projects/past/results").exists());
+
     // The same operations over SQL, for stewards only.
     let out = psycopg(
         port,

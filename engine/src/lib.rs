@@ -149,6 +149,10 @@ impl Engine {
             vocabulary: Arc::default(),
         };
         engine.vocabulary = Arc::new(vocabulary::load(&engine).await?);
+        // Projects past their end date end now (workspace per their policy).
+        for id in engine.admin.end_expired()? {
+            log::info!("project {id} reached its end date and was closed");
+        }
         Ok(engine)
     }
 
@@ -272,6 +276,7 @@ impl Engine {
     /// its pseudonyms and policy, with its cohorts and results. Refused with
     /// the reason when the session's user may not work in it today.
     pub fn enter_project(&self, session: &Session, id: &str) -> Result<()> {
+        self.admin.end_expired()?;
         let list = self.projects();
         let project = list.load(id)?;
         let steward = session.login_role() == Role::Steward;

@@ -198,6 +198,9 @@ enum ProjectCmd {
         /// Rounding base of released counts (at least the store's).
         #[arg(long)]
         rounding: Option<u64>,
+        /// At the end date, archive the workspace (default: delete it).
+        #[arg(long)]
+        archive_at_end: bool,
     },
     /// Approve a proposed project (computes its population).
     Approve { id: String },

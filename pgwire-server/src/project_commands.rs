@@ -42,6 +42,7 @@ pub async fn run(engine: &Engine, command: ProjectCmd) -> Result<(), String> {
             end,
             k,
             rounding,
+            archive_at_end,
         } => {
             let mut scope = Scope {
                 tables,
@@ -77,6 +78,7 @@ pub async fn run(engine: &Engine, command: ProjectCmd) -> Result<(), String> {
                 closed_at: None,
                 salt: projects::new_salt(),
                 population_size: None,
+                archive_at_end,
             };
             engine.project_admin().propose(&project).map_err(err)?;
             audit(engine, &format!("PROJECT CREATE {id}"))?;

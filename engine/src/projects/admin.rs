@@ -122,6 +122,20 @@ impl Admin {
         Ok(p)
     }
 
+    /// Closes the approved projects whose end date has passed, their
+    /// workspace deleted or archived as each one says; returns their ids.
+    pub fn end_expired(&self) -> Result<Vec<String>> {
+        let today = super::today();
+        let mut ended = Vec::new();
+        for p in self.projects().list()? {
+            if p.status == Status::Approved && today > p.end {
+                self.close(&p.id, p.archive_at_end)?;
+                ended.push(p.id);
+            }
+        }
+        Ok(ended)
+    }
+
     /// Approves a pending release request into the project's outbox.
     pub fn approve_release(&self, id: &str, request: &str, reviewer: &str) -> Result<Request> {
         let list = self.projects();
@@ -157,7 +171,7 @@ pub enum Command {
     /// `CREATE PROJECT id (title '...', purpose '...', members 'a,b', tables
     /// 'ndb.person,...', columns 'ndb.person=a,b;...', period_start '...',
     /// period_end '...', population '...', start '...', end '...', k 20,
-    /// rounding 5)`
+    /// rounding 5, at_end 'delete'|'archive')`
     Create(Box<Project>),
     /// `APPROVE PROJECT id`
     Approve(String),
@@ -347,6 +361,15 @@ fn project_from(id: String, mut o: std::collections::BTreeMap<String, String>) -
     let end = date(need(take("end"), "end")?)?;
     let k = number(take("k"), "k")?;
     let rounding = number(take("rounding"), "rounding")?;
+    let archive_at_end = match take("at_end").as_deref() {
+        None | Some("delete") => false,
+        Some("archive") => true,
+        Some(_) => {
+            return Err(EngineError::Unsupported(
+                "CREATE PROJECT: at_end is 'delete' or 'archive'".into(),
+            ));
+        }
+    };
     if let Some(unknown) = o.keys().next() {
         return Err(EngineError::Unsupported(format!(
             "CREATE PROJECT: unknown option {unknown}"
@@ -375,6 +398,7 @@ fn project_from(id: String, mut o: std::collections::BTreeMap<String, String>) -
         closed_at: None,
         salt: super::new_salt(),
         population_size: None,
+        archive_at_end,
     })
 }
 

@@ -63,6 +63,9 @@ pub struct Project {
     /// Persons in the population (set at approval when a population is given).
     #[serde(default)]
     pub population_size: Option<u64>,
+    /// At the end date the workspace is archived (default: deleted).
+    #[serde(default)]
+    pub archive_at_end: bool,
 }
 
 impl Project {
@@ -373,6 +376,7 @@ mod tests {
             closed_at: None,
             salt: new_salt(),
             population_size: None,
+            archive_at_end: false,
         }
     }
 
