@@ -680,9 +680,9 @@ pub fn plan(store: &Store, config: &QualityConfig) -> Plan {
                 };
                 plan.queries.push(Query {
                     sql: format!(
-                        "{with}SELECT {} FROM {table_sql} t {}",
+                        "{with}SELECT {} FROM {}",
                         select.join(", "),
-                        joins.join(" ")
+                        lookups_first(&format!("{table_sql} t"), &joins)
                     ),
                     checks: rows.into_iter().map(|r| r.def).collect(),
                 });
@@ -785,13 +785,41 @@ pub fn plan(store: &Store, config: &QualityConfig) -> Plan {
 }
 
 /// Runs the planned queries; a query that fails marks its checks `Error`.
+/// The table's rows joined to its lookups (`LEFT JOIN rel ON cond` each),
+/// written with every lookup on the left of a RIGHT JOIN: run without join
+/// repartitioning (see [`execute`]), each lookup is the hash table and the
+/// table's rows stream through all of them where they are.
+fn lookups_first(table: &str, joins: &[String]) -> String {
+    let mut from = table.to_owned();
+    for (i, j) in joins.iter().enumerate() {
+        let j = j.strip_prefix("LEFT JOIN ").unwrap_or(j);
+        let Some((rel, cond)) = j.rsplit_once(" ON ") else {
+            from = format!("{from} LEFT JOIN {j}");
+            continue;
+        };
+        from = if i == 0 {
+            format!("{rel} RIGHT JOIN {from} ON {cond}")
+        } else {
+            format!("{rel} RIGHT JOIN ({from}) ON {cond}")
+        };
+    }
+    from
+}
+
+/// Runs the checks' queries. Joins are not repartitioned: the lookups are
+/// small and the table's rows are many (one pass each, no shuffle).
 pub async fn execute(ctx: &SessionContext, plan: &Plan) -> Vec<CheckResult> {
+    let mut state = ctx.state();
+    state.config_mut().options_mut().optimizer.repartition_joins = false;
+    let ctx = &SessionContext::new_with_state(state);
     let mut out = Vec::new();
     for q in &plan.queries {
+        let started = std::time::Instant::now();
         let batches = match ctx.sql(&q.sql).await {
             Ok(df) => df.collect().await,
             Err(e) => Err(e),
         };
+        log::info!("quality checks: {} ms: {}", started.elapsed().as_millis(), q.sql);
         match batches {
             Ok(batches) => {
                 for (i, def) in q.checks.iter().enumerate() {
