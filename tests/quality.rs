@@ -749,3 +749,90 @@ async fn delivery_lag_is_the_time_from_a_delivery_s_latest_record_to_its_file() 
         serde_json::json!([{"source": "cdm", "table": "visit_occurrence", "deliveries": 2, "median_lag_days": 75, "max_lag_days": 75}])
     );
 }
+
+/// A headless browser draws the label's plots: every inline SVG has a
+/// non-empty box and shapes with a size. Runs where `chromium` (or Chrome)
+/// is installed, as `scripts/test` does; says so and passes elsewhere.
+#[test]
+fn the_label_page_renders_its_plots_in_a_browser() {
+    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        eprintln!("no headless browser installed: the rendering check is skipped");
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let state = state_dir();
+    let run = Command::new(tsunagu())
+        .args(["quality", "--store"])
+        .arg(synthetic())
+        .arg("--state")
+        .arg(&state)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("tsunagu runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The run is in the audit chain.
+    let audit: String = std::fs::read_dir(state.join("audit"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect();
+    assert!(
+        audit.contains("QUALITY RUN (released counts"),
+        "the run is audited"
+    );
+    // The page with a measuring script appended (the label itself has none).
+    let html = std::fs::read_to_string(out.path().join("label.html")).unwrap();
+    let probe = "<script>\
+        const svgs = [...document.querySelectorAll('svg')];\
+        const drawn = svgs.filter(s => { const b = s.getBoundingClientRect();\
+          const shapes = [...s.querySelectorAll('rect,path,polyline,polygon,line,circle')];\
+          return b.width > 0 && b.height > 0 && shapes.some(e => { const r = e.getBoundingClientRect(); return r.width > 0 || r.height > 0; }); });\
+        const p = document.createElement('pre'); p.id = 'probe';\
+        p.textContent = 'svgs=' + svgs.length + ' drawn=' + drawn.length; document.body.appendChild(p);\
+        </script>";
+    let page = out.path().join("probe.html");
+    std::fs::write(&page, html.replace("</body>", &format!("{probe}</body>"))).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let dom = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("the browser runs");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let line = dom
+        .split("<pre id=\"probe\">")
+        .nth(1)
+        .and_then(|r| r.split("</pre>").next())
+        .unwrap_or_else(|| panic!("the page did not load in {browser}: {dom}"));
+    let number = |key: &str| -> usize {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (svgs, drawn) = (number("svgs="), number("drawn="));
+    assert!(svgs >= 3, "{line}");
+    assert_eq!(drawn, svgs, "every plot draws: {line}");
+    eprintln!("{browser}: {line}");
+}

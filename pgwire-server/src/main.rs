@@ -639,6 +639,19 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             let label = quality::label::build(&report, engine.store(), engine.policy(), exact);
             quality::html::write(&label, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+            engine
+                .session()
+                .and_then(|s| {
+                    s.log_command(
+                        &format!(
+                            "QUALITY RUN ({} counts, label written to {})",
+                            if exact { "exact" } else { "released" },
+                            out.display()
+                        ),
+                        None,
+                    )
+                })
+                .map_err(|e| e.to_string())?;
             let count =
                 |s: quality::Status| report.results.iter().filter(|r| r.status == s).count();
             println!(

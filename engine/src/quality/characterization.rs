@@ -109,7 +109,10 @@ type Stratum = (Option<String>, Option<String>, Option<i64>, Option<i64>);
 async fn strata(ctx: &SessionContext, sql: &str) -> Result<Vec<Stratum>> {
     let started = std::time::Instant::now();
     let batches: Vec<RecordBatch> = ctx.sql(sql).await?.collect().await?;
-    log::info!("characterization: {} ms: {sql}", started.elapsed().as_millis());
+    log::info!(
+        "characterization: {} ms: {sql}",
+        started.elapsed().as_millis()
+    );
     let mut out = Vec::new();
     for b in &batches {
         let text = |name: &str| -> Result<Option<datafusion::arrow::array::ArrayRef>> {

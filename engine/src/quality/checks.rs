@@ -819,7 +819,11 @@ pub async fn execute(ctx: &SessionContext, plan: &Plan) -> Vec<CheckResult> {
             Ok(df) => df.collect().await,
             Err(e) => Err(e),
         };
-        log::info!("quality checks: {} ms: {}", started.elapsed().as_millis(), q.sql);
+        log::info!(
+            "quality checks: {} ms: {}",
+            started.elapsed().as_millis(),
+            q.sql
+        );
         match batches {
             Ok(batches) => {
                 for (i, def) in q.checks.iter().enumerate() {
