@@ -269,6 +269,21 @@ async fn eunomia_counts_agree_with_reference_computations() {
              WHERE o.condition_concept_id <> 0 AND (c.standard_concept IS NULL OR c.standard_concept <> 'S' OR c.invalid_reason IS NOT NULL)",
         ),
         (
+            "cdm.condition_occurrence.condition_concept_id.fk_domain",
+            "SELECT count(*) FROM cdm.condition_occurrence WHERE condition_concept_id IN \
+             (SELECT concept_id FROM vocab.concept WHERE domain_id <> 'Condition' OR domain_id IS NULL)",
+        ),
+        (
+            "cdm.drug_exposure.drug_concept_id.fk_domain",
+            "SELECT count(*) FROM cdm.drug_exposure WHERE drug_concept_id IN \
+             (SELECT concept_id FROM vocab.concept WHERE domain_id <> 'Drug' OR domain_id IS NULL)",
+        ),
+        (
+            "cdm.procedure_occurrence.procedure_concept_id.fk_domain",
+            "SELECT count(*) FROM cdm.procedure_occurrence WHERE procedure_concept_id IN \
+             (SELECT concept_id FROM vocab.concept WHERE domain_id <> 'Procedure' OR domain_id IS NULL)",
+        ),
+        (
             "cdm.drug_exposure.drug_concept_id.standard_concept_record_completeness",
             "SELECT count(*) FROM cdm.drug_exposure WHERE drug_concept_id = 0",
         ),

@@ -248,6 +248,8 @@ pub struct Plan {
     pub queries: Vec<Query>,
     /// Checks that do not apply, with the reason.
     pub not_applicable: Vec<(CheckDef, String)>,
+    /// Checks answered from the delivered schema, without a query.
+    pub computed: Vec<CheckResult>,
 }
 
 impl Plan {
@@ -258,6 +260,7 @@ impl Plan {
             .iter()
             .flat_map(|q| q.checks.iter().cloned())
             .collect();
+        out.extend(self.computed.iter().map(|r| r.check.clone()));
         out.extend(self.not_applicable.iter().map(|(c, _)| c.clone()));
         out
     }
@@ -320,6 +323,10 @@ fn defaults(check_type: &str) -> (&'static str, &'static str, f64, &'static str)
         "is_primary_key" => ("Conformance", "Relational", 0.0, "fatal"),
         "is_foreign_key" => ("Conformance", "Relational", 0.0, "fatal"),
         "fk_concept_exists" => ("Conformance", "Relational", 0.0, "fatal"),
+        "fk_domain" => ("Conformance", "Value", 0.0, "convention"),
+        "fk_class" => ("Conformance", "Computational", 0.0, "convention"),
+        "cdm_field" => ("Conformance", "Relational", 0.0, "fatal"),
+        "cdm_datatype" => ("Conformance", "Value", 0.0, "fatal"),
         "is_standard_valid_concept" => ("Conformance", "Value", 0.0, "convention"),
         "standard_concept_record_completeness" => ("Completeness", "", 5.0, "convention"),
         "measure_person_completeness" => ("Completeness", "", 0.0, "characterization"),
@@ -335,6 +342,35 @@ fn defaults(check_type: &str) -> (&'static str, &'static str, f64, &'static str)
         "plausible_within_observation" => ("Plausibility", "Temporal", 5.0, "characterization"),
         "plausible_no_overlapping_periods" => ("Plausibility", "Temporal", 0.0, "characterization"),
         _ => ("Plausibility", "", 0.0, "characterization"),
+    }
+}
+
+/// The domain a concept field's concepts belong to (DQD `fkDomain`).
+fn expected_domain(table: &str, field: &str) -> Option<&'static str> {
+    if field.ends_with("_type_concept_id") {
+        return Some("Type Concept");
+    }
+    Some(match (table, field) {
+        (_, "gender_concept_id") => "Gender",
+        (_, "visit_concept_id") | (_, "visit_detail_concept_id") => "Visit",
+        (_, "condition_concept_id") => "Condition",
+        (_, "drug_concept_id") => "Drug",
+        (_, "procedure_concept_id") => "Procedure",
+        (_, "measurement_concept_id") => "Measurement",
+        (_, "observation_concept_id") => "Observation",
+        (_, "device_concept_id") => "Device",
+        (_, "specimen_concept_id") => "Specimen",
+        (_, "unit_concept_id") => "Unit",
+        _ => return None,
+    })
+}
+
+/// The concept class a field's concepts must have (DQD `fkClass`: eras are
+/// of ingredients).
+fn expected_class(table: &str, field: &str) -> Option<&'static str> {
+    match (table, field) {
+        ("drug_era" | "dose_era", "drug_concept_id") => Some("Ingredient"),
+        _ => None,
     }
 }
 
@@ -368,10 +404,13 @@ struct RowCheck {
 pub fn plan(store: &Store, config: &QualityConfig) -> Plan {
     let b = Builder { config };
     let mut plan = Plan::default();
-    let has_vocab = store
+    let vocab = store
         .tables()
         .iter()
-        .any(|t| t.schema == "vocab" && t.name == "concept");
+        .find(|t| t.schema == "vocab" && t.name == "concept");
+    let has_vocab = vocab.is_some();
+    let has_domains = vocab.is_some_and(|v| delivered(v, "domain_id"));
+    let has_classes = vocab.is_some_and(|v| delivered(v, "concept_class_id"));
     let mut ranges = default_ranges();
     ranges.extend(config.ranges.iter().cloned());
     let grace = config.death_grace_days;
@@ -397,6 +436,54 @@ pub fn plan(store: &Store, config: &QualityConfig) -> Plan {
             let mut rows: Vec<RowCheck> = Vec::new();
             let mut joins: Vec<String> = Vec::new();
             let all = "TRUE".to_string();
+            if let Some(spec) = tsunagu_catalog::cdm::table(name) {
+                let required: Vec<&str> = REQUIRED
+                    .iter()
+                    .filter(|(tn, _)| *tn == name)
+                    .map(|(_, f)| *f)
+                    .collect();
+                let missing = required.iter().filter(|f| !delivered(t, f)).count();
+                plan.computed.push(CheckResult::counted(
+                    b.def(
+                        "cdm_field",
+                        source,
+                        name,
+                        None,
+                        None,
+                        "a field the data model requires is not delivered".into(),
+                    ),
+                    missing as u64,
+                    required.len() as u64,
+                ));
+                let integers: Vec<&str> = spec
+                    .columns
+                    .iter()
+                    .filter(|(c, ty)| {
+                        *ty == tsunagu_catalog::cdm::CdmType::Integer && delivered(t, c)
+                    })
+                    .map(|(c, _)| *c)
+                    .collect();
+                let wrong = integers
+                    .iter()
+                    .filter(|c| {
+                        t.file_schema
+                            .field_with_name(c)
+                            .is_ok_and(|f| !f.data_type().is_integer())
+                    })
+                    .count();
+                plan.computed.push(CheckResult::counted(
+                    b.def(
+                        "cdm_datatype",
+                        source,
+                        name,
+                        None,
+                        None,
+                        "an integer field of the data model is delivered as another type".into(),
+                    ),
+                    wrong as u64,
+                    integers.len() as u64,
+                ));
+            }
             // Required fields; the person key of every person-level table.
             if t.is_person_level() {
                 rows.push(RowCheck {
@@ -522,6 +609,52 @@ pub fn plan(store: &Store, config: &QualityConfig) -> Plan {
                             ),
                             denominator: all.clone(),
                         });
+                        if let Some(domain) = expected_domain(name, field) {
+                            let def = b.def(
+                                "fk_domain",
+                                source,
+                                name,
+                                Some(field),
+                                None,
+                                format!("{field} is a concept of another domain than {domain}"),
+                            );
+                            if has_domains {
+                                rows.push(RowCheck {
+                                    def,
+                                    violating: format!(
+                                        "{col} IS NOT NULL AND {col} <> 0 AND {alias}.concept_id IS NOT NULL \
+                                         AND coalesce({alias}.domain_id, '') <> '{domain}'"
+                                    ),
+                                    denominator: all.clone(),
+                                });
+                            } else {
+                                plan.not_applicable
+                                    .push((def, "the vocabulary has no domains".into()));
+                            }
+                        }
+                        if let Some(class) = expected_class(name, field) {
+                            let def = b.def(
+                                "fk_class",
+                                source,
+                                name,
+                                Some(field),
+                                None,
+                                format!("{field} is a concept of another class than {class}"),
+                            );
+                            if has_classes {
+                                rows.push(RowCheck {
+                                    def,
+                                    violating: format!(
+                                        "{col} IS NOT NULL AND {col} <> 0 AND {alias}.concept_id IS NOT NULL \
+                                         AND coalesce({alias}.concept_class_id, '') <> '{class}'"
+                                    ),
+                                    denominator: all.clone(),
+                                });
+                            } else {
+                                plan.not_applicable
+                                    .push((def, "the vocabulary has no concept classes".into()));
+                            }
+                        }
                     } else {
                         plan.not_applicable
                             .push((fk, "the store has no vocabulary".into()));
@@ -674,7 +807,8 @@ pub fn plan(store: &Store, config: &QualityConfig) -> Plan {
                     ));
                 }
                 let with = if joins.iter().any(|j| j.contains("concepts")) {
-                    "WITH concepts AS (SELECT concept_id, max(standard_concept) AS standard_concept, max(invalid_reason) AS invalid_reason FROM vocab.concept GROUP BY concept_id) "
+                    "WITH concepts AS (SELECT concept_id, max(standard_concept) AS standard_concept, max(invalid_reason) AS invalid_reason, \
+                     max(domain_id) AS domain_id, max(concept_class_id) AS concept_class_id FROM vocab.concept GROUP BY concept_id) "
                 } else {
                     ""
                 };
@@ -847,6 +981,7 @@ pub async fn execute(ctx: &SessionContext, plan: &Plan) -> Vec<CheckResult> {
             }
         }
     }
+    out.extend(plan.computed.iter().cloned());
     for (def, why) in &plan.not_applicable {
         out.push(CheckResult::not_applicable(def.clone(), why));
     }
