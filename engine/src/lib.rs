@@ -215,6 +215,16 @@ impl Engine {
             role,
         }));
         identity::register(&ctx, identity.clone());
+        // Analysts read the quality tables' counts released, as in the label.
+        let reader_identity = identity.clone();
+        let release = quality::label::Release::new(&self.policy, false);
+        self.register_quality(
+            &ctx,
+            quality::tables::Reader(Arc::new(move || {
+                let id = reader_identity.lock().unwrap_or_else(|p| p.into_inner());
+                (id.role != Role::Steward).then_some(release)
+            })),
+        )?;
         // Analysts use only the cohorts they created.
         let viewer_identity = identity.clone();
         self.register_cohorts(
@@ -345,7 +355,7 @@ impl Engine {
         self.store.register(ctx, CATALOG)?;
         tsunagu_udfs::register(ctx);
         tsunagu_udfs::register_vocabulary(ctx, self.vocabulary.clone());
-        self.register_quality(ctx)?;
+        self.register_quality(ctx, quality::tables::Reader::exact())?;
         self.register_cohorts(ctx, cohorts::Viewer::all())
     }
 
@@ -363,14 +373,15 @@ impl Engine {
 
     /// Shows `quality.checks`, `quality.results` and `quality.characterization`,
     /// unless a source already uses the schema name `quality`.
-    fn register_quality(&self, ctx: &SessionContext) -> Result<()> {
+    fn register_quality(
+        &self,
+        ctx: &SessionContext,
+        reader: quality::tables::Reader,
+    ) -> Result<()> {
         use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
         let Some(catalog) = ctx.catalog(CATALOG) else {
             return Ok(());
         };
-        if catalog.schema(quality::SCHEMA).is_some() {
-            return Ok(());
-        }
         let schema = Arc::new(MemorySchemaProvider::new());
         for kind in [
             quality::tables::Kind::Checks,
@@ -382,6 +393,7 @@ impl Engine {
                 Arc::new(quality::tables::QualityTable {
                     kind,
                     quality: self.quality.clone(),
+                    reader: reader.clone(),
                 }),
             )?;
         }

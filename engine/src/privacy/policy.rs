@@ -228,9 +228,10 @@ impl Policy {
     pub fn table_role(&self, table: &TableReference, schema: &DFSchema) -> TableRole {
         let name = table.table().to_ascii_lowercase();
         let schema_name = table.schema().unwrap_or("public").to_ascii_lowercase();
-        // The data quality tables hold exact counts, small ones included:
-        // analysts get the released label instead, whatever the policy says.
-        if schema_name == crate::quality::SCHEMA || schema_name == crate::projects::admin::SCHEMA {
+        // The steward's project tables are not shown to analysts, whatever
+        // the policy says. (The quality tables release their counts to
+        // analysts themselves, as the label does.)
+        if schema_name == crate::projects::admin::SCHEMA {
             return TableRole::Hidden;
         }
         for key in [format!("{schema_name}.{name}"), format!("{schema_name}.*")] {

@@ -81,6 +81,9 @@ pub struct CheckResult {
     pub violating_rows: Option<u64>,
     /// Rows the check looked at.
     pub denominator_rows: Option<u64>,
+    /// Distinct persons behind the violating rows (person-level row checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violating_persons: Option<u64>,
     /// `100 * violating / denominator`.
     pub pct_violating: Option<f64>,
     /// Why the check is not applicable or failed to run (never a data value).
@@ -95,6 +98,7 @@ impl CheckResult {
                 status: Status::NotApplicable,
                 violating_rows: Some(violating),
                 denominator_rows: Some(0),
+                violating_persons: None,
                 pct_violating: None,
                 note: Some("no rows to check".into()),
             };
@@ -110,6 +114,7 @@ impl CheckResult {
             status,
             violating_rows: Some(violating),
             denominator_rows: Some(denominator),
+            violating_persons: None,
             pct_violating: Some(pct),
             note: None,
         }
@@ -121,6 +126,7 @@ impl CheckResult {
             status: Status::NotApplicable,
             violating_rows: None,
             denominator_rows: None,
+            violating_persons: None,
             pct_violating: None,
             note: Some(why.to_owned()),
         }
@@ -805,6 +811,13 @@ pub fn plan(store: &Store, config: &QualityConfig) -> Plan {
                         "count(CASE WHEN {} THEN 1 END) AS v_{i}, count(CASE WHEN {} THEN 1 END) AS d_{i}",
                         r.violating, r.denominator
                     ));
+                    // The persons behind the violating rows, as a person set.
+                    if t.is_person_level() && shown(t, "person_id") {
+                        select.push(format!(
+                            "rb_cardinality(rb_build_agg(CASE WHEN {} THEN t.person_id END)) AS p_{i}",
+                            r.violating
+                        ));
+                    }
                 }
                 let with = if joins.iter().any(|j| j.contains("concepts")) {
                     "WITH concepts AS (SELECT concept_id, max(standard_concept) AS standard_concept, max(invalid_reason) AS invalid_reason, \
@@ -963,7 +976,10 @@ pub async fn execute(ctx: &SessionContext, plan: &Plan) -> Vec<CheckResult> {
                 for (i, def) in q.checks.iter().enumerate() {
                     let v = first_i64(&batches, &format!("v_{i}")).unwrap_or(0).max(0) as u64;
                     let d = first_i64(&batches, &format!("d_{i}")).unwrap_or(0).max(0) as u64;
-                    out.push(CheckResult::counted(def.clone(), v, d));
+                    let mut r = CheckResult::counted(def.clone(), v, d);
+                    r.violating_persons =
+                        first_i64(&batches, &format!("p_{i}")).map(|p| p.max(0) as u64);
+                    out.push(r);
                 }
             }
             Err(e) => {
@@ -974,6 +990,7 @@ pub async fn execute(ctx: &SessionContext, plan: &Plan) -> Vec<CheckResult> {
                         status: Status::Error,
                         violating_rows: None,
                         denominator_rows: None,
+                        violating_persons: None,
                         pct_violating: None,
                         note: Some("the check's query failed".into()),
                     });

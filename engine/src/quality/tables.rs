@@ -3,9 +3,11 @@
 //!
 //! The checks run the first time `quality.results` or
 //! `quality.characterization` is read, and the report is kept for the
-//! engine's life (a store does not change while it is open). The counts are
-//! exact, so the privacy layer hides the `quality` schema from analysts;
-//! data users get the released label instead.
+//! engine's life (a store does not change while it is open). Stewards read
+//! exact counts; an analyst's session reads them released as in the label
+//! (k and rounding; a count of violating rows or of records withheld when
+//! fewer than k persons stand behind it, characterization strata under k
+//! left out).
 
 use std::sync::Arc;
 
@@ -77,11 +79,30 @@ impl Kind {
     }
 }
 
+/// How a session reads the quality tables: `Some(release)` for released
+/// counts (analysts), `None` for exact ones; asked at each scan.
+#[derive(Clone)]
+pub struct Reader(pub Arc<dyn Fn() -> Option<super::label::Release> + Send + Sync>);
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
+}
+
+impl Reader {
+    /// Exact counts for everyone (a steward's context).
+    pub fn exact() -> Reader {
+        Reader(Arc::new(|| None))
+    }
+}
+
 /// One of the quality tables.
 #[derive(Debug)]
 pub struct QualityTable {
     pub kind: Kind,
     pub quality: Arc<Quality>,
+    pub reader: Reader,
 }
 
 fn check_fields() -> Vec<Field> {
@@ -111,6 +132,7 @@ pub fn schema(kind: Kind) -> SchemaRef {
                 Field::new("status", DataType::Utf8, false),
                 Field::new("violating_rows", DataType::Int64, true),
                 Field::new("denominator_rows", DataType::Int64, true),
+                Field::new("violating_persons", DataType::Int64, true),
                 Field::new("pct_violating", DataType::Float64, true),
                 Field::new("note", DataType::Utf8, true),
             ]);
@@ -154,8 +176,20 @@ fn check_columns(defs: &[&super::CheckDef]) -> Vec<ArrayRef> {
     ]
 }
 
-/// The rows of a quality table.
-pub fn batch(kind: Kind, report: &Report) -> DfResult<RecordBatch> {
+/// The rows of a quality table: exact, or released by `release`.
+pub fn batch(
+    kind: Kind,
+    report: &Report,
+    release: Option<super::label::Release>,
+) -> DfResult<RecordBatch> {
+    let released;
+    let report = match release {
+        None => report,
+        Some(rel) => {
+            released = released_report(report, rel);
+            &released
+        }
+    };
     let columns: Vec<ArrayRef> = match kind {
         Kind::Checks | Kind::Results => {
             let defs: Vec<&super::CheckDef> = report.results.iter().map(|r| &r.check).collect();
@@ -171,6 +205,9 @@ pub fn batch(kind: Kind, report: &Report) -> DfResult<RecordBatch> {
                     )),
                     Arc::new(Int64Array::from_iter(
                         r.iter().map(|r| r.denominator_rows.map(|v| v as i64)),
+                    )),
+                    Arc::new(Int64Array::from_iter(
+                        r.iter().map(|r| r.violating_persons.map(|v| v as i64)),
                     )),
                     Arc::new(Float64Array::from_iter(r.iter().map(|r| r.pct_violating))),
                     Arc::new(StringArray::from_iter(r.iter().map(|r| r.note.as_deref()))),
@@ -203,6 +240,48 @@ pub fn batch(kind: Kind, report: &Report) -> DfResult<RecordBatch> {
         }
     };
     Ok(RecordBatch::try_new(schema(kind), columns)?)
+}
+
+/// The report as an analyst reads it: every count released as in the label.
+fn released_report(report: &Report, rel: super::label::Release) -> Report {
+    let mut out = report.clone();
+    for r in &mut out.results {
+        let v = r.violating_rows.and_then(|v| match r.violating_persons {
+            Some(p) if v > 0 => rel.backed(v, p),
+            _ => rel.count(v),
+        });
+        let d = r.denominator_rows.and_then(|d| rel.count(d));
+        r.pct_violating = match (v, d) {
+            (Some(v), Some(d)) if d > 0 => Some((1000.0 * v as f64 / d as f64).round() / 10.0),
+            _ => None,
+        };
+        r.violating_persons = r
+            .violating_persons
+            .and_then(|p| if p == 0 { Some(0) } else { rel.backed(p, p) });
+        r.violating_rows = v;
+        r.denominator_rows = d;
+    }
+    out.characterization = report
+        .characterization
+        .iter()
+        .filter_map(|c| {
+            let persons = c
+                .person_count
+                .map(|p| rel.backed(p.max(0) as u64, p.max(0) as u64));
+            if matches!(persons, Some(None)) {
+                return None;
+            }
+            let mut c = c.clone();
+            c.person_count = persons.flatten().map(|p| p as i64);
+            c.count_value = match (c.count_value, persons.flatten()) {
+                (Some(n), Some(p)) => rel.backed(n.max(0) as u64, p).map(|n| n as i64),
+                (Some(n), None) => rel.count(n.max(0) as u64).map(|n| n as i64),
+                (None, _) => None,
+            };
+            Some(c)
+        })
+        .collect();
+    out
 }
 
 #[async_trait::async_trait]
@@ -244,7 +323,7 @@ impl TableProvider for QualityTable {
                 .report(&ctx)
                 .await
                 .map_err(|e| exec_datafusion_err!("data quality checks: {e}"))?;
-            batch(self.kind, &report)?
+            batch(self.kind, &report, (self.reader.0)())?
         };
         MemTable::try_new(schema(self.kind), vec![vec![batch]])?
             .scan(state, projection, filters, limit)
