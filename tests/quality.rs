@@ -907,3 +907,95 @@ fn the_label_page_renders_its_plots_in_a_browser() {
     assert_eq!(drawn, svgs, "every plot draws: {line}");
     eprintln!("{browser}: {line}");
 }
+
+/// Coverage by prefecture: the label's persons per prefecture are the
+/// steward's counts (from the delivered person file, read by a plain
+/// DataFusion context) released under k and rounding, set against Japan's
+/// population; the generator draws prefectures in proportion to it.
+#[tokio::test]
+async fn the_label_sets_persons_by_prefecture_against_japan() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(tsunagu())
+        .args(["quality", "--store"])
+        .arg(synthetic())
+        .arg("--state")
+        .arg(state_dir())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("tsunagu runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let label: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("label.json")).unwrap())
+            .unwrap();
+    let rows = label["coverage"]["prefecture"].as_array().unwrap();
+    assert_eq!(rows.len(), 47);
+    let raw = datafusion::prelude::SessionContext::new();
+    raw.register_parquet(
+        "person",
+        synthetic().join("ndb/person.parquet").to_str().unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    // Persons: distinct keys linked to one person are one person; the file
+    // has keys, so count keys of the first insurer only (n = 0 pseudonyms)
+    // through the label's own total instead: compare shares.
+    let batches = raw
+        .sql("SELECT location_id, count(*) AS n FROM person GROUP BY 1")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut keys: HashMap<i64, i64> = HashMap::new();
+    for b in &batches {
+        let l = b.column(0).as_primitive::<Int64Type>();
+        let n = b.column(1).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            keys.insert(l.value(i), n.value(i));
+        }
+    }
+    let total_keys: i64 = keys.values().sum();
+    let mut reference = 0.0;
+    for r in rows {
+        let code = r["code"].as_i64().unwrap();
+        reference += r["reference_share_pct"].as_f64().unwrap();
+        let truth = keys.get(&code).copied().unwrap_or(0);
+        match r["persons"].as_i64() {
+            // Withheld: fewer than k persons (a person may hold two keys).
+            None => assert!(truth < 10 * 2, "{code}: withheld with {truth} keys"),
+            Some(n) => {
+                assert_eq!(n % 5, 0, "{code}: rounded");
+                // Persons are at most the keys, and few persons hold two.
+                assert!(
+                    n <= truth + 2 && n as f64 >= truth as f64 * 0.9 - 3.0,
+                    "{code}: {n} vs {truth} keys"
+                );
+            }
+        }
+    }
+    assert!((reference - 100.0).abs() < 0.1, "{reference}");
+    // The largest prefectures are covered about as Japan is (the generator's
+    // planted truth is the reference distribution).
+    for code in [13, 14, 27] {
+        let r = &rows[code - 1];
+        let ratio = r["coverage_ratio"].as_f64().unwrap();
+        assert!((0.7..1.3).contains(&ratio), "{code}: {ratio}");
+        let share = 100.0 * keys[&(code as i64)] as f64 / total_keys as f64;
+        assert!(
+            (share - r["share_pct"].as_f64().unwrap()).abs() < 1.0,
+            "{code}: {share} vs {}",
+            r["share_pct"]
+        );
+    }
+    let html = std::fs::read_to_string(out.path().join("label.html")).unwrap();
+    assert!(
+        html.contains("aria-label=\"prefectures\""),
+        "the prefecture plot"
+    );
+}

@@ -21,6 +21,7 @@ pub mod files;
 pub mod layout;
 pub mod linkage;
 pub mod manifest;
+pub mod prefectures;
 pub mod state;
 pub mod store;
 pub mod tables;

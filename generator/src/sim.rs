@@ -27,6 +27,7 @@ pub const TABLES: &[(&str, &str, &[(&str, char)])] = &[
             ("month_of_birth", 'i'),
             ("day_of_birth", 'i'),
             ("gender_source_value", 's'),
+            ("location_id", 'i'),
         ],
     ),
     (
@@ -303,6 +304,20 @@ fn pseudonym(seed: u64, purpose: &str, person: u64, n: u32) -> String {
     h.update(person.to_le_bytes());
     h.update(n.to_le_bytes());
     hex::encode(h.finalize())
+}
+
+/// The prefecture of a person's insurer (JIS X 0401 code), drawn in
+/// proportion to Japan's population from a hash, so that no other draw of
+/// the simulation changes.
+fn prefecture(seed: u64, person: u64) -> i64 {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(b"prefecture");
+    h.update(person.to_le_bytes());
+    let d = h.finalize();
+    let x = u64::from_le_bytes(d[..8].try_into().unwrap_or_default());
+    let total = u64::from(tsunagu_catalog::prefectures::total());
+    i64::from(tsunagu_catalog::prefectures::at((x % total) as u32))
 }
 
 /// Days since 1970-01-01 of a calendar date.
@@ -682,6 +697,7 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
     }
     let yob = chrono_year(birth);
     let gender = if male { 8507 } else { 8532 };
+    let prefecture = prefecture(seed, i);
     let keys = life.keys.clone();
     for (k, s, e) in &keys {
         let (m, d) = month_day(birth);
@@ -692,6 +708,7 @@ pub fn simulate(c: &mut Chunk, v: &Vocabulary, seed: u64, i: u64) {
             V::I(m),
             V::I(d),
             V::S(if male { "1" } else { "2" }),
+            V::I(prefecture),
         ]);
         let id = life.id(T::Obs);
         c.t(T::Obs)

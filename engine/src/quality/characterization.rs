@@ -26,6 +26,8 @@ pub const PERSONS_BY_BIRTH_DECADE: i64 = 3;
 pub const PERSONS_BY_AGE_DECILE: i64 = 4;
 /// Person-days observed and persons observed, by calendar year.
 pub const OBSERVATION_BY_YEAR: i64 = 5;
+/// Persons by prefecture (`person.location_id`, JIS X 0401 code).
+pub const PERSONS_BY_PREFECTURE: i64 = 6;
 /// Records and persons by calendar year of the record's date, per table.
 pub const RECORDS_BY_YEAR: i64 = 10;
 /// Records and persons by the table's main concept.
@@ -59,6 +61,7 @@ pub fn analysis_name(id: i64) -> &'static str {
         PERSONS_BY_BIRTH_DECADE => "persons by decade of birth",
         PERSONS_BY_AGE_DECILE => "persons by age decile at first observation, and gender concept",
         OBSERVATION_BY_YEAR => "person-days and persons observed, by calendar year",
+        PERSONS_BY_PREFECTURE => "persons by prefecture",
         RECORDS_BY_YEAR => "records and persons by calendar year",
         RECORDS_BY_CONCEPT => "records and persons by concept",
         PERSONS_IN_BOTH => "persons also seen in another source",
@@ -212,6 +215,13 @@ pub async fn run(
                      FROM {src}.\"person\" GROUP BY 1 ORDER BY 1"
                 )).await?;
                 push(PERSONS_BY_BIRTH_DECADE, source, Some("person"), rows);
+            }
+            if delivered(p, "location_id") {
+                let rows = strata(ctx, &format!(
+                    "SELECT CAST(location_id AS VARCHAR) AS s1, count(DISTINCT person_id) AS p FROM {src}.\"person\" \
+                     WHERE location_id IS NOT NULL GROUP BY 1 ORDER BY 1"
+                )).await?;
+                push(PERSONS_BY_PREFECTURE, source, Some("person"), rows);
             }
         }
         let obs = find(source, "observation_period").filter(|o| {

@@ -174,6 +174,57 @@ fn lines(title: &str, series: &[Series]) -> String {
     s
 }
 
+/// Each prefecture's share of the persons (bar) against its share of
+/// Japan's population (tick), north to south.
+fn prefectures(rows: &[Value]) -> String {
+    let shown: Vec<&Value> = rows.iter().filter(|r| r["share_pct"].is_number()).collect();
+    if shown.is_empty() {
+        return String::new();
+    }
+    let max = rows
+        .iter()
+        .flat_map(|r| [r["share_pct"].as_f64(), r["reference_share_pct"].as_f64()])
+        .flatten()
+        .fold(1.0_f64, f64::max);
+    let (w, h, left, base) = (560.0, 200.0, 30.0, 170.0);
+    let step = (w - left - 4.0) / rows.len().max(1) as f64;
+    let mut s = format!(
+        "<figure><figcaption>Persons by prefecture: share of persons (bars) against share of Japan's population (ticks)</figcaption><svg viewBox=\"0 0 {w} {h}\" role=img aria-label=\"prefectures\"><line x1={left} y1={base} x2={w} y2={base} stroke=#999 />"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let x = left + step * i as f64;
+        let name = r["prefecture"].as_str().unwrap_or("");
+        let reference = r["reference_share_pct"].as_f64().unwrap_or(0.0);
+        if let Some(share) = r["share_pct"].as_f64() {
+            let bh = 150.0 * share / max;
+            let _ = write!(
+                s,
+                "<rect x={x:.1} y={:.1} width={:.1} height={bh:.1} fill=#2b6cb0><title>{}: {share:.2}% of persons, {reference:.2}% of Japan</title></rect>",
+                base - bh,
+                (step - 1.5).max(1.0),
+                esc(name)
+            );
+        }
+        let ty = base - 150.0 * reference / max;
+        let _ = write!(
+            s,
+            "<line x1={x:.1} y1={ty:.1} x2={:.1} y2={ty:.1} stroke=#c05621 stroke-width=2><title>{}: {reference:.2}% of Japan</title></line>",
+            x + step - 1.5,
+            esc(name)
+        );
+        if i % 6 == 0 {
+            let _ = write!(
+                s,
+                "<text x={:.1} y=188 class=ax text-anchor=middle>{}</text>",
+                x + step / 2.0,
+                esc(name)
+            );
+        }
+    }
+    s.push_str("</svg></figure>");
+    s
+}
+
 /// Persons by age decile: men to the left, women to the right.
 fn pyramid(rows: &[Value]) -> String {
     let mut deciles: Vec<i64> = rows
@@ -308,6 +359,12 @@ pub fn render(label: &Value) -> String {
     s.push_str(&lines("Records by calendar year, per source", &series));
     s.push_str(&pyramid(
         cov["age_sex"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+    ));
+    s.push_str(&prefectures(
+        cov["prefecture"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]),
     ));
     s.push_str("<div><table><tr><th>Source</th><th>Persons</th><th>Years with records</th></tr>");
     for r in cov["sources"].as_array().into_iter().flatten() {

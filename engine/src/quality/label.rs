@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use tsunagu_catalog::Store;
 
 use super::characterization::{
-    DELIVERY_LAG, OBSERVATION_BY_YEAR, PERSONS_BY_AGE_DECILE, PERSONS_BY_GENDER, RECORDS_BY_YEAR,
+    DELIVERY_LAG, OBSERVATION_BY_YEAR, PERSONS_BY_AGE_DECILE, PERSONS_BY_GENDER,
+    PERSONS_BY_PREFECTURE, RECORDS_BY_YEAR,
 };
 use super::{Report, Status};
 use crate::privacy::Policy;
@@ -259,6 +260,46 @@ pub fn build(report: &Report, store: &Store, policy: &Policy, exact: bool) -> Va
             json!({ "gender_concept_id": g.parse::<i64>().ok(), "gender": gender_name(g), "persons": rel.backed(*n, *n) })
         })
         .collect();
+    // Prefecture: persons by the insurer's or institution's prefecture,
+    // against Japan's population by prefecture.
+    let mut by_prefecture: BTreeMap<u8, u64> = BTreeMap::new();
+    for r in ch.iter().filter(|r| r.analysis_id == PERSONS_BY_PREFECTURE) {
+        if let Some(code) = r.stratum_1.as_deref().and_then(|s| s.parse::<u8>().ok()) {
+            *by_prefecture.entry(code).or_default() += count_of(r.person_count);
+        }
+    }
+    let prefecture: Vec<Value> = if by_prefecture.is_empty() {
+        Vec::new()
+    } else {
+        use tsunagu_catalog::prefectures::{PREFECTURES, total};
+        let released: Vec<(u8, Option<u64>)> = PREFECTURES
+            .iter()
+            .map(|p| {
+                (
+                    p.0,
+                    by_prefecture.get(&p.0).and_then(|n| rel.backed(*n, *n)),
+                )
+            })
+            .collect();
+        let sum: u64 = released.iter().filter_map(|(_, n)| *n).sum();
+        PREFECTURES
+            .iter()
+            .zip(&released)
+            .map(|((code, name, name_ja, pop), (_, n))| {
+                let reference = 100.0 * f64::from(*pop) / f64::from(total());
+                let share = n.filter(|_| sum > 0).map(|n| 100.0 * n as f64 / sum as f64);
+                json!({
+                    "code": code,
+                    "prefecture": name,
+                    "prefecture_ja": name_ja,
+                    "persons": n,
+                    "share_pct": share.map(|s| (s * 100.0).round() / 100.0),
+                    "reference_share_pct": (reference * 100.0).round() / 100.0,
+                    "coverage_ratio": share.map(|s| (s / reference * 100.0).round() / 100.0),
+                })
+            })
+            .collect()
+    };
     let all_years: Vec<i64> = records
         .iter()
         .filter(|(_, (_, p))| rel.exact || *p >= rel.k)
@@ -375,6 +416,7 @@ pub fn build(report: &Report, store: &Store, policy: &Policy, exact: bool) -> Va
             "records_by_year": records_by_year,
             "sex": sex,
             "age_sex": age_sex,
+            "prefecture": prefecture,
             "deliveries": deliveries,
         },
         "access_and_provision": {
