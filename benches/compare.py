@@ -50,7 +50,8 @@ sources = {"ndb", "dpc", "kaigo"}
 import glob, os
 parts = []
 for s in sorted(sources):
-    parts.append(f"SELECT DISTINCT '{s}' AS source, person_key FROM read_parquet('{store}/{s}/*.parquet', union_by_name = true) WHERE person_key IS NOT NULL")
+    files = sorted(glob.glob(f"{store}/{s}/*.parquet") + glob.glob(f"{store}/{s}/*/*.parquet"))
+    parts.append(f"SELECT DISTINCT '{s}' AS source, person_key FROM read_parquet({files!r}, union_by_name = true) WHERE person_key IS NOT NULL")
 t0 = time.perf_counter()
 con.execute(f"CREATE TABLE person_keys AS {' UNION ALL '.join(parts)}")
 con.execute(f'''CREATE TABLE person_map AS
@@ -61,8 +62,10 @@ con.execute(f'''CREATE TABLE person_map AS
 setup = time.perf_counter() - t0
 for s in sorted(sources):
     con.execute(f"CREATE SCHEMA {s}")
-    for f in sorted(glob.glob(f"{store}/{s}/*.parquet")):
-        t = os.path.basename(f)[:-len(".parquet")]
+    # A table is a file, or a folder of files (one per delivery).
+    tables = [(os.path.basename(f)[:-len(".parquet")], f) for f in glob.glob(f"{store}/{s}/*.parquet")]
+    tables += [(os.path.basename(d.rstrip("/")), d.rstrip("/") + "/*.parquet") for d in glob.glob(f"{store}/{s}/*/")]
+    for t, f in sorted(tables):
         con.execute(f'''CREATE VIEW {s}.{t} AS
           SELECT m.person_id, d.* FROM read_parquet('{f}') d
           JOIN person_map m ON m.source = '{s}' AND m.person_key = d.person_key''')

@@ -171,16 +171,19 @@ async fn every_planted_record_is_found_by_its_check_with_the_exact_count() {
         let mut union = Vec::new();
         for t in tables {
             let name = format!("{source}_{t}");
-            raw.register_parquet(
-                &name,
+            // A table delivered as a folder of files is read as the folder.
+            let folder = store.join(format!("{source}/{t}"));
+            let path = if folder.is_dir() {
+                format!("{}/", folder.display())
+            } else {
                 store
                     .join(format!("{source}/{t}.parquet"))
-                    .to_str()
-                    .unwrap(),
-                Default::default(),
-            )
-            .await
-            .unwrap();
+                    .display()
+                    .to_string()
+            };
+            raw.register_parquet(&name, &path, Default::default())
+                .await
+                .unwrap();
             union.push(format!("SELECT person_key FROM {name}"));
         }
         let sql = format!(
@@ -998,4 +1001,15 @@ async fn the_label_sets_persons_by_prefecture_against_japan() {
         html.contains("aria-label=\"prefectures\""),
         "the prefecture plot"
     );
+    // Timeliness: the synthetic long-term-care services arrive as yearly
+    // deliveries dated 9 February of the next year; the latest service month
+    // of a year is 1 December, 70 days before.
+    let deliveries = label["coverage"]["deliveries"].as_array().unwrap();
+    let care = deliveries
+        .iter()
+        .find(|d| d["source"] == "kaigo" && d["table"] == "care_service")
+        .unwrap_or_else(|| panic!("no deliveries of kaigo.care_service: {deliveries:?}"));
+    assert!(care["deliveries"].as_i64().unwrap() >= 5, "{care}");
+    assert_eq!(care["median_lag_days"], 70, "{care}");
+    assert_eq!(care["max_lag_days"], 70, "{care}");
 }

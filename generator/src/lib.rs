@@ -93,6 +93,11 @@ pub const EFFECTS: &str = "\
   overlapping. `planted.json` counts each kind exactly.
 ";
 
+/// Tables written as a folder of yearly deliveries (source, table, the date
+/// that places a row in its year); their files' modification times are the
+/// delivery dates.
+pub const DELIVERED_YEARLY: &[(&str, &str, &str)] = &[("kaigo", "care_service", "service_month")];
+
 /// Generates a store into `out` (created if missing; existing tables are replaced).
 ///
 /// `progress` is called with (persons done, persons in all).
@@ -117,10 +122,23 @@ pub fn generate(
     for (source, table, cols) in TABLES {
         let dir = out.join(source);
         std::fs::create_dir_all(&dir).map_err(|e| GenerateError::io(&dir, e))?;
-        files.push(TableFile::create(
-            &dir.join(format!("{table}.parquet")),
-            writer::schema(cols),
-        )?);
+        files.push(
+            match DELIVERED_YEARLY
+                .iter()
+                .find(|(s, t, _)| s == source && t == table)
+            {
+                // Delivered monthly in real data: here one delivery per year.
+                Some((_, _, date)) => writer::TableSink::Yearly(writer::YearlyFiles::create(
+                    &dir.join(table),
+                    writer::schema(cols),
+                    date,
+                )?),
+                None => writer::TableSink::One(TableFile::create(
+                    &dir.join(format!("{table}.parquet")),
+                    writer::schema(cols),
+                )?),
+            },
+        );
     }
     const CHUNK: u64 = 2048;
     let chunks = opts.persons.div_ceil(CHUNK);
@@ -319,19 +337,26 @@ mod tests {
     use super::*;
 
     fn digest(dir: &Path) -> Vec<(String, Vec<u8>)> {
-        let mut out = Vec::new();
-        for source in ["ndb", "dpc", "kaigo", "linkage", "vocab"] {
-            let mut names: Vec<_> = std::fs::read_dir(dir.join(source))
+        fn walk(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+            let mut names: Vec<_> = std::fs::read_dir(dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())
                 .collect();
             names.sort();
             for p in names {
-                out.push((
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&p).unwrap(),
-                ));
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+                }
             }
+        }
+        let mut out = Vec::new();
+        for source in ["ndb", "dpc", "kaigo", "linkage", "vocab"] {
+            walk(&dir.join(source), &mut out);
+        }
+        for (name, _) in &mut out {
+            *name = name.replacen(&dir.display().to_string(), "", 1);
         }
         out
     }

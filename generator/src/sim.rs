@@ -331,7 +331,8 @@ fn date_of(days: i32) -> chrono::NaiveDate {
         + chrono::TimeDelta::days(days as i64)
 }
 
-fn year_of(days: i32) -> i32 {
+/// The calendar year of a date given as days since 1970-01-01.
+pub fn year_of(days: i32) -> i32 {
     use chrono::Datelike;
     date_of(days).year()
 }

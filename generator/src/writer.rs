@@ -185,3 +185,103 @@ impl TableFile {
             .map_err(|e| GenerateError::io(&self.path, std::io::Error::other(e)))
     }
 }
+
+/// A table delivered as a folder of yearly files, one per delivery: rows go
+/// to the file of their date's calendar year, and each file's modification
+/// time is its delivery, 40 days after the year's end.
+pub struct YearlyFiles {
+    dir: std::path::PathBuf,
+    schema: SchemaRef,
+    date_column: usize,
+    files: std::collections::BTreeMap<i32, TableFile>,
+}
+
+impl YearlyFiles {
+    /// The folder `dir` for a table whose rows are dated by `date_column`.
+    pub fn create(dir: &Path, schema: SchemaRef, date_column: &str) -> Result<Self, GenerateError> {
+        std::fs::create_dir_all(dir).map_err(|e| GenerateError::io(dir, e))?;
+        let date_column = schema
+            .index_of(date_column)
+            .map_err(|e| GenerateError::Invalid(e.to_string()))?;
+        Ok(YearlyFiles {
+            dir: dir.to_path_buf(),
+            schema,
+            date_column,
+            files: Default::default(),
+        })
+    }
+
+    /// Appends a batch, row by row to the file of its year.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), GenerateError> {
+        use datafusion::arrow::array::{AsArray, UInt32Array};
+        use datafusion::arrow::datatypes::Date32Type;
+        let dates = batch.column(self.date_column).as_primitive::<Date32Type>();
+        let mut rows: std::collections::BTreeMap<i32, Vec<u32>> = Default::default();
+        for (i, d) in dates.iter().enumerate() {
+            let year = d.map(crate::sim::year_of).unwrap_or(0);
+            rows.entry(year).or_default().push(i as u32);
+        }
+        for (year, idx) in rows {
+            let idx = UInt32Array::from(idx);
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| datafusion::arrow::compute::take(c, &idx, None))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| GenerateError::Invalid(e.to_string()))?;
+            let part = RecordBatch::try_new(self.schema.clone(), columns)
+                .map_err(|e| GenerateError::Invalid(e.to_string()))?;
+            let file = match self.files.entry(year) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(TableFile::create(
+                    &self.dir.join(format!("{year}.parquet")),
+                    self.schema.clone(),
+                )?),
+            };
+            file.write(&part)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the files and dates each delivery.
+    pub fn finish(self) -> Result<(), GenerateError> {
+        for (year, file) in self.files {
+            let path = file.path.clone();
+            file.finish()?;
+            let delivered = chrono::NaiveDate::from_ymd_opt(year + 1, 2, 9)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc().timestamp())
+                .unwrap_or(0);
+            let when =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(delivered.max(0) as u64);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(when))
+                .map_err(|e| GenerateError::io(&path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a generated table's rows go: one file, or a folder of deliveries.
+pub enum TableSink {
+    One(TableFile),
+    Yearly(YearlyFiles),
+}
+
+impl TableSink {
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), GenerateError> {
+        match self {
+            TableSink::One(f) => f.write(batch),
+            TableSink::Yearly(f) => f.write(batch),
+        }
+    }
+
+    pub fn finish(self) -> Result<(), GenerateError> {
+        match self {
+            TableSink::One(f) => f.finish(),
+            TableSink::Yearly(f) => f.finish(),
+        }
+    }
+}
