@@ -133,10 +133,10 @@ pub fn generate(
                     writer::schema(cols),
                     date,
                 )?),
-                None => writer::TableSink::One(TableFile::create(
+                None => writer::TableSink::One(Box::new(TableFile::create(
                     &dir.join(format!("{table}.parquet")),
                     writer::schema(cols),
-                )?),
+                )?)),
             },
         );
     }

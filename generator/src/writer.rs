@@ -266,7 +266,7 @@ impl YearlyFiles {
 
 /// Where a generated table's rows go: one file, or a folder of deliveries.
 pub enum TableSink {
-    One(TableFile),
+    One(Box<TableFile>),
     Yearly(YearlyFiles),
 }
 
