@@ -124,6 +124,12 @@ async fn a_project_from_application_to_end_of_use() {
     )
     .await[0]
         .clone();
+    let care_in_period = query(
+        &engine,
+        "SELECT count(*) FROM kaigo.care_service WHERE service_month BETWEEN DATE '2018-01-01' AND DATE '2019-12-31'",
+    )
+    .await[0]
+        .clone();
     let born_before_1950 = query(
         &engine,
         "SELECT count(DISTINCT person_id) FROM ndb.person WHERE year_of_birth < 1950",
@@ -296,6 +302,59 @@ async fn a_project_from_application_to_end_of_use() {
         "0",
         "conditions of persons outside the population"
     );
+    // A table dated by another column (`service_month`) keeps its period too.
+    let (ok, out) = cli(
+        store,
+        &state,
+        &[
+            "project",
+            "create",
+            "care",
+            "--title",
+            "t",
+            "--purpose",
+            "p",
+            "--member",
+            "ana",
+            "--table",
+            "kaigo.care_service",
+            "--period-start",
+            "2018-01-01",
+            "--period-end",
+            "2019-12-31",
+            "--start",
+            "2020-01-01",
+            "--end",
+            "2099-12-31",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(cli(store, &state, &["project", "approve", "care"]).0);
+    let (ok, out) = psql(
+        port,
+        "sam",
+        "care",
+        "SELECT count(*) FROM kaigo.care_service",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), care_in_period);
+    // A steward inside a project cannot approve one (populations name the
+    // store's persons, not a project's pseudonyms).
+    let (ok, out) = psql(port, "sam", "care", "APPROVE PROJECT elderly");
+    assert!(!ok && out.contains("whole store"), "{out}");
+    // A steward's exact result is not shown to the project's analysts.
+    let (ok, out) = psql(
+        port,
+        "sam",
+        "care",
+        "CREATE RESULT exact AS SELECT service_type, count(*) AS n FROM kaigo.care_service GROUP BY 1",
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = psql(port, "sam", "care", "SELECT count(*) FROM results.exact");
+    assert!(ok, "{out}");
+    let (ok, out) = psql(port, "ana", "care", "SELECT count(*) FROM results.exact");
+    assert!(!ok && out.contains("not found"), "{out}");
+
     // A cohort cannot reach outside the scope either.
     let (ok, out) = psql(
         port,

@@ -335,7 +335,7 @@ impl Engine {
             projects: list,
             outputs: projects::outputs::Outputs::new(&dir),
         });
-        active.show_results(ctx)?;
+        active.show_results(ctx, steward)?;
         session.set_project(active, cohort_store, Arc::new(project.policy(&self.policy)));
         Ok(())
     }

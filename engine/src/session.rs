@@ -596,7 +596,7 @@ impl Session {
                     measures,
                 };
                 project.outputs.save_result(&meta, schema, &batches)?;
-                project.show_results(&self.ctx)
+                project.show_results(&self.ctx, self.login_role() == Role::Steward)
             }
             Action::ReleaseResult { name, purpose } => {
                 let project = self.open_project("RELEASE RESULT")?;
@@ -609,7 +609,7 @@ impl Session {
                     policy.k,
                     policy.rounding,
                 )?;
-                project.show_results(&self.ctx)?;
+                project.show_results(&self.ctx, self.login_role() == Role::Steward)?;
                 let failed: Vec<String> = request
                     .checks
                     .iter()
@@ -725,6 +725,10 @@ impl Session {
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> Result<SendableRecordBatchStream> {
+        if self.project().is_some() {
+            // A statement prepared before its project closed does not run after.
+            self.open_project("a statement")?;
+        }
         if let Some(action) = &prepared.action {
             self.act(action).await?;
             return Ok(Box::pin(EmptyRecordBatchStream::new(prepared.schema())));

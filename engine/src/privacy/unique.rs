@@ -9,7 +9,7 @@
 //! side's sets when the other side is unique on columns it is joined by.
 
 use datafusion::common::{Column, DFSchema};
-use datafusion::logical_expr::{Distinct, Expr, JoinType, LogicalPlan, Operator};
+use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, JoinType, LogicalPlan, Operator};
 
 /// At most this many sets are tracked per plan node.
 const MOST: usize = 8;
@@ -87,6 +87,14 @@ pub(super) fn unique_keys(plan: &LogicalPlan) -> Vec<Key> {
                                 .column_refs()
                                 .iter()
                                 .all(|c| other.has_column(c) && !this.has_column(c));
+                            // And the comparison is of equal types: coercion
+                            // would cast the column, and a cast can map distinct
+                            // values to one ('1' and '01' both to 1).
+                            let same_type = matches!(
+                                (mine.get_type(this), theirs.get_type(other)),
+                                (Ok(a), Ok(b)) if a == b
+                            );
+                            let fixed = fixed && same_type;
                             match strip(mine) {
                                 Expr::Column(c) if fixed => this.index_of_column(c).ok(),
                                 _ => None,
@@ -100,10 +108,14 @@ pub(super) fn unique_keys(plan: &LogicalPlan) -> Vec<Key> {
             match j.join_type {
                 JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
                     let mut k = Vec::new();
-                    // A pair of rows is unique on the union of the sides' sets.
-                    for l in &left {
-                        for r in &right {
-                            k.push(sorted(l.iter().copied().chain(shift(r)).collect()));
+                    // A pair of rows is unique on the union of the sides'
+                    // sets (not in a full join: two unmatched rows, one per
+                    // side, may both be NULL on it).
+                    if j.join_type != JoinType::Full {
+                        for l in &left {
+                            for r in &right {
+                                k.push(sorted(l.iter().copied().chain(shift(r)).collect()));
+                            }
                         }
                     }
                     let keeps_left = matches!(j.join_type, JoinType::Inner | JoinType::Left);
@@ -213,6 +225,14 @@ mod tests {
         let k = keys(
             "SELECT a.p, a.y, b.w FROM (SELECT p, y FROM t GROUP BY p, y) a \
              LEFT JOIN u b ON b.p = a.p",
+        )
+        .await;
+        assert!(!k.contains(&vec![0, 1]), "{k:?}");
+        // Joined to a text column by a number: coercion casts the text, and
+        // distinct texts ('1', '01') meet the same number. Not trusted.
+        let k = keys(
+            "SELECT a.p, a.y FROM (SELECT p, y FROM t GROUP BY p, y) a \
+             JOIN (SELECT DISTINCT c FROM (VALUES ('1'), ('01')) v(c)) b ON b.c = 1",
         )
         .await;
         assert!(!k.contains(&vec![0, 1]), "{k:?}");

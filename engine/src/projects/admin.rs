@@ -54,6 +54,12 @@ impl Admin {
     /// Approves a proposed project, computing its population with `session`
     /// (a steward's).
     pub async fn approve(&self, session: &Session, id: &str) -> Result<Project> {
+        if session.project().is_some() {
+            // The population names the store's persons, not a project's pseudonyms.
+            return Err(EngineError::Unsupported(format!(
+                "approve project \"{id}\" on the whole store (database tsunagu), not inside a project"
+            )));
+        }
         let list = self.projects();
         let mut project = list.load(id)?;
         if project.status != Status::Proposed {

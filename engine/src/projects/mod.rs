@@ -230,8 +230,13 @@ impl Active {
     }
 
     /// (Re)registers schema `results` of the session's catalog: one table per
-    /// saved result, and `releases`, the project's requests.
-    pub fn show_results(&self, ctx: &datafusion::prelude::SessionContext) -> Result<()> {
+    /// saved result, and `releases`, the project's requests. Results a
+    /// steward computed without the release rules are shown to stewards only.
+    pub fn show_results(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        steward: bool,
+    ) -> Result<()> {
         use datafusion::arrow::array::{RecordBatch, StringArray};
         use datafusion::arrow::datatypes::{DataType, Field, Schema};
         use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
@@ -240,7 +245,9 @@ impl Active {
         };
         let schema = MemorySchemaProvider::new();
         for saved in self.outputs.results()? {
-            schema.register_table(saved.meta.name.clone(), outputs::table(&saved)?)?;
+            if steward || saved.meta.released_by_rules {
+                schema.register_table(saved.meta.name.clone(), outputs::table(&saved)?)?;
+            }
         }
         let requests = self.outputs.requests()?;
         let column = |f: &dyn Fn(&outputs::Request) -> String| {

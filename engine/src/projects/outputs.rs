@@ -115,6 +115,16 @@ impl Outputs {
         batches: &[RecordBatch],
     ) -> Result<()> {
         crate::cohorts::check_name(&meta.name)?;
+        if self
+            .requests()?
+            .iter()
+            .any(|r| r.result == meta.name && r.status == RequestStatus::Pending)
+        {
+            return Err(EngineError::Unsupported(format!(
+                "result \"{}\" is waiting for review and cannot be replaced; save it under another name",
+                meta.name
+            )));
+        }
         let mut bytes = Vec::new();
         {
             let mut w = FileWriter::try_new(&mut bytes, &schema)?;
@@ -155,6 +165,11 @@ impl Outputs {
 
     /// Saved result `name`.
     pub fn result(&self, name: &str) -> Result<SavedResult> {
+        self.result_and_bytes(name).map(|(saved, _)| saved)
+    }
+
+    /// Saved result `name` and the bytes of its rows' file, read once.
+    fn result_and_bytes(&self, name: &str) -> Result<(SavedResult, Vec<u8>)> {
         let dir = self.results_dir();
         let missing = || EngineError::Unsupported(format!("result \"{name}\" does not exist"));
         crate::cohorts::check_name(name).map_err(|_| missing())?;
@@ -163,15 +178,18 @@ impl Outputs {
         let meta: ResultMeta = serde_json::from_str(&text)
             .map_err(|e| EngineError::Unsupported(format!("result \"{name}\": {e}")))?;
         let path = dir.join(format!("{name}.arrow"));
-        let file = std::fs::File::open(&path).map_err(io(&path))?;
-        let reader = FileReader::try_new(file, None)?;
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let reader = FileReader::try_new(std::io::Cursor::new(bytes.as_slice()), None)?;
         let schema = reader.schema();
         let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(SavedResult {
-            meta,
-            schema,
-            batches,
-        })
+        Ok((
+            SavedResult {
+                meta,
+                schema,
+                batches,
+            },
+            bytes,
+        ))
     }
 
     /// Every release request, oldest first.
@@ -230,7 +248,8 @@ impl Outputs {
         k: u64,
         rounding: u64,
     ) -> Result<Request> {
-        let result = self.result(name)?;
+        // The rows checked are the rows kept for review: one read.
+        let (result, rows) = self.result_and_bytes(name)?;
         let earlier: Vec<(Request, SavedResult)> = self
             .requests()?
             .into_iter()
@@ -265,8 +284,6 @@ impl Outputs {
         let releases = self.dir.join("releases");
         std::fs::create_dir_all(&releases).map_err(io(&releases))?;
         let snapshot = releases.join(format!("{}.arrow", request.id));
-        let source = self.results_dir().join(format!("{name}.arrow"));
-        let rows = std::fs::read(&source).map_err(io(&source))?;
         write_whole(&snapshot, &rows)?;
         self.save_request(&request)?;
         Ok(request)

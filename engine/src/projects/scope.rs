@@ -200,10 +200,13 @@ fn period_filter(
         .filter(|(_, f)| f.data_type() == &DataType::Date32)
         .map(|(i, f)| (i, f.name().as_str()))
         .collect();
+    // The event's date: a `*_start_date`, else a `*_date`, else the first
+    // date column (`service_month`). A table without one is whole.
     let start = dates
         .iter()
         .find(|(_, n)| n.ends_with("_start_date"))
-        .or_else(|| dates.iter().find(|(_, n)| n.ends_with("_date")))?
+        .or_else(|| dates.iter().find(|(_, n)| n.ends_with("_date")))
+        .or_else(|| dates.first())?
         .0;
     let end = dates
         .iter()
