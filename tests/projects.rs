@@ -192,6 +192,17 @@ async fn a_project_from_application_to_end_of_use() {
     let (ok, out) = cli(store, &state, &["project", "approve", "nsaid"]);
     assert!(ok, "{out}");
 
+    // Once the store has projects, analysts work inside one: the whole
+    // store is refused, naming the member's projects; stewards still reach it.
+    let (ok, out) = psql(port, "ana", "tsunagu", "SELECT 1");
+    assert!(
+        !ok && out.contains("inside a project") && out.contains("(nsaid)"),
+        "{out}"
+    );
+    let (ok, out) = psql(port, "bob", "tsunagu", "SELECT 1");
+    assert!(!ok && out.contains("member of no open project"), "{out}");
+    let (ok, out) = psql(port, "sam", "tsunagu", "SELECT 1");
+    assert!(ok, "{out}");
     // A non-member is refused; an unknown database is named as such.
     let (ok, out) = psql(port, "bob", "nsaid", "SELECT 1");
     assert!(
@@ -502,14 +513,18 @@ async fn a_project_from_application_to_end_of_use() {
     let out = psycopg(
         port,
         "ana",
-        "tsunagu",
+        "viasql",
         &[
             "APPROVE PROJECT viasql",
             "SELECT count(*) FROM steward.projects",
             "CLOSE PROJECT viasql",
         ],
     );
-    assert!(out.iter().all(|l| l.contains("42501")), "{out:?}");
+    assert!(
+        out[0].contains("42501") && out[2].contains("42501"),
+        "{out:?}"
+    );
+    assert!(out[1].contains("not found"), "{out:?}");
     let out = psycopg(port, "sam", "tsunagu", &["CLOSE PROJECT viasql"]);
     assert!(out[0].starts_with("[\"ok\""), "{out:?}");
     let (ok, out) = psql(port, "bob", "viasql", "SELECT 1");

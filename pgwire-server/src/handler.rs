@@ -352,7 +352,33 @@ impl Connection {
     fn enter_database(&self, user: &str, database: &str) -> Result<(), (&'static str, String)> {
         use tsunagu_engine::projects;
         if database.is_empty() || database == user || projects::RESERVED.contains(&database) {
-            return Ok(());
+            // Once a store has projects, analysts work inside one.
+            let list = self
+                .engine
+                .projects()
+                .list()
+                .map_err(|e| ("XX000", e.to_string()))?;
+            if list.is_empty() || self.session.login_role() == tsunagu_engine::Role::Steward {
+                return Ok(());
+            }
+            let open: Vec<&str> = list
+                .iter()
+                .filter(|p| p.refusal(user, false, projects::today()).is_none())
+                .map(|p| p.id.as_str())
+                .collect();
+            return Err((
+                "28000",
+                if open.is_empty() {
+                    format!(
+                        "analysts work inside a project, and user \"{user}\" is a member of no open project"
+                    )
+                } else {
+                    format!(
+                        "analysts work inside a project: connect with the project as the database name ({})",
+                        open.join(", ")
+                    )
+                },
+            ));
         }
         match self.engine.projects().find(database) {
             Ok(Some(_)) => self
