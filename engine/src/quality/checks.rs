@@ -615,50 +615,45 @@ pub fn plan(store: &Store, config: &QualityConfig) -> Plan {
                             ),
                             denominator: all.clone(),
                         });
-                        if let Some(domain) = expected_domain(name, field) {
-                            let def = b.def(
+                        // The concept's domain and class, where the field prescribes one.
+                        for (check, attribute, expected, available, missing) in [
+                            (
                                 "fk_domain",
-                                source,
-                                name,
-                                Some(field),
-                                None,
-                                format!("{field} is a concept of another domain than {domain}"),
-                            );
-                            if has_domains {
-                                rows.push(RowCheck {
-                                    def,
-                                    violating: format!(
-                                        "{col} IS NOT NULL AND {col} <> 0 AND {alias}.concept_id IS NOT NULL \
-                                         AND coalesce({alias}.domain_id, '') <> '{domain}'"
-                                    ),
-                                    denominator: all.clone(),
-                                });
-                            } else {
-                                plan.not_applicable
-                                    .push((def, "the vocabulary has no domains".into()));
-                            }
-                        }
-                        if let Some(class) = expected_class(name, field) {
-                            let def = b.def(
+                                "domain_id",
+                                expected_domain(name, field),
+                                has_domains,
+                                "domains",
+                            ),
+                            (
                                 "fk_class",
+                                "concept_class_id",
+                                expected_class(name, field),
+                                has_classes,
+                                "concept classes",
+                            ),
+                        ] {
+                            let Some(expected) = expected else { continue };
+                            let what = attribute.trim_end_matches("_id").replace('_', " ");
+                            let def = b.def(
+                                check,
                                 source,
                                 name,
                                 Some(field),
                                 None,
-                                format!("{field} is a concept of another class than {class}"),
+                                format!("{field} is a concept of another {what} than {expected}"),
                             );
-                            if has_classes {
+                            if available {
                                 rows.push(RowCheck {
                                     def,
                                     violating: format!(
                                         "{col} IS NOT NULL AND {col} <> 0 AND {alias}.concept_id IS NOT NULL \
-                                         AND coalesce({alias}.concept_class_id, '') <> '{class}'"
+                                         AND coalesce({alias}.{attribute}, '') <> '{expected}'"
                                     ),
                                     denominator: all.clone(),
                                 });
                             } else {
                                 plan.not_applicable
-                                    .push((def, "the vocabulary has no concept classes".into()));
+                                    .push((def, format!("the vocabulary has no {missing}")));
                             }
                         }
                     } else {

@@ -57,6 +57,15 @@ impl Release {
         Some(((n + r / 2) / r * r).max(r))
     }
 
+    /// A check's violating rows as released: withheld when fewer than k
+    /// persons stand behind them (where persons are counted), else as a count.
+    pub fn violating(&self, r: &super::CheckResult) -> Option<u64> {
+        r.violating_rows.and_then(|v| match r.violating_persons {
+            Some(p) if v > 0 => self.backed(v, p),
+            _ => self.count(v),
+        })
+    }
+
     /// A count of persons, or of records backed by `persons` persons: withheld
     /// when fewer than k persons are behind it.
     pub fn backed(&self, n: u64, persons: u64) -> Option<u64> {
@@ -67,7 +76,8 @@ impl Release {
     }
 }
 
-fn pct(num: Option<u64>, den: Option<u64>) -> Option<f64> {
+/// A percentage with one decimal, from released counts.
+pub(super) fn pct(num: Option<u64>, den: Option<u64>) -> Option<f64> {
     match (num, den) {
         (Some(n), Some(d)) if d > 0 => Some((1000.0 * n as f64 / d as f64).round() / 10.0),
         _ => None,
@@ -139,11 +149,7 @@ pub fn build(report: &Report, store: &Store, policy: &Policy, exact: bool) -> Va
         .iter()
         .filter(|r| matches!(r.status, Status::Failed | Status::Error))
         .map(|r| {
-            // Withheld when fewer than k persons stand behind the rows.
-            let v = r.violating_rows.and_then(|v| match r.violating_persons {
-                Some(p) if v > 0 => rel.backed(v, p),
-                _ => rel.count(v),
-            });
+            let v = rel.violating(r);
             let d = r.denominator_rows.and_then(|d| rel.count(d));
             json!({
                 "check_id": r.check.check_id,

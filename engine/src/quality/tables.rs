@@ -246,15 +246,9 @@ pub fn batch(
 fn released_report(report: &Report, rel: super::label::Release) -> Report {
     let mut out = report.clone();
     for r in &mut out.results {
-        let v = r.violating_rows.and_then(|v| match r.violating_persons {
-            Some(p) if v > 0 => rel.backed(v, p),
-            _ => rel.count(v),
-        });
+        let v = rel.violating(r);
         let d = r.denominator_rows.and_then(|d| rel.count(d));
-        r.pct_violating = match (v, d) {
-            (Some(v), Some(d)) if d > 0 => Some((1000.0 * v as f64 / d as f64).round() / 10.0),
-            _ => None,
-        };
+        r.pct_violating = super::label::pct(v, d);
         r.violating_persons = r
             .violating_persons
             .and_then(|p| if p == 0 { Some(0) } else { rel.backed(p, p) });
