@@ -28,6 +28,7 @@ mod identity;
 pub mod pg_dialect;
 pub mod privacy;
 pub mod projects;
+pub mod running_window;
 pub mod quality;
 mod query_memory;
 pub mod session;
@@ -191,7 +192,8 @@ impl Engine {
         let state = datafusion::execution::session_state::SessionStateBuilder::new()
             .with_config(self.config())
             .with_runtime_env(self.runtime.clone())
-            .with_default_features();
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(running_window::RunningWindows));
         let ctx =
             SessionContext::new_with_state(pg_dialect::install(shared::install(state)).build());
         pg_dialect::register(&ctx);
