@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 STUDIES = REPO / "sql" / "studies"
 OPERATIONS = REPO / "benches" / "sql"
+PLAIN = REPO / "benches" / "sql" / "plain"
 
 # Saved cohorts the cohort-algebra operation reads: (name, query).
 BENCH_COHORTS = [
@@ -216,6 +217,8 @@ def main():
     p.add_argument("--only", default=None, help="run the studies whose name contains this")
     p.add_argument("--operations-only", action="store_true",
                    help="skip the studies: RWD functions against plain SQL only")
+    p.add_argument("--plain-only", action="store_true",
+                   help="only the plain-SQL queries of benches/sql/plain, on both engines")
     a = p.parse_args()
 
     if not a.tsunagu.exists():
@@ -242,7 +245,7 @@ def main():
     studies = sorted(s for s in STUDIES.glob("*.sql") if not s.name.endswith(".plain.sql"))
     if a.only:
         studies = [s for s in studies if a.only in s.name]
-    if a.operations_only:
+    if a.operations_only or a.plain_only:
         studies = []
     server, port = start_server(a.tsunagu, store, state, a.memory_limit)
     results = []
@@ -250,12 +253,14 @@ def main():
         for study in studies:
             plain = study.with_suffix(".plain.sql")
             e_times, e_rows, e_peak = run_embedded(a.tsunagu, store, state, study, a.runs, a.memory_limit)
+            p_times, p_rows, _ = run_embedded(a.tsunagu, store, state, plain, a.runs, a.memory_limit)
             w_times, w_rows, w_peak = run_wire(server, port, study, a.runs)
             d_times, d_rows, d_peak = run_duckdb(store, plain, a.runs, a.threads)
-            agree = normalize(e_rows) == normalize(d_rows) == normalize(w_rows)
+            agree = normalize(e_rows) == normalize(d_rows) == normalize(w_rows) == normalize(p_rows)
             results.append({
                 "study": study.stem,
                 "tsunagu_ms": median_ms(e_times),
+                "tsunagu_plain_ms": median_ms(p_times),
                 "wire_ms": median_ms(w_times),
                 "duckdb_ms": median_ms(d_times),
                 "tsunagu_peak_mb": e_peak / 2**20,
@@ -265,22 +270,26 @@ def main():
             })
             r = results[-1]
             print(f"{r['study']}: tsunagu {r['tsunagu_ms']:.0f} ms (wire {r['wire_ms']:.0f}), "
+                  f"plain {r['tsunagu_plain_ms']:.0f} ms, "
                   f"duckdb {r['duckdb_ms']:.0f} ms, ratio {r['tsunagu_ms'] / r['duckdb_ms']:.2f}, "
                   f"agree {agree}", file=sys.stderr)
     finally:
         server.terminate()
         server.wait()
 
-    operations = run_operations(a, store, state) if not a.only or a.operations_only else []
+    operations = (run_operations(a, store, state)
+                  if (not a.only or a.operations_only) and not a.plain_only else [])
+    plain_queries = run_plain(a, store, state) if not a.only and not a.operations_only else []
 
     if a.markdown:
         print(f"Store: {a.persons} persons; first open {opened:.1f} s, reopen {reopened:.2f} s; "
               f"median of {a.runs} runs after one warm-up; {a.threads} threads.\n")
-        print("| study | Tsunagu embedded (ms) | Tsunagu wire (ms) | DuckDB (ms) | Tsunagu / DuckDB | peak MB Tsunagu | peak MB DuckDB | answers agree |")
-        print("|---|---:|---:|---:|---:|---:|---:|---|")
+        print("| study | Tsunagu embedded (ms) | Tsunagu wire (ms) | Tsunagu plain twin (ms) | DuckDB plain twin (ms) | Tsunagu / DuckDB | plain twin: Tsunagu / DuckDB | peak MB Tsunagu | peak MB DuckDB | answers agree |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in results:
-            print(f"| {r['study']} | {r['tsunagu_ms']:.0f} | {r['wire_ms']:.0f} | {r['duckdb_ms']:.0f} | "
-                  f"{r['tsunagu_ms'] / r['duckdb_ms']:.2f} | {r['tsunagu_peak_mb']:.0f} | "
+            print(f"| {r['study']} | {r['tsunagu_ms']:.0f} | {r['wire_ms']:.0f} | {r['tsunagu_plain_ms']:.0f} | "
+                  f"{r['duckdb_ms']:.0f} | {r['tsunagu_ms'] / r['duckdb_ms']:.2f} | "
+                  f"{r['tsunagu_plain_ms'] / r['duckdb_ms']:.2f} | {r['tsunagu_peak_mb']:.0f} | "
                   f"{r['duckdb_peak_mb']:.0f} | {'yes' if r['agree'] else 'NO'} |")
         if operations:
             print("\nRWD functions against the plain-SQL formulation, on both engines:\n")
@@ -290,10 +299,17 @@ def main():
                 best = min(r["tsunagu_plain_ms"], r["duckdb_ms"])
                 print(f"| {r['operation']} | {r['tsunagu_ms']:.1f} | {r['tsunagu_plain_ms']:.1f} | "
                       f"{r['duckdb_ms']:.1f} | {best / r['tsunagu_ms']:.1f}x | {'yes' if r['agree'] else 'NO'} |")
+        if plain_queries:
+            print("\nPlain SQL as written for other engines (benches/sql/plain), the same text on both:\n")
+            print("| query | Tsunagu (ms) | DuckDB (ms) | Tsunagu / DuckDB | answers agree |")
+            print("|---|---:|---:|---:|---|")
+            for r in plain_queries:
+                print(f"| {r['query']} | {r['tsunagu_ms']:.0f} | {r['duckdb_ms']:.0f} | "
+                      f"{r['tsunagu_ms'] / r['duckdb_ms']:.2f} | {'yes' if r['agree'] else 'NO'} |")
     else:
         print(json.dumps({"persons": a.persons, "open_s": opened, "reopen_s": reopened, "results": results,
-                          "operations": operations}, indent=2))
-    if not all(r["agree"] for r in results + operations):
+                          "operations": operations, "plain": plain_queries}, indent=2))
+    if not all(r["agree"] for r in results + operations + plain_queries):
         sys.exit(1)
 
 
@@ -333,6 +349,21 @@ def run_operations(a, store, state):
             print(f"{r['operation']}: tsunagu {r['tsunagu_ms']:.1f} ms, plain on tsunagu "
                   f"{r['tsunagu_plain_ms']:.1f} ms, duckdb {r['duckdb_ms']:.1f} ms, agree {agree}",
                   file=sys.stderr)
+    return results
+
+
+def run_plain(a, store, state):
+    """Plain SQL written for other engines, unchanged on both."""
+    results = []
+    for q in sorted(PLAIN.glob("*.sql")):
+        t_times, t_rows, _ = run_embedded(a.tsunagu, store, state, q, a.runs, a.memory_limit)
+        d_times, d_rows, _ = run_duckdb(store, q, a.runs, a.threads)
+        agree = normalize(t_rows) == normalize(d_rows)
+        results.append({"query": q.stem, "tsunagu_ms": median_ms(t_times),
+                        "duckdb_ms": median_ms(d_times), "agree": agree})
+        r = results[-1]
+        print(f"{r['query']}: tsunagu {r['tsunagu_ms']:.0f} ms, duckdb {r['duckdb_ms']:.0f} ms, "
+              f"agree {agree}", file=sys.stderr)
     return results
 
 

@@ -25,12 +25,13 @@ mod damaged;
 pub mod designs;
 pub mod error;
 mod identity;
+pub mod join_order;
 pub mod pg_dialect;
 pub mod privacy;
 pub mod projects;
-pub mod running_window;
 pub mod quality;
 mod query_memory;
+pub mod running_window;
 pub mod session;
 pub mod shared;
 mod spill_retry;
@@ -194,8 +195,9 @@ impl Engine {
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(running_window::RunningWindows));
-        let ctx =
-            SessionContext::new_with_state(pg_dialect::install(shared::install(state)).build());
+        let state =
+            shared::install(state).with_optimizer_rule(Arc::new(join_order::LookupsThroughBridges));
+        let ctx = SessionContext::new_with_state(pg_dialect::install(state).build());
         pg_dialect::register(&ctx);
         ctx
     }

@@ -10,9 +10,9 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{OrderingRequirements, PhysicalExpr};
+use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
 use datafusion::physical_plan::windows::BoundedWindowAggExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
@@ -71,9 +71,17 @@ impl RunningWindowExec {
             window: Arc::clone(window),
             input: Arc::clone(w.input()),
             partition_by: first.partition_by().to_vec(),
-            order_by: first.order_by().iter().map(|s| Arc::clone(&s.expr)).collect(),
+            order_by: first
+                .order_by()
+                .iter()
+                .map(|s| Arc::clone(&s.expr))
+                .collect(),
             functions: Arc::new(functions),
-            names: w.window_expr().iter().map(|e| e.name().to_owned()).collect(),
+            names: w
+                .window_expr()
+                .iter()
+                .map(|e| e.name().to_owned())
+                .collect(),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
     }
@@ -164,29 +172,26 @@ impl ExecutionPlan for RunningWindowExec {
             pending_keys: Vec::new(),
             metrics: BaselineMetrics::new(&self.metrics, partition),
         };
-        let out = stream::unfold(
-            (input, Some(state)),
-            |(mut input, state)| async move {
-                let mut state = state?;
-                loop {
-                    match input.next().await {
-                        Some(Ok(batch)) => match state.push(batch) {
-                            Ok(Some(out)) => return Some((Ok(out), (input, Some(state)))),
-                            Ok(None) => continue,
-                            Err(e) => return Some((Err(e), (input, None))),
-                        },
-                        Some(Err(e)) => return Some((Err(e), (input, None))),
-                        None => {
-                            return match state.finish() {
-                                Ok(Some(out)) => Some((Ok(out), (input, None))),
-                                Ok(None) => None,
-                                Err(e) => Some((Err(e), (input, None))),
-                            };
-                        }
+        let out = stream::unfold((input, Some(state)), |(mut input, state)| async move {
+            let mut state = state?;
+            loop {
+                match input.next().await {
+                    Some(Ok(batch)) => match state.push(batch) {
+                        Ok(Some(out)) => return Some((Ok(out), (input, Some(state)))),
+                        Ok(None) => continue,
+                        Err(e) => return Some((Err(e), (input, None))),
+                    },
+                    Some(Err(e)) => return Some((Err(e), (input, None))),
+                    None => {
+                        return match state.finish() {
+                            Ok(Some(out)) => Some((Ok(out), (input, None))),
+                            Ok(None) => None,
+                            Err(e) => Some((Err(e), (input, None))),
+                        };
                     }
                 }
-            },
-        );
+            }
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, out)))
     }
 

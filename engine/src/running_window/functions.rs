@@ -11,9 +11,7 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{WindowFrame, WindowFrameBound, WindowFrameUnits};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
-use datafusion::physical_expr::window::{
-    PlainAggregateWindowExpr, StandardWindowExpr, WindowExpr,
-};
+use datafusion::physical_expr::window::{PlainAggregateWindowExpr, StandardWindowExpr, WindowExpr};
 use datafusion::physical_plan::windows::WindowUDFExpr;
 
 /// What a function computes.
@@ -68,8 +66,7 @@ impl Function {
             {
                 return Ok(None);
             }
-            let Some(end) = frame_end(expr.get_window_frame(), !expr.order_by().is_empty())
-            else {
+            let Some(end) = frame_end(expr.get_window_frame(), !expr.order_by().is_empty()) else {
                 return Ok(None);
             };
             let arg = Arc::clone(&args[0]);
@@ -151,7 +148,10 @@ fn frame_end(frame: &WindowFrame, ordered: bool) -> Option<FrameEnd> {
     match (frame.units, &frame.end_bound) {
         (WindowFrameUnits::Rows, WindowFrameBound::CurrentRow) => Some(FrameEnd::Rows(0)),
         (WindowFrameUnits::Rows, WindowFrameBound::Preceding(ScalarValue::UInt64(Some(k)))) => {
-            usize::try_from(*k).ok().filter(|k| *k <= 1024).map(FrameEnd::Rows)
+            usize::try_from(*k)
+                .ok()
+                .filter(|k| *k <= 1024)
+                .map(FrameEnd::Rows)
         }
         (WindowFrameUnits::Range | WindowFrameUnits::Groups, WindowFrameBound::CurrentRow)
             if ordered =>

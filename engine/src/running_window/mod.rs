@@ -82,14 +82,21 @@ mod tests {
         ]));
         let mut seed: u64 = 7;
         let mut next = |m: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) % m
         };
         let mut batches = Vec::new();
         for b in 0..60 {
             let n = 1 + next(23) as usize;
-            let mut cols: (Vec<i64>, Vec<Option<i32>>, Vec<Option<i32>>, Vec<Option<i32>>, Vec<Option<i64>>) =
-                Default::default();
+            let mut cols: (
+                Vec<i64>,
+                Vec<Option<i32>>,
+                Vec<Option<i32>>,
+                Vec<Option<i32>>,
+                Vec<Option<i64>>,
+            ) = Default::default();
             for _ in 0..n {
                 cols.0.push((b / 3) as i64 + next(2) as i64);
                 cols.1.push((next(10) > 0).then(|| next(3) as i32));
@@ -132,7 +139,13 @@ mod tests {
     }
 
     async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
-        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
         let shown = displayable(plan.as_ref()).indent(false).to_string();
         let batches = collect(plan, ctx.task_ctx()).await.unwrap();
         (pretty_format_batches(&batches).unwrap().to_string(), shown)
@@ -157,14 +170,15 @@ mod tests {
             "sum(x) OVER (ORDER BY p, s ROWS UNBOUNDED PRECEDING)",
         ];
         for w in windows {
-            let sql = format!(
-                "SELECT p, c, s, e, x, {w} AS w FROM t ORDER BY p, c, s, e, x, w"
-            );
+            let sql = format!("SELECT p, c, s, e, x, {w} AS w FROM t ORDER BY p, c, s, e, x, w");
             for batch_size in [3, 8192] {
                 let (expected, plain_plan) = run(&context(false, batch_size), &sql).await;
                 let (got, plan) = run(&context(true, batch_size), &sql).await;
                 assert!(plain_plan.contains("WindowAggExec"), "{plain_plan}");
-                assert!(plan.contains("RunningWindowExec"), "{w}: not running:\n{plan}");
+                assert!(
+                    plan.contains("RunningWindowExec"),
+                    "{w}: not running:\n{plan}"
+                );
                 assert_eq!(got, expected, "{w} (batches of {batch_size})");
             }
         }
