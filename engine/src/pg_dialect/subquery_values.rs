@@ -7,7 +7,11 @@
 //!   PostgreSQL's NULL semantics: true when some `y = x`; false when the
 //!   subquery is empty; NULL when `x` is NULL or some `y` is NULL; else false;
 //! - scalar subqueries inside an aggregation (`sum(CASE WHEN EXISTS ...)`,
-//!   `GROUP BY (SELECT ...)`) are computed in a projection beneath it.
+//!   `GROUP BY (SELECT ...)`) are computed in a projection beneath it;
+//! - an `EXISTS` correlated by more than equalities (`co.day > e.index`),
+//!   which DataFusion cannot decorrelate as a count, splits the projection
+//!   holding it in two: the rows where it holds (a semi join) with `true` in
+//!   its place, and the others (an anti join) with `false`.
 
 use std::sync::Arc;
 
@@ -94,7 +98,7 @@ fn in_as_counts(x: Expr, subquery: Subquery, negated: bool, outer: &DFSchema) ->
 
 fn rewrite(e: Expr, outer: &DFSchema) -> Result<Transformed<Expr>> {
     match e {
-        Expr::Exists(Exists { subquery, negated }) => {
+        Expr::Exists(Exists { subquery, negated }) if !correlated_beyond_equalities(&subquery)? => {
             let op = if negated { Operator::Eq } else { Operator::Gt };
             Ok(Transformed::yes(binary_expr(
                 count_rows(&subquery, None, &[])?,
@@ -113,6 +117,113 @@ fn rewrite(e: Expr, outer: &DFSchema) -> Result<Transformed<Expr>> {
     }
 }
 
+/// True when a subquery refers to the outer query other than by
+/// `column = outer column` conjuncts of its filters.
+fn correlated_beyond_equalities(subquery: &Subquery) -> Result<bool> {
+    let mut beyond = false;
+    subquery.subquery.apply(|p| {
+        let in_filter = matches!(p, LogicalPlan::Filter(_));
+        p.apply_expressions(|e| {
+            for c in datafusion::logical_expr::utils::split_conjunction(e) {
+                let outer = c.exists(|x| Ok(matches!(x, Expr::OuterReferenceColumn(..))))?;
+                let equality = matches!(c, Expr::BinaryExpr(b) if b.op == Operator::Eq
+                    && matches!((b.left.as_ref(), b.right.as_ref()),
+                        (Expr::Column(_), Expr::OuterReferenceColumn(..))
+                        | (Expr::OuterReferenceColumn(..), Expr::Column(_))));
+                if outer && !(in_filter && equality) {
+                    beyond = true;
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+    })?;
+    Ok(beyond)
+}
+
+/// The first `EXISTS` of the expressions correlated beyond equalities.
+fn exists_beyond_equalities(exprs: &[Expr]) -> Result<Option<Expr>> {
+    let mut found = None;
+    for e in exprs {
+        e.apply(|x| {
+            if let Expr::Exists(Exists { subquery, .. }) = x
+                && found.is_none()
+                && correlated_beyond_equalities(subquery)?
+            {
+                found = Some(x.clone());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+    }
+    Ok(found)
+}
+
+/// The most such `EXISTS` one projection is split on (each doubles it).
+const MAX_SPLITS: usize = 3;
+
+/// A projection holding an `EXISTS` correlated beyond equalities, as the
+/// union of its rows where the `EXISTS` holds and where it does not.
+fn split_on_exists(projection: Projection, depth: usize) -> Result<Transformed<LogicalPlan>> {
+    let Some(found) = (if depth < MAX_SPLITS {
+        exists_beyond_equalities(&projection.expr)?
+    } else {
+        None
+    }) else {
+        return Ok(Transformed::no(LogicalPlan::Projection(projection)));
+    };
+    let Expr::Exists(Exists { subquery, negated }) = &found else {
+        return Ok(Transformed::no(LogicalPlan::Projection(projection)));
+    };
+    let branch = |holds: bool| -> Result<LogicalPlan> {
+        let test = Expr::Exists(Exists {
+            subquery: subquery.clone(),
+            negated: !holds,
+        });
+        let input = LogicalPlanBuilder::from(projection.input.as_ref().clone())
+            .filter(test)?
+            .build()?;
+        let value = lit(holds != *negated);
+        let names = NamePreserver::new_for_projection();
+        let exprs = projection
+            .expr
+            .iter()
+            .map(|e| {
+                let name = names.save(e);
+                let e = e
+                    .clone()
+                    .transform_up(|x| {
+                        if x == found {
+                            Ok(Transformed::yes(value.clone()))
+                        } else {
+                            Ok(Transformed::no(x))
+                        }
+                    })?
+                    .data;
+                Ok(name.restore(e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let p = Projection::try_new(exprs, Arc::new(input))?;
+        Ok(split_on_exists(p, depth + 1)?.data)
+    };
+    let union = LogicalPlanBuilder::from(branch(true)?)
+        .union(branch(false)?)?
+        .build()?;
+    // A union's columns lose their tables; the plan above reads them by
+    // the projection's qualified names.
+    let requalified = projection
+        .schema
+        .iter()
+        .enumerate()
+        .map(|(i, (q, f))| {
+            Expr::Column(Column::from(union.schema().qualified_field(i)))
+                .alias_qualified(q.cloned(), f.name())
+        })
+        .collect();
+    Ok(Transformed::yes(LogicalPlan::Projection(
+        Projection::try_new(requalified, Arc::new(union))?,
+    )))
+}
+
 fn lifted_name(k: usize) -> String {
     format!("__tsunagu_subquery_{k}")
 }
@@ -123,8 +234,11 @@ fn lift_subqueries(agg: Aggregate) -> Result<Transformed<LogicalPlan>> {
     let mut found: Vec<Expr> = Vec::new();
     for e in agg.group_expr.iter().chain(agg.aggr_expr.iter()) {
         e.apply(|x| {
-            if matches!(x, Expr::ScalarSubquery(_)) && !found.contains(x) {
+            let exists = matches!(x, Expr::Exists(Exists { subquery, .. })
+                if correlated_beyond_equalities(subquery)?);
+            if (exists || matches!(x, Expr::ScalarSubquery(_))) && !found.contains(x) {
                 found.push(x.clone());
+                return Ok(TreeNodeRecursion::Jump);
             }
             Ok(TreeNodeRecursion::Continue)
         })?;
@@ -142,7 +256,7 @@ fn lift_subqueries(agg: Aggregate) -> Result<Transformed<LogicalPlan>> {
     for (k, s) in found.iter().enumerate() {
         below.push(s.clone().alias(lifted_name(k)));
     }
-    let input = LogicalPlan::Projection(Projection::try_new(below, agg.input.clone())?);
+    let input = split_on_exists(Projection::try_new(below, agg.input.clone())?, 0)?.data;
     let names = NamePreserver::new_for_projection();
     let replace = |exprs: Vec<Expr>| -> Result<Vec<Expr>> {
         exprs
@@ -183,6 +297,7 @@ impl AnalyzerRule for SubqueriesAsValues {
             })?;
             p.transform_data(|p| match p {
                 LogicalPlan::Aggregate(agg) => lift_subqueries(agg),
+                LogicalPlan::Projection(projection) => split_on_exists(projection, 0),
                 p => Ok(Transformed::no(p)),
             })
         })
