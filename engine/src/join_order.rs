@@ -60,10 +60,17 @@ fn is_inner(j: &Join) -> bool {
     j.join_type == JoinType::Inner && j.join_constraint == JoinConstraint::On && !j.null_aware
 }
 
-/// The plan as a plain inner join.
+/// The plan as a plain inner join, perhaps under a projection of some of
+/// its columns (the optimizer prunes columns between joins).
 fn inner(plan: &LogicalPlan) -> Option<&Join> {
     match plan {
         LogicalPlan::Join(j) if is_inner(j) => Some(j),
+        LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+            match p.input.as_ref() {
+                LogicalPlan::Join(j) if is_inner(j) => Some(j),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
