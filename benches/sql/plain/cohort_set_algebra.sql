@@ -7,11 +7,13 @@ WITH hypertension AS (
      WHERE c.vocabulary_id = 'ICD10' AND c.concept_code = 'I10'
 ), amlodipine AS (
     SELECT person_id FROM ndb.drug_exposure d
-      JOIN vocab.concept c ON c.concept_id = d.drug_concept_id
+      JOIN vocab.concept_ancestor a ON a.descendant_concept_id = d.drug_concept_id
+      JOIN vocab.concept c ON c.concept_id = a.ancestor_concept_id
      WHERE c.vocabulary_id = 'ATC' AND c.concept_code = 'C08CA01'
 ), furosemide AS (
     SELECT person_id FROM ndb.drug_exposure d
-      JOIN vocab.concept c ON c.concept_id = d.drug_concept_id
+      JOIN vocab.concept_ancestor a ON a.descendant_concept_id = d.drug_concept_id
+      JOIN vocab.concept c ON c.concept_id = a.ancestor_concept_id
      WHERE c.vocabulary_id = 'ATC' AND c.concept_code = 'C03CA01'
 ), cohort AS (
     SELECT person_id FROM hypertension

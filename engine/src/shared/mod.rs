@@ -145,6 +145,7 @@ impl OptimizerRule for ShareRepeatedSubplans {
         }
         let mut sharer = Sharer {
             counts,
+            under_filters: under_filters(&plan)?,
             done: HashMap::new(),
         };
         let shared = sharer.rewrite(plan)?;
@@ -176,6 +177,45 @@ fn occurrences(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
         Ok(TreeNodeRecursion::Continue)
     })?;
     Ok(counts)
+}
+
+/// How often each join occurs as the input of a filter. A join every
+/// occurrence of which is filtered is not shared: each filter would reach
+/// the scans beneath it (a repeated join read by two CTEs filtering it
+/// differently), while sharing would compute it whole. Where the filters
+/// are the same, the filtered subtree is itself repeated and shared.
+fn under_filters(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
+    let mut counts: HashMap<LogicalPlan, usize> = HashMap::new();
+    plan.apply_with_subqueries(|n| {
+        if let LogicalPlan::Filter(f) = n
+            && filters_pass(&f.input)
+        {
+            // Every node the filter passes on its way to the join.
+            let mut below = Some(f.input.as_ref());
+            while let Some(b) = below {
+                *counts.entry(b.clone()).or_default() += 1;
+                below = match b {
+                    LogicalPlan::Projection(p) => Some(p.input.as_ref()),
+                    LogicalPlan::SubqueryAlias(a) => Some(a.input.as_ref()),
+                    LogicalPlan::Filter(f) => Some(f.input.as_ref()),
+                    _ => None,
+                };
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(counts)
+}
+
+/// True when a filter above the plan is pushed into a join beneath it.
+fn filters_pass(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Join(_) => true,
+        LogicalPlan::Projection(p) => filters_pass(&p.input),
+        LogicalPlan::SubqueryAlias(a) => filters_pass(&a.input),
+        LogicalPlan::Filter(f) => filters_pass(&f.input),
+        _ => false,
+    }
 }
 
 /// True when `plan` does real work over stored data and computing it once
@@ -230,6 +270,7 @@ fn shareable(plan: &LogicalPlan) -> Result<bool> {
 
 struct Sharer {
     counts: HashMap<LogicalPlan, usize>,
+    under_filters: HashMap<LogicalPlan, usize>,
     done: HashMap<LogicalPlan, LogicalPlan>,
 }
 
@@ -239,8 +280,10 @@ impl Sharer {
             return Ok(plan);
         }
         // A subquery expression must keep its Subquery node; its plan may be shared.
+        let count = self.counts.get(&plan).copied().unwrap_or(0);
         if !matches!(plan, LogicalPlan::Subquery(_))
-            && self.counts.get(&plan).copied().unwrap_or(0) >= 2
+            && count >= 2
+            && self.under_filters.get(&plan).copied().unwrap_or(0) < count
             && shareable(&plan)?
         {
             if let Some(node) = self.done.get(&plan) {
@@ -486,5 +529,18 @@ mod tests {
                     SELECT count(*) FROM s UNION ALL SELECT sum(value) FROM s";
         let (_, nodes) = run(&context(true, None), scan).await;
         assert!(nodes.is_empty(), "{nodes:?}");
+    }
+
+    /// A join read by two CTEs that filter it differently is not shared
+    /// (each filter reaches the scans); the answer is the same.
+    #[tokio::test]
+    async fn a_join_filtered_differently_is_not_shared() {
+        let sql = "WITH j AS (SELECT a.person_id, a.value, b.value AS other
+                                FROM t a JOIN t b ON a.person_id = b.person_id)
+                   SELECT count(*) FROM j WHERE value = 1
+                   UNION ALL SELECT count(*) FROM j WHERE other = 2";
+        let (rows, nodes) = run(&context(true, None), sql).await;
+        assert!(nodes.is_empty(), "{nodes:?}");
+        assert_eq!(rows, run(&context(false, None), sql).await.0);
     }
 }
