@@ -30,7 +30,8 @@ use datafusion::common::{DFSchemaRef, Result, internal_err};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{
-    Extension, LogicalPlan, Projection, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+    Extension, JoinType, LogicalPlan, Projection, UserDefinedLogicalNode,
+    UserDefinedLogicalNodeCore,
 };
 use datafusion::optimizer::{Optimizer, OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
@@ -179,27 +180,33 @@ fn occurrences(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
     Ok(counts)
 }
 
-/// How often each join occurs as the input of a filter. A join every
-/// occurrence of which is filtered is not shared: each filter would reach
-/// the scans beneath it (a repeated join read by two CTEs filtering it
-/// differently), while sharing would compute it whole. Where the filters
-/// are the same, the filtered subtree is itself repeated and shared.
+/// How often each subtree lies beneath a filter that can reach into it
+/// (through projections, aliases, filters and inner joins). A subtree every
+/// occurrence of which is so filtered is not shared: each filter would be
+/// pushed to the scans beneath it (a join read by two CTEs that filter it
+/// differently), while sharing would compute and hold it whole. Where the
+/// filters are the same, the filtered subtree is itself repeated and shared.
 fn under_filters(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
     let mut counts: HashMap<LogicalPlan, usize> = HashMap::new();
     plan.apply_with_subqueries(|n| {
         if let LogicalPlan::Filter(f) = n
             && filters_pass(&f.input)
         {
-            // Every node the filter passes on its way to the join.
-            let mut below = Some(f.input.as_ref());
-            while let Some(b) = below {
+            // Every node the filter may pass on its way to the scans: down
+            // projections, aliases, filters and the inputs of inner joins.
+            let mut below = vec![f.input.as_ref()];
+            while let Some(b) = below.pop() {
                 *counts.entry(b.clone()).or_default() += 1;
-                below = match b {
-                    LogicalPlan::Projection(p) => Some(p.input.as_ref()),
-                    LogicalPlan::SubqueryAlias(a) => Some(a.input.as_ref()),
-                    LogicalPlan::Filter(f) => Some(f.input.as_ref()),
-                    _ => None,
-                };
+                match b {
+                    LogicalPlan::Projection(p) => below.push(&p.input),
+                    LogicalPlan::SubqueryAlias(a) => below.push(&a.input),
+                    LogicalPlan::Filter(f) => below.push(&f.input),
+                    LogicalPlan::Join(j) if j.join_type == JoinType::Inner => {
+                        below.push(&j.left);
+                        below.push(&j.right);
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(TreeNodeRecursion::Continue)
@@ -210,7 +217,7 @@ fn under_filters(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
 /// True when a filter above the plan is pushed into a join beneath it.
 fn filters_pass(plan: &LogicalPlan) -> bool {
     match plan {
-        LogicalPlan::Join(_) => true,
+        LogicalPlan::Join(j) => j.join_type == JoinType::Inner,
         LogicalPlan::Projection(p) => filters_pass(&p.input),
         LogicalPlan::SubqueryAlias(a) => filters_pass(&a.input),
         LogicalPlan::Filter(f) => filters_pass(&f.input),
