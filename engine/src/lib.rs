@@ -168,7 +168,11 @@ impl Engine {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
+            .with_information_schema(true)
+            // Larger batches than DataFusion's 8,192 rows: sorts by person
+            // merge fewer runs (a quarter faster on 20M-row window queries)
+            // and per-batch costs weigh less; see docs/BENCHMARKS.md.
+            .with_batch_size(32 * 1024);
         if let Some(n) = self.options.target_partitions {
             config = config.with_target_partitions(n.max(1));
         }
