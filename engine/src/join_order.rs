@@ -100,7 +100,7 @@ fn reads_only(exprs: &[&Expr], schema: &DFSchema) -> bool {
 
 /// The reassociated join, or `None` when the pattern does not apply.
 fn reassociate(top: &Join) -> Result<Option<LogicalPlan>> {
-    if !is_inner(top) {
+    if !is_inner(top) || top.filter.as_ref().is_some_and(Expr::is_volatile) {
         return Ok(None);
     }
     let top_filter: Vec<&Expr> = top.filter.iter().collect();
@@ -116,11 +116,14 @@ fn reassociate(top: &Join) -> Result<Option<LogicalPlan>> {
             if base_table(bridge).is_none()
                 || filtered_table(facts)
                 || !reads_only(&keys, bridge.schema())
-                || !reads_only(&top_filter, &bridge.schema().join(top.right.schema())?)
+                || !bridge
+                    .schema()
+                    .join(top.right.schema())
+                    .is_ok_and(|s| reads_only(&top_filter, &s))
             {
                 continue;
             }
-            let looked_up = Join::try_new(
+            let Ok(looked_up) = Join::try_new(
                 Arc::clone(bridge),
                 Arc::clone(&top.right),
                 top.on.clone(),
@@ -129,14 +132,20 @@ fn reassociate(top: &Join) -> Result<Option<LogicalPlan>> {
                 JoinConstraint::On,
                 top.null_equality,
                 false,
-            )?;
+            ) else {
+                return Ok(None);
+            };
             let looked_up = Arc::new(LogicalPlan::Join(looked_up));
             let (left, right) = if bridge_left {
                 (looked_up, Arc::clone(facts))
             } else {
                 (Arc::clone(facts), looked_up)
             };
-            let joined = join_like(lower, left, right)?;
+            // Columns a projection between the joins dropped come back; a
+            // clash of names leaves the joins as written.
+            let Ok(joined) = join_like(lower, left, right) else {
+                return Ok(None);
+            };
             return in_order(joined, &top.schema).map(Some);
         }
     }
@@ -152,11 +161,15 @@ fn reassociate(top: &Join) -> Result<Option<LogicalPlan>> {
             if base_table(bridge).is_none()
                 || filtered_table(facts)
                 || !reads_only(&keys, bridge.schema())
-                || !reads_only(&top_filter, &top.left.schema().join(bridge.schema())?)
+                || !top
+                    .left
+                    .schema()
+                    .join(bridge.schema())
+                    .is_ok_and(|s| reads_only(&top_filter, &s))
             {
                 continue;
             }
-            let looked_up = Join::try_new(
+            let Ok(looked_up) = Join::try_new(
                 Arc::clone(&top.left),
                 Arc::clone(bridge),
                 top.on.clone(),
@@ -165,14 +178,20 @@ fn reassociate(top: &Join) -> Result<Option<LogicalPlan>> {
                 JoinConstraint::On,
                 top.null_equality,
                 false,
-            )?;
+            ) else {
+                return Ok(None);
+            };
             let looked_up = Arc::new(LogicalPlan::Join(looked_up));
             let (left, right) = if bridge_left {
                 (looked_up, Arc::clone(facts))
             } else {
                 (Arc::clone(facts), looked_up)
             };
-            let joined = join_like(lower, left, right)?;
+            // Columns a projection between the joins dropped come back; a
+            // clash of names leaves the joins as written.
+            let Ok(joined) = join_like(lower, left, right) else {
+                return Ok(None);
+            };
             return in_order(joined, &top.schema).map(Some);
         }
     }

@@ -148,6 +148,7 @@ fn exists_beyond_equalities(exprs: &[Expr]) -> Result<Option<Expr>> {
             if let Expr::Exists(Exists { subquery, .. }) = x
                 && found.is_none()
                 && correlated_beyond_equalities(subquery)?
+                && repeatable(&subquery.subquery)?
             {
                 found = Some(x.clone());
                 return Ok(TreeNodeRecursion::Stop);
@@ -158,13 +159,35 @@ fn exists_beyond_equalities(exprs: &[Expr]) -> Result<Option<Expr>> {
     Ok(found)
 }
 
+/// True when two runs of the plan give the same rows, as the two halves of
+/// a split read it twice: no volatile function, no `LIMIT`, no window
+/// (ties), no recursive query's work table.
+fn repeatable(plan: &LogicalPlan) -> Result<bool> {
+    let mut ok = true;
+    plan.apply_with_subqueries(|n| {
+        let work_table = matches!(n, LogicalPlan::TableScan(t)
+        if datafusion::datasource::source_as_provider(&t.source).is_ok_and(|p| {
+            p.is::<datafusion::datasource::cte_worktable::CteWorkTable>()
+        }));
+        if work_table
+            || matches!(n, LogicalPlan::Limit(_) | LogicalPlan::Window(_))
+            || n.expressions().iter().any(Expr::is_volatile)
+        {
+            ok = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(ok)
+}
+
 /// The most such `EXISTS` one projection is split on (each doubles it).
 const MAX_SPLITS: usize = 3;
 
 /// A projection holding an `EXISTS` correlated beyond equalities, as the
 /// union of its rows where the `EXISTS` holds and where it does not.
 fn split_on_exists(projection: Projection, depth: usize) -> Result<Transformed<LogicalPlan>> {
-    let Some(found) = (if depth < MAX_SPLITS {
+    let Some(found) = (if depth < MAX_SPLITS && repeatable(&projection.input)? {
         exists_beyond_equalities(&projection.expr)?
     } else {
         None

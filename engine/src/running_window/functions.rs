@@ -132,11 +132,13 @@ impl Function {
     }
 }
 
-/// True when the aggregate has a `FILTER (WHERE ...)` clause. DataFusion
-/// exposes the filter only through a trait it does not export, so its
-/// absence is read from the expression's debug form.
+/// True when the aggregate may have a `FILTER (WHERE ...)` clause.
+/// DataFusion exposes the filter only through a trait it does not export,
+/// so it is read from the expression's debug form; any doubt (a literal
+/// spelling the same text) counts as a filter.
 fn has_filter(agg: &PlainAggregateWindowExpr) -> bool {
-    !format!("{agg:?}").contains("filter: None")
+    let debug = format!("{agg:?}");
+    debug.contains("filter: Some(") || !debug.contains("filter: None")
 }
 
 /// The frame's end, when the frame starts at the partition's first row and
@@ -283,7 +285,10 @@ impl Function {
                 };
                 let out = match kind {
                     Kind::Count { .. } => {
-                        let get = |i: usize| (!values.is_null(i)).then_some(0);
+                        // Logical nulls: a NULL literal's array has no null buffer.
+                        let nulls = values.logical_nulls();
+                        let get =
+                            |i: usize| nulls.as_ref().is_none_or(|b| b.is_valid(i)).then_some(0);
                         self.aggregate(n, get, starts, carried)
                     }
                     _ => {

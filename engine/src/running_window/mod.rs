@@ -164,6 +164,8 @@ mod tests {
             "max(x) OVER (PARTITION BY p ORDER BY c GROUPS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)",
             "count(*) OVER (PARTITION BY p ORDER BY s)",
             "count(x) OVER (PARTITION BY p, c ORDER BY s ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING)",
+            "count(NULL) OVER (PARTITION BY p ORDER BY s)",
+            "count(CASE WHEN x > 10 THEN NULL ELSE x END) OVER (PARTITION BY p ORDER BY s ROWS UNBOUNDED PRECEDING)",
             "row_number() OVER (PARTITION BY p ORDER BY s, e, x)",
             "rank() OVER (PARTITION BY p, c ORDER BY s)",
             "dense_rank() OVER (PARTITION BY p ORDER BY s DESC NULLS LAST)",
@@ -192,6 +194,7 @@ mod tests {
             "avg(x) OVER (PARTITION BY p ORDER BY s)",
             "lag(x) OVER (PARTITION BY p ORDER BY s)",
             "sum(x) FILTER (WHERE c = 1) OVER (PARTITION BY p ORDER BY s)",
+            "count(x) FILTER (WHERE 'filter: None' <> CAST(c AS VARCHAR)) OVER (PARTITION BY p ORDER BY s)",
         ] {
             let sql = format!("SELECT p, {w} AS w FROM t ORDER BY 1, 2");
             let (expected, _) = run(&context(false, 8192), &sql).await;

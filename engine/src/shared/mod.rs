@@ -26,9 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchemaRef, Result, internal_err};
+use datafusion::common::{Column, DFSchemaRef, Result, internal_err};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
     Extension, JoinType, LogicalPlan, Projection, UserDefinedLogicalNode,
     UserDefinedLogicalNodeCore,
@@ -180,49 +181,111 @@ fn occurrences(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
     Ok(counts)
 }
 
-/// How often each subtree lies beneath a filter that can reach into it
-/// (through projections, aliases, filters and inner joins). A subtree every
-/// occurrence of which is so filtered is not shared: each filter would be
-/// pushed to the scans beneath it (a join read by two CTEs that filter it
-/// differently), while sharing would compute and hold it whole. Where the
-/// filters are the same, the filtered subtree is itself repeated and shared.
+/// How many occurrences of each subtree a filter above it can reach into:
+/// the columns its conjuncts read (those without subqueries, which become
+/// joins) are followed down projections, aliases, filters and the sides of
+/// inner joins that hold them. A subtree every occurrence of which is so
+/// filtered is not shared: each filter is pushed to the scans beneath it (a
+/// join read by two CTEs that filter it differently), while sharing would
+/// compute and hold it whole. Where the filters are the same, the filtered
+/// subtree is itself repeated and shared.
 fn under_filters(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
-    let mut counts: HashMap<LogicalPlan, usize> = HashMap::new();
-    plan.apply_with_subqueries(|n| {
-        if let LogicalPlan::Filter(f) = n
-            && filters_pass(&f.input)
-        {
-            // Every node the filter may pass on its way to the scans: down
-            // projections, aliases, filters and the inputs of inner joins.
-            let mut below = vec![f.input.as_ref()];
-            while let Some(b) = below.pop() {
-                *counts.entry(b.clone()).or_default() += 1;
-                match b {
-                    LogicalPlan::Projection(p) => below.push(&p.input),
-                    LogicalPlan::SubqueryAlias(a) => below.push(&a.input),
-                    LogicalPlan::Filter(f) => below.push(&f.input),
-                    LogicalPlan::Join(j) if j.join_type == JoinType::Inner => {
-                        below.push(&j.left);
-                        below.push(&j.right);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
+    let mut counts = HashMap::new();
+    reached(plan, &HashSet::new(), &mut counts)?;
     Ok(counts)
 }
 
-/// True when a filter above the plan is pushed into a join beneath it.
-fn filters_pass(plan: &LogicalPlan) -> bool {
-    match plan {
-        LogicalPlan::Join(j) => j.join_type == JoinType::Inner,
-        LogicalPlan::Projection(p) => filters_pass(&p.input),
-        LogicalPlan::SubqueryAlias(a) => filters_pass(&a.input),
-        LogicalPlan::Filter(f) => filters_pass(&f.input),
-        _ => false,
+fn reached(
+    plan: &LogicalPlan,
+    columns: &HashSet<Column>,
+    counts: &mut HashMap<LogicalPlan, usize>,
+) -> Result<()> {
+    if !columns.is_empty() {
+        *counts.entry(plan.clone()).or_default() += 1;
     }
+    let none = HashSet::new();
+    let mut below: Vec<(&LogicalPlan, HashSet<Column>)> = Vec::new();
+    match plan {
+        LogicalPlan::Filter(f) => {
+            let mut cols = columns.clone();
+            for c in split_conjunction(&f.predicate) {
+                if !c.exists(|e| Ok(is_subquery(e)))? {
+                    cols.extend(c.column_refs().into_iter().cloned());
+                }
+            }
+            below.push((&f.input, cols));
+        }
+        LogicalPlan::Projection(p) => {
+            let cols = p
+                .schema
+                .columns()
+                .iter()
+                .zip(&p.expr)
+                .filter(|(c, _)| columns.contains(c))
+                .flat_map(|(_, e)| e.column_refs().into_iter().cloned())
+                .collect();
+            below.push((&p.input, cols));
+        }
+        LogicalPlan::SubqueryAlias(a) => {
+            let cols = a
+                .schema
+                .columns()
+                .iter()
+                .zip(a.input.schema().columns())
+                .filter(|(c, _)| columns.contains(c))
+                .map(|(_, inner)| inner)
+                .collect();
+            below.push((&a.input, cols));
+        }
+        LogicalPlan::Join(j) if j.join_type == JoinType::Inner => {
+            for side in [&j.left, &j.right] {
+                let cols = columns
+                    .iter()
+                    .filter(|c| side.schema().has_column(c))
+                    .cloned()
+                    .collect();
+                below.push((side, cols));
+            }
+        }
+        other => {
+            for input in other.inputs() {
+                below.push((input, none.clone()));
+            }
+        }
+    }
+    for (input, cols) in below {
+        reached(input, &cols, counts)?;
+    }
+    plan.apply_subqueries(|sub| {
+        reached(sub, &none, counts)?;
+        Ok(TreeNodeRecursion::Jump)
+    })?;
+    Ok(())
+}
+
+fn is_subquery(e: &Expr) -> bool {
+    matches!(
+        e,
+        Expr::Exists(_) | Expr::InSubquery(_) | Expr::ScalarSubquery(_)
+    )
+}
+
+/// True when every run of the plan gives the same rows: no volatile
+/// function, no window (ties may be numbered either way), no `LIMIT`.
+/// Such a plan referred to twice is always computed once, as PostgreSQL
+/// computes a CTE once.
+fn repeatable(plan: &LogicalPlan) -> Result<bool> {
+    let mut ok = true;
+    plan.apply_with_subqueries(|n| {
+        if matches!(n, LogicalPlan::Window(_) | LogicalPlan::Limit(_))
+            || n.expressions().iter().any(Expr::is_volatile)
+        {
+            ok = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(ok)
 }
 
 /// True when `plan` does real work over stored data and computing it once
@@ -290,7 +353,7 @@ impl Sharer {
         let count = self.counts.get(&plan).copied().unwrap_or(0);
         if !matches!(plan, LogicalPlan::Subquery(_))
             && count >= 2
-            && self.under_filters.get(&plan).copied().unwrap_or(0) < count
+            && (self.under_filters.get(&plan).copied().unwrap_or(0) < count || !repeatable(&plan)?)
             && shareable(&plan)?
         {
             if let Some(node) = self.done.get(&plan) {
@@ -536,6 +599,27 @@ mod tests {
                     SELECT count(*) FROM s UNION ALL SELECT sum(value) FROM s";
         let (_, nodes) = run(&context(true, None), scan).await;
         assert!(nodes.is_empty(), "{nodes:?}");
+    }
+
+    /// Filters that cannot reach a repeated CTE leave it shared; a CTE
+    /// numbering rows is computed once however it is filtered.
+    #[tokio::test]
+    async fn filters_elsewhere_and_numbered_rows_keep_sharing() {
+        let elsewhere = "WITH c AS (SELECT a.person_id FROM t a JOIN t b ON a.person_id = b.person_id
+                                     WHERE b.value > 2)
+                         SELECT count(*) FROM c JOIN t p ON p.person_id = c.person_id WHERE p.value = 1
+                         UNION ALL
+                         SELECT count(*) FROM c JOIN t p ON p.person_id = c.person_id WHERE p.value = 3";
+        let (rows, nodes) = run(&context(true, None), elsewhere).await;
+        assert!(!nodes.is_empty(), "not shared");
+        assert_eq!(rows, run(&context(false, None), elsewhere).await.0);
+        let numbered = "WITH x AS (SELECT person_id, value, row_number() OVER (ORDER BY value) AS rn
+                                     FROM t a JOIN t b USING (person_id, value))
+                        SELECT count(*) FROM x a JOIN x b ON a.rn = b.rn AND a.person_id <> b.person_id
+                         WHERE a.value > 0 AND b.value > 0";
+        let (rows, nodes) = run(&context(true, None), numbered).await;
+        assert!(!nodes.is_empty(), "not shared");
+        assert!(rows.contains("| 0 "), "{rows}");
     }
 
     /// A join read by two CTEs that filter it differently is not shared
