@@ -147,7 +147,7 @@ impl OptimizerRule for ShareRepeatedSubplans {
         }
         let mut sharer = Sharer {
             counts,
-            under_filters: under_filters(&plan)?,
+            reach: reached_by_filters(&plan)?,
             done: HashMap::new(),
         };
         let shared = sharer.rewrite(plan)?;
@@ -181,30 +181,50 @@ fn occurrences(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
     Ok(counts)
 }
 
-/// How many occurrences of each subtree a filter above it can reach into:
-/// the columns its conjuncts read (those without subqueries, which become
+/// How a filter above a subtree's occurrence can affect it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reach {
+    /// Occurrences the filter is pushed into.
+    filtered: usize,
+    /// Occurrences joined to a filtered input (the join restricts them).
+    restricted: usize,
+}
+
+/// How many occurrences of each subtree a filter above it reaches: the
+/// columns its conjuncts read (those without subqueries, which become
 /// joins) are followed down projections, aliases, filters and the sides of
-/// inner joins that hold them. A subtree every occurrence of which is so
-/// filtered is not shared: each filter is pushed to the scans beneath it (a
-/// join read by two CTEs that filter it differently), while sharing would
-/// compute and hold it whole. Where the filters are the same, the filtered
-/// subtree is itself repeated and shared.
-fn under_filters(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
-    let mut counts = HashMap::new();
-    reached(plan, &HashSet::new(), &mut counts)?;
-    Ok(counts)
+/// inner joins that hold them; the other side of such a join, or of one
+/// with a filter inside an input, is restricted by it. A subtree every occurrence of which is filtered is not shared:
+/// each filter is pushed to the scans beneath it (a join read by two CTEs
+/// that filter it differently), while sharing would compute and hold it
+/// whole. Where the filters are the same, the filtered subtree is itself
+/// repeated and shared.
+fn reached_by_filters(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, Reach>> {
+    let mut reach = HashMap::new();
+    reached(plan, &HashSet::new(), false, &mut reach)?;
+    Ok(reach)
 }
 
 fn reached(
     plan: &LogicalPlan,
     columns: &HashSet<Column>,
-    counts: &mut HashMap<LogicalPlan, usize>,
+    restricted: bool,
+    reach: &mut HashMap<LogicalPlan, Reach>,
 ) -> Result<()> {
-    if !columns.is_empty() {
-        *counts.entry(plan.clone()).or_default() += 1;
+    let passes = matches!(
+        plan,
+        LogicalPlan::Filter(_)
+            | LogicalPlan::Projection(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::TableScan(_)
+    ) || matches!(plan, LogicalPlan::Join(j) if j.join_type == JoinType::Inner);
+    if passes && !columns.is_empty() {
+        reach.entry(plan.clone()).or_default().filtered += 1;
+    } else if passes && restricted {
+        reach.entry(plan.clone()).or_default().restricted += 1;
     }
     let none = HashSet::new();
-    let mut below: Vec<(&LogicalPlan, HashSet<Column>)> = Vec::new();
+    let mut below: Vec<(&LogicalPlan, HashSet<Column>, bool)> = Vec::new();
     match plan {
         LogicalPlan::Filter(f) => {
             let mut cols = columns.clone();
@@ -213,7 +233,7 @@ fn reached(
                     cols.extend(c.column_refs().into_iter().cloned());
                 }
             }
-            below.push((&f.input, cols));
+            below.push((&f.input, cols, restricted));
         }
         LogicalPlan::Projection(p) => {
             let cols = p
@@ -224,7 +244,7 @@ fn reached(
                 .filter(|(c, _)| columns.contains(c))
                 .flat_map(|(_, e)| e.column_refs().into_iter().cloned())
                 .collect();
-            below.push((&p.input, cols));
+            below.push((&p.input, cols, restricted));
         }
         LogicalPlan::SubqueryAlias(a) => {
             let cols = a
@@ -235,32 +255,52 @@ fn reached(
                 .filter(|(c, _)| columns.contains(c))
                 .map(|(_, inner)| inner)
                 .collect();
-            below.push((&a.input, cols));
+            below.push((&a.input, cols, restricted));
         }
         LogicalPlan::Join(j) if j.join_type == JoinType::Inner => {
-            for side in [&j.left, &j.right] {
-                let cols = columns
+            let sides = [&j.left, &j.right].map(|side| {
+                columns
                     .iter()
                     .filter(|c| side.schema().has_column(c))
                     .cloned()
-                    .collect();
-                below.push((side, cols));
-            }
+                    .collect::<HashSet<Column>>()
+            });
+            // A side is restricted by a filter reaching the other side, or
+            // already pushed into it.
+            let filtered = [
+                !sides[0].is_empty() || reduced(&j.left)?,
+                !sides[1].is_empty() || reduced(&j.right)?,
+            ];
+            let [left, right] = sides;
+            below.push((&j.left, left, restricted || filtered[1]));
+            below.push((&j.right, right, restricted || filtered[0]));
         }
         other => {
             for input in other.inputs() {
-                below.push((input, none.clone()));
+                below.push((input, none.clone(), false));
             }
         }
     }
-    for (input, cols) in below {
-        reached(input, &cols, counts)?;
+    for (input, cols, restricted) in below {
+        reached(input, &cols, restricted, reach)?;
     }
     plan.apply_subqueries(|sub| {
-        reached(sub, &none, counts)?;
+        reached(sub, &none, false, reach)?;
         Ok(TreeNodeRecursion::Jump)
     })?;
     Ok(())
+}
+
+/// True when the plan holds a filter or aggregation of its own (its size
+/// is bounded by something other than its inputs' product).
+fn reduced(plan: &LogicalPlan) -> Result<bool> {
+    plan.exists(|n| {
+        Ok(match n {
+            LogicalPlan::Filter(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => true,
+            LogicalPlan::TableScan(t) => !t.filters.is_empty(),
+            _ => false,
+        })
+    })
 }
 
 fn is_subquery(e: &Expr) -> bool {
@@ -340,11 +380,21 @@ fn shareable(plan: &LogicalPlan) -> Result<bool> {
 
 struct Sharer {
     counts: HashMap<LogicalPlan, usize>,
-    under_filters: HashMap<LogicalPlan, usize>,
+    reach: HashMap<LogicalPlan, Reach>,
     done: HashMap<LogicalPlan, LogicalPlan>,
 }
 
 impl Sharer {
+    /// False when filters reach into every occurrence, or restrict through
+    /// joins every occurrence of a join that reduces nothing by itself.
+    fn worth_sharing(&self, plan: &LogicalPlan, count: usize) -> Result<bool> {
+        let r = self.reach.get(plan).copied().unwrap_or_default();
+        if r.filtered >= count {
+            return Ok(false);
+        }
+        Ok(r.filtered + r.restricted < count || reduced(plan)?)
+    }
+
     fn rewrite(&mut self, plan: LogicalPlan) -> Result<LogicalPlan> {
         if SharedPlan::of(&plan).is_some() {
             return Ok(plan);
@@ -353,7 +403,7 @@ impl Sharer {
         let count = self.counts.get(&plan).copied().unwrap_or(0);
         if !matches!(plan, LogicalPlan::Subquery(_))
             && count >= 2
-            && (self.under_filters.get(&plan).copied().unwrap_or(0) < count || !repeatable(&plan)?)
+            && (self.worth_sharing(&plan, count)? || !repeatable(&plan)?)
             && shareable(&plan)?
         {
             if let Some(node) = self.done.get(&plan) {
@@ -620,6 +670,26 @@ mod tests {
         let (rows, nodes) = run(&context(true, None), numbered).await;
         assert!(!nodes.is_empty(), "not shared");
         assert!(rows.contains("| 0 "), "{rows}");
+    }
+
+    /// A join restricted at every occurrence by differently filtered
+    /// partners, and reducing nothing itself, is not shared (it would be
+    /// held whole); an aggregate filtered on its results is.
+    #[tokio::test]
+    async fn restricted_joins_are_not_held_and_filtered_aggregates_are_shared() {
+        let restricted = "WITH j AS (SELECT a.person_id, c.person_id AS other
+                                       FROM t a JOIN t b ON a.person_id = b.person_id
+                                       JOIN t c ON c.value = b.value)
+                          SELECT count(*) FROM j WHERE other = 1
+                          UNION ALL SELECT count(*) FROM j WHERE other = 2";
+        let (rows, nodes) = run(&context(true, None), restricted).await;
+        assert!(nodes.is_empty(), "{nodes:?}");
+        assert_eq!(rows, run(&context(false, None), restricted).await.0);
+        let grouped = "WITH g AS (SELECT person_id, count(*) AS n FROM t WHERE value > 0 GROUP BY person_id)
+                       SELECT count(*) FROM g WHERE n > 1 UNION ALL SELECT count(*) FROM g WHERE n > 2";
+        let (rows, nodes) = run(&context(true, None), grouped).await;
+        assert!(!nodes.is_empty(), "not shared");
+        assert_eq!(rows, run(&context(false, None), grouped).await.0);
     }
 
     /// A join read by two CTEs that filter it differently is not shared
