@@ -103,97 +103,80 @@ fn reassociate(top: &Join) -> Result<Option<LogicalPlan>> {
     if !is_inner(top) || top.filter.as_ref().is_some_and(Expr::is_volatile) {
         return Ok(None);
     }
-    let top_filter: Vec<&Expr> = top.filter.iter().collect();
-    // The nested join on the left: (A ⋈ B) ⋈ C or (B ⋈ A) ⋈ C.
+    // (A ⋈ B) ⋈ C or (B ⋈ A) ⋈ C.
     if let Some(lower) = inner(&top.left)
         && filtered_table(&top.right)
+        && let Some(plan) = reassociate_with(top, lower, &top.right, false)?
     {
-        let keys: Vec<&Expr> = top.on.iter().map(|(l, _)| l).collect();
-        for (bridge, facts, bridge_left) in [
-            (&lower.right, &lower.left, false),
-            (&lower.left, &lower.right, true),
-        ] {
-            if base_table(bridge).is_none()
-                || filtered_table(facts)
-                || !reads_only(&keys, bridge.schema())
-                || !bridge
-                    .schema()
-                    .join(top.right.schema())
-                    .is_ok_and(|s| reads_only(&top_filter, &s))
-            {
-                continue;
-            }
-            let Ok(looked_up) = Join::try_new(
-                Arc::clone(bridge),
-                Arc::clone(&top.right),
-                top.on.clone(),
-                top.filter.clone(),
-                JoinType::Inner,
-                JoinConstraint::On,
-                top.null_equality,
-                false,
-            ) else {
-                return Ok(None);
-            };
-            let looked_up = Arc::new(LogicalPlan::Join(looked_up));
-            let (left, right) = if bridge_left {
-                (looked_up, Arc::clone(facts))
-            } else {
-                (Arc::clone(facts), looked_up)
-            };
-            // Columns a projection between the joins dropped come back; a
-            // clash of names leaves the joins as written.
-            let Ok(joined) = join_like(lower, left, right) else {
-                return Ok(None);
-            };
-            return in_order(joined, &top.schema).map(Some);
-        }
+        return Ok(Some(plan));
     }
-    // The nested join on the right: C ⋈ (A ⋈ B) or C ⋈ (B ⋈ A).
+    // C ⋈ (A ⋈ B) or C ⋈ (B ⋈ A).
     if let Some(lower) = inner(&top.right)
         && filtered_table(&top.left)
     {
-        let keys: Vec<&Expr> = top.on.iter().map(|(_, r)| r).collect();
-        for (bridge, facts, bridge_left) in [
-            (&lower.left, &lower.right, true),
-            (&lower.right, &lower.left, false),
-        ] {
-            if base_table(bridge).is_none()
-                || filtered_table(facts)
-                || !reads_only(&keys, bridge.schema())
-                || !top
-                    .left
-                    .schema()
-                    .join(bridge.schema())
-                    .is_ok_and(|s| reads_only(&top_filter, &s))
-            {
-                continue;
-            }
-            let Ok(looked_up) = Join::try_new(
-                Arc::clone(&top.left),
-                Arc::clone(bridge),
-                top.on.clone(),
-                top.filter.clone(),
-                JoinType::Inner,
-                JoinConstraint::On,
-                top.null_equality,
-                false,
-            ) else {
-                return Ok(None);
-            };
-            let looked_up = Arc::new(LogicalPlan::Join(looked_up));
-            let (left, right) = if bridge_left {
-                (looked_up, Arc::clone(facts))
-            } else {
-                (Arc::clone(facts), looked_up)
-            };
-            // Columns a projection between the joins dropped come back; a
-            // clash of names leaves the joins as written.
-            let Ok(joined) = join_like(lower, left, right) else {
-                return Ok(None);
-            };
-            return in_order(joined, &top.schema).map(Some);
+        return reassociate_with(top, lower, &top.left, true);
+    }
+    Ok(None)
+}
+
+/// `top` joins the nested join `lower` with the filtered table `lookup`
+/// (its left input when `lookup_left`): the lookup joins the bridge side of
+/// `lower` first.
+fn reassociate_with(
+    top: &Join,
+    lower: &Join,
+    lookup: &Arc<LogicalPlan>,
+    lookup_left: bool,
+) -> Result<Option<LogicalPlan>> {
+    let keys: Vec<&Expr> = top
+        .on
+        .iter()
+        .map(|(l, r)| if lookup_left { r } else { l })
+        .collect();
+    let top_filter: Vec<&Expr> = top.filter.iter().collect();
+    for (bridge, facts, bridge_left) in [
+        (&lower.right, &lower.left, false),
+        (&lower.left, &lower.right, true),
+    ] {
+        let (l, r) = if lookup_left {
+            (Arc::clone(lookup), Arc::clone(bridge))
+        } else {
+            (Arc::clone(bridge), Arc::clone(lookup))
+        };
+        if base_table(bridge).is_none()
+            || filtered_table(facts)
+            || !reads_only(&keys, bridge.schema())
+            || !l
+                .schema()
+                .join(r.schema())
+                .is_ok_and(|s| reads_only(&top_filter, &s))
+        {
+            continue;
         }
+        // Columns a projection between the joins dropped come back; a
+        // clash of names leaves the joins as written.
+        let Ok(looked_up) = Join::try_new(
+            l,
+            r,
+            top.on.clone(),
+            top.filter.clone(),
+            JoinType::Inner,
+            JoinConstraint::On,
+            top.null_equality,
+            false,
+        ) else {
+            return Ok(None);
+        };
+        let looked_up = Arc::new(LogicalPlan::Join(looked_up));
+        let (left, right) = if bridge_left {
+            (looked_up, Arc::clone(facts))
+        } else {
+            (Arc::clone(facts), looked_up)
+        };
+        let Ok(joined) = join_like(lower, left, right) else {
+            return Ok(None);
+        };
+        return in_order(joined, &top.schema).map(Some);
     }
     Ok(None)
 }

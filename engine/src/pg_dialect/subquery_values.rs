@@ -29,6 +29,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 
+use crate::shared::repeatable;
+
 /// Rewrites `EXISTS` and `IN (subquery)` outside `WHERE`, and lifts
 /// subqueries out of aggregations.
 #[derive(Debug, Default)]
@@ -157,28 +159,6 @@ fn exists_beyond_equalities(exprs: &[Expr]) -> Result<Option<Expr>> {
         })?;
     }
     Ok(found)
-}
-
-/// True when two runs of the plan give the same rows, as the two halves of
-/// a split read it twice: no volatile function, no `LIMIT`, no window
-/// (ties), no recursive query's work table.
-fn repeatable(plan: &LogicalPlan) -> Result<bool> {
-    let mut ok = true;
-    plan.apply_with_subqueries(|n| {
-        let work_table = matches!(n, LogicalPlan::TableScan(t)
-        if datafusion::datasource::source_as_provider(&t.source).is_ok_and(|p| {
-            p.is::<datafusion::datasource::cte_worktable::CteWorkTable>()
-        }));
-        if work_table
-            || matches!(n, LogicalPlan::Limit(_) | LogicalPlan::Window(_))
-            || n.expressions().iter().any(Expr::is_volatile)
-        {
-            ok = false;
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    Ok(ok)
 }
 
 /// The most such `EXISTS` one projection is split on (each doubles it).

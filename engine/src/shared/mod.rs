@@ -311,13 +311,18 @@ fn is_subquery(e: &Expr) -> bool {
 }
 
 /// True when every run of the plan gives the same rows: no volatile
-/// function, no window (ties may be numbered either way), no `LIMIT`.
-/// Such a plan referred to twice is always computed once, as PostgreSQL
-/// computes a CTE once.
-fn repeatable(plan: &LogicalPlan) -> Result<bool> {
+/// function, no window (ties may be numbered either way), no `LIMIT`, no
+/// recursive query's work table. Such a plan referred to twice is always
+/// computed once, as PostgreSQL computes a CTE once; a plan read twice by
+/// design (the halves of a split `EXISTS`) must be one.
+pub fn repeatable(plan: &LogicalPlan) -> Result<bool> {
     let mut ok = true;
     plan.apply_with_subqueries(|n| {
-        if matches!(n, LogicalPlan::Window(_) | LogicalPlan::Limit(_))
+        let work_table = matches!(n, LogicalPlan::TableScan(t)
+            if datafusion::datasource::source_as_provider(&t.source)
+                .is_ok_and(|p| p.is::<datafusion::datasource::cte_worktable::CteWorkTable>()));
+        if work_table
+            || matches!(n, LogicalPlan::Limit(_) | LogicalPlan::Window(_))
             || n.expressions().iter().any(Expr::is_volatile)
         {
             ok = false;
