@@ -155,19 +155,10 @@ fn reassociate_with(
         }
         // Columns a projection between the joins dropped come back; a
         // clash of names leaves the joins as written.
-        let Ok(looked_up) = Join::try_new(
-            l,
-            r,
-            top.on.clone(),
-            top.filter.clone(),
-            JoinType::Inner,
-            JoinConstraint::On,
-            top.null_equality,
-            false,
-        ) else {
+        let Ok(looked_up) = join_like(top, l, r) else {
             return Ok(None);
         };
-        let looked_up = Arc::new(LogicalPlan::Join(looked_up));
+        let looked_up = Arc::new(looked_up);
         let (left, right) = if bridge_left {
             (looked_up, Arc::clone(facts))
         } else {
@@ -181,17 +172,16 @@ fn reassociate_with(
     Ok(None)
 }
 
-/// The lower join's condition between new inputs (the bridge's side now
-/// carries the filtered table too).
-fn join_like(lower: &Join, left: Arc<LogicalPlan>, right: Arc<LogicalPlan>) -> Result<LogicalPlan> {
+/// An inner join with the condition of `like` between new inputs.
+fn join_like(like: &Join, left: Arc<LogicalPlan>, right: Arc<LogicalPlan>) -> Result<LogicalPlan> {
     Ok(LogicalPlan::Join(Join::try_new(
         left,
         right,
-        lower.on.clone(),
-        lower.filter.clone(),
+        like.on.clone(),
+        like.filter.clone(),
         JoinType::Inner,
         JoinConstraint::On,
-        lower.null_equality,
+        like.null_equality,
         false,
     )?))
 }
