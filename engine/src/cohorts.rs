@@ -422,10 +422,38 @@ impl TableFunctionImpl for CohortFunction {
             .viewer
             .load(&self.store, &name_arg("cohort", arg)?)
             .map_err(to_df)?;
-        Ok(Arc::new(MemTable::try_new(
-            rows_schema(),
-            vec![vec![cohort.rows.clone()]],
-        )?))
+        Ok(Arc::new(CohortRows { cohort }))
+    }
+}
+
+/// The rows of a saved cohort, as `cohort('name')` returns them; the
+/// optimizer reads the cohort's bitmap through it
+/// ([`crate::cohort_algebra`]).
+#[derive(Debug)]
+pub struct CohortRows {
+    pub cohort: Arc<Cohort>,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for CohortRows {
+    fn schema(&self) -> SchemaRef {
+        rows_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        MemTable::try_new(rows_schema(), vec![vec![self.cohort.rows.clone()]])?
+            .scan(state, projection, filters, limit)
+            .await
     }
 }
 

@@ -20,6 +20,7 @@
 //! of them.
 
 pub mod audit;
+pub mod cohort_algebra;
 pub mod cohorts;
 mod damaged;
 pub mod designs;
@@ -35,6 +36,7 @@ pub mod running_window;
 pub mod session;
 pub mod shared;
 mod spill_retry;
+pub mod table_calls;
 mod vocabulary;
 
 use std::path::{Path, PathBuf};
@@ -198,9 +200,11 @@ impl Engine {
             .with_config(self.config())
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
+            .with_analyzer_rule(Arc::new(table_calls::NameTableFunctionCalls))
             .with_physical_optimizer_rule(Arc::new(running_window::RunningWindows));
-        let state =
-            shared::install(state).with_optimizer_rule(Arc::new(join_order::LookupsThroughBridges));
+        let state = shared::install(state)
+            .with_optimizer_rule(Arc::new(join_order::LookupsThroughBridges))
+            .with_optimizer_rule(Arc::new(cohort_algebra::CohortSetOperations));
         let ctx = SessionContext::new_with_state(pg_dialect::install(state).build());
         pg_dialect::register(&ctx);
         ctx

@@ -71,7 +71,8 @@ impl SharedPlan {
         })
     }
 
-    fn of(plan: &LogicalPlan) -> Option<&SharedPlan> {
+    /// The shared subplan node, if `plan` is one.
+    pub fn of(plan: &LogicalPlan) -> Option<&SharedPlan> {
         match plan {
             LogicalPlan::Extension(e) => e.node.as_any().downcast_ref::<SharedPlan>(),
             _ => None,
@@ -159,8 +160,13 @@ impl OptimizerRule for ShareRepeatedSubplans {
 }
 
 /// How often each subtree occurs, a shared node's inside counted once.
+/// Subtrees that compare equal but read different tables are left out:
+/// plans compare scans by name, and every call of a table function
+/// (`cohort('a')`, `cohort('b')`) scans a table of the function's name.
 fn occurrences(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
     let mut counts: HashMap<LogicalPlan, usize> = HashMap::new();
+    let mut tables: HashMap<LogicalPlan, Vec<usize>> = HashMap::new();
+    let mut ambiguous = HashSet::new();
     let mut seen = HashSet::new();
     plan.apply_with_subqueries(|n| {
         if let Some(s) = SharedPlan::of(n) {
@@ -174,11 +180,38 @@ fn occurrences(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
             n,
             LogicalPlan::TableScan(_) | LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_)
         ) {
+            let read = scanned_tables(n)?;
+            match tables.get(n) {
+                Some(t) if *t != read => {
+                    ambiguous.insert(n.clone());
+                }
+                Some(_) => {}
+                None => {
+                    tables.insert(n.clone(), read);
+                }
+            }
             *counts.entry(n.clone()).or_default() += 1;
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
+    counts.retain(|p, _| !ambiguous.contains(p));
     Ok(counts)
+}
+
+/// The tables a subtree scans, in order, by the identity of their providers.
+fn scanned_tables(plan: &LogicalPlan) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    plan.apply_with_subqueries(|n| {
+        if let LogicalPlan::TableScan(t) = n {
+            let id = match datafusion::datasource::source_as_provider(&t.source) {
+                Ok(p) => Arc::as_ptr(&p) as *const () as usize,
+                Err(_) => Arc::as_ptr(&t.source) as *const () as usize,
+            };
+            out.push(id);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(out)
 }
 
 /// How a filter above a subtree's occurrence can affect it.
@@ -616,6 +649,32 @@ mod tests {
         SELECT 'many', count(*), sum(total) FROM busy WHERE n >= 7
         UNION ALL
         SELECT 'few', (SELECT count(*) FROM busy WHERE n < 7), NULL";
+
+    /// Two calls of one table function scan tables of the same name; their
+    /// equal-looking aggregates are different subplans (the sums are
+    /// computed by hand: 1 + ... + n = n(n + 1)/2).
+    #[tokio::test]
+    async fn table_function_calls_with_different_arguments_are_not_shared() {
+        let ctx = context(true, None);
+        let (rows, shared) = run(
+            &ctx,
+            "SELECT a.s AS a, b.s AS b \
+             FROM (SELECT sum(value) AS s FROM generate_series(1, 1000)) a, \
+                  (SELECT sum(value) AS s FROM generate_series(1, 2000)) b",
+        )
+        .await;
+        assert!(rows.contains("| 500500 | 2001000 |"), "{rows}");
+        assert!(shared.is_empty());
+        // The same call twice is still computed once.
+        let (rows, shared) = run(
+            &ctx,
+            "WITH g AS (SELECT sum(value) AS s FROM generate_series(1, 1000)) \
+             SELECT a.s AS a, b.s AS b FROM g a, g b",
+        )
+        .await;
+        assert!(rows.contains("| 500500 | 500500 |"), "{rows}");
+        assert_eq!(shared.len(), 2, "{shared:?}");
+    }
 
     #[tokio::test]
     async fn a_repeated_cte_runs_once_and_gives_the_same_answer() {
