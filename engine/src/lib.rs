@@ -25,6 +25,7 @@ pub mod cohorts;
 mod damaged;
 pub mod designs;
 pub mod error;
+pub mod first_rows;
 mod identity;
 pub mod join_order;
 pub mod pg_dialect;
@@ -201,7 +202,8 @@ impl Engine {
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
             .with_analyzer_rule(Arc::new(table_calls::NameTableFunctionCalls))
-            .with_physical_optimizer_rule(Arc::new(running_window::RunningWindows));
+            .with_physical_optimizer_rule(Arc::new(running_window::RunningWindows))
+            .with_physical_optimizer_rule(Arc::new(first_rows::FirstRows));
         let state = shared::install(state)
             .with_optimizer_rule(Arc::new(join_order::LookupsThroughBridges))
             .with_optimizer_rule(Arc::new(cohort_algebra::CohortSetOperations));

@@ -87,6 +87,13 @@ impl RunningWindowExec {
     }
 }
 
+impl RunningWindowExec {
+    /// The window operator this one stands in for.
+    pub fn replaced(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.window
+    }
+}
+
 impl DisplayAs for RunningWindowExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "RunningWindowExec: wdw=[{}]", self.names.join(", "))

@@ -29,6 +29,14 @@ use datafusion::physical_plan::ExecutionPlan;
 
 pub use exec::RunningWindowExec;
 
+/// True when a window expression is `row_number()` (numbering rows from 1).
+pub fn is_row_number(
+    expr: &Arc<dyn datafusion::physical_plan::WindowExpr>,
+    input: &datafusion::arrow::datatypes::Schema,
+) -> Result<bool> {
+    Ok(functions::Function::of(expr, input)?.is_some_and(|f| f.kind == functions::Kind::RowNumber))
+}
+
 /// The physical optimizer rule planting [`RunningWindowExec`].
 #[derive(Debug, Default)]
 pub struct RunningWindows;
