@@ -30,11 +30,13 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::config::ConfigOptions;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::split_conjunction;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::expressions::{BinaryExpr, Column, Literal};
@@ -42,6 +44,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::windows::BoundedWindowAggExec;
 use datafusion::physical_plan::{
@@ -70,8 +73,8 @@ impl PhysicalOptimizerRule for FirstRows {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let ordered = plan.output_ordering().is_some();
-        rewrite(plan, ordered)
+        // The client reads the root's rows in order.
+        rewrite(plan, true)
     }
 
     fn name(&self) -> &str {
@@ -96,7 +99,9 @@ fn rewrite(plan: Arc<dyn ExecutionPlan>, ordered: bool) -> Result<Arc<dyn Execut
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
+            // A limit keeps the rows that come first.
             let needs = required.get(i).is_some_and(|r| r.is_some())
+                || plan.fetch().is_some()
                 || (ordered && keeps.get(i).copied().unwrap_or(false));
             rewrite(Arc::clone(c), needs)
         })
@@ -132,6 +137,8 @@ fn first_rows_below(
     let Some(filter) = plan.downcast_ref::<FilterExec>() else {
         return Ok(None);
     };
+    // A filter with a limit keeps the rows that come first.
+    let ordered = ordered || plan.fetch().is_some();
     for conjunct in split_conjunction(filter.predicate()) {
         let Some(column) = first_row_test(conjunct) else {
             continue;
@@ -218,19 +225,28 @@ fn replaced(
     let input_schema = w.input().schema();
     if column != input_schema.fields().len()
         || expr.partition_by().is_empty()
+        || expr.order_by().is_empty()
         || !is_row_number(expr, &input_schema)?
     {
         return Ok(None);
     }
-    let Some(sort) = w.input().downcast_ref::<SortExec>() else {
+    // The window's input: sorted partitions, perhaps merged into one.
+    let (sort, merged) = match w.input().downcast_ref::<SortPreservingMergeExec>() {
+        Some(m) if m.fetch().is_none() => (m.input().downcast_ref::<SortExec>(), true),
+        Some(_) => (None, true),
+        None => (w.input().downcast_ref::<SortExec>(), false),
+    };
+    let Some(sort) = sort.filter(|s| s.fetch().is_none()) else {
         return Ok(None);
     };
-    if sort.fetch().is_some() {
-        return Ok(None);
-    }
+    let input = if merged {
+        Arc::new(CoalescePartitionsExec::new(Arc::clone(sort.input()))) as Arc<dyn ExecutionPlan>
+    } else {
+        Arc::clone(sort.input())
+    };
     let order_by: Vec<_> = expr.order_by().to_vec();
     let first = Arc::new(FirstRowExec::new(
-        Arc::clone(sort.input()),
+        input,
         expr.partition_by().to_vec(),
         order_by,
         Arc::clone(plan),
@@ -240,7 +256,7 @@ fn replaced(
     }
     // Operators above read the window's order: sort the first rows into it.
     let sorted = SortExec::new(sort.expr().clone(), first)
-        .with_preserve_partitioning(sort.preserve_partitioning());
+        .with_preserve_partitioning(!merged && sort.preserve_partitioning());
     Ok(Some(Arc::new(sorted)))
 }
 
@@ -384,7 +400,10 @@ impl ExecutionPlan for FirstRowExec {
                 })
                 .collect::<Result<_>>()?,
         )?;
+        let reservation = MemoryConsumer::new(format!("FirstRowExec[{partition}]"))
+            .register(context.memory_pool());
         let state = Firsts {
+            reservation,
             partition_by: self.partition_by.clone(),
             order_by: self.order_by.iter().map(|s| Arc::clone(&s.expr)).collect(),
             keys,
@@ -397,6 +416,7 @@ impl ExecutionPlan for FirstRowExec {
             row_at: Vec::new(),
             batches: Vec::new(),
             held_rows: 0,
+            held_bytes: 0,
         };
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let batch_size = context.session_config().batch_size();
@@ -435,6 +455,8 @@ const MIN_HELD: usize = 500;
 
 /// The rows first so far of each partition key.
 struct Firsts {
+    /// What is held, counted against the memory pool.
+    reservation: MemoryReservation,
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
     order_by: Vec<Arc<dyn PhysicalExpr>>,
     keys: RowConverter,
@@ -454,6 +476,8 @@ struct Firsts {
     batches: Vec<RecordBatch>,
     /// Rows in `batches`.
     held_rows: usize,
+    /// Memory of `batches`.
+    held_bytes: usize,
 }
 
 impl Firsts {
@@ -520,13 +544,26 @@ impl Firsts {
         }
         if used {
             self.held_rows += batch.num_rows();
+            self.held_bytes += batch.get_array_memory_size();
             self.batches.push(batch);
         }
         // Held rows are bounded by a multiple of the groups: compact.
         if self.held_rows > (4 * self.row_at.len()).max(MIN_HELD) {
             self.compact()?;
         }
-        Ok(())
+        self.account()
+    }
+
+    /// Grows or shrinks the reservation to what is held; an error when the
+    /// pool cannot hold it.
+    fn account(&mut self) -> Result<()> {
+        let words = std::mem::size_of::<(usize, usize)>();
+        let size = self.held_bytes
+            + self.key_bytes.capacity()
+            + self.order_bytes.capacity()
+            + (self.key_at.capacity() + self.order_at.capacity() + self.row_at.capacity()) * words
+            + self.groups.capacity() * std::mem::size_of::<usize>();
+        self.reservation.try_resize(size)
     }
 
     /// The current first rows, in one batch.
@@ -546,7 +583,16 @@ impl Firsts {
         for (g, at) in self.row_at.iter_mut().enumerate() {
             *at = (0, g);
         }
+        // Order keys replaced by ones of another length left gaps.
+        let mut order_bytes = Vec::with_capacity(self.order_at.len());
+        for at in self.order_at.iter_mut() {
+            let (start, len) = *at;
+            *at = (order_bytes.len(), len);
+            order_bytes.extend_from_slice(&self.order_bytes[start..start + len]);
+        }
+        self.order_bytes = order_bytes;
         self.held_rows = batch.num_rows();
+        self.held_bytes = batch.get_array_memory_size();
         self.batches = vec![batch];
         Ok(())
     }
@@ -628,9 +674,9 @@ mod tests {
         MemTable::try_new(schema, vec![a.to_vec(), b.to_vec()]).unwrap()
     }
 
-    fn context(first: bool) -> SessionContext {
+    fn context(first: bool, partitions: usize) -> SessionContext {
         let config = SessionConfig::new()
-            .with_target_partitions(2)
+            .with_target_partitions(partitions)
             .with_batch_size(64);
         let mut state = SessionStateBuilder::new()
             .with_config(config)
@@ -723,6 +769,15 @@ mod tests {
                 ),
                 true,
             ),
+            // The order relied on through a projection dropping the key, and
+            // by a limit below an aggregate.
+            (format!("SELECT s, id FROM {} WHERE rn = 1 ORDER BY p, c", ranked("s, id")), true),
+            (format!("SELECT count(*), sum(id) FROM (SELECT * FROM {} WHERE rn = 1 ORDER BY p, c LIMIT 7) x", ranked("s, id")), true),
+            // No order: any row is first; left to DataFusion.
+            (
+                "SELECT count(*) FROM (SELECT p, row_number() OVER (PARTITION BY p) AS rn FROM t) r WHERE rn = 1".into(),
+                false,
+            ),
             // Not the first row: DataFusion's plan.
             (
                 format!(
@@ -739,25 +794,27 @@ mod tests {
                 false,
             ),
         ];
-        let (with, without) = (context(true), context(false));
-        for (sql, applies) in cases {
-            let (expected, used) = run(&without, &sql).await;
-            assert!(!used);
-            let (rows, used) = run(&with, &sql).await;
-            assert_eq!(used, applies, "{sql}");
-            // Without ORDER BY, partitions may be read in any order.
-            let lines = |t: &str| {
-                let mut l: Vec<String> = t.lines().map(str::to_owned).collect();
-                if !sql.contains(" ORDER BY p, c")
-                    && !sql.contains(" ORDER BY id")
-                    && !sql.contains(" ORDER BY 1")
-                {
-                    l.sort();
-                }
-                l
-            };
-            assert!(lines(&rows) == lines(&expected), "{sql}");
-            assert!(expected.lines().count() > 4, "{sql}: {expected}");
+        for partitions in [1, 2] {
+            let (with, without) = (context(true, partitions), context(false, partitions));
+            for (sql, applies) in cases.clone() {
+                let (expected, used) = run(&without, &sql).await;
+                assert!(!used);
+                let (rows, used) = run(&with, &sql).await;
+                assert_eq!(used, applies, "{sql}");
+                // Without ORDER BY, partitions may be read in any order.
+                let lines = |t: &str| {
+                    let mut l: Vec<String> = t.lines().map(str::to_owned).collect();
+                    if !sql.contains(" ORDER BY p, c")
+                        && !sql.contains(" ORDER BY id")
+                        && !sql.contains(" ORDER BY 1")
+                    {
+                        l.sort();
+                    }
+                    l
+                };
+                assert!(lines(&rows) == lines(&expected), "{sql}");
+                assert!(expected.lines().count() > 4, "{sql}: {expected}");
+            }
         }
     }
 }
