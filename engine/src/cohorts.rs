@@ -160,13 +160,23 @@ impl CohortStore {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| io(&rows_path, e))?;
         let rows = datafusion::arrow::compute::concat_batches(&rows_schema(), &batches)?;
-        let bitmap = rows
+        let ids = rows
             .column(0)
-            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-            .values()
-            .iter()
-            .map(|&v| v as u32)
-            .collect();
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        // The bitmap, and the set operations computed from it, stand for the
+        // rows: a damaged file is refused rather than read differently.
+        if ids.null_count() > 0
+            || ids
+                .values()
+                .iter()
+                .any(|&v| !(0..=u32::MAX as i64).contains(&v))
+        {
+            return Err(io(
+                &rows_path,
+                "person_id values outside the engine's person numbers",
+            ));
+        }
+        let bitmap = ids.values().iter().map(|&v| v as u32).collect();
         let cohort = Arc::new(Cohort { meta, rows, bitmap });
         self.cache
             .lock()
@@ -598,5 +608,62 @@ impl TableProvider for CohortsTable {
         MemTable::try_new(Self::schema_ref(), vec![vec![batch]])?
             .scan(state, projection, filters, limit)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Date32Array, Int64Array, RecordBatch};
+    use datafusion::parquet::arrow::ArrowWriter;
+
+    use super::{CohortMeta, CohortStore, rows_schema};
+
+    fn rows(ids: Vec<i64>) -> RecordBatch {
+        let n = ids.len();
+        RecordBatch::try_new(
+            rows_schema(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(Date32Array::from(vec![None; n])),
+                Arc::new(Date32Array::from(vec![None; n])),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// A saved cohort reads back as written; one whose rows file was
+    /// damaged to hold a number no person has is refused by name of file,
+    /// not read as another person.
+    #[test]
+    fn damaged_rows_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CohortStore::new(dir.path(), "fp");
+        let meta = CohortMeta {
+            name: "c".into(),
+            owner: "steward".into(),
+            created_at: String::new(),
+            definition: "SELECT 1".into(),
+            size: 3,
+            store: String::new(),
+        };
+        store.save(meta, rows(vec![3, 1, 3, 7])).unwrap();
+        let loaded = CohortStore::new(dir.path(), "fp").load("c").unwrap();
+        assert_eq!(loaded.bitmap.iter().collect::<Vec<_>>(), vec![1, 3, 7]);
+        assert_eq!(loaded.rows.num_rows(), 4);
+
+        let path = dir.path().join("cohorts").join("c").join("rows.parquet");
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), rows_schema(), None)
+                .unwrap();
+        w.write(&rows(vec![1, -4294967295])).unwrap();
+        w.close().unwrap();
+        let err = CohortStore::new(dir.path(), "fp").load("c").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("rows.parquet") && text.contains("outside"),
+            "{text}"
+        );
     }
 }
