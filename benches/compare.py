@@ -12,7 +12,7 @@ checks that the answers agree, and prints per study the median time of each
 (after one warm-up run), the ratio, and peak memory (RSS high-water mark of
 the process doing the work). Build the binary first:
 
-    cargo build --release -p tsunagu-pgwire
+    cargo build --release -p tsunagu-cli
     python3 benches/compare.py --persons 100000
 
 usage: compare.py [--persons N] [--runs R] [--work DIR] [--tsunagu BIN]
@@ -222,7 +222,7 @@ def main():
     a = p.parse_args()
 
     if not a.tsunagu.exists():
-        sys.exit(f"{a.tsunagu} not found: cargo build --release -p tsunagu-pgwire")
+        sys.exit(f"{a.tsunagu} not found: cargo build --release -p tsunagu-cli")
     store = a.work / f"store-{a.persons}"
     state = a.work / f"state-{a.persons}"
     if not (store / "rwd.toml").exists():

@@ -159,7 +159,7 @@ pub fn tsunagu() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "tsunagu-pgwire", "--bin", "tsunagu"])
+            .args(["build", "-q", "-p", "tsunagu-cli", "--bin", "tsunagu"])
             .current_dir(repo())
             .status()
             .expect("cargo build runs");

@@ -296,6 +296,52 @@ impl Engine {
         &self.admin
     }
 
+    /// Makes `session` work where a login names it: a project by its id, or
+    /// the whole store by one of the store's own names (or the user's name,
+    /// psql's default). Once a store has projects, analysts work inside one.
+    /// Refusals carry SQLSTATE 28000 (not allowed) or 3D000 (no such name).
+    pub fn enter_database(&self, session: &Session, database: &str) -> Result<()> {
+        let user = session.user();
+        let refused = |code, message| EngineError::Refused {
+            code,
+            rule: "project",
+            message,
+        };
+        if database.is_empty() || database == user || projects::RESERVED.contains(&database) {
+            let list = self.projects().list()?;
+            if list.is_empty() || session.login_role() == Role::Steward {
+                return Ok(());
+            }
+            let open: Vec<&str> = list
+                .iter()
+                .filter(|p| p.refusal(&user, false, projects::today()).is_none())
+                .map(|p| p.id.as_str())
+                .collect();
+            return Err(refused(
+                "28000",
+                if open.is_empty() {
+                    format!(
+                        "analysts work inside a project, and user \"{user}\" is a member of no open project"
+                    )
+                } else {
+                    format!(
+                        "analysts work inside a project: connect with the project as the database name ({})",
+                        open.join(", ")
+                    )
+                },
+            ));
+        }
+        match self.projects().find(database)? {
+            Some(_) => self.enter_project(session, database),
+            None => Err(refused(
+                "3D000",
+                format!(
+                    "database \"{database}\" does not exist (name a project, or tsunagu for the whole store)"
+                ),
+            )),
+        }
+    }
+
     /// Makes `session` work in project `id`: only the project's scope, under
     /// its pseudonyms and policy, with its cohorts and results. Refused with
     /// the reason when the session's user may not work in it today.
@@ -357,6 +403,12 @@ impl Engine {
     /// The store's disclosure policy.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The saved cohorts of the whole store (names, owners, sizes: exact,
+    /// for the embedding application, never for analysts).
+    pub fn saved_cohorts(&self) -> Result<Vec<cohorts::CohortMeta>> {
+        self.cohorts.list()
     }
 
     /// The audit log.

@@ -458,6 +458,49 @@ impl Users {
     pub fn role(&self, user: &str) -> Option<Role> {
         self.by_name.get(user).map(|(r, _)| *r)
     }
+
+    /// Checks a password given in the clear (the dashboard's login form)
+    /// against the user's stored verifier: the role when it matches. An
+    /// unknown user costs the same work as a known one.
+    pub fn check_password(&self, user: &str, password: &str) -> Option<Role> {
+        let known = self
+            .by_name
+            .get(user)
+            .and_then(|(role, v)| Some((*role, parse_verifier(v).ok()?)));
+        let (salt, iterations, stored) = match &known {
+            Some((
+                _,
+                ScramSecret::Verifier {
+                    salt,
+                    iterations,
+                    stored_key,
+                    ..
+                },
+            )) => (salt.clone(), *iterations, stored_key.clone()),
+            _ => (
+                rand::random::<[u8; 16]>().to_vec(),
+                ITERATIONS,
+                rand::random::<[u8; 32]>().to_vec(),
+            ),
+        };
+        let salted = gen_salted_password(password, &salt, iterations);
+        let ScramSecret::Verifier { stored_key, .. } =
+            ScramSecret::verifier_from_salted_password(salt, salted, iterations)
+        else {
+            return None;
+        };
+        // Compared in constant time.
+        let differ = stored_key.len() != stored.len()
+            || stored_key
+                .iter()
+                .zip(&stored)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                != 0;
+        match known {
+            Some((role, _)) if !differ => Some(role),
+            _ => None,
+        }
+    }
 }
 
 /// The password of the demo logins.
@@ -518,6 +561,29 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAccepto
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_checked_against_verifiers_postgresql_wrote() {
+        // Written by PostgreSQL 15 for `CREATE ROLE ... PASSWORD 'kanji-秘密'`.
+        let config: ServerConfig = toml::from_str(
+            "[[user]]\nname = \"ana\"\nrole = \"analyst\"\nscram = \"SCRAM-SHA-256$4096:JqZx1dWm8E/0V8kNKXBaYg==$R9p1Q0JhGCdl1JVXhyRGjxo65AHBQ8wup2MX/AyT1Q8=:iyF5juMd/rFbbcmH0QhyZmAsap6Errk+sOmRX0xCRto=\"\n",
+        )
+        .unwrap();
+        let users = Users::from_config(&config);
+        assert_eq!(
+            users.check_password("ana", "kanji-秘密"),
+            Some(Role::Analyst)
+        );
+        assert_eq!(users.check_password("ana", "kanji-秘"), None);
+        assert_eq!(users.check_password("ana", ""), None);
+        assert_eq!(users.check_password("bob", "kanji-秘密"), None);
+        let demo = Users::demo();
+        assert_eq!(
+            demo.check_password("steward", DEMO_PASSWORD),
+            Some(Role::Steward)
+        );
+        assert_eq!(demo.check_password("steward", "Tsunagu"), None);
+    }
 
     #[test]
     fn durations_sizes_and_limits_per_role() {

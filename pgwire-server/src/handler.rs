@@ -129,6 +129,42 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// Checks a password given in the clear (the dashboard's login form)
+    /// under the same throttling and lockout as wire logins: the role, or
+    /// the reason (`locked`, `password`) and how long to wait before saying so.
+    pub fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        address: std::net::IpAddr,
+    ) -> Result<tsunagu_engine::Role, (&'static str, Duration)> {
+        if self.logins.locked(user) {
+            return Err(("locked", self.logins.refusal_delay(user, address)));
+        }
+        match self.users.check_password(user, password) {
+            Some(role) if !self.logins.locked(user) => {
+                self.logins.succeeded(user, address);
+                Ok(role)
+            }
+            _ => {
+                let failure = self.logins.failed(user, address);
+                if failure.locked {
+                    log::warn!(
+                        "login: user {user:?} locked after repeated failed logins (last from {address})"
+                    );
+                }
+                let reason = if self.logins.locked(user) && !failure.locked {
+                    "locked"
+                } else {
+                    "password"
+                };
+                Err((reason, failure.delay))
+            }
+        }
+    }
+}
+
 impl Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
@@ -346,55 +382,18 @@ impl Connection {
         Ok(slot)
     }
 
-    /// Audits a login attempt; a log that cannot be written refuses the login.
     /// Works in the project the client names as its database; the store's
     /// own names (and the user's name, psql's default) mean the whole store.
-    fn enter_database(&self, user: &str, database: &str) -> Result<(), (&'static str, String)> {
-        use tsunagu_engine::projects;
-        if database.is_empty() || database == user || projects::RESERVED.contains(&database) {
-            // Once a store has projects, analysts work inside one.
-            let list = self
-                .engine
-                .projects()
-                .list()
-                .map_err(|e| ("XX000", e.to_string()))?;
-            if list.is_empty() || self.session.login_role() == tsunagu_engine::Role::Steward {
-                return Ok(());
-            }
-            let open: Vec<&str> = list
-                .iter()
-                .filter(|p| p.refusal(user, false, projects::today()).is_none())
-                .map(|p| p.id.as_str())
-                .collect();
-            return Err((
-                "28000",
-                if open.is_empty() {
-                    format!(
-                        "analysts work inside a project, and user \"{user}\" is a member of no open project"
-                    )
-                } else {
-                    format!(
-                        "analysts work inside a project: connect with the project as the database name ({})",
-                        open.join(", ")
-                    )
-                },
-            ));
-        }
-        match self.engine.projects().find(database) {
-            Ok(Some(_)) => self
-                .engine
-                .enter_project(&self.session, database)
-                .map_err(|e| ("28000", e.to_string())),
-            Ok(None) => Err((
-                "3D000",
-                format!(
-                    "database \"{database}\" does not exist (name a project, or tsunagu for the whole store)"
-                ),
-            )),
-            Err(e) => Err(("XX000", e.to_string())),
-        }
+    fn enter_database(&self, database: &str) -> Result<(), (&'static str, String)> {
+        self.engine
+            .enter_database(&self.session, database)
+            .map_err(|e| match e {
+                tsunagu_engine::EngineError::Refused { code, message, .. } => (code, message),
+                e => ("XX000", e.to_string()),
+            })
     }
 
+    /// Audits a login attempt; a log that cannot be written refuses the login.
     fn audit_login(
         &self,
         user: &str,
@@ -672,7 +671,7 @@ impl StartupHandler for Connection {
                     .get(pgwire::api::METADATA_DATABASE)
                     .cloned()
                     .unwrap_or_default();
-                if let Err((code, message)) = self.enter_database(&user, &database) {
+                if let Err((code, message)) = self.enter_database(&database) {
                     self.audit_login(&user, Some(role), address, Some("database"))?;
                     return Err(encode::user_error(code, message));
                 }

@@ -11,7 +11,6 @@
 
 pub mod commands;
 pub mod config;
-pub mod demo;
 pub mod encode;
 pub mod errors;
 pub mod executor;

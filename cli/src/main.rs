@@ -10,8 +10,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use tsunagu_engine::{Engine, EngineOptions, Role};
 use tsunagu_pgwire::config::{ServerConfig, Users, parse_size};
-use tsunagu_pgwire::{demo, server};
+use tsunagu_pgwire::server;
 
+mod demo;
 mod project_commands;
 
 #[derive(Parser)]
@@ -82,6 +83,12 @@ enum Cmd {
         /// then cross the network unencrypted).
         #[arg(long)]
         allow_plaintext_on_network: bool,
+        /// Also serve the dashboards over HTTP on this address (e.g. 127.0.0.1:8080).
+        #[arg(long, value_name = "HOST:PORT")]
+        http: Option<String>,
+        /// A folder of dashboard files (`*.toml`) served beside the built-in ones.
+        #[arg(long, requires = "http")]
+        dashboards: Option<PathBuf>,
     },
     /// Projects: create, approve, add members, show, close, report.
     Project {
@@ -513,6 +520,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             tls_key,
             require_tls,
             allow_plaintext_on_network,
+            http,
+            dashboards,
         } => {
             let config = match &config {
                 Some(p) => ServerConfig::load(p)?,
@@ -562,10 +571,51 @@ async fn run(cli: Cli) -> Result<(), String> {
             } else {
                 Users::from_config(&config)
             };
+            let allow_plaintext =
+                allow_plaintext_on_network || config.server.allow_plaintext_on_network;
+            if let Some(http) = &http {
+                // The dashboard speaks plain HTTP: passwords and numbers would
+                // cross the network unencrypted.
+                let loopback = server::is_loopback(http)
+                    .await
+                    .map_err(|e| format!("cannot serve dashboards on {http}: {e}"))?;
+                if !loopback && !allow_plaintext {
+                    return Err(format!(
+                        "{http} is reachable from the network, and the dashboards are served over \
+                         plain HTTP: listen on 127.0.0.1 behind a TLS proxy, or allow it explicitly \
+                         with `[server] allow_plaintext_on_network = true`"
+                    ));
+                }
+            }
             let (engine, path) = open(&store, config.privacy.clone()).await?;
+            let engine = Arc::new(engine);
+            let dashboard_list = match &http {
+                Some(_) => Some(
+                    tsunagu_dashboard::load(&engine, dashboards.as_deref())
+                        .map_err(|e| e.to_string())?,
+                ),
+                None => None,
+            };
             let (listener, addr) = server::bind(&listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let http_listener = match (&http, dashboard_list) {
+                (Some(http), Some(list)) => {
+                    let l = tokio::net::TcpListener::bind(http)
+                        .await
+                        .map_err(|e| format!("cannot serve dashboards on {http}: {e}"))?;
+                    let addr = l.local_addr().map_err(|e| e.to_string())?;
+                    println!(
+                        "tsunagu: dashboards ({}) on http://{addr}/",
+                        list.iter()
+                            .map(|d| d.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    Some((l, list))
+                }
+                _ => None,
+            };
             let persons = engine.store().persons().persons();
             println!(
                 "tsunagu: serving store {:?} ({} persons) from {}",
@@ -612,7 +662,26 @@ async fn run(cli: Cli) -> Result<(), String> {
                 require_tls,
                 config.server.logins.clone(),
             );
-            server::serve(Arc::new(engine), listener, auth, limiter, tls)
+            if let Some((http_listener, list)) = http_listener {
+                let access = Arc::new(DashboardAccess {
+                    auth: auth.clone(),
+                    limiter: limiter.clone(),
+                });
+                let engine = engine.clone();
+                let options = tsunagu_dashboard::Options {
+                    dashboards: list,
+                    poll: std::time::Duration::from_secs(1),
+                };
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        tsunagu_dashboard::serve(engine, http_listener, access, options).await
+                    {
+                        log::error!("{e}");
+                        eprintln!("tsunagu: {e}");
+                    }
+                });
+            }
+            server::serve(engine, listener, auth, limiter, tls)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -775,5 +844,30 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+/// The dashboard's logins: the server's users and their verifiers, with the
+/// same throttling and lockout as wire logins, and the same limits.
+struct DashboardAccess {
+    auth: Arc<tsunagu_pgwire::handler::Auth>,
+    limiter: Arc<tsunagu_pgwire::limits::Limiter>,
+}
+
+impl tsunagu_dashboard::Access for DashboardAccess {
+    fn login(
+        &self,
+        user: &str,
+        password: &str,
+        address: std::net::IpAddr,
+    ) -> tsunagu_dashboard::Login {
+        match self.auth.check_password(user, password, address) {
+            Ok(role) => tsunagu_dashboard::Login::Allowed(role),
+            Err((reason, delay)) => tsunagu_dashboard::Login::Refused { delay, reason },
+        }
+    }
+
+    fn memory_per_query(&self, role: Role) -> Option<usize> {
+        self.limiter.limits(role).memory_per_query
     }
 }
