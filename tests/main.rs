@@ -5,6 +5,7 @@
 mod cli;
 mod clients;
 mod common;
+mod dashboard;
 mod malformed;
 mod privacy;
 mod privacy_attacks;

