@@ -6,6 +6,7 @@ mod cli;
 mod clients;
 mod common;
 mod dashboard;
+mod deliveries;
 mod malformed;
 mod privacy;
 mod privacy_attacks;

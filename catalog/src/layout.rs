@@ -37,20 +37,52 @@ pub fn copy_dir(derived: &Path, def: &TableDef) -> PathBuf {
     derived.join("layout").join(&def.schema).join(&def.name)
 }
 
-/// The copy's files, in name order (none when the table has no copy).
+/// The copy's files, in path order: the first delivery's, then each later
+/// delivery's folder (none when the table has no copy).
 pub fn copy_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
     let mut files = Vec::new();
+    let mut later = Vec::new();
     for e in entries {
         let path = e.map_err(|e| CatalogError::state(dir, e))?.path();
-        if path.extension().is_some_and(|x| x == "parquet") {
+        if path.is_dir() {
+            later.push(path);
+        } else if path.extension().is_some_and(|x| x == "parquet") {
             files.push(path);
         }
     }
     files.sort();
+    // delivery-2 before delivery-10.
+    later.sort_by_key(|p| {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        let n = name
+            .as_deref()
+            .and_then(|n| n.strip_prefix("delivery-"))
+            .and_then(|n| n.parse::<u64>().ok());
+        (n, p.clone())
+    });
+    for sub in later {
+        files.extend(copy_files(&sub)?);
+    }
     Ok(files)
+}
+
+/// True when the copy in `dir` has the columns (names and types) the table
+/// is read with now.
+pub fn same_columns(def: &TableDef, dir: &Path) -> Result<bool> {
+    let Some(first) = copy_files(dir)?.into_iter().next() else {
+        return Ok(false);
+    };
+    let (written, _) = crate::files::parquet_schema(&first, &first)?;
+    let wanted = copy_schema(def);
+    Ok(written.fields().len() == wanted.fields().len()
+        && written
+            .fields()
+            .iter()
+            .zip(wanted.fields())
+            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type()))
 }
 
 /// True when the copy keeps the delivered key column (a shown column reads it).

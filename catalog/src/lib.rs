@@ -16,6 +16,7 @@
 
 pub mod cdm;
 pub mod csv_import;
+pub mod deliveries;
 pub mod error;
 pub mod files;
 pub mod layout;
@@ -27,6 +28,7 @@ pub mod store;
 pub mod tables;
 pub mod views;
 
+pub use deliveries::Opened;
 pub use error::{CatalogError, Result};
 pub use manifest::Manifest;
 pub use store::{LINKED_SCHEMA, ShownTable, Store, StoreOptions, VOCAB_SCHEMA};

@@ -3,8 +3,10 @@
 //! Persons are the keys seen in a source's person-level tables. Keys that the
 //! linkage table maps to the same `link_key` get the same number in every
 //! source. Numbering: link keys in ascending byte order first, then unlinked
-//! keys ordered by (source name, key). The same store always gives the same
-//! numbers.
+//! keys ordered by (source name, key). The same files always give the same
+//! numbers. Keys first seen in a later delivery ([`PersonIndex::extend`])
+//! are numbered after all existing persons, in the same order among
+//! themselves; existing numbers never change.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -29,7 +31,8 @@ use hashbrown::HashTable;
 
 use crate::error::{CatalogError, Result};
 
-/// The keys of one source, sorted, with the person number of each.
+/// The keys of one source with the person number of each: sorted, then
+/// the keys of each later delivery appended (sorted among themselves).
 pub struct SourceKeys {
     keys: LargeStringArray,
     ids: Vec<u32>,
@@ -74,7 +77,7 @@ impl SourceKeys {
         })
     }
 
-    /// The position of a key among the source's sorted keys, if known.
+    /// The position of a key among the source's keys, if known.
     pub fn position_of(&self, key: &str) -> Option<u32> {
         self.table()
             .find(hasher().hash_one(key), |&j| {
@@ -101,7 +104,7 @@ impl SourceKeys {
         Some(self.ids[*pos as usize])
     }
 
-    /// The position of a key in the sorted keys.
+    /// The position of a key in keys sorted as one delivery.
     fn position(&self, key: &str) -> Option<usize> {
         let (mut lo, mut hi) = (0usize, self.keys.len());
         while lo < hi {
@@ -120,7 +123,8 @@ impl SourceKeys {
 #[derive(Debug, Clone)]
 pub struct PersonIndex {
     persons: u64,
-    linked: u64,
+    /// The numbers given to link keys: one range per delivery that brought new ones.
+    linked: Vec<(u64, u64)>,
     sources: HashMap<String, Arc<SourceKeys>>,
 }
 
@@ -139,7 +143,13 @@ impl PersonIndex {
 
     /// Number of persons with a link key seen in at least one source.
     pub fn linked_persons(&self) -> u64 {
-        self.linked
+        self.linked.iter().map(|(a, b)| b - a).sum()
+    }
+
+    /// True when person `id` was numbered by a link key.
+    pub fn is_linked(&self, id: u32) -> bool {
+        let id = u64::from(id);
+        self.linked.iter().any(|&(a, b)| a <= id && id < b)
     }
 
     /// The keys of a source.
@@ -239,9 +249,160 @@ impl PersonIndex {
         }
         Ok(PersonIndex {
             persons: next,
-            linked,
+            linked: vec![(0, linked)],
             sources: sources.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
         })
+    }
+
+    /// The index after a delivery that brought `new_keys` (per source,
+    /// sorted, none already known), with the store's whole linkage: every
+    /// existing number stays; persons already numbered keep theirs when
+    /// linked to new keys; new link keys are numbered next, in ascending
+    /// order, then new unlinked keys by (source name, key). `Ok(Err(reason))`
+    /// when the linkage now joins persons numbered apart (the store must be
+    /// numbered again).
+    pub fn extend<'a>(
+        &self,
+        new_keys: Vec<(String, LargeStringArray)>,
+        links: impl Iterator<Item = (u64, LinkRow<'a>)>,
+        linkage_file: &Path,
+        lines: bool,
+    ) -> Result<std::result::Result<PersonIndex, String>> {
+        let at = |row: u64, column: &str, problem: String| {
+            if lines {
+                CatalogError::malformed(linkage_file, Some(column), Some(row), problem)
+            } else {
+                CatalogError::malformed_row(linkage_file, Some(column), row, problem)
+            }
+        };
+        let mut order: Vec<String> = new_keys.iter().map(|(s, _)| s.clone()).collect();
+        for name in self.sources.keys() {
+            if !order.contains(name) {
+                order.push(name.clone());
+            }
+        }
+        let mut added: HashMap<String, SourceKeys> = new_keys
+            .into_iter()
+            .map(|(name, keys)| {
+                let n = keys.len();
+                (
+                    name,
+                    SourceKeys {
+                        keys,
+                        ids: vec![u32::MAX; n],
+                        lookup: OnceLock::new(),
+                    },
+                )
+            })
+            .collect();
+        // Link keys of persons already numbered, and new keys waiting for a number.
+        let mut numbered: HashMap<&'a str, u32> = HashMap::new();
+        let mut waiting: Vec<(&'a str, usize, usize, u64)> = Vec::new();
+        for (row, link) in links {
+            let Some(src_idx) = order.iter().position(|s| s == link.source) else {
+                return Err(at(
+                    row,
+                    "source",
+                    "the row names a source that the manifest does not declare".into(),
+                ));
+            };
+            if let Some(id) = self
+                .sources
+                .get(link.source)
+                .and_then(|s| s.person_id(link.person_key))
+            {
+                match numbered.insert(link.link_key, id) {
+                    Some(other) if other != id => {
+                        return Ok(Err(format!(
+                            "the linkage now links persons numbered apart (row {row} of {})",
+                            linkage_file.display()
+                        )));
+                    }
+                    _ => {}
+                }
+            } else if let Some(pos) = added
+                .get(link.source)
+                .and_then(|s| s.position(link.person_key))
+            {
+                waiting.push((link.link_key, src_idx, pos, row));
+            }
+        }
+        waiting.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        let start = self.persons;
+        let mut next = start;
+        for &(link_key, src_idx, pos, row) in &waiting {
+            let id = match numbered.get(link_key) {
+                Some(&id) => id,
+                None => {
+                    let id = next as u32;
+                    next += 1;
+                    numbered.insert(link_key, id);
+                    id
+                }
+            };
+            let src = added.get_mut(&order[src_idx]).expect("known source");
+            let current = src.ids[pos];
+            if current != u32::MAX && current != id {
+                return Err(at(
+                    row,
+                    "link_key",
+                    format!(
+                        "a person key of source {} is linked to two different link keys",
+                        order[src_idx]
+                    ),
+                ));
+            }
+            src.ids[pos] = id;
+        }
+        let mut linked = self.linked.clone();
+        if next > start {
+            linked.push((start, next));
+        }
+        let mut names: Vec<&String> = added.keys().collect();
+        names.sort();
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        for name in &names {
+            let src = added.get_mut(name).expect("known source");
+            for id in src.ids.iter_mut().filter(|id| **id == u32::MAX) {
+                *id = next as u32;
+                next += 1;
+                if next >= u32::MAX as u64 {
+                    return Err(CatalogError::malformed(
+                        linkage_file,
+                        None,
+                        None,
+                        "the store has more persons than person_id can number (2^32 - 1)",
+                    ));
+                }
+            }
+        }
+        let mut sources = self.sources.clone();
+        for (name, new) in added {
+            if new.keys.is_empty() {
+                continue;
+            }
+            let merged = match sources.get(&name) {
+                Some(old) => {
+                    let keys = datafusion::arrow::compute::concat(&[&old.keys, &new.keys])?
+                        .as_string::<i64>()
+                        .clone();
+                    let mut ids = old.ids.clone();
+                    ids.extend_from_slice(&new.ids);
+                    SourceKeys {
+                        keys,
+                        ids,
+                        lookup: OnceLock::new(),
+                    }
+                }
+                None => new,
+            };
+            sources.insert(name, Arc::new(merged));
+        }
+        Ok(Ok(PersonIndex {
+            persons: next,
+            linked,
+            sources,
+        }))
     }
 
     /// Saves the index as one Parquet file per source in `dir`.
@@ -264,6 +425,9 @@ impl PersonIndex {
                 ],
             )
             .map_err(|e| io(&e))?;
+            // A new file, never written through: the old one may be a hard
+            // link shared with earlier state.
+            let _ = std::fs::remove_file(&path);
             let file = File::create(&path).map_err(|e| CatalogError::state(&path, e))?;
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
@@ -273,7 +437,12 @@ impl PersonIndex {
             w.write(&batch).map_err(|e| io(&e))?;
             w.close().map_err(|e| io(&e))?;
         }
-        let meta = serde_json::json!({ "persons": self.persons, "linked": self.linked });
+        let meta = serde_json::json!({
+            "persons": self.persons,
+            "linked": self.linked_persons(),
+            "linked_ranges": self.linked,
+        });
+        let _ = std::fs::remove_file(dir.join("index.json"));
         std::fs::write(dir.join("index.json"), meta.to_string())
             .map_err(|e| CatalogError::state(dir, e))
     }
@@ -325,9 +494,15 @@ impl PersonIndex {
                 }),
             );
         }
+        let linked = match meta.get("linked_ranges") {
+            Some(ranges) => {
+                serde_json::from_value(ranges.clone()).map_err(|e| bad(&meta_path, &e))?
+            }
+            None => vec![(0, meta["linked"].as_u64().unwrap_or(0))],
+        };
         Ok(PersonIndex {
             persons: meta["persons"].as_u64().unwrap_or(0),
-            linked: meta["linked"].as_u64().unwrap_or(0),
+            linked,
             sources: map,
         })
     }

@@ -32,16 +32,26 @@ pub fn default_state_dir(store: &Path) -> PathBuf {
 /// A fingerprint of every file of the store (path, size, modification time):
 /// derived state is reused while it is unchanged.
 pub fn fingerprint(store: &Path) -> Result<String> {
+    Ok(fingerprint_of(&entries(store)?))
+}
+
+/// Every file of the store as `path\tsize\tmtime` lines, sorted.
+pub fn entries(store: &Path) -> Result<Vec<String>> {
     let mut entries = Vec::new();
     walk(store, store, &mut entries)?;
     entries.sort();
+    Ok(entries)
+}
+
+/// The fingerprint of a store's [`entries`].
+pub fn fingerprint_of(entries: &[String]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(FORMAT.as_bytes());
     for e in entries {
         hasher.update(e.as_bytes());
         hasher.update(b"\n");
     }
-    Ok(hex::encode(hasher.finalize())[..24].to_owned())
+    hex::encode(hasher.finalize())[..24].to_owned()
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {

@@ -18,6 +18,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::SessionContext;
 
 use crate::csv_import;
+use crate::deliveries::{self, Built, Opened};
 use crate::error::{CatalogError, Result};
 use crate::files::{self, DeliveredTable, FileFormat};
 use crate::layout;
@@ -59,13 +60,33 @@ pub struct Store {
     manifest: Manifest,
     state_dir: PathBuf,
     fingerprint: String,
+    lineage: String,
+    generation: u64,
+    opened: Opened,
     tables: Vec<TableDef>,
     shown: Vec<ShownTable>,
     index: PersonIndex,
 }
 
+/// How [`Store::open_in`] works on the state folder.
+enum Mode {
+    /// Read the state as it is.
+    Reuse,
+    /// Derive everything.
+    Derive,
+    /// Grow hard-linked earlier state by new files (absolute paths).
+    Extend {
+        files: Vec<PathBuf>,
+        generation: u64,
+    },
+}
+
+/// The tables and index of an opened state, or why earlier state cannot grow.
+type Opening = std::result::Result<(Vec<TableDef>, PersonIndex), String>;
+
 impl Store {
-    /// Opens the store in `root`, deriving its state on first open and reusing it after.
+    /// Opens the store in `root`, deriving its state on first open, reusing
+    /// it after, and growing it when the only change is new deliveries.
     pub async fn open(root: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
         if !root.is_dir() {
@@ -78,83 +99,136 @@ impl Store {
         let state_dir = options
             .state_dir
             .unwrap_or_else(|| state::default_state_dir(&root));
-        let fingerprint = state::fingerprint(&root)?;
+        let entries = state::entries(&root)?;
+        let fingerprint = state::fingerprint_of(&entries);
         let derived_root = state_dir.join("derived");
         let derived = derived_root.join(&fingerprint);
-        let reuse = derived.join("complete.json").is_file();
-        let work = if reuse {
-            derived.clone()
-        } else {
-            std::fs::create_dir_all(&derived_root)
-                .map_err(|e| CatalogError::state(&derived_root, e))?;
-            state::temp_sibling(&derived)
-        };
-        let result = Self::open_in(&root, &manifest, &work, reuse).await;
-        let (tables, index) = match result {
-            Ok(x) => x,
-            Err(e) => {
-                if !reuse {
-                    let _ = std::fs::remove_dir_all(&work);
+        if derived.join("complete.json").is_file() {
+            let built = Built::read(&derived);
+            let (tables, index) = Self::open_in(&root, &manifest, &derived, Mode::Reuse)
+                .await?
+                .map_err(|why| CatalogError::state(&derived, std::io::Error::other(why)))?;
+            let (lineage, generation) = match built {
+                Some(b) if !b.lineage.is_empty() => (b.lineage, b.generation),
+                _ => (fingerprint.clone(), 0),
+            };
+            let shown = build_shown(&tables, &index)?;
+            return Ok(Store {
+                root,
+                manifest,
+                state_dir,
+                fingerprint,
+                lineage,
+                generation,
+                opened: Opened::Reused,
+                tables,
+                shown,
+                index,
+            });
+        }
+        std::fs::create_dir_all(&derived_root)
+            .map_err(|e| CatalogError::state(&derived_root, e))?;
+        let mut reason = None;
+        if let Some((old_dir, old)) = deliveries::previous(&derived_root) {
+            match deliveries::added(&manifest, &old, &entries) {
+                Ok(files) => {
+                    let work = state::temp_sibling(&derived);
+                    let generation = old.generation + 1;
+                    let absolute = files.iter().map(|f| root.join(f)).collect();
+                    let opened = match deliveries::link_tree(&old_dir, &work) {
+                        Ok(()) => {
+                            let mode = Mode::Extend {
+                                files: absolute,
+                                generation,
+                            };
+                            Self::open_in(&root, &manifest, &work, mode).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match opened {
+                        Ok(Ok((tables, index))) => {
+                            let old_persons =
+                                PersonIndex::load(&index_dir(&old_dir), &source_names(&manifest))
+                                    .map(|i| i.persons())
+                                    .unwrap_or(0);
+                            let lineage = if old.lineage.is_empty() {
+                                old.fingerprint.clone()
+                            } else {
+                                old.lineage.clone()
+                            };
+                            let built = Built {
+                                store: root.to_string_lossy().into_owned(),
+                                fingerprint: fingerprint.clone(),
+                                lineage: lineage.clone(),
+                                generation,
+                                files: entries,
+                            };
+                            let tables = commit(&work, &derived, &derived_root, &built, tables)?;
+                            let new_persons = index.persons().saturating_sub(old_persons);
+                            let shown = build_shown(&tables, &index)?;
+                            return Ok(Store {
+                                root,
+                                manifest,
+                                state_dir,
+                                fingerprint,
+                                lineage,
+                                generation,
+                                opened: Opened::Extended { files, new_persons },
+                                tables,
+                                shown,
+                                index,
+                            });
+                        }
+                        Ok(Err(why)) => {
+                            let _ = std::fs::remove_dir_all(&work);
+                            reason = Some(why);
+                        }
+                        Err(e) => {
+                            let _ = std::fs::remove_dir_all(&work);
+                            return Err(e);
+                        }
+                    }
                 }
+                Err(why) => reason = Some(why),
+            }
+        }
+        let work = state::temp_sibling(&derived);
+        let (tables, index) = match Self::open_in(&root, &manifest, &work, Mode::Derive).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(why)) => {
+                let _ = std::fs::remove_dir_all(&work);
+                return Err(CatalogError::state(&work, std::io::Error::other(why)));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&work);
                 return Err(e);
             }
         };
-        let tables = if reuse {
-            tables
-        } else {
-            std::fs::write(
-                work.join("complete.json"),
-                serde_json::json!({ "store": root.to_string_lossy(), "fingerprint": fingerprint })
-                    .to_string(),
-            )
-            .map_err(|e| CatalogError::state(&work, e))?;
-            match std::fs::rename(&work, &derived) {
-                Ok(()) => {}
-                // Another process derived the same state first: use theirs.
-                Err(_) if derived.join("complete.json").is_file() => {
-                    let _ = std::fs::remove_dir_all(&work);
-                }
-                Err(e) => return Err(CatalogError::state(&derived, e)),
-            }
-            let _ = state::sync_dir(&derived_root);
-            remove_stale(&derived_root, &fingerprint);
-            // Paths of converted files now live in the final folder.
-            tables
-                .into_iter()
-                .map(|mut t| {
-                    let moved = |files: Vec<PathBuf>| -> Vec<PathBuf> {
-                        files
-                            .into_iter()
-                            .map(|f| match f.strip_prefix(&work) {
-                                Ok(rel) => derived.join(rel),
-                                Err(_) => f,
-                            })
-                            .collect()
-                    };
-                    t.files = moved(t.files);
-                    t.person_files = moved(t.person_files);
-                    t
-                })
-                .collect()
+        let built = Built {
+            store: root.to_string_lossy().into_owned(),
+            fingerprint: fingerprint.clone(),
+            lineage: fingerprint.clone(),
+            generation: 0,
+            files: entries,
         };
+        let tables = commit(&work, &derived, &derived_root, &built, tables)?;
         let shown = build_shown(&tables, &index)?;
         Ok(Store {
             root,
             manifest,
             state_dir,
+            lineage: fingerprint.clone(),
             fingerprint,
+            generation: 0,
+            opened: Opened::Derived { reason },
             tables,
             shown,
             index,
         })
     }
 
-    async fn open_in(
-        root: &Path,
-        manifest: &Manifest,
-        work: &Path,
-        reuse: bool,
-    ) -> Result<(Vec<TableDef>, PersonIndex)> {
+    async fn open_in(root: &Path, manifest: &Manifest, work: &Path, mode: Mode) -> Result<Opening> {
+        let reuse = !matches!(mode, Mode::Derive);
         let mut tables = Vec::new();
         for source in &manifest.sources {
             for delivered in files::discover(&root.join(&source.path), &source.path)? {
@@ -180,36 +254,93 @@ impl Store {
                 )?);
             }
         }
-        let sources: Vec<String> = manifest.sources.iter().map(|s| s.name.clone()).collect();
-        let index = if reuse {
-            PersonIndex::load(&index_dir(work), &sources)?
-        } else {
-            let mut keys = Vec::new();
-            for s in &sources {
-                keys.push((s.clone(), distinct_keys(&tables, s).await?));
-            }
-            let index = match &manifest.linkage {
-                Some(rel) => {
-                    let link = linkage_table(root, rel, work)?;
-                    read_links(&link, rel, keys)?
+        let sources = source_names(manifest);
+        let index = match &mode {
+            Mode::Reuse => PersonIndex::load(&index_dir(work), &sources)?,
+            Mode::Derive => {
+                let mut keys = Vec::new();
+                for s in &sources {
+                    keys.push((s.clone(), distinct_keys(&tables, s).await?));
                 }
-                None => PersonIndex::build(keys, std::iter::empty(), Path::new("-"), false)?,
-            };
-            index.save(&index_dir(work))?;
-            index
+                let index = match &manifest.linkage {
+                    Some(rel) => {
+                        let link = linkage_table(root, rel, work, false)?;
+                        read_links(&link, rel, |rows| {
+                            PersonIndex::build(keys, rows, rel, link.csv)
+                        })?
+                    }
+                    None => PersonIndex::build(keys, std::iter::empty(), Path::new("-"), false)?,
+                };
+                index.save(&index_dir(work))?;
+                index
+            }
+            Mode::Extend { files, .. } => {
+                let old = PersonIndex::load(&index_dir(work), &sources)?;
+                let mut keys = Vec::new();
+                for s in &sources {
+                    let delivered: Vec<TableDef> = tables
+                        .iter()
+                        .filter(|t| t.schema == *s)
+                        .filter_map(|t| only_files(t, files))
+                        .collect();
+                    let found = distinct_keys(&delivered, s).await?;
+                    keys.push((s.clone(), unknown_keys(&old, s, &found)));
+                }
+                let grown = match &manifest.linkage {
+                    Some(rel) => {
+                        let link = linkage_table(root, rel, work, true)?;
+                        read_links(&link, rel, |rows| old.extend(keys, rows, rel, link.csv))?
+                    }
+                    None => old.extend(keys, std::iter::empty(), Path::new("-"), false)?,
+                };
+                let index = match grown {
+                    Ok(index) => index,
+                    Err(why) => return Ok(Err(why)),
+                };
+                index.save(&index_dir(work))?;
+                index
+            }
         };
         for t in tables.iter_mut() {
             let Some(keys) = t.key.as_ref().and_then(|_| index.source(&t.schema)) else {
                 continue;
             };
             let dir = layout::copy_dir(work, t);
-            t.person_files = if reuse {
-                layout::copy_files(&dir)?
-            } else {
-                layout::write_copy(t, keys.clone(), &dir).await?
+            t.person_files = match &mode {
+                Mode::Reuse => layout::copy_files(&dir)?,
+                Mode::Derive => layout::write_copy(t, keys.clone(), &dir).await?,
+                Mode::Extend { files, generation } => {
+                    if let Some(new) = only_files(t, files) {
+                        if !layout::same_columns(t, &dir)? {
+                            return Ok(Err(format!(
+                                "the new files of {}.{} change its columns",
+                                t.schema, t.name
+                            )));
+                        }
+                        let part = dir.join(format!("delivery-{generation}"));
+                        layout::write_copy(&new, keys.clone(), &part).await?;
+                    }
+                    layout::copy_files(&dir)?
+                }
             };
         }
-        Ok((tables, index))
+        Ok(Ok((tables, index)))
+    }
+
+    /// How the state was obtained when the store was opened.
+    pub fn opened(&self) -> &Opened {
+        &self.opened
+    }
+
+    /// The state the person numbers belong to: they stay the same across
+    /// deliveries taken in since it was derived from scratch.
+    pub fn lineage(&self) -> &str {
+        &self.lineage
+    }
+
+    /// Deliveries taken in since the state was derived from scratch.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The store folder.
@@ -273,6 +404,77 @@ impl Store {
         ctx.register_catalog(catalog, Arc::new(provider));
         Ok(())
     }
+}
+
+fn source_names(manifest: &Manifest) -> Vec<String> {
+    manifest.sources.iter().map(|s| s.name.clone()).collect()
+}
+
+/// The table restricted to those of its files that are in `files`, if any.
+fn only_files(t: &TableDef, files: &[PathBuf]) -> Option<TableDef> {
+    t.key.as_ref()?;
+    let new: Vec<PathBuf> = t
+        .files
+        .iter()
+        .filter(|f| files.contains(f))
+        .cloned()
+        .collect();
+    (!new.is_empty()).then(|| {
+        let mut d = t.clone();
+        d.files = new;
+        d
+    })
+}
+
+/// The keys of `found` (sorted) that the index does not know yet, sorted.
+fn unknown_keys(index: &PersonIndex, source: &str, found: &LargeStringArray) -> LargeStringArray {
+    let known = index.source(source);
+    (0..found.len())
+        .map(|i| found.value(i))
+        .filter(|k| known.is_none_or(|s| s.position_of(k).is_none()))
+        .map(Some)
+        .collect()
+}
+
+/// Writes `complete.json` into the work folder, moves it into place, removes
+/// earlier state, and points the tables' converted files at the final folder.
+fn commit(
+    work: &Path,
+    derived: &Path,
+    derived_root: &Path,
+    built: &Built,
+    tables: Vec<TableDef>,
+) -> Result<Vec<TableDef>> {
+    let text = serde_json::to_string(built)
+        .map_err(|e| CatalogError::state(work, std::io::Error::other(e.to_string())))?;
+    std::fs::write(work.join("complete.json"), text).map_err(|e| CatalogError::state(work, e))?;
+    match std::fs::rename(work, derived) {
+        Ok(()) => {}
+        // Another process derived the same state first: use theirs.
+        Err(_) if derived.join("complete.json").is_file() => {
+            let _ = std::fs::remove_dir_all(work);
+        }
+        Err(e) => return Err(CatalogError::state(derived, e)),
+    }
+    let _ = state::sync_dir(derived_root);
+    remove_stale(derived_root, &built.fingerprint);
+    let moved = |files: Vec<PathBuf>| -> Vec<PathBuf> {
+        files
+            .into_iter()
+            .map(|f| match f.strip_prefix(work) {
+                Ok(rel) => derived.join(rel),
+                Err(_) => f,
+            })
+            .collect()
+    };
+    Ok(tables
+        .into_iter()
+        .map(|mut t| {
+            t.files = moved(t.files);
+            t.person_files = moved(t.person_files);
+            t
+        })
+        .collect())
 }
 
 /// Checks one delivered table and, for CSV, converts it into the work folder.
@@ -369,7 +571,7 @@ struct LinkageFiles {
     csv: bool,
 }
 
-fn linkage_table(root: &Path, rel: &Path, work: &Path) -> Result<LinkageFiles> {
+fn linkage_table(root: &Path, rel: &Path, work: &Path, reuse: bool) -> Result<LinkageFiles> {
     let path = root.join(rel);
     let shown = |p: &Path| p.strip_prefix(root).unwrap_or(p).to_path_buf();
     let files: Vec<PathBuf> = if path.is_dir() {
@@ -396,6 +598,12 @@ fn linkage_table(root: &Path, rel: &Path, work: &Path) -> Result<LinkageFiles> {
         return Ok(LinkageFiles { files, csv });
     }
     let out = work.join("tables").join("linkage.parquet");
+    if reuse && out.is_file() {
+        return Ok(LinkageFiles {
+            files: vec![out],
+            csv,
+        });
+    }
     std::fs::create_dir_all(out.parent().expect("has parent"))
         .map_err(|e| CatalogError::state(&out, e))?;
     csv_import::convert(&files, &shown, &|_| Some(DataType::Utf8), &out)?;
@@ -405,12 +613,12 @@ fn linkage_table(root: &Path, rel: &Path, work: &Path) -> Result<LinkageFiles> {
     })
 }
 
-/// Reads the linkage rows in file order and builds the index.
-fn read_links(
+/// Reads the linkage rows in file order and hands them, numbered, to `use_rows`.
+fn read_links<T>(
     link: &LinkageFiles,
     rel: &Path,
-    keys: Vec<(String, LargeStringArray)>,
-) -> Result<PersonIndex> {
+    use_rows: impl for<'a> FnOnce(&mut dyn Iterator<Item = (u64, LinkRow<'a>)>) -> Result<T>,
+) -> Result<T> {
     const COLUMNS: [&str; 3] = ["source", "person_key", "link_key"];
     let mut columns: Vec<[ArrayRef; 3]> = Vec::new();
     for f in &link.files {
@@ -496,10 +704,10 @@ fn read_links(
             link_key: l.value(i),
         })
     });
-    let numbered = rows
+    let mut numbered = rows
         .enumerate()
         .map(|(i, r)| (if csv { i as u64 + 2 } else { i as u64 + 1 }, r));
-    PersonIndex::build(keys, numbered, rel, csv)
+    use_rows(&mut numbered)
 }
 
 /// Builds the plans of every shown table, and the `linked` unions.

@@ -117,6 +117,14 @@ enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Take in what was delivered since the store's state was derived: new
+    /// Parquet files of tables (or linkage) delivered as folders grow the
+    /// state without deriving it again; any other change derives it again,
+    /// saying why. A running server does the same by itself.
+    Refresh {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Run the data quality checks and write the store's data quality and
     /// utility label (label.json, label.html).
     Quality {
@@ -589,6 +597,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             let (engine, path) = open(&store, config.privacy.clone()).await?;
             let engine = Arc::new(engine);
+            // New deliveries are taken in while serving.
+            let current = tsunagu_engine::current::Current::new(engine.clone());
+            current.watch(std::time::Duration::from_secs(2));
             let dashboard_list = match &http {
                 Some(_) => Some(
                     tsunagu_dashboard::load(&engine, dashboards.as_deref())
@@ -616,6 +627,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
                 _ => None,
             };
+            println!(
+                "tsunagu: {}",
+                tsunagu_engine::current::describe(engine.store().opened())
+            );
             let persons = engine.store().persons().persons();
             println!(
                 "tsunagu: serving store {:?} ({} persons) from {}",
@@ -667,23 +682,35 @@ async fn run(cli: Cli) -> Result<(), String> {
                     auth: auth.clone(),
                     limiter: limiter.clone(),
                 });
-                let engine = engine.clone();
+                let current = current.clone();
                 let options = tsunagu_dashboard::Options {
                     dashboards: list,
                     poll: std::time::Duration::from_secs(1),
                 };
                 tokio::spawn(async move {
                     if let Err(e) =
-                        tsunagu_dashboard::serve(engine, http_listener, access, options).await
+                        tsunagu_dashboard::serve(current, http_listener, access, options).await
                     {
                         log::error!("{e}");
                         eprintln!("tsunagu: {e}");
                     }
                 });
             }
-            server::serve(engine, listener, auth, limiter, tls)
+            server::serve(current, listener, auth, limiter, tls)
                 .await
                 .map_err(|e| e.to_string())
+        }
+        Cmd::Refresh { store } => {
+            let started = std::time::Instant::now();
+            let (engine, path) = open(&store, None).await?;
+            println!(
+                "tsunagu: {} ({}; {} persons; {:.1} s)",
+                tsunagu_engine::current::describe(engine.store().opened()),
+                path.display(),
+                engine.store().persons().persons(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
         }
         Cmd::Quality {
             store,
@@ -869,5 +896,9 @@ impl tsunagu_dashboard::Access for DashboardAccess {
 
     fn memory_per_query(&self, role: Role) -> Option<usize> {
         self.limiter.limits(role).memory_per_query
+    }
+
+    fn statement_timeout(&self, role: Role) -> Option<std::time::Duration> {
+        self.limiter.limits(role).statement_timeout
     }
 }

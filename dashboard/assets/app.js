@@ -78,6 +78,13 @@ function formatNumber(v) {
 
 function showLogin() {
   state.me = null;
+  // Nothing the last viewer saw stays in the page.
+  disposeCharts();
+  state.board = null;
+  state.params = {};
+  $("panels").replaceChildren();
+  $("title").textContent = "";
+  $("description").textContent = "";
   $("login").hidden = false;
   $("board").hidden = true;
   $("logout").hidden = true;
@@ -203,6 +210,8 @@ function renderParams(board) {
   };
 }
 
+let requests = 0;
+
 async function loadPanel(i) {
   const board = state.board;
   const p = board.panels[i];
@@ -210,10 +219,14 @@ async function loadPanel(i) {
   if (!section) return;
   section.dataset.state = "loading";
   section.setAttribute("aria-busy", "true");
+  const request = String(++requests);
+  section.dataset.request = request;
+  // Only the latest request of a panel still on the page draws.
+  const current = () => state.board === board && section.isConnected && section.dataset.request === request;
   const q = new URLSearchParams(state.params).toString();
   try {
     const data = await api(`/api/dashboards/${encodeURIComponent(board.id)}/panels/${i}${q ? "?" + q : ""}`);
-    if (state.board !== board) return;
+    if (!current()) return;
     draw(section, i, p, data);
     section.dataset.snapshotStore = String(data.snapshot.store);
     section.dataset.snapshotCohorts = String(data.snapshot.cohorts);
@@ -221,6 +234,7 @@ async function loadPanel(i) {
     section.dataset.state = "ready";
   } catch (e) {
     if (e.status === 401) return showLogin();
+    if (!current()) return;
     const body = section.querySelector(".body");
     body.replaceChildren(el("p", { class: "panel-error", role: "alert", text: e.message }));
     section.dataset.state = "error";
@@ -247,6 +261,7 @@ function draw(section, i, p, data) {
   if (p.chart === "table") { body.replaceChildren(table(data)); return; }
   if (!data.rows.length) { body.replaceChildren(el("p", { text: t("no_rows") })); return; }
   if (p.chart === "number") {
+    if (col(data, p.y) < 0) throw new Error(`the query has no column ${p.y}`);
     const v = data.rows[0][col(data, p.y)];
     body.replaceChildren(el("p", { class: "number", "data-value": v === null ? "" : String(v), text: v === null ? t("withheld") : formatNumber(v) }));
     return;
@@ -275,8 +290,8 @@ function categories(data, xi) {
   const seen = new Map();
   for (const r of data.rows) { const k = label(r[xi]); if (!seen.has(k)) seen.set(k, r[xi]); }
   const keys = [...seen.keys()];
-  const numeric = [...seen.values()].every((v) => typeof v === "number");
-  if (numeric) keys.sort((a, b) => seen.get(a) - seen.get(b));
+  const numeric = [...seen.values()].every((v) => typeof v === "number" || v === null);
+  if (numeric) keys.sort((a, b) => (seen.get(a) ?? Infinity) - (seen.get(b) ?? Infinity));
   else if ([...seen.values()].every((v) => typeof v === "string" && /^\d{4}-\d{2}/.test(v))) keys.sort();
   return keys;
 }
@@ -365,7 +380,17 @@ function openEvents() {
     state.board.panels.forEach((p, i) => { if (storeChanged || p.reads_cohorts) loadPanel(i); });
     $("status").textContent = `${t("updated")} ${new Date().toLocaleTimeString(state.lang === "ja" ? "ja-JP" : "en-US")}`;
   });
-  es.onerror = () => { if (state.me) $("status").textContent = t("offline"); };
+  es.onerror = () => {
+    if (!state.me) return;
+    $("status").textContent = t("offline");
+    if (es.readyState === EventSource.CLOSED) {
+      // Refused (the session ended, or the server restarted): log in again, or retry.
+      setTimeout(() => {
+        if (state.events !== es) return;
+        api("/api/me").then(() => openEvents()).catch((e) => { if (e.status === 401) showLogin(); else openEvents(); });
+      }, 3000);
+    }
+  };
 }
 
 function closeEvents() {

@@ -19,11 +19,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tsunagu_engine::audit::Entry;
+use tsunagu_engine::current::Current;
 use tsunagu_engine::{Engine, Role, Session};
 
 use crate::error::DashboardError;
 use crate::live::Live;
-use crate::panels::{Cache, reads_cohorts};
+use crate::panels::{Cache, Key, PanelData, reads_cohorts};
 use crate::spec::Dashboard;
 use crate::{Access, Login};
 
@@ -42,12 +43,22 @@ struct Viewer {
     user: String,
     role: Role,
     database: String,
+    /// The session, on the engine of this number (see [`Current::version`]).
     session: Session,
+    engine: u64,
     last_used: Instant,
 }
 
+/// A logged-in viewer, as a request sees it.
+struct Seen {
+    user: String,
+    role: Role,
+    database: String,
+    session: Session,
+}
+
 pub(crate) struct App {
-    pub engine: Arc<Engine>,
+    pub current: Arc<Current>,
     pub dashboards: Vec<Dashboard>,
     pub access: Arc<dyn Access>,
     pub live: Live,
@@ -60,13 +71,13 @@ pub(crate) struct App {
 
 impl App {
     pub fn new(
-        engine: Arc<Engine>,
+        current: Arc<Current>,
         dashboards: Vec<Dashboard>,
         access: Arc<dyn Access>,
         live: Live,
     ) -> App {
         App {
-            engine,
+            current,
             dashboards,
             access,
             live,
@@ -80,31 +91,64 @@ impl App {
         self.viewers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The viewer a request's cookie names, if its session is alive.
-    fn viewer(&self, headers: &HeaderMap) -> Option<(String, Role, String, Session)> {
+    /// A session for a viewer on the current engine, working where they logged in.
+    fn open_session(
+        &self,
+        engine: &Engine,
+        user: &str,
+        role: Role,
+        database: &str,
+    ) -> Result<Session, String> {
+        let session = engine.session_as(user, role).map_err(|e| e.to_string())?;
+        engine
+            .enter_database(&session, database)
+            .map_err(|e| e.to_string())?;
+        session.set_query_memory_limit(self.access.memory_per_query(role));
+        Ok(session)
+    }
+
+    /// The viewer a request's cookie names, if its session is alive; the
+    /// session moves to the current engine once a delivery has landed.
+    fn viewer(&self, headers: &HeaderMap) -> Option<Seen> {
         let token = cookie(headers, COOKIE)?;
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let mut viewers = self.viewers();
-        let entry = viewers.get(&key)?.clone();
+        let entry = self.viewers().get(&key)?.clone();
         let mut v = entry.lock().unwrap_or_else(|p| p.into_inner());
         if v.last_used.elapsed() > IDLE {
             drop(v);
-            viewers.remove(&key);
+            self.viewers().remove(&key);
             return None;
         }
         v.last_used = Instant::now();
-        Some((
-            v.user.clone(),
-            v.role,
-            v.database.clone(),
-            v.session.clone(),
-        ))
+        let version = *self.current.version().borrow();
+        if v.engine != version {
+            let engine = self.current.get();
+            match self.open_session(&engine, &v.user, v.role, &v.database) {
+                Ok(session) => {
+                    v.session = session;
+                    v.engine = version;
+                }
+                Err(e) => {
+                    // Their project ended or they left it: the session ends.
+                    log::info!("dashboard session of {} ended: {e}", v.user);
+                    drop(v);
+                    self.viewers().remove(&key);
+                    return None;
+                }
+            }
+        }
+        Some(Seen {
+            user: v.user.clone(),
+            role: v.role,
+            database: v.database.clone(),
+            session: v.session.clone(),
+        })
     }
 
     fn audit_login(&self, user: &str, role: Option<Role>, address: IpAddr, refused: Option<&str>) {
         let role = role.map(|r| r.to_string());
         let entry = Entry::login(user, role.as_deref(), &format!("http {address}"), refused);
-        if let Err(e) = self.engine.audit_log().append(entry) {
+        if let Err(e) = self.current.get().audit_log().append(entry) {
             log::error!("cannot audit a dashboard login: {e}");
         }
     }
@@ -268,15 +312,15 @@ async fn login(
             return refused(reason, delay, message).await;
         }
     };
-    let session = match app.engine.session_as(&form.user, role) {
+    let version = *app.current.version().borrow();
+    let engine = app.current.get();
+    let session = match app.open_session(&engine, &form.user, role, form.database.trim()) {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => {
+            app.audit_login(&form.user, Some(role), address, Some("database"));
+            return error(StatusCode::FORBIDDEN, e);
+        }
     };
-    if let Err(e) = app.engine.enter_database(&session, form.database.trim()) {
-        app.audit_login(&form.user, Some(role), address, Some("database"));
-        return error(StatusCode::FORBIDDEN, e.to_string());
-    }
-    session.set_query_memory_limit(app.access.memory_per_query(role));
     app.audit_login(&form.user, Some(role), address, None);
     let token = hex::encode(rand::random::<[u8; 32]>());
     let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -307,6 +351,7 @@ async fn login(
                 role,
                 database: form.database.trim().to_owned(),
                 session,
+                engine: version,
                 last_used: Instant::now(),
             })),
         );
@@ -318,7 +363,7 @@ async fn login(
             user: form.user,
             role,
             database: form.database.trim().to_owned(),
-            store: app.engine.store().name().to_owned(),
+            store: engine.store().name().to_owned(),
         }),
     )
         .into_response()
@@ -341,11 +386,11 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 
 async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     match app.viewer(&headers) {
-        Some((user, role, database, _)) => Json(Me {
-            user,
-            role,
-            database,
-            store: app.engine.store().name().to_owned(),
+        Some(v) => Json(Me {
+            user: v.user,
+            role: v.role,
+            database: v.database,
+            store: app.current.get().store().name().to_owned(),
         })
         .into_response(),
         None => unauthorized(),
@@ -403,7 +448,7 @@ async fn dashboard(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let Some((_, _, _, session)) = app.viewer(&headers) else {
+    let Some(Seen { session, .. }) = app.viewer(&headers) else {
         return unauthorized();
     };
     let Some(d) = app.dashboards.iter().find(|d| d.id == id) else {
@@ -447,7 +492,7 @@ async fn panel(
     Path((id, index)): Path<(String, usize)>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Response {
-    let Some((_, _, _, session)) = app.viewer(&headers) else {
+    let Some(viewer) = app.viewer(&headers) else {
         return unauthorized();
     };
     let Some(d) = app.dashboards.iter().find(|d| d.id == id) else {
@@ -461,23 +506,46 @@ async fn panel(
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    let Ok(_permit) = app.running.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
-    };
     let snapshot = app.live.current();
-    match app
-        .cache
-        .answer(snapshot, &session, &id, index, p, &values)
-        .await
-    {
-        Ok((data, cached)) => (
+    let key = Key::new(
+        snapshot,
+        &viewer.session,
+        &viewer.database,
+        &id,
+        index,
+        p,
+        &values,
+    );
+    let reply = |data: &PanelData, cached: bool| {
+        (
             [(
                 header::HeaderName::from_static("x-tsunagu-cache"),
                 if cached { "hit" } else { "miss" },
             )],
-            Json(data.as_ref()),
+            Json(data),
         )
-            .into_response(),
+            .into_response()
+    };
+    if let Some(data) = app.cache.get(&key) {
+        return reply(&data, true);
+    }
+    let Ok(_permit) = app.running.acquire().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    };
+    let work = app
+        .cache
+        .compute(key, snapshot, &viewer.session, p, &values);
+    let answer = match app.access.statement_timeout(viewer.role) {
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(answer) => answer,
+            Err(_) => Err(DashboardError::Query(format!(
+                "the panel's query ran longer than the {limit:?} a statement may take"
+            ))),
+        },
+        None => work.await,
+    };
+    match answer {
+        Ok(data) => reply(&data, false),
         Err(e) => e.into_response(),
     }
 }

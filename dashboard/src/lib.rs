@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{DashboardError, Result};
+use tsunagu_engine::current::Current;
 use tsunagu_engine::{Engine, Role};
 
 /// The outcome of a login attempt.
@@ -42,6 +43,8 @@ pub trait Access: Send + Sync + 'static {
     fn login(&self, user: &str, password: &str, address: IpAddr) -> Login;
     /// The memory one query of a role may hold.
     fn memory_per_query(&self, role: Role) -> Option<usize>;
+    /// How long one query of a role may run.
+    fn statement_timeout(&self, role: Role) -> Option<Duration>;
 }
 
 /// What to serve.
@@ -67,15 +70,15 @@ pub fn load(engine: &Engine, dir: Option<&std::path::Path>) -> Result<Vec<spec::
     Ok(all)
 }
 
-/// Serves the dashboards on `listener` until the process ends.
+/// Serves the dashboards of the current engine on `listener` until the process ends.
 pub async fn serve(
-    engine: Arc<Engine>,
+    current: Arc<Current>,
     listener: tokio::net::TcpListener,
     access: Arc<dyn Access>,
     options: Options,
 ) -> Result<()> {
-    let live = live::Live::watch(engine.clone(), options.poll);
-    let app = Arc::new(http::App::new(engine, options.dashboards, access, live));
+    let live = live::Live::watch(current.clone(), options.poll);
+    let app = Arc::new(http::App::new(current, options.dashboards, access, live));
     axum::serve(
         listener,
         http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -42,17 +42,52 @@ pub fn reads_cohorts(panel: &Panel) -> bool {
     panel.sql.to_ascii_lowercase().contains("cohort")
 }
 
+/// What an answer depends on: the snapshot (the cohorts' part only for
+/// panels that read cohorts), who asks, where (the project: its scope,
+/// policy and pseudonyms) and in which role, and the panel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
+pub struct Key {
     store: u64,
     cohorts: u64,
     user: String,
+    database: String,
+    role: tsunagu_engine::Role,
     dashboard: String,
     panel: usize,
     params: BTreeMap<String, String>,
 }
 
-/// Answers per snapshot; older snapshots are dropped when a new one is used.
+impl Key {
+    pub fn new(
+        snapshot: Snapshot,
+        session: &Session,
+        database: &str,
+        dashboard: &str,
+        index: usize,
+        panel: &Panel,
+        params: &BTreeMap<String, String>,
+    ) -> Key {
+        Key {
+            store: snapshot.store,
+            cohorts: if reads_cohorts(panel) {
+                snapshot.cohorts
+            } else {
+                0
+            },
+            user: session.user(),
+            database: database.to_owned(),
+            role: session.role(),
+            dashboard: dashboard.to_owned(),
+            panel: index,
+            params: params.clone(),
+        }
+    }
+}
+
+/// Answers kept at most; beyond, the oldest snapshot's are dropped first.
+const KEPT: usize = 10_000;
+
+/// Answers per snapshot.
 #[derive(Default)]
 pub struct Cache {
     entries: Mutex<HashMap<Key, Arc<PanelData>>>,
@@ -63,32 +98,20 @@ impl Cache {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The panel's answer for this viewer on this snapshot, computed once.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn answer(
+    /// The answer kept for `key`, if any.
+    pub fn get(&self, key: &Key) -> Option<Arc<PanelData>> {
+        self.lock().get(key).cloned()
+    }
+
+    /// Runs the panel in the viewer's session and keeps the answer.
+    pub async fn compute(
         &self,
+        key: Key,
         snapshot: Snapshot,
         session: &Session,
-        dashboard: &str,
-        index: usize,
         panel: &Panel,
         params: &BTreeMap<String, String>,
-    ) -> Result<(Arc<PanelData>, bool)> {
-        let key = Key {
-            store: snapshot.store,
-            cohorts: if reads_cohorts(panel) {
-                snapshot.cohorts
-            } else {
-                0
-            },
-            user: session.user(),
-            dashboard: dashboard.to_owned(),
-            panel: index,
-            params: params.clone(),
-        };
-        if let Some(hit) = self.lock().get(&key) {
-            return Ok((hit.clone(), true));
-        }
+    ) -> Result<Arc<PanelData>> {
         let started = std::time::Instant::now();
         let query = |e: tsunagu_engine::EngineError| DashboardError::Query(e.client_message());
         let prepared = session
@@ -105,9 +128,15 @@ impl Cache {
         data.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         let data = Arc::new(data);
         let mut entries = self.lock();
-        entries.retain(|k, _| k.store == snapshot.store);
+        // Answers of earlier snapshots are never asked for again.
+        entries.retain(|k, _| {
+            k.store == snapshot.store && (k.cohorts == 0 || k.cohorts == snapshot.cohorts)
+        });
+        if entries.len() >= KEPT {
+            entries.clear();
+        }
         entries.insert(key, data.clone());
-        Ok((data, false))
+        Ok(data)
     }
 }
 
@@ -126,8 +155,9 @@ fn kind(t: &DataType) -> &'static str {
     }
 }
 
-/// Rows as JSON arrays (Arrow's JSON writer, so numbers stay numbers and
-/// dates are ISO text).
+/// Rows as JSON arrays, column by column through Arrow's JSON writer (so
+/// numbers stay numbers, dates are ISO text, and two columns of one name
+/// keep their own values).
 fn to_json(schema: &Schema, batches: &[RecordBatch]) -> Result<PanelData> {
     let columns: Vec<Column> = schema
         .fields()
@@ -137,31 +167,40 @@ fn to_json(schema: &Schema, batches: &[RecordBatch]) -> Result<PanelData> {
             kind: kind(f.data_type()),
         })
         .collect();
-    let mut rows = Vec::new();
-    if !batches.is_empty() {
-        let mut buf = Vec::new();
-        {
-            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
-            let refs: Vec<&RecordBatch> = batches.iter().collect();
-            w.write_batches(&refs)
-                .map_err(|e| DashboardError::Internal(e.to_string()))?;
-            w.finish()
-                .map_err(|e| DashboardError::Internal(e.to_string()))?;
+    let internal = |e: &dyn std::fmt::Display| DashboardError::Internal(e.to_string());
+    let mut rows: Vec<Vec<serde_json::Value>> = Vec::new();
+    for batch in batches {
+        let mut values: Vec<Vec<serde_json::Value>> = Vec::with_capacity(batch.num_columns());
+        for (i, field) in batch.schema().fields().iter().enumerate() {
+            let one = Arc::new(Schema::new(vec![field.as_ref().clone().with_name("v")]));
+            let part = RecordBatch::try_new(one, vec![batch.column(i).clone()])
+                .map_err(|e| internal(&e))?;
+            let mut buf = Vec::new();
+            {
+                let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+                w.write(&part).map_err(|e| internal(&e))?;
+                w.finish().map_err(|e| internal(&e))?;
+            }
+            let objects: Vec<serde_json::Map<String, serde_json::Value>> = if buf.is_empty() {
+                vec![]
+            } else {
+                serde_json::from_slice(&buf).map_err(|e| internal(&e))?
+            };
+            values.push(
+                objects
+                    .into_iter()
+                    .map(|mut o| o.remove("v").unwrap_or(serde_json::Value::Null))
+                    .collect(),
+            );
         }
-        let objects: Vec<serde_json::Map<String, serde_json::Value>> = if buf.is_empty() {
-            vec![]
-        } else {
-            serde_json::from_slice(&buf).map_err(|e| DashboardError::Internal(e.to_string()))?
-        };
-        rows = objects
-            .into_iter()
-            .map(|mut o| {
-                columns
+        for r in 0..batch.num_rows() {
+            rows.push(
+                values
                     .iter()
-                    .map(|c| o.remove(&c.name).unwrap_or(serde_json::Value::Null))
-                    .collect()
-            })
-            .collect();
+                    .map(|c| c.get(r).cloned().unwrap_or(serde_json::Value::Null))
+                    .collect(),
+            );
+        }
     }
     Ok(PanelData {
         columns,
@@ -186,7 +225,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![
             Field::new("year", DataType::Int64, true),
             Field::new("source", DataType::Utf8, true),
-            Field::new("day", DataType::Date32, true),
+            Field::new("year", DataType::Date32, true),
         ]));
         let batch = RecordBatch::try_new(
             schema.clone(),
@@ -202,6 +241,7 @@ mod tests {
         assert_eq!((empty.columns.len(), empty.rows.len()), (3, 0));
         let kinds: Vec<_> = data.columns.iter().map(|c| c.kind).collect();
         assert_eq!(kinds, ["number", "text", "date"]);
+        // Two columns of one name keep their own values.
         assert_eq!(
             serde_json::to_string(&data.rows).unwrap(),
             r#"[[2020,"ndb","1970-01-01"],[null,"dpc",null]]"#

@@ -252,7 +252,7 @@ fn placeholders(sql: &str) -> Vec<String> {
         rest = &rest[start + 2..];
         match rest.find("}}") {
             Some(end) => {
-                out.push(rest[..end].trim().to_owned());
+                out.push(rest[..end].to_owned());
                 rest = &rest[end + 2..];
             }
             None => break,

@@ -304,6 +304,8 @@ mod tests {
             definition: String::new(),
             size: bitmap.len(),
             store: String::new(),
+            lineage: String::new(),
+            delivery: 0,
         };
         (name.into(), Arc::new(Cohort { meta, rows, bitmap }))
     }

@@ -39,8 +39,53 @@ pub struct CohortMeta {
     pub created_at: String,
     pub definition: String,
     pub size: u64,
-    /// The store fingerprint the person numbers belong to.
+    /// The fingerprint of the store's files the cohort was built on.
     pub store: String,
+    /// The state its person numbers belong to ([`Version::lineage`]).
+    #[serde(default)]
+    pub lineage: String,
+    /// The delivery it was built on ([`Version::generation`]).
+    #[serde(default)]
+    pub delivery: u64,
+}
+
+/// Which person numbers saved cohorts can be used with.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub fingerprint: String,
+    /// Person numbers are shared by every state of a lineage.
+    pub lineage: String,
+    /// Deliveries taken in since the lineage began.
+    pub generation: u64,
+}
+
+impl Version {
+    /// The version of an opened store.
+    pub fn of(store: &tsunagu_catalog::Store) -> Version {
+        Version {
+            fingerprint: store.fingerprint().to_owned(),
+            lineage: store.lineage().to_owned(),
+            generation: store.generation(),
+        }
+    }
+
+    /// A store that never takes in deliveries (tests, embedders).
+    pub fn fixed(fingerprint: &str) -> Version {
+        Version {
+            fingerprint: fingerprint.to_owned(),
+            lineage: fingerprint.to_owned(),
+            generation: 0,
+        }
+    }
+
+    /// True when a cohort's person numbers are this store's: built on these
+    /// files, or on an earlier delivery of the same lineage.
+    fn holds(&self, meta: &CohortMeta) -> bool {
+        meta.store == self.fingerprint
+            || (!meta.lineage.is_empty()
+                && meta.lineage == self.lineage
+                && meta.delivery <= self.generation)
+    }
 }
 
 /// A loaded cohort.
@@ -84,7 +129,7 @@ pub fn check_name(name: &str) -> Result<()> {
 #[derive(Debug)]
 pub struct CohortStore {
     dir: PathBuf,
-    store: String,
+    version: Version,
     cache: Mutex<HashMap<String, Arc<Cohort>>>,
 }
 
@@ -93,8 +138,8 @@ fn io(path: &Path, e: impl std::fmt::Display) -> EngineError {
 }
 
 impl CohortStore {
-    /// The cohorts kept in `state_dir/cohorts`, for the store with this fingerprint.
-    pub fn new(state_dir: &Path, store_fingerprint: &str) -> Self {
+    /// The cohorts kept in `state_dir/cohorts`, for the store at this version.
+    pub fn new(state_dir: &Path, version: Version) -> Self {
         let dir = state_dir.join("cohorts");
         // Leftovers of writes that never finished.
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -106,7 +151,7 @@ impl CohortStore {
         }
         CohortStore {
             dir,
-            store: store_fingerprint.to_owned(),
+            version,
             cache: Mutex::default(),
         }
     }
@@ -146,9 +191,10 @@ impl CohortStore {
         let text = std::fs::read(&meta_path)
             .map_err(|_| EngineError::Unsupported(format!("cohort {name:?} does not exist")))?;
         let meta: CohortMeta = serde_json::from_slice(&text).map_err(|e| io(&meta_path, e))?;
-        if meta.store != self.store {
+        if !self.version.holds(&meta) {
             return Err(EngineError::Unsupported(format!(
-                "cohort {name:?} was built on an earlier version of the store; drop it and create it again"
+                "cohort {name:?} was built on a version of the store whose persons were numbered \
+                 differently; drop it and create it again"
             )));
         }
         let rows_path = folder.join("rows.parquet");
@@ -210,7 +256,9 @@ impl CohortStore {
             w.write(&rows).map_err(|e| io(&rows_path, e))?;
             let file = w.into_inner().map_err(|e| io(&rows_path, e))?;
             file.sync_all().map_err(|e| io(&rows_path, e))?;
-            meta.store = self.store.clone();
+            meta.store = self.version.fingerprint.clone();
+            meta.lineage = self.version.lineage.clone();
+            meta.delivery = self.version.generation;
             let meta_path = tmp.join("meta.json");
             let text = serde_json::to_vec_pretty(&meta).map_err(|e| io(&meta_path, e))?;
             let f = std::fs::File::create(&meta_path).map_err(|e| io(&meta_path, e))?;
@@ -639,7 +687,7 @@ mod tests {
     #[test]
     fn damaged_rows_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CohortStore::new(dir.path(), "fp");
+        let store = CohortStore::new(dir.path(), Version::fixed("fp"));
         let meta = CohortMeta {
             name: "c".into(),
             owner: "steward".into(),
@@ -647,9 +695,13 @@ mod tests {
             definition: "SELECT 1".into(),
             size: 3,
             store: String::new(),
+            lineage: String::new(),
+            delivery: 0,
         };
         store.save(meta, rows(vec![3, 1, 3, 7])).unwrap();
-        let loaded = CohortStore::new(dir.path(), "fp").load("c").unwrap();
+        let loaded = CohortStore::new(dir.path(), Version::fixed("fp"))
+            .load("c")
+            .unwrap();
         assert_eq!(loaded.bitmap.iter().collect::<Vec<_>>(), vec![1, 3, 7]);
         assert_eq!(loaded.rows.num_rows(), 4);
 
@@ -659,7 +711,9 @@ mod tests {
                 .unwrap();
         w.write(&rows(vec![1, -4294967295])).unwrap();
         w.close().unwrap();
-        let err = CohortStore::new(dir.path(), "fp").load("c").unwrap_err();
+        let err = CohortStore::new(dir.path(), Version::fixed("fp"))
+            .load("c")
+            .unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("rows.parquet") && text.contains("outside"),

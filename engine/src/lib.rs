@@ -22,6 +22,7 @@
 pub mod audit;
 pub mod cohort_algebra;
 pub mod cohorts;
+pub mod current;
 mod damaged;
 pub mod designs;
 pub mod error;
@@ -109,7 +110,7 @@ impl Engine {
         }
         let cohorts = Arc::new(cohorts::CohortStore::new(
             store.state_dir(),
-            store.fingerprint(),
+            cohorts::Version::of(&store),
         ));
         let policy = match (&options.policy, &store.manifest().privacy) {
             (Some(p), _) => p.clone(),
@@ -158,6 +159,49 @@ impl Engine {
         for id in engine.admin.end_expired()? {
             log::info!("project {id} reached its end date and was closed");
         }
+        Ok(engine)
+    }
+
+    /// True when the store's files are no longer those it was opened on (a
+    /// delivery landed, or something else changed).
+    pub fn store_changed(&self) -> Result<bool> {
+        Ok(tsunagu_catalog::state::fingerprint(self.store.root())? != self.store.fingerprint())
+    }
+
+    /// Opens the store again after its files changed, taking new deliveries
+    /// in without deriving everything again where it can (see
+    /// [`tsunagu_catalog::Opened`]). The new engine shares this one's audit
+    /// log, policy (and noise key) and memory pool; this one keeps serving
+    /// what runs on it.
+    pub async fn reopen(&self) -> Result<Engine> {
+        let store = Store::open(
+            self.store.root(),
+            StoreOptions {
+                state_dir: Some(self.store.state_dir().to_owned()),
+            },
+        )
+        .await?;
+        let cohorts = Arc::new(cohorts::CohortStore::new(
+            store.state_dir(),
+            cohorts::Version::of(&store),
+        ));
+        let quality_config = quality::QualityConfig::for_store(store.root())?;
+        let store = Arc::new(store);
+        let mut engine = Engine {
+            admin: Arc::new(projects::admin::Admin::new(
+                store.clone(),
+                self.policy.clone(),
+            )),
+            quality: Arc::new(quality::tables::Quality::new(store.clone(), quality_config)),
+            policy: self.policy.clone(),
+            audit: self.audit.clone(),
+            cohorts,
+            store,
+            runtime: self.runtime.clone(),
+            options: self.options.clone(),
+            vocabulary: Arc::default(),
+        };
+        engine.vocabulary = Arc::new(vocabulary::load(&engine).await?);
         Ok(engine)
     }
 
@@ -380,7 +424,10 @@ impl Engine {
             project.pseudonym_key(&self.secret()),
             population,
         )?;
-        let cohort_store = Arc::new(cohorts::CohortStore::new(&dir, self.store.fingerprint()));
+        let cohort_store = Arc::new(cohorts::CohortStore::new(
+            &dir,
+            cohorts::Version::of(&self.store),
+        ));
         let identity = session.identity_handle();
         self.register_cohort_functions(
             ctx,
@@ -514,7 +561,10 @@ fn cohort_docs() -> Vec<(
     datafusion::logical_expr::Documentation,
 )> {
     use datafusion::logical_expr::ScalarUDFImpl;
-    let store = Arc::new(cohorts::CohortStore::new(Path::new("/nonexistent"), ""));
+    let store = Arc::new(cohorts::CohortStore::new(
+        Path::new("/nonexistent"),
+        cohorts::Version::fixed(""),
+    ));
     let bitmap = cohorts::CohortBitmap::new(store, cohorts::Viewer::all());
     vec![
         (

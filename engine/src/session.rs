@@ -647,6 +647,8 @@ impl Session {
                     definition: definition.clone(),
                     size,
                     store: String::new(),
+                    lineage: String::new(),
+                    delivery: 0,
                 };
                 self.cohort_store().save(meta, rows)?;
                 Ok(())

@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tsunagu_engine::Engine;
+use tsunagu_engine::current::Current;
 
 use crate::handler::{Auth, CancelRegistry, Connection, Handlers};
 use crate::limits::Limiter;
 
-/// Serves `engine` on `listener` until SIGINT or SIGTERM: SCRAM-SHA-256
-/// authentication through `auth`, TLS when an acceptor is given.
+/// Serves the current engine on `listener` until SIGINT or SIGTERM:
+/// SCRAM-SHA-256 authentication through `auth`, TLS when an acceptor is
+/// given. Each connection works on the engine current when it connected.
 pub async fn serve(
-    engine: Arc<Engine>,
+    current: Arc<Current>,
     listener: TcpListener,
     auth: Arc<Auth>,
     limiter: Arc<Limiter>,
@@ -37,7 +38,7 @@ pub async fn serve(
                     }
                 };
                 let _ = socket.set_nodelay(true);
-                let connection = match Connection::new(&engine, registry.clone(), auth.clone(), limiter.clone()) {
+                let connection = match Connection::new(&current.get(), registry.clone(), auth.clone(), limiter.clone()) {
                     Ok(c) => c,
                     Err(e) => {
                         log::error!("cannot start a session for {peer}: {e}");

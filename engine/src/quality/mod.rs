@@ -212,7 +212,6 @@ pub async fn run(
 /// The linkage figures, from the person index: which persons each source holds.
 pub fn linkage(store: &tsunagu_catalog::Store) -> Linkage {
     let index = store.persons();
-    let linked = index.linked_persons();
     let mut sets = Vec::new();
     let mut sources = Vec::new();
     for spec in &store.manifest().sources {
@@ -224,7 +223,7 @@ pub fn linkage(store: &tsunagu_catalog::Store) -> Linkage {
         for pos in 0..keys.len() {
             if let Some(id) = keys.id_at(pos) {
                 set.insert(id);
-                if u64::from(id) >= linked {
+                if !index.is_linked(id) {
                     unlinked += 1;
                 }
             }

@@ -1,0 +1,106 @@
+//! The engine new work uses: switched atomically when a delivery lands.
+//!
+//! A server holds one [`Current`]; each connection, page or statement takes
+//! the engine it finds there and keeps it, so work already running finishes
+//! on the store as it was, while new work sees the new files.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tsunagu_catalog::Opened;
+
+use crate::{Engine, Result};
+
+/// The current engine and a counter of switches.
+pub struct Current {
+    engine: RwLock<Arc<Engine>>,
+    version: watch::Sender<u64>,
+    /// One refresh at a time.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Current {
+    pub fn new(engine: Arc<Engine>) -> Arc<Current> {
+        Arc::new(Current {
+            engine: RwLock::new(engine),
+            version: watch::channel(1).0,
+            refreshing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The engine new work should use.
+    pub fn get(&self) -> Arc<Engine> {
+        self.engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The number of the current engine (1, then one more per switch), and
+    /// a way to wait for the next.
+    pub fn version(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Opens the store again when its files changed and switches to it:
+    /// how the new state was obtained, or `None` when nothing changed.
+    pub async fn refresh(&self) -> Result<Option<Opened>> {
+        let _one = self.refreshing.lock().await;
+        let engine = self.get();
+        let check = engine.clone();
+        let changed = tokio::task::spawn_blocking(move || check.store_changed())
+            .await
+            .map_err(|e| crate::EngineError::Unsupported(format!("refresh: {e}")))??;
+        if !changed {
+            return Ok(None);
+        }
+        let next = Arc::new(engine.reopen().await?);
+        let opened = next.store().opened().clone();
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.version.send_modify(|v| *v += 1);
+        Ok(Some(opened))
+    }
+
+    /// Looks for changed files every `every` until `self` is dropped;
+    /// problems are logged and looked at again next time.
+    pub fn watch(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(current) = weak.upgrade() else { break };
+                match current.refresh().await {
+                    Ok(Some(opened)) => log::info!("store changed: {}", describe(&opened)),
+                    Ok(None) => {}
+                    Err(e) => log::warn!("store changed but could not be opened again: {e}"),
+                }
+            }
+        });
+    }
+}
+
+/// One line on how a store's state was obtained.
+pub fn describe(opened: &Opened) -> String {
+    match opened {
+        Opened::Reused => "derived state reused".into(),
+        Opened::Derived { reason: None } => "state derived".into(),
+        Opened::Derived {
+            reason: Some(reason),
+        } => format!("state derived again from scratch: {reason}"),
+        Opened::Extended { files, new_persons } => format!(
+            "{} new file{} taken in ({} new person{}): {}",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" },
+            new_persons,
+            if *new_persons == 1 { "" } else { "s" },
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
