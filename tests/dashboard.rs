@@ -7,6 +7,7 @@ use std::path::Path;
 use tsunagu_engine::audit::{self, Decision, Event};
 
 use crate::common::{client_check, state_dir, synthetic, temp_folder};
+use crate::deliveries::split_store;
 use crate::privacy::add_user;
 use crate::wire::Server;
 
@@ -31,7 +32,7 @@ ORDER BY step
 """
 "#;
 
-fn serve(dir: &Path, state: &Path) -> Server {
+fn serve(dir: &Path, store: &Path, state: &Path) -> Server {
     let config = dir.join("server.toml");
     add_user(&config, "ana", "analyst", "ana-secret");
     add_user(&config, "sam", "steward", "sam-secret");
@@ -41,7 +42,7 @@ fn serve(dir: &Path, state: &Path) -> Server {
     let s = |p: &Path| p.to_string_lossy().into_owned();
     Server::start_with(&[
         "--store",
-        &s(synthetic()),
+        &s(store),
         "--state",
         &s(state),
         "--config",
@@ -53,11 +54,14 @@ fn serve(dir: &Path, state: &Path) -> Server {
     ])
 }
 
-#[test]
-fn dashboards_in_a_browser_show_only_released_numbers_and_update_live() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_in_a_browser_show_only_released_numbers_and_update_live() {
     let dir = temp_folder("tsunagu-dashboard-");
+    // The store arrives in two deliveries; the second lands while a page is open.
+    let (store, second) = (dir.join("store"), dir.join("second"));
+    split_store(&store, &second).await;
     let state = state_dir();
-    let server = serve(&dir, &state);
+    let server = serve(&dir, &store, &state);
     let url = server
         .http
         .clone()
@@ -77,6 +81,8 @@ fn dashboards_in_a_browser_show_only_released_numbers_and_update_live() {
             "10",
             &shot.to_string_lossy(),
             "feasibility",
+            &store.to_string_lossy(),
+            &second.to_string_lossy(),
         ],
         "dashboard check: ok",
     );

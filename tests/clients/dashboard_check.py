@@ -2,14 +2,18 @@
 chromedriver) the way a viewer would, and checks what they show against
 the steward's exact numbers.
 
-usage: dashboard_check.py URL CONNINFO_ANALYST ANALYST PASSWORD STEWARD PASSWORD K SCREENSHOT [EXTRA_DASHBOARD]
+usage: dashboard_check.py URL CONNINFO_ANALYST ANALYST PASSWORD STEWARD PASSWORD K SCREENSHOT
+                          [EXTRA_DASHBOARD [STORE DELIVERY]]
 
 EXTRA_DASHBOARD names a dashboard from a file that must be listed and drawn.
+DELIVERY is a folder of files that, copied into the served STORE, make a
+new delivery: the open overview must show it without being reloaded.
 
 Prints "dashboard check: ok" when every check passed.
 """
 
 import json
+import shutil
 import struct
 import sys
 import time
@@ -25,6 +29,7 @@ from selenium.webdriver.common.keys import Keys
 
 URL, CONNINFO, ANALYST, ANALYST_PW, STEWARD, STEWARD_PW, K, SHOT = sys.argv[1:9]
 EXTRA = sys.argv[9] if len(sys.argv) > 9 else None
+STORE, DELIVERY = (sys.argv[10], sys.argv[11]) if len(sys.argv) > 11 else (None, None)
 K = int(K)
 URL = URL.rstrip("/")
 
@@ -248,6 +253,24 @@ try:
         driver.get(URL + "/#/overview")
         wait("the overview again", lambda: js("return document.getElementById('board').dataset.dashboard") == "overview")
         wait("the overview's panels", panels_settled)
+
+    # A delivery lands in the store: the open overview shows it without being reloaded.
+    if DELIVERY:
+        number = lambda: js("return document.querySelector('[data-chart=number] .number').dataset.value")
+        persons_before = int(number())
+        exact_before = steward.get("/api/dashboards/overview/panels/0")["rows"][0][0]
+        js("window.__not_reloaded = 7")
+        shutil.copytree(DELIVERY, STORE, dirs_exist_ok=True)
+        wait("the delivery on the open overview", lambda: number() and int(number()) != persons_before, 60)
+        check(js("return window.__not_reloaded") == 7, "the page was reloaded")
+        persons_after = int(number())
+        exact_after = steward.get("/api/dashboards/overview/panels/0")["rows"][0][0]
+        check(exact_after > exact_before, f"the steward's count did not grow: {exact_before} -> {exact_after}")
+        check(abs(persons_after - exact_after) <= max(10, 0.05 * exact_after),
+              f"released {persons_after} after the delivery, truth {exact_after}")
+        wait("the overview's panels after the delivery", panels_settled)
+        errors = js("return [...document.querySelectorAll('[data-panel][data-state=error]')].map(p => p.innerText)")
+        check(not errors, f"panels failed after the delivery: {errors}")
 
     # Keyboard: the cohorts dashboard is reached by Tab and Enter from the navigation.
     link = driver.find_element(By.CSS_SELECTOR, "nav a[href='#/cohorts']")
