@@ -277,19 +277,31 @@ async fn derived_state_is_reused_and_the_store_never_written() {
         before,
         "nothing is written into the store"
     );
-    // A changed store derives afresh and drops the stale state.
+    // A changed store derives afresh; the state it replaces is kept for
+    // work still running on it, and dropped at the next change.
+    let completed = |l: &BTreeMap<String, (u64, std::time::SystemTime)>| {
+        let mut v: Vec<String> = l
+            .keys()
+            .filter(|k| k.ends_with("complete.json"))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    };
+    let first_state = completed(&derived);
     std::fs::write(store.path().join("README.md"), "changed").unwrap();
     let third = Engine::open(store.path(), options()).await.unwrap();
     assert_eq!(third.store().persons().persons(), persons);
     let after = listing(&state);
     assert_ne!(after, derived);
-    assert_eq!(
-        after
-            .keys()
-            .filter(|k| k.ends_with("complete.json"))
-            .count(),
-        1
-    );
+    assert_eq!(completed(&after).len(), 2, "{:?}", completed(&after));
+    assert!(completed(&after).contains(&first_state[0]));
+    std::fs::write(store.path().join("README.md"), "changed again").unwrap();
+    let fourth = Engine::open(store.path(), options()).await.unwrap();
+    assert_eq!(fourth.store().persons().persons(), persons);
+    let last = completed(&listing(&state));
+    assert_eq!(last.len(), 2, "{last:?}");
+    assert!(!last.contains(&first_state[0]), "{last:?}");
 }
 
 /// Every row of a delivered table, read with plain DataFusion.

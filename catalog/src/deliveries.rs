@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use sha2::Digest;
+
 use crate::error::{CatalogError, Result};
 use crate::manifest::Manifest;
+use crate::state;
 
 /// What a derived state folder was built from (`complete.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +33,32 @@ pub struct Built {
     /// The store's files (`path\tsize\tmtime`) when the state was derived.
     #[serde(default)]
     pub files: Vec<String>,
+    /// The layout of derived state it was written in ([`state::FORMAT`]).
+    #[serde(default)]
+    pub format: String,
+}
+
+/// A new lineage: the fingerprint of the state derived from scratch and a
+/// random part, so that the same files numbered through other deliveries
+/// are never taken for it.
+pub fn new_lineage(fingerprint: &str) -> String {
+    let mut salt = [0u8; 8];
+    getrandom_fill(&mut salt);
+    format!("{fingerprint}-{}", hex::encode(salt))
+}
+
+fn getrandom_fill(buf: &mut [u8]) {
+    // Time and process are enough to tell derivations apart; no secret here.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let digest = sha2::Sha256::digest(format!("{nanos}-{}-{n}", std::process::id()).as_bytes());
+    for (b, d) in buf.iter_mut().zip(digest.iter()) {
+        *b = *d;
+    }
 }
 
 impl Built {
@@ -54,7 +83,8 @@ pub enum Opened {
     },
 }
 
-/// The most recent complete derived state under `derived_root` that lists its files.
+/// The most recently completed derived state under `derived_root` that
+/// lists its files and is in the current layout.
 pub fn previous(derived_root: &Path) -> Option<(PathBuf, Built)> {
     let entries = std::fs::read_dir(derived_root).ok()?;
     entries
@@ -62,11 +92,26 @@ pub fn previous(derived_root: &Path) -> Option<(PathBuf, Built)> {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
             let built = Built::read(&e.path())?;
-            let modified = e.metadata().and_then(|m| m.modified()).ok()?;
-            (!built.files.is_empty()).then_some((modified, e.path(), built))
+            let completed = std::fs::metadata(e.path().join("complete.json"))
+                .and_then(|m| m.modified())
+                .ok()?;
+            (!built.files.is_empty() && built.format == state::FORMAT).then_some((
+                completed,
+                e.path(),
+                built,
+            ))
         })
-        .max_by_key(|(modified, _, b)| (b.generation, *modified))
+        .max_by_key(|(completed, _, _)| *completed)
         .map(|(_, path, built)| (path, built))
+}
+
+/// True for files the store's tables never read (hidden or `_`-prefixed
+/// names anywhere in the path: partial copies, `_SUCCESS` markers).
+fn ignored(path: &str) -> bool {
+    Path::new(path).components().any(|c| {
+        let c = c.as_os_str().to_string_lossy();
+        c.starts_with('.') || c.starts_with('_')
+    })
 }
 
 fn path_of(entry: &str) -> &str {
@@ -79,8 +124,17 @@ pub fn added(
     old: &Built,
     now: &[String],
 ) -> std::result::Result<Vec<PathBuf>, String> {
-    let before: BTreeSet<&str> = old.files.iter().map(String::as_str).collect();
-    let current: BTreeSet<&str> = now.iter().map(String::as_str).collect();
+    let before: BTreeSet<&str> = old
+        .files
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !ignored(path_of(e)))
+        .collect();
+    let current: BTreeSet<&str> = now
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !ignored(path_of(e)))
+        .collect();
     if let Some(gone) = before.difference(&current).next() {
         let path = path_of(gone);
         let still = current.iter().any(|e| path_of(e) == path);
@@ -160,9 +214,13 @@ mod tests {
     use super::*;
 
     fn manifest() -> Manifest {
+        let dir = tempfile::tempdir().unwrap();
+        for folder in ["ndb", "linkage"] {
+            std::fs::create_dir_all(dir.path().join(folder)).unwrap();
+        }
         let text = "[store]\nname = \"s\"\n[[source]]\nname = \"ndb\"\npath = \"ndb\"\n\
                     [linkage]\npath = \"linkage\"\n";
-        Manifest::parse(text, Path::new("."), Path::new("rwd.toml")).expect("manifest")
+        Manifest::parse(text, dir.path(), &dir.path().join("rwd.toml")).expect("manifest")
     }
 
     #[test]
@@ -173,6 +231,7 @@ mod tests {
             fingerprint: String::new(),
             lineage: String::new(),
             generation: 0,
+            format: state::FORMAT.into(),
             files: vec![
                 "linkage/a.parquet\t1\t1".into(),
                 "ndb/claims/2020.parquet\t1\t1".into(),

@@ -298,6 +298,7 @@ impl PersonIndex {
         // Link keys of persons already numbered, and new keys waiting for a number.
         let mut numbered: HashMap<&'a str, u32> = HashMap::new();
         let mut waiting: Vec<(&'a str, usize, usize, u64)> = Vec::new();
+        let mut link_of: HashMap<(usize, u32), &'a str> = HashMap::new();
         for (row, link) in links {
             let Some(src_idx) = order.iter().position(|s| s == link.source) else {
                 return Err(at(
@@ -306,11 +307,25 @@ impl PersonIndex {
                     "the row names a source that the manifest does not declare".into(),
                 ));
             };
-            if let Some(id) = self
-                .sources
-                .get(link.source)
-                .and_then(|s| s.person_id(link.person_key))
-            {
+            let known = self.sources.get(link.source).and_then(|s| {
+                let pos = s.position_of(link.person_key)?;
+                Some((pos, s.id_at(pos as usize)?))
+            });
+            if let Some((pos, id)) = known {
+                // As when numbering from scratch: one link key per person key.
+                match link_of.insert((src_idx, pos), link.link_key) {
+                    Some(other) if other != link.link_key => {
+                        return Err(at(
+                            row,
+                            "link_key",
+                            format!(
+                                "a person key of source {} is linked to two different link keys",
+                                link.source
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
                 match numbered.insert(link.link_key, id) {
                     Some(other) if other != id => {
                         return Ok(Err(format!(
@@ -358,6 +373,15 @@ impl PersonIndex {
         if next > start {
             linked.push((start, next));
         }
+        // Persons numbered unlinked before and linked now.
+        let mut newly: Vec<u64> = numbered
+            .values()
+            .map(|&id| u64::from(id))
+            .filter(|&id| id < start && !self.is_linked(id as u32))
+            .collect();
+        newly.sort_unstable();
+        newly.dedup();
+        linked.extend(newly.into_iter().map(|id| (id, id + 1)));
         let mut names: Vec<&String> = added.keys().collect();
         names.sort();
         let names: Vec<String> = names.into_iter().cloned().collect();

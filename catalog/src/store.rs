@@ -89,6 +89,16 @@ impl Store {
     /// it after, and growing it when the only change is new deliveries.
     pub async fn open(root: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
+        loop {
+            // `None`: another process put the same state in place first; open theirs.
+            if let Some(store) = Self::try_open(&root, options.clone()).await? {
+                return Ok(store);
+            }
+        }
+    }
+
+    async fn try_open(root: &Path, options: StoreOptions) -> Result<Option<Store>> {
+        let root = root.to_path_buf();
         if !root.is_dir() {
             return Err(CatalogError::manifest(
                 root.join("rwd.toml"),
@@ -108,12 +118,13 @@ impl Store {
             let (tables, index) = Self::open_in(&root, &manifest, &derived, Mode::Reuse)
                 .await?
                 .map_err(|why| CatalogError::state(&derived, std::io::Error::other(why)))?;
+            // State of earlier versions has no lineage: numbered from scratch.
             let (lineage, generation) = match built {
                 Some(b) if !b.lineage.is_empty() => (b.lineage, b.generation),
                 _ => (fingerprint.clone(), 0),
             };
             let shown = build_shown(&tables, &index)?;
-            return Ok(Store {
+            return Ok(Some(Store {
                 root,
                 manifest,
                 state_dir,
@@ -124,12 +135,15 @@ impl Store {
                 tables,
                 shown,
                 index,
-            });
+            }));
         }
         std::fs::create_dir_all(&derived_root)
             .map_err(|e| CatalogError::state(&derived_root, e))?;
         let mut reason = None;
-        if let Some((old_dir, old)) = deliveries::previous(&derived_root) {
+        let previous = deliveries::previous(&derived_root);
+        // Kept beside the new state, for work still running on it.
+        let retired = previous.as_ref().map(|(dir, _)| dir.clone());
+        if let Some((old_dir, old)) = previous {
             match deliveries::added(&manifest, &old, &entries) {
                 Ok(files) => {
                     let work = state::temp_sibling(&derived);
@@ -162,11 +176,22 @@ impl Store {
                                 lineage: lineage.clone(),
                                 generation,
                                 files: entries,
+                                format: state::FORMAT.into(),
                             };
-                            let tables = commit(&work, &derived, &derived_root, &built, tables)?;
+                            let Some(tables) = commit(
+                                &work,
+                                &derived,
+                                &derived_root,
+                                &built,
+                                retired.as_deref(),
+                                tables,
+                            )?
+                            else {
+                                return Ok(None);
+                            };
                             let new_persons = index.persons().saturating_sub(old_persons);
                             let shown = build_shown(&tables, &index)?;
-                            return Ok(Store {
+                            return Ok(Some(Store {
                                 root,
                                 manifest,
                                 state_dir,
@@ -177,7 +202,7 @@ impl Store {
                                 tables,
                                 shown,
                                 index,
-                            });
+                            }));
                         }
                         Ok(Err(why)) => {
                             let _ = std::fs::remove_dir_all(&work);
@@ -185,7 +210,7 @@ impl Store {
                         }
                         Err(e) => {
                             let _ = std::fs::remove_dir_all(&work);
-                            return Err(e);
+                            reason = Some(format!("the delivery could not be taken in ({e})"));
                         }
                     }
                 }
@@ -204,27 +229,39 @@ impl Store {
                 return Err(e);
             }
         };
+        let lineage = deliveries::new_lineage(&fingerprint);
         let built = Built {
             store: root.to_string_lossy().into_owned(),
             fingerprint: fingerprint.clone(),
-            lineage: fingerprint.clone(),
+            lineage: lineage.clone(),
             generation: 0,
             files: entries,
+            format: state::FORMAT.into(),
         };
-        let tables = commit(&work, &derived, &derived_root, &built, tables)?;
+        let Some(tables) = commit(
+            &work,
+            &derived,
+            &derived_root,
+            &built,
+            retired.as_deref(),
+            tables,
+        )?
+        else {
+            return Ok(None);
+        };
         let shown = build_shown(&tables, &index)?;
-        Ok(Store {
+        Ok(Some(Store {
             root,
             manifest,
             state_dir,
-            lineage: fingerprint.clone(),
+            lineage,
             fingerprint,
             generation: 0,
             opened: Opened::Derived { reason },
             tables,
             shown,
             index,
-        })
+        }))
     }
 
     async fn open_in(root: &Path, manifest: &Manifest, work: &Path, mode: Mode) -> Result<Opening> {
@@ -437,27 +474,33 @@ fn unknown_keys(index: &PersonIndex, source: &str, found: &LargeStringArray) -> 
 }
 
 /// Writes `complete.json` into the work folder, moves it into place, removes
-/// earlier state, and points the tables' converted files at the final folder.
+/// earlier state but the `retired` one (work may still run on it), and
+/// points the tables' converted files at the final folder. `None` when
+/// another process put the same state in place first (open theirs).
 fn commit(
     work: &Path,
     derived: &Path,
     derived_root: &Path,
     built: &Built,
+    retired: Option<&Path>,
     tables: Vec<TableDef>,
-) -> Result<Vec<TableDef>> {
+) -> Result<Option<Vec<TableDef>>> {
     let text = serde_json::to_string(built)
         .map_err(|e| CatalogError::state(work, std::io::Error::other(e.to_string())))?;
     std::fs::write(work.join("complete.json"), text).map_err(|e| CatalogError::state(work, e))?;
     match std::fs::rename(work, derived) {
         Ok(()) => {}
-        // Another process derived the same state first: use theirs.
         Err(_) if derived.join("complete.json").is_file() => {
             let _ = std::fs::remove_dir_all(work);
+            return Ok(None);
         }
         Err(e) => return Err(CatalogError::state(derived, e)),
     }
     let _ = state::sync_dir(derived_root);
-    remove_stale(derived_root, &built.fingerprint);
+    let retired = retired
+        .and_then(|r| r.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    remove_stale(derived_root, &[Some(built.fingerprint.clone()), retired]);
     let moved = |files: Vec<PathBuf>| -> Vec<PathBuf> {
         files
             .into_iter()
@@ -467,14 +510,16 @@ fn commit(
             })
             .collect()
     };
-    Ok(tables
-        .into_iter()
-        .map(|mut t| {
-            t.files = moved(t.files);
-            t.person_files = moved(t.person_files);
-            t
-        })
-        .collect())
+    Ok(Some(
+        tables
+            .into_iter()
+            .map(|mut t| {
+                t.files = moved(t.files);
+                t.person_files = moved(t.person_files);
+                t
+            })
+            .collect(),
+    ))
 }
 
 /// Checks one delivered table and, for CSV, converts it into the work folder.
@@ -748,9 +793,9 @@ fn build_shown(tables: &[TableDef], index: &PersonIndex) -> Result<Vec<ShownTabl
     Ok(shown)
 }
 
-/// Removes derived state of earlier versions of the store, and temporary
-/// folders of builds that died more than an hour ago.
-fn remove_stale(derived_root: &Path, keep: &str) {
+/// Removes derived state of earlier versions of the store but those in
+/// `keep`, and temporary folders of builds that died more than an hour ago.
+fn remove_stale(derived_root: &Path, keep: &[Option<String>]) {
     let Ok(entries) = std::fs::read_dir(derived_root) else {
         return;
     };
@@ -761,7 +806,8 @@ fn remove_stale(derived_root: &Path, keep: &str) {
             && e.metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
-        if (name != keep && !name.starts_with('.')) || abandoned {
+        let kept = keep.iter().flatten().any(|k| *k == name);
+        if (!kept && !name.starts_with('.')) || abandoned {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

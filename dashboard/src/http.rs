@@ -55,6 +55,8 @@ struct Seen {
     role: Role,
     database: String,
     session: Session,
+    /// The number of the engine the session works on.
+    engine: u64,
 }
 
 pub(crate) struct App {
@@ -142,6 +144,7 @@ impl App {
             role: v.role,
             database: v.database.clone(),
             session: v.session.clone(),
+            engine: v.engine,
         })
     }
 
@@ -506,7 +509,11 @@ async fn panel(
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    let snapshot = app.live.current();
+    // The engine the session works on, not one that landed since.
+    let snapshot = crate::live::Snapshot {
+        store: viewer.engine,
+        cohorts: app.live.current().cohorts,
+    };
     let key = Key::new(
         snapshot,
         &viewer.session,

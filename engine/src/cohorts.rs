@@ -78,13 +78,17 @@ impl Version {
         }
     }
 
-    /// True when a cohort's person numbers are this store's: built on these
-    /// files, or on an earlier delivery of the same lineage.
+    /// True when person numbers written at `(lineage, delivery)` on files
+    /// with `fingerprint` are this store's: an earlier (or the same)
+    /// delivery of the same lineage, or the same files numbered from scratch
+    /// both times (numbering from scratch depends only on the files).
+    pub fn holds_numbers(&self, fingerprint: &str, lineage: &str, delivery: u64) -> bool {
+        (!lineage.is_empty() && lineage == self.lineage && delivery <= self.generation)
+            || (fingerprint == self.fingerprint && self.generation == 0 && delivery == 0)
+    }
+
     fn holds(&self, meta: &CohortMeta) -> bool {
-        meta.store == self.fingerprint
-            || (!meta.lineage.is_empty()
-                && meta.lineage == self.lineage
-                && meta.delivery <= self.generation)
+        self.holds_numbers(&meta.store, &meta.lineage, meta.delivery)
     }
 }
 
@@ -141,10 +145,16 @@ impl CohortStore {
     /// The cohorts kept in `state_dir/cohorts`, for the store at this version.
     pub fn new(state_dir: &Path, version: Version) -> Self {
         let dir = state_dir.join("cohorts");
-        // Leftovers of writes that never finished.
+        // Leftovers of writes that never finished (an hour old: a save may
+        // be under way in another session).
         if let Ok(entries) = std::fs::read_dir(&dir) {
+            let hour = std::time::Duration::from_secs(3600);
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with('.') {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
+                if e.file_name().to_string_lossy().starts_with('.') && old {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
@@ -687,7 +697,7 @@ mod tests {
     #[test]
     fn damaged_rows_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CohortStore::new(dir.path(), Version::fixed("fp"));
+        let store = CohortStore::new(dir.path(), super::Version::fixed("fp"));
         let meta = CohortMeta {
             name: "c".into(),
             owner: "steward".into(),
@@ -699,7 +709,7 @@ mod tests {
             delivery: 0,
         };
         store.save(meta, rows(vec![3, 1, 3, 7])).unwrap();
-        let loaded = CohortStore::new(dir.path(), Version::fixed("fp"))
+        let loaded = CohortStore::new(dir.path(), super::Version::fixed("fp"))
             .load("c")
             .unwrap();
         assert_eq!(loaded.bitmap.iter().collect::<Vec<_>>(), vec![1, 3, 7]);
@@ -711,7 +721,7 @@ mod tests {
                 .unwrap();
         w.write(&rows(vec![1, -4294967295])).unwrap();
         w.close().unwrap();
-        let err = CohortStore::new(dir.path(), Version::fixed("fp"))
+        let err = CohortStore::new(dir.path(), super::Version::fixed("fp"))
             .load("c")
             .unwrap_err();
         let text = err.to_string();

@@ -62,20 +62,49 @@ impl Current {
         Ok(Some(opened))
     }
 
-    /// Looks for changed files every `every` until `self` is dropped;
-    /// problems are logged and looked at again next time.
+    /// Looks for changed files every `every` until `self` is dropped. A
+    /// change is taken in once the files look the same twice in a row (a
+    /// delivery still being copied is left alone); a change that could not
+    /// be opened is logged and tried again only once the files change again.
     pub fn watch(self: &Arc<Self>, every: Duration) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seen: Option<String> = None;
+            let mut failed: Option<String> = None;
             loop {
                 tick.tick().await;
                 let Some(current) = weak.upgrade() else { break };
+                let engine = current.get();
+                let root = engine.store().root().to_owned();
+                let now = match tokio::task::spawn_blocking(move || {
+                    tsunagu_catalog::state::fingerprint(&root)
+                })
+                .await
+                {
+                    Ok(Ok(f)) => f,
+                    _ => continue,
+                };
+                if now == engine.store().fingerprint() {
+                    seen = None;
+                    continue;
+                }
+                if seen.as_deref() != Some(now.as_str()) {
+                    seen = Some(now);
+                    continue;
+                }
+                if failed.as_deref() == Some(now.as_str()) {
+                    continue;
+                }
                 match current.refresh().await {
                     Ok(Some(opened)) => log::info!("store changed: {}", describe(&opened)),
                     Ok(None) => {}
-                    Err(e) => log::warn!("store changed but could not be opened again: {e}"),
+                    Err(e) => {
+                        log::warn!("store changed but could not be opened again: {e}");
+                        eprintln!("tsunagu: the store changed but could not be opened again: {e}");
+                        failed = Some(now);
+                    }
                 }
             }
         });

@@ -112,20 +112,7 @@ impl Engine {
             store.state_dir(),
             cohorts::Version::of(&store),
         ));
-        let policy = match (&options.policy, &store.manifest().privacy) {
-            (Some(p), _) => p.clone(),
-            (None, Some(table)) => {
-                use serde::Deserialize;
-                Policy::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-                    EngineError::Unsupported(format!("rwd.toml [privacy]: {}", e.message()))
-                })?
-            }
-            (None, None) => Policy::default(),
-        };
-        let mut policy = policy;
-        policy
-            .validate()
-            .map_err(|e| EngineError::Unsupported(format!("privacy policy: {e}")))?;
+        let mut policy = store_policy(&options, &store)?;
         if policy.secret.is_none() {
             let key = privacy::NoiseKey::load_or_create(store.state_dir()).map_err(|e| {
                 EngineError::Unsupported(format!(
@@ -402,6 +389,21 @@ impl Engine {
             });
         }
         let dir = list.dir(id);
+        if let Ok(bytes) = std::fs::read(dir.join("population.json")) {
+            let numbers: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let text = |k: &str| numbers[k].as_str().unwrap_or_default().to_owned();
+            let delivery = numbers["delivery"].as_u64().unwrap_or(0);
+            if !cohorts::Version::of(&self.store).holds_numbers(
+                &text("store"),
+                &text("lineage"),
+                delivery,
+            ) {
+                return Err(EngineError::Unsupported(format!(
+                    "project \"{id}\": the store's persons were numbered anew since its \
+                     population was computed (approve it again)"
+                )));
+            }
+        }
         let population = match std::fs::read(dir.join("population.bitmap")) {
             Ok(bytes) => Some(Arc::new(
                 tsunagu_udfs::bitmaps::from_bytes("population", &bytes).map_err(|e| {
@@ -544,6 +546,25 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The disclosure policy of a store: the embedder's, else the manifest's
+/// `[privacy]`, else the default; checked (the noise key is added by the caller).
+fn store_policy(options: &EngineOptions, store: &Store) -> Result<Policy> {
+    let policy = match (&options.policy, &store.manifest().privacy) {
+        (Some(p), _) => p.clone(),
+        (None, Some(table)) => {
+            use serde::Deserialize;
+            Policy::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                EngineError::Unsupported(format!("rwd.toml [privacy]: {}", e.message()))
+            })?
+        }
+        (None, None) => Policy::default(),
+    };
+    policy
+        .validate()
+        .map_err(|e| EngineError::Unsupported(format!("privacy policy: {e}")))?;
+    Ok(policy)
 }
 
 /// Every RWD function, cohort functions included: (name, kind, documentation).

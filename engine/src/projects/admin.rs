@@ -90,6 +90,16 @@ impl Admin {
                 &list.dir(id).join("population.bitmap"),
                 &tsunagu_udfs::bitmaps::to_bytes(&bitmap),
             )?;
+            // Which numbering the population's person numbers belong to.
+            let numbers = serde_json::json!({
+                "store": self.store.fingerprint(),
+                "lineage": self.store.lineage(),
+                "delivery": self.store.generation(),
+            });
+            super::write_whole(
+                &list.dir(id).join("population.json"),
+                numbers.to_string().as_bytes(),
+            )?;
             project.population_size = Some(size);
         }
         project.status = Status::Approved;
