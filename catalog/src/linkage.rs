@@ -168,27 +168,10 @@ impl PersonIndex {
         lines: bool,
     ) -> Result<PersonIndex> {
         let at = |row: u64, column: &str, problem: String| {
-            if lines {
-                CatalogError::malformed(linkage_file, Some(column), Some(row), problem)
-            } else {
-                CatalogError::malformed_row(linkage_file, Some(column), row, problem)
-            }
+            link_error(linkage_file, lines, row, column, problem)
         };
         let order: Vec<String> = keys.iter().map(|(s, _)| s.clone()).collect();
-        let mut sources: HashMap<String, SourceKeys> = keys
-            .into_iter()
-            .map(|(name, keys)| {
-                let n = keys.len();
-                (
-                    name,
-                    SourceKeys {
-                        keys,
-                        ids: vec![u32::MAX; n],
-                        lookup: OnceLock::new(),
-                    },
-                )
-            })
-            .collect();
+        let mut sources = unnumbered(keys);
         // (link key, source, position of key in that source)
         let mut present: Vec<(&'a str, usize, usize, u64)> = Vec::new();
         for (row, link) in links {
@@ -229,24 +212,7 @@ impl PersonIndex {
             src.ids[pos] = next as u32;
         }
         let linked = if last.is_some() { next + 1 } else { 0 };
-        let mut next = linked;
-        let mut names = order.clone();
-        names.sort();
-        for name in &names {
-            let src = sources.get_mut(name).expect("known source");
-            for id in src.ids.iter_mut().filter(|id| **id == u32::MAX) {
-                *id = next as u32;
-                next += 1;
-                if next >= u32::MAX as u64 {
-                    return Err(CatalogError::malformed(
-                        linkage_file,
-                        None,
-                        None,
-                        "the store has more persons than person_id can number (2^32 - 1)",
-                    ));
-                }
-            }
-        }
+        let next = number_unlinked(&mut sources, linked, linkage_file)?;
         Ok(PersonIndex {
             persons: next,
             linked: vec![(0, linked)],
@@ -269,11 +235,7 @@ impl PersonIndex {
         lines: bool,
     ) -> Result<std::result::Result<PersonIndex, String>> {
         let at = |row: u64, column: &str, problem: String| {
-            if lines {
-                CatalogError::malformed(linkage_file, Some(column), Some(row), problem)
-            } else {
-                CatalogError::malformed_row(linkage_file, Some(column), row, problem)
-            }
+            link_error(linkage_file, lines, row, column, problem)
         };
         let mut order: Vec<String> = new_keys.iter().map(|(s, _)| s.clone()).collect();
         for name in self.sources.keys() {
@@ -281,20 +243,7 @@ impl PersonIndex {
                 order.push(name.clone());
             }
         }
-        let mut added: HashMap<String, SourceKeys> = new_keys
-            .into_iter()
-            .map(|(name, keys)| {
-                let n = keys.len();
-                (
-                    name,
-                    SourceKeys {
-                        keys,
-                        ids: vec![u32::MAX; n],
-                        lookup: OnceLock::new(),
-                    },
-                )
-            })
-            .collect();
+        let mut added = unnumbered(new_keys);
         // Link keys of persons already numbered, and new keys waiting for a number.
         let mut numbered: HashMap<&'a str, u32> = HashMap::new();
         let mut waiting: Vec<(&'a str, usize, usize, u64)> = Vec::new();
@@ -382,24 +331,7 @@ impl PersonIndex {
         newly.sort_unstable();
         newly.dedup();
         linked.extend(newly.into_iter().map(|id| (id, id + 1)));
-        let mut names: Vec<&String> = added.keys().collect();
-        names.sort();
-        let names: Vec<String> = names.into_iter().cloned().collect();
-        for name in &names {
-            let src = added.get_mut(name).expect("known source");
-            for id in src.ids.iter_mut().filter(|id| **id == u32::MAX) {
-                *id = next as u32;
-                next += 1;
-                if next >= u32::MAX as u64 {
-                    return Err(CatalogError::malformed(
-                        linkage_file,
-                        None,
-                        None,
-                        "the store has more persons than person_id can number (2^32 - 1)",
-                    ));
-                }
-            }
-        }
+        let next = number_unlinked(&mut added, next, linkage_file)?;
         let mut sources = self.sources.clone();
         for (name, new) in added {
             if new.keys.is_empty() {
@@ -530,6 +462,61 @@ impl PersonIndex {
             sources: map,
         })
     }
+}
+
+/// A problem with a linkage row: a CSV line when `lines`, else a Parquet row.
+fn link_error(file: &Path, lines: bool, row: u64, column: &str, problem: String) -> CatalogError {
+    if lines {
+        CatalogError::malformed(file, Some(column), Some(row), problem)
+    } else {
+        CatalogError::malformed_row(file, Some(column), row, problem)
+    }
+}
+
+/// Each source's keys, none numbered yet.
+fn unnumbered(keys: Vec<(String, LargeStringArray)>) -> HashMap<String, SourceKeys> {
+    keys.into_iter()
+        .map(|(name, keys)| {
+            let n = keys.len();
+            (
+                name,
+                SourceKeys {
+                    keys,
+                    ids: vec![u32::MAX; n],
+                    lookup: OnceLock::new(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Numbers the keys still without a number from `next` on, sources by name
+/// and keys in their order; the next free number.
+fn number_unlinked(
+    sources: &mut HashMap<String, SourceKeys>,
+    mut next: u64,
+    linkage_file: &Path,
+) -> Result<u64> {
+    let mut names: Vec<String> = sources.keys().cloned().collect();
+    names.sort();
+    for name in &names {
+        let Some(src) = sources.get_mut(name) else {
+            continue;
+        };
+        for id in src.ids.iter_mut().filter(|id| **id == u32::MAX) {
+            *id = next as u32;
+            next += 1;
+            if next >= u32::MAX as u64 {
+                return Err(CatalogError::malformed(
+                    linkage_file,
+                    None,
+                    None,
+                    "the store has more persons than person_id can number (2^32 - 1)",
+                ));
+            }
+        }
+    }
+    Ok(next)
 }
 
 /// Maps a source's delivered person keys to `person_id`: used inside the
