@@ -251,6 +251,34 @@ fn psycopg_text_binary_parameters_types_errors_concurrency_cancel() {
 }
 
 #[test]
+fn statements_run_again_answer_as_computed_afresh_and_are_each_audited() {
+    let server = Server::start();
+    let runs = 40;
+    crate::common::client_check(
+        "python3",
+        "tests/clients/reuse_check.py",
+        &[&server.conninfo(), &runs.to_string()],
+        " passed, 0 failed",
+    );
+    // Kept plans and answers still leave one record per run.
+    let (_, state) = dirs();
+    let dirs = crate::privacy::audit_dirs(state);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    tsunagu_engine::audit::verify(&dirs[0]).unwrap();
+    let marked: Vec<_> = tsunagu_engine::audit::records(&dirs[0])
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.sql.contains("reuse_marker"))
+        .collect();
+    // Three protocols, then three as steward, six as analyst, one as steward.
+    assert_eq!(marked.len(), 3 * runs + 10, "{marked:#?}");
+    assert!(marked.iter().all(|r| r.user == "steward"
+        && r.decision == tsunagu_engine::audit::Decision::Allowed
+        && r.rows == Some(2)));
+    assert_eq!(marked.iter().filter(|r| r.role == "analyst").count(), 6);
+}
+
+#[test]
 fn sigterm_shuts_the_server_down_cleanly() {
     let mut server = Server::start();
     let (ok, _, err) = server.psql("SELECT 1");

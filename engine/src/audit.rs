@@ -17,7 +17,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -148,12 +148,41 @@ impl Entry {
 }
 
 /// The open log. Appends from several processes (a server and `tsunagu sql`
-/// on the same store) are serialized with a lock file; each append reads the
-/// chain's tail from disk, so no process works from a stale copy.
+/// on the same store) are serialized with a lock file. Appends of one
+/// process made at the same time are written together with one `fsync`
+/// (group commit): each caller still returns only once its record is
+/// durable. The chain's tail is remembered between writes and checked
+/// against the files (head, segment length, no newer segment) under the
+/// lock, so a record another process appended is never missed.
 #[derive(Debug)]
 pub struct AuditLog {
     dir: PathBuf,
     lock: Mutex<File>,
+    /// Entries waiting to be written, and the outcome of written ones.
+    queue: Mutex<Queue>,
+    written: Condvar,
+    /// Where the chain ended after this process's last write.
+    tail: Mutex<Option<Tail>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    next: u64,
+    waiting: Vec<(u64, Entry)>,
+    /// Sequence number (or error) of each written entry, by ticket.
+    done: std::collections::HashMap<u64, std::result::Result<u64, String>>,
+    /// A caller is writing a batch.
+    writing: bool,
+}
+
+/// The end of the chain as last written: the segment, its length, the last
+/// record's sequence number and hash.
+#[derive(Debug, Clone, PartialEq)]
+struct Tail {
+    segment: u64,
+    size: u64,
+    seq: u64,
+    hash: String,
 }
 
 /// Longest SQL text kept in a record (longer text is cut, with a marker).
@@ -162,7 +191,12 @@ const MAX_SQL: usize = 64 * 1024;
 fn hash_of(record: &Record) -> String {
     let body = serde_json::to_vec(record).unwrap_or_default();
     let digest = Sha256::digest(&body);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -316,6 +350,9 @@ impl AuditLog {
         Ok(AuditLog {
             dir: dir.to_owned(),
             lock: Mutex::new(lock),
+            queue: Mutex::default(),
+            written: Condvar::new(),
+            tail: Mutex::default(),
         })
     }
 
@@ -326,17 +363,76 @@ impl AuditLog {
 
     /// Appends one record and makes it durable before returning.
     pub fn append(&self, entry: Entry) -> Result<u64> {
+        let relock = |p: std::sync::PoisonError<_>| p.into_inner();
+        let mut queue = self.queue.lock().unwrap_or_else(relock);
+        let ticket = queue.next;
+        queue.next += 1;
+        queue.waiting.push((ticket, entry));
+        // Wait while another caller writes; it may take this entry along.
+        loop {
+            if let Some(done) = queue.done.remove(&ticket) {
+                return done.map_err(EngineError::Audit);
+            }
+            if !queue.writing {
+                break;
+            }
+            queue = self.written.wait(queue).unwrap_or_else(relock);
+        }
+        queue.writing = true;
+        let batch = std::mem::take(&mut queue.waiting);
+        drop(queue);
+        let tickets: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
+        let outcome = self.write_batch(batch.into_iter().map(|(_, e)| e).collect());
+        let mut queue = self.queue.lock().unwrap_or_else(relock);
+        queue.writing = false;
+        for (i, t) in tickets.into_iter().enumerate() {
+            let done = match &outcome {
+                Ok(seqs) => Ok(seqs[i]),
+                Err(e) => Err(e.to_string()),
+            };
+            queue.done.insert(t, done);
+        }
+        self.written.notify_all();
+        queue
+            .done
+            .remove(&ticket)
+            .unwrap_or_else(|| Err("the audit record was not written".into()))
+            .map_err(EngineError::Audit)
+    }
+
+    /// Writes entries as consecutive records under the lock file, with one
+    /// `fsync` per segment written; returns their sequence numbers.
+    fn write_batch(&self, entries: Vec<Entry>) -> Result<Vec<u64>> {
         let lock = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         lock.lock().map_err(|e| io(&self.dir.join("LOCK"), e))?;
-        let result = self.append_locked(entry);
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.write_locked(&mut tail, entries);
+        if result.is_err() {
+            // What reached the files is unknown: read the tail again next time.
+            *tail = None;
+        }
         let _ = lock.unlock();
         result
     }
 
-    fn append_locked(&self, entry: Entry) -> Result<u64> {
+    /// The end of the chain: the remembered one if the files still end
+    /// there, else read from the files (cutting a torn record off).
+    fn current_tail(&self, remembered: Option<Tail>) -> Result<Tail> {
+        if let Some(t) = remembered {
+            let head = std::fs::read(self.dir.join("HEAD"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Head>(&b).ok());
+            let size = std::fs::metadata(segment_path(&self.dir, t.segment)).map(|m| m.len());
+            if head.is_some_and(|h| h.seq == t.seq && h.hash == t.hash)
+                && size.is_ok_and(|s| s == t.size)
+                && !segment_path(&self.dir, t.segment + 1).exists()
+            {
+                return Ok(t);
+            }
+        }
         let segs = segments(&self.dir)?;
-        let mut segment = segs.last().copied().unwrap_or(1);
-        let (mut seq, mut prev) = (0, GENESIS.to_owned());
+        let segment = segs.last().copied().unwrap_or(1);
+        let (mut seq, mut hash) = (0, GENESIS.to_owned());
         let mut size = 0;
         for &n in segs.iter().rev() {
             let (last, len) = tail_of(&segment_path(&self.dir, n))?;
@@ -345,58 +441,88 @@ impl AuditLog {
             }
             if let Some(l) = last {
                 seq = l.record.seq;
-                prev = l.hash;
+                hash = l.hash;
                 break;
             }
         }
-        if size >= SEGMENT_BYTES {
-            segment += 1;
-        }
-        let mut sql = entry.sql;
-        if sql.len() > MAX_SQL {
-            let mut cut = MAX_SQL;
-            while !sql.is_char_boundary(cut) {
-                cut -= 1;
+        Ok(Tail {
+            segment,
+            size,
+            seq,
+            hash,
+        })
+    }
+
+    fn write_locked(&self, remembered: &mut Option<Tail>, entries: Vec<Entry>) -> Result<Vec<u64>> {
+        let mut tail = self.current_tail(remembered.take())?;
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // Lines to append, per segment, in order.
+        let mut pending: Vec<(u64, String)> = Vec::new();
+        let mut seqs = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if tail.size >= SEGMENT_BYTES {
+                tail.segment += 1;
+                tail.size = 0;
             }
-            sql.truncate(cut);
-            sql.push_str(" …[cut]");
+            let mut sql = entry.sql;
+            if sql.len() > MAX_SQL {
+                let mut cut = MAX_SQL;
+                while !sql.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                sql.truncate(cut);
+                sql.push_str(" …[cut]");
+            }
+            let record = Record {
+                seq: tail.seq + 1,
+                time: time.clone(),
+                user: entry.user,
+                role: entry.role,
+                sql,
+                decision: entry.decision,
+                rule: entry.rule,
+                rows: entry.rows,
+                suppressed_cells: entry.suppressed_cells,
+                event: entry.event,
+                address: entry.address,
+                prev: tail.hash.clone(),
+            };
+            let hash = hash_of(&record);
+            tail.seq = record.seq;
+            let mut line = serde_json::to_string(&Line {
+                record,
+                hash: hash.clone(),
+            })
+            .map_err(|e| EngineError::Audit(e.to_string()))?;
+            line.push('\n');
+            tail.hash = hash;
+            tail.size += line.len() as u64;
+            seqs.push(tail.seq);
+            match pending.last_mut() {
+                Some((segment, text)) if *segment == tail.segment => text.push_str(&line),
+                _ => pending.push((tail.segment, line)),
+            }
         }
-        let record = Record {
-            seq: seq + 1,
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            user: entry.user,
-            role: entry.role,
-            sql,
-            decision: entry.decision,
-            rule: entry.rule,
-            rows: entry.rows,
-            suppressed_cells: entry.suppressed_cells,
-            event: entry.event,
-            address: entry.address,
-            prev,
-        };
-        let hash = hash_of(&record);
-        let seq = record.seq;
-        let mut line = serde_json::to_string(&Line {
-            record,
-            hash: hash.clone(),
+        for (segment, text) in pending {
+            let path = segment_path(&self.dir, segment);
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| io(&path, e))?;
+            file.write_all(text.as_bytes()).map_err(|e| io(&path, e))?;
+            file.sync_data().map_err(|e| io(&path, e))?;
+        }
+        let head = serde_json::to_vec(&Head {
+            seq: tail.seq,
+            hash: tail.hash.clone(),
         })
         .map_err(|e| EngineError::Audit(e.to_string()))?;
-        line.push('\n');
-        let path = segment_path(&self.dir, segment);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io(&path, e))?;
-        file.write_all(line.as_bytes()).map_err(|e| io(&path, e))?;
-        file.sync_data().map_err(|e| io(&path, e))?;
-        let head = serde_json::to_vec(&Head { seq, hash })
-            .map_err(|e| EngineError::Audit(e.to_string()))?;
         let tmp = self.dir.join("HEAD.tmp");
         std::fs::write(&tmp, head).map_err(|e| io(&tmp, e))?;
         std::fs::rename(&tmp, self.dir.join("HEAD")).map_err(|e| io(&tmp, e))?;
-        Ok(seq)
+        *remembered = Some(tail);
+        Ok(seqs)
     }
 }
 
@@ -519,6 +645,10 @@ pub struct Audited {
     session: Option<crate::Session>,
     sql: String,
     release: Option<std::sync::Arc<crate::privacy::ReleaseStats>>,
+    /// With `release`, its count of withheld cells when the statement
+    /// started (a prepared statement runs many times); without, the cells
+    /// withheld from a kept answer.
+    cells: u64,
     rows: u64,
 }
 
@@ -533,7 +663,25 @@ impl Audited {
             inner,
             session: Some(session),
             sql,
+            cells: release.as_ref().map_or(0, |r| r.cells()),
             release,
+            rows: 0,
+        }
+    }
+
+    /// A kept answer's stream, whose release withheld `cells` cells.
+    pub(crate) fn known(
+        inner: datafusion::execution::SendableRecordBatchStream,
+        session: crate::Session,
+        sql: String,
+        cells: u64,
+    ) -> Self {
+        Audited {
+            inner,
+            session: Some(session),
+            sql,
+            release: None,
+            cells,
             rows: 0,
         }
     }
@@ -541,7 +689,10 @@ impl Audited {
     fn finish(&mut self, decision: Decision, rule: Option<String>) -> Result<()> {
         match self.session.take() {
             Some(s) => {
-                let cells = self.release.as_ref().map(|r| r.cells()).unwrap_or(0);
+                let cells = match &self.release {
+                    Some(r) => r.cells().saturating_sub(self.cells),
+                    None => self.cells,
+                };
                 s.log_end(&self.sql, decision, self.rows, cells, rule)
             }
             None => Ok(()),
@@ -646,6 +797,60 @@ mod tests {
 
         std::fs::write(&path, &text).unwrap();
         assert_eq!(verify(dir.path()).unwrap().records, 5);
+    }
+
+    #[test]
+    fn appends_at_the_same_time_form_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(AuditLog::open(dir.path()).unwrap());
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    (0..40)
+                        .map(|i| log.append(entry(&format!("SELECT {t}, {i}"))).unwrap())
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        let mut seqs: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=640).collect::<Vec<u64>>());
+        assert_eq!(verify(dir.path()).unwrap().records, 640);
+        let all = records(dir.path()).unwrap();
+        for t in 0..16 {
+            // Each thread's records are in the order it appended them.
+            let mine: Vec<&str> = all
+                .iter()
+                .map(|r| r.sql.as_str())
+                .filter(|s| s.starts_with(&format!("SELECT {t}, ")))
+                .collect();
+            let expected: Vec<String> = (0..40).map(|i| format!("SELECT {t}, {i}")).collect();
+            assert_eq!(mine, expected);
+        }
+    }
+
+    #[test]
+    fn two_writers_on_one_folder_keep_one_chain() {
+        // Two processes (a server and `tsunagu sql`) each remember their tail.
+        let dir = tempfile::tempdir().unwrap();
+        let a = AuditLog::open(dir.path()).unwrap();
+        let b = AuditLog::open(dir.path()).unwrap();
+        for i in 0..6 {
+            let log = if i % 3 == 0 { &b } else { &a };
+            assert_eq!(log.append(entry(&format!("SELECT {i}"))).unwrap(), i + 1);
+        }
+        // A record torn by a writer that crashed is cut before the next one.
+        let path = segment_path(dir.path(), 1);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":7,\"ti").unwrap();
+        drop(f);
+        assert_eq!(a.append(entry("SELECT 6")).unwrap(), 7);
+        let v = verify(dir.path()).unwrap();
+        assert_eq!((v.records, v.torn_tail), (7, false));
     }
 
     #[test]

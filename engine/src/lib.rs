@@ -34,6 +34,7 @@ pub mod privacy;
 pub mod projects;
 pub mod quality;
 mod query_memory;
+mod result_cache;
 pub mod running_window;
 pub mod session;
 pub mod shared;
@@ -92,6 +93,21 @@ pub struct Engine {
     audit: Arc<audit::AuditLog>,
     quality: Arc<quality::tables::Quality>,
     admin: Arc<projects::admin::Admin>,
+    /// Answers of repeatable statements on this snapshot.
+    results: Arc<result_cache::ResultCache>,
+    /// The store's tables by schema and name.
+    store_tables: Arc<result_cache::StoreTables>,
+}
+
+/// The store's tables by schema and name.
+fn store_tables(store: &Store) -> Arc<result_cache::StoreTables> {
+    Arc::new(
+        store
+            .shown_tables()
+            .iter()
+            .map(|t| (t.schema.clone(), t.name.clone()))
+            .collect(),
+    )
 }
 
 impl Engine {
@@ -131,6 +147,8 @@ impl Engine {
         let store = Arc::new(store);
         let policy = Arc::new(policy);
         let mut engine = Engine {
+            results: Arc::default(),
+            store_tables: store_tables(&store),
             admin: Arc::new(projects::admin::Admin::new(store.clone(), policy.clone())),
             quality: Arc::new(quality::tables::Quality::new(store.clone(), quality_config)),
             policy,
@@ -175,6 +193,8 @@ impl Engine {
         let quality_config = quality::QualityConfig::for_store(store.root())?;
         let store = Arc::new(store);
         let mut engine = Engine {
+            results: Arc::default(),
+            store_tables: store_tables(&store),
             admin: Arc::new(projects::admin::Admin::new(
                 store.clone(),
                 self.policy.clone(),
@@ -302,7 +322,7 @@ impl Engine {
             }),
         );
         session.set_admin(self.admin.clone());
-        Ok(session)
+        Ok(session.with_reuse(self.results.clone(), self.store_tables.clone()))
     }
 
     /// The store's projects.

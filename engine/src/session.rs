@@ -2,6 +2,7 @@
 //! schemas, the RWD functions and Tsunagu's settings.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -93,6 +94,12 @@ pub struct Prepared {
     pub release: Option<Arc<ReleaseStats>>,
     /// Names of result columns the plan cannot carry (repeated names).
     names: OutputNames,
+    /// The plan reads only the store's tables and does nothing else, so it
+    /// stays valid while the session's [`Session::plan_epoch`] is unchanged.
+    reusable: bool,
+    /// Also, every function it calls is immutable: the same run gives the
+    /// same answer on this snapshot.
+    repeatable: bool,
     /// The result's schema, as announced before execution and sent.
     result_schema: SchemaRef,
 }
@@ -108,6 +115,8 @@ impl Prepared {
             release: None,
             names: OutputNames::default(),
             result_schema,
+            reusable: false,
+            repeatable: false,
         }
     }
 
@@ -116,6 +125,14 @@ impl Prepared {
     /// column names.
     pub fn schema(&self) -> SchemaRef {
         self.result_schema.clone()
+    }
+
+    /// True when the statement may be kept and run again in the same
+    /// session for the same SQL text while [`Session::plan_epoch`] is
+    /// unchanged: it reads only the store's tables (which stay the same
+    /// while its engine runs) and has no side effect.
+    pub fn reusable(&self) -> bool {
+        self.reusable
     }
 }
 
@@ -148,6 +165,22 @@ pub struct Session {
     query_memory: Arc<std::sync::atomic::AtomicUsize>,
     /// Where the store's files are, to name a damaged one.
     roots: Arc<crate::damaged::Roots>,
+    /// Answers of repeatable statements on this snapshot (shared by the
+    /// engine's sessions).
+    results: Option<Arc<crate::result_cache::ResultCache>>,
+    /// The store's tables, whose plans stay valid while the engine runs.
+    store_tables: Arc<crate::result_cache::StoreTables>,
+    /// Changes whenever something plans depend on changes.
+    epoch: Arc<AtomicU64>,
+    /// 0 while the session's DataFusion settings are the defaults.
+    settings: Arc<AtomicU64>,
+}
+
+/// Source of new plan epochs and settings marks.
+static EPOCHS: AtomicU64 = AtomicU64::new(1);
+
+fn next_epoch() -> u64 {
+    EPOCHS.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Session {
@@ -170,7 +203,35 @@ impl Session {
             audit,
             query_memory: Arc::default(),
             roots,
+            results: None,
+            store_tables: Arc::default(),
+            epoch: Arc::new(AtomicU64::new(next_epoch())),
+            settings: Arc::default(),
         }
+    }
+
+    pub(crate) fn with_reuse(
+        mut self,
+        results: Arc<crate::result_cache::ResultCache>,
+        store_tables: Arc<crate::result_cache::StoreTables>,
+    ) -> Session {
+        self.results = Some(results);
+        self.store_tables = store_tables;
+        self
+    }
+
+    /// A number that changes whenever something plans depend on changes:
+    /// the user or role, the project, a setting. A [`Prepared::reusable`]
+    /// statement planned under one epoch may run again under the same.
+    pub fn plan_epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Declares that the session's catalog settings changed outside the
+    /// engine (an embedder's `SET search_path`): statements planned before
+    /// are planned again.
+    pub fn settings_changed(&self) {
+        self.epoch.store(next_epoch(), Ordering::Relaxed);
     }
 
     /// Declares the disclosure class of functions the embedder registered on
@@ -222,6 +283,7 @@ impl Session {
     /// Sets the session's user (the embedding application authenticated it).
     pub fn set_user(&self, user: &str) {
         self.identity().user = user.to_owned();
+        self.settings_changed();
     }
 
     /// Binds the session to an authenticated user and the role they logged in with.
@@ -230,6 +292,8 @@ impl Session {
         id.user = user.to_owned();
         id.login_role = role;
         id.role = role;
+        drop(id);
+        self.settings_changed();
     }
 
     /// The role the session logged in with.
@@ -256,6 +320,8 @@ impl Session {
             });
         }
         id.role = role;
+        drop(id);
+        self.settings_changed();
         Ok(())
     }
 
@@ -317,6 +383,7 @@ impl Session {
         *write(&self.cohorts) = cohorts;
         *write(&self.policy) = policy;
         *write(&self.project) = Some(project);
+        self.settings_changed();
     }
 
     /// The session's project, still open; an error otherwise.
@@ -526,7 +593,30 @@ impl Session {
             prepared.result_schema =
                 result_schema::announced(&self.ctx.state(), &prepared.plan, &prepared.names);
         }
+        if self.project().is_none() && self.results.is_some() {
+            let default_schema = self.default_schema();
+            prepared.reusable = crate::result_cache::reads_only_store(
+                &prepared.plan,
+                &self.store_tables,
+                crate::CATALOG,
+                &default_schema,
+            );
+            prepared.repeatable =
+                prepared.reusable && crate::result_cache::calls_only_immutable(&prepared.plan);
+        }
         Ok(prepared)
+    }
+
+    /// The schema unqualified table names are looked up in.
+    fn default_schema(&self) -> String {
+        self.ctx
+            .state_ref()
+            .read()
+            .config()
+            .options()
+            .catalog
+            .default_schema
+            .clone()
     }
 
     /// Plans SQL as written, with no privacy rewrite.
@@ -561,6 +651,8 @@ impl Session {
             release: None,
             names,
             result_schema,
+            reusable: false,
+            repeatable: false,
         })
     }
 
@@ -696,30 +788,90 @@ impl Session {
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> Result<SendableRecordBatchStream> {
-        let started = self.start(prepared, params).await;
-        match started {
-            Ok(stream) => Ok(Box::pin(crate::audit::Audited::new(
+        let key = match self.answer_key(prepared, &params) {
+            Ok(key) => key,
+            Err(e) => return Err(self.failed(prepared, e)),
+        };
+        if let Some((cache, key)) = &key
+            && let Some(answer) = cache.get(key)
+        {
+            let stream = crate::result_cache::replay(&answer, prepared.schema());
+            return Ok(Box::pin(crate::audit::Audited::known(
                 stream,
                 self.clone(),
                 prepared.sql.clone(),
-                prepared.release.clone(),
-            ))),
-            Err(e) => {
-                let class = error_class(&e);
-                self.log(&prepared.sql, Decision::Error, Some(class.clone()), None, 0)?;
-                if (prepared.release.is_some() || self.role() == Role::Analyst)
-                    && class == "execution"
-                {
-                    // An analyst learns nothing from why a statement failed on the data.
-                    return Err(EngineError::DataFusion(
-                        datafusion::error::DataFusionError::Execution(
-                            "the query failed while reading the data (details are withheld from analysts)".into(),
-                        ),
-                    ));
-                }
-                Err(e)
-            }
+                answer.cells,
+            )));
         }
+        let started = self.start(prepared, params).await;
+        match started {
+            Ok(stream) => {
+                let stream = match key {
+                    Some((cache, key)) => cache.fill(key, stream, prepared.release.clone()),
+                    None => stream,
+                };
+                Ok(Box::pin(crate::audit::Audited::new(
+                    stream,
+                    self.clone(),
+                    prepared.sql.clone(),
+                    prepared.release.clone(),
+                )))
+            }
+            Err(e) => Err(self.failed(prepared, e)),
+        }
+    }
+
+    /// Audits a statement that failed to start; what the client is told.
+    fn failed(&self, prepared: &Prepared, e: EngineError) -> EngineError {
+        let class = error_class(&e);
+        if let Err(a) = self.log(&prepared.sql, Decision::Error, Some(class.clone()), None, 0) {
+            return a;
+        }
+        if (prepared.release.is_some() || self.role() == Role::Analyst) && class == "execution" {
+            // An analyst learns nothing from why a statement failed on the data.
+            return EngineError::DataFusion(datafusion::error::DataFusionError::Execution(
+                "the query failed while reading the data (details are withheld from analysts)"
+                    .into(),
+            ));
+        }
+        e
+    }
+
+    /// Where a repeatable statement's answer is kept, and under which key;
+    /// `None` for other statements.
+    fn answer_key(
+        &self,
+        prepared: &Prepared,
+        params: &[ScalarValue],
+    ) -> Result<Option<(Arc<crate::result_cache::ResultCache>, crate::result_cache::Key)>> {
+        let Some(cache) = &self.results else {
+            return Ok(None);
+        };
+        if !prepared.repeatable || prepared.action.is_some() || self.project().is_some() {
+            return Ok(None);
+        }
+        let plan = if params.is_empty() && prepared.parameter_types.is_empty() {
+            prepared.plan.clone()
+        } else {
+            prepared
+                .plan
+                .clone()
+                .with_param_values(ParamValues::from(params.to_vec()))?
+        };
+        let (user, role) = {
+            let id = self.identity();
+            (id.user.clone(), id.role)
+        };
+        Ok(Some((
+            cache.clone(),
+            crate::result_cache::Key {
+                plan,
+                user,
+                role,
+                default_schema: self.default_schema(),
+                settings: self.settings.load(Ordering::Relaxed),
+            },
+        )))
     }
 
     async fn start(
@@ -745,6 +897,8 @@ impl Session {
         };
         let (stream, state) = if matches!(plan, LogicalPlan::Statement(_)) {
             // Session statements (`SET`, SQL-level `EXECUTE`) act on the context.
+            self.settings.store(next_epoch(), Ordering::Relaxed);
+            self.settings_changed();
             let df = self.ctx.execute_logical_plan(plan.clone()).await?;
             (df.execute_stream().await?, self.ctx.state())
         } else {

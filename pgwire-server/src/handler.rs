@@ -37,8 +37,31 @@ use crate::logins::LoginGuard;
 /// A statement as parsed at Parse time: planned, so Describe matches Execute.
 #[derive(Debug, Clone)]
 pub enum Planned {
-    Query(Arc<Prepared>),
+    Query(Arc<Query>),
     Command(Command),
+}
+
+/// A planned query, and what planning it again needs.
+#[derive(Debug)]
+pub struct Query {
+    pub prepared: Arc<Prepared>,
+    /// The SQL text as the client sent it.
+    text: String,
+    /// The session's plan epoch when it was planned.
+    epoch: u64,
+    /// Not run yet since it was planned.
+    fresh: std::sync::atomic::AtomicBool,
+}
+
+impl Query {
+    fn new(prepared: Arc<Prepared>, text: &str, epoch: u64) -> Arc<Query> {
+        Arc::new(Query {
+            prepared,
+            text: text.to_owned(),
+            epoch,
+            fresh: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
 }
 
 /// Cancels the running query of one connection.
@@ -207,6 +230,7 @@ impl Connection {
             running: Mutex::default(),
             parser: Arc::new(Parser {
                 session: session.clone(),
+                plans: Mutex::default(),
             }),
             session,
             settings: OnceLock::new(),
@@ -295,6 +319,7 @@ impl Connection {
             .split(',')
             .map(|s| s.trim().trim_matches('"').to_owned())
             .find(|s| catalog.as_ref().is_some_and(|c| c.schema(s).is_some()));
+        self.session.settings_changed();
         if let Some(schema) = schema {
             ctx.state_ref()
                 .write()
@@ -426,12 +451,47 @@ impl Connection {
         if let Some(c) = commands::classify(&statement) {
             return Ok(Planned::Command(c));
         }
+        let epoch = self.session.plan_epoch();
+        let text = tsunagu_engine::session::statement_text(&statement);
         let prepared = self
             .session
             .plan_statement(statement)
             .await
             .map_err(to_pg)?;
-        Ok(Planned::Query(Arc::new(prepared)))
+        Ok(Planned::Query(Query::new(Arc::new(prepared), &text, epoch)))
+    }
+
+    /// The plan to run a query with. A named prepared statement runs many
+    /// times; as PostgreSQL does, it is planned again when what its plan
+    /// depends on may have changed since: the role, the project or
+    /// `search_path` changed (the plan epoch), or it reads more than the
+    /// store's tables (cohorts, results, catalogs), which change between
+    /// runs. A new plan must return the columns the client was told of.
+    async fn current_plan(&self, query: &Query) -> PgWireResult<Arc<Prepared>> {
+        let fresh = query.fresh.swap(false, std::sync::atomic::Ordering::Relaxed);
+        if (fresh || query.prepared.reusable()) && query.epoch == self.session.plan_epoch() {
+            return Ok(query.prepared.clone());
+        }
+        let Some(Planned::Query(new)) = self.parser.plan_one(&query.text).await? else {
+            return Err(encode::user_error(
+                "0A000",
+                "cached plan must not change result type".into(),
+            ));
+        };
+        let (old, now) = (query.prepared.schema(), new.prepared.schema());
+        let same = old.fields().len() == now.fields().len()
+            && old
+                .fields()
+                .iter()
+                .zip(now.fields().iter())
+                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+        if !same {
+            return Err(encode::user_error(
+                "0A000",
+                "cached plan must not change result type".into(),
+            ));
+        }
+        Ok(new.prepared.clone())
     }
 }
 
@@ -505,6 +565,76 @@ async fn until(deadline: Option<tokio::time::Instant>) {
 /// Plans statements at Parse time.
 pub struct Parser {
     session: Session,
+    /// Statements planned before, by SQL text, to run again without planning.
+    plans: Mutex<Plans>,
+}
+
+/// Most statements a connection keeps planned.
+const KEPT_PLANS: usize = 256;
+
+/// The reusable statements a connection planned, and the session's plan
+/// epoch they were planned in (see [`Session::plan_epoch`]). BI tools and
+/// dashboards send the same text again and again, unnamed statements
+/// included, and each Parse would otherwise plan it again.
+#[derive(Default)]
+struct Plans {
+    epoch: u64,
+    by_text: HashMap<String, Arc<Prepared>>,
+}
+
+impl Parser {
+    /// The statement planned before for this text, if still valid.
+    fn kept(&self, sql: &str) -> Option<Arc<Prepared>> {
+        let plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if plans.epoch != self.session.plan_epoch() {
+            return None;
+        }
+        plans.by_text.get(sql).cloned()
+    }
+
+    /// Keeps a planned statement for its text, if it may run again.
+    fn keep(&self, sql: &str, prepared: &Arc<Prepared>, epoch: u64) {
+        if !prepared.reusable() {
+            return;
+        }
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if plans.epoch != epoch || plans.by_text.len() >= KEPT_PLANS {
+            plans.by_text.clear();
+            plans.epoch = epoch;
+        }
+        plans.by_text.insert(sql.to_owned(), prepared.clone());
+    }
+
+    /// Plans SQL text holding at most one statement (reusing a kept plan).
+    async fn plan_one(&self, sql: &str) -> PgWireResult<Option<Planned>> {
+        let epoch = self.session.plan_epoch();
+        if let Some(p) = self.kept(sql) {
+            return Ok(Some(Planned::Query(Query::new(p, sql, epoch))));
+        }
+        let mut statements = self.session.parse(sql).map_err(to_pg)?;
+        statements.iter_mut().for_each(crate::pg_catalog::rewrite);
+        match statements.len() {
+            0 => Ok(None),
+            1 => {
+                let statement = statements.remove(0);
+                if let Some(c) = commands::classify(&statement) {
+                    return Ok(Some(Planned::Command(c)));
+                }
+                let prepared = Arc::new(
+                    self.session
+                        .plan_statement(statement)
+                        .await
+                        .map_err(to_pg)?,
+                );
+                self.keep(sql, &prepared, epoch);
+                Ok(Some(Planned::Query(Query::new(prepared, sql, epoch))))
+            }
+            _ => Err(encode::user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement".into(),
+            )),
+        }
+    }
 }
 
 #[async_trait]
@@ -520,32 +650,13 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut statements = self.session.parse(sql).map_err(to_pg)?;
-        statements.iter_mut().for_each(crate::pg_catalog::rewrite);
-        match statements.len() {
-            0 => Ok(None),
-            1 => {
-                let statement = statements.remove(0);
-                if let Some(c) = commands::classify(&statement) {
-                    return Ok(Some(Planned::Command(c)));
-                }
-                let prepared = self
-                    .session
-                    .plan_statement(statement)
-                    .await
-                    .map_err(to_pg)?;
-                Ok(Some(Planned::Query(Arc::new(prepared))))
-            }
-            _ => Err(encode::user_error(
-                "42601",
-                "cannot insert multiple commands into a prepared statement".into(),
-            )),
-        }
+        self.plan_one(sql).await
     }
 
     fn get_parameter_types(&self, stmt: &Planned) -> PgWireResult<Vec<Type>> {
         Ok(match stmt {
-            Planned::Query(p) => p
+            Planned::Query(q) => q
+                .prepared
                 .parameter_types
                 .iter()
                 .map(|t| t.as_ref().map(encode::pg_type).unwrap_or(Type::TEXT))
@@ -561,8 +672,8 @@ impl QueryParser for Parser {
     ) -> PgWireResult<Vec<FieldInfo>> {
         let format = format.cloned().unwrap_or(Format::UnifiedText);
         Ok(match stmt {
-            Planned::Query(p) if !matches!(p.plan, LogicalPlan::Statement(_)) => {
-                encode::fields(&p.schema(), &format)
+            Planned::Query(q) if !matches!(q.prepared.plan, LogicalPlan::Statement(_)) => {
+                encode::fields(&q.prepared.schema(), &format)
             }
             Planned::Command(Command::Show { name }) => {
                 vec![FieldInfo::new(
@@ -726,13 +837,27 @@ impl SimpleQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(p) = self.parser.kept(query) {
+            return match self.query(&p, vec![], &Format::UnifiedText).await {
+                Ok(r) => Ok(vec![r]),
+                Err(PgWireError::UserError(info)) => Ok(vec![Response::Error(info)]),
+                Err(e) => Err(e),
+            };
+        }
+        let epoch = self.session.plan_epoch();
         let mut statements = self.session.parse(query).map_err(to_pg)?;
+        let single = statements.len() == 1;
         statements.iter_mut().for_each(crate::pg_catalog::rewrite);
         let mut out = Vec::with_capacity(statements.len());
         for statement in statements {
             let result = match self.plan(statement).await {
                 Ok(Planned::Command(c)) => self.command(client, &c),
-                Ok(Planned::Query(p)) => self.query(&p, vec![], &Format::UnifiedText).await,
+                Ok(Planned::Query(q)) => {
+                    if single {
+                        self.parser.keep(query, &q.prepared, epoch);
+                    }
+                    self.query(&q.prepared, vec![], &Format::UnifiedText).await
+                }
                 Err(e) => Err(e),
             };
             match result {
@@ -771,13 +896,14 @@ impl ExtendedQueryHandler for Connection {
     {
         match &portal.statement.statement {
             Planned::Command(c) => self.command(client, c),
-            Planned::Query(p) => {
+            Planned::Query(q) => {
+                let p = self.current_plan(q).await?;
                 let params = encode::parameters(
                     portal,
                     &portal.statement.parameter_types,
                     &p.parameter_types,
                 )?;
-                self.query(p, params, &portal.result_column_format).await
+                self.query(&p, params, &portal.result_column_format).await
             }
         }
     }
