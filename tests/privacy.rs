@@ -125,6 +125,143 @@ async fn studies_released_to_the_analyst_agree_with_the_steward_within_rounding(
     assert!((2.0..4.5).contains(&rr), "risk ratio {rr}");
 }
 
+/// `year|count` rows as (year, count); `None` for a withheld number.
+fn year_counts(rows: &[String]) -> Vec<(String, Option<i64>)> {
+    rows.iter()
+        .map(|r| {
+            let (y, n) = r.rsplit_once('|').unwrap();
+            (y.to_owned(), n.parse().ok())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_viewer_role_reads_under_stricter_numbers_and_only_reads() {
+    let policy = Policy {
+        viewer: Some(tsunagu_engine::privacy::Stricter {
+            k: Some(25),
+            rounding: Some(10),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    policy.validate().unwrap();
+    let engine = Engine::open(
+        crate::common::synthetic(),
+        EngineOptions {
+            state_dir: Some(state_dir()),
+            policy: Some(policy.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sql = "SELECT year_of_birth, count(*) AS n FROM ndb.person GROUP BY 1";
+    let truth = year_counts(&rows_as(&engine, Role::Steward, sql).await);
+    let analyst = year_counts(&rows_as(&engine, Role::Analyst, sql).await);
+    let viewer = year_counts(&rows_as(&engine, Role::Viewer, sql).await);
+    let true_count = |y: &str| {
+        truth
+            .iter()
+            .find(|(t, _)| t == y)
+            .and_then(|(_, n)| *n)
+            .unwrap()
+    };
+    // Against the steward's truth: no viewer row rests on fewer than 25
+    // persons, every viewer count is rounded to 10 and near the truth.
+    for (y, n) in &viewer {
+        let t = true_count(y);
+        assert!(t >= 25, "year {y} of {t} persons released to the viewer");
+        if let Some(n) = n {
+            assert!(n % 10 == 0 && (n - t).abs() <= 10, "{n} released for {t}");
+        }
+    }
+    assert!(
+        viewer.iter().filter(|(_, n)| n.is_some()).count() >= 10,
+        "{viewer:?}"
+    );
+    for (y, n) in &analyst {
+        let t = true_count(y);
+        assert!(t >= 10, "year {y} of {t} persons released to the analyst");
+        assert!(
+            n.is_none_or(|n| n % 5 == 0),
+            "{n:?} released to the analyst for {t}"
+        );
+    }
+    // Years of 14-24 persons reach the analyst but not the viewer; large
+    // years reach both (a legitimate question is answered).
+    let between: Vec<&String> = truth
+        .iter()
+        .filter(|(_, t)| t.is_some_and(|t| (14..=24).contains(&t)))
+        .map(|(y, _)| y)
+        .collect();
+    assert!(
+        !between.is_empty(),
+        "the store has no year of 14-24 persons: {truth:?}"
+    );
+    for y in between {
+        assert!(
+            analyst.iter().any(|(a, _)| a == y),
+            "year {y} withheld from the analyst"
+        );
+        assert!(
+            !viewer.iter().any(|(v, _)| v == y),
+            "year {y} released to the viewer"
+        );
+    }
+    for (y, t) in &truth {
+        if t.is_some_and(|t| t >= 40) {
+            assert!(
+                viewer.iter().any(|(v, _)| v == y),
+                "year {y} of {t:?} withheld from the viewer"
+            );
+        }
+    }
+    // A steward lowering its role to viewer gets the viewer's answer.
+    let steward = engine.session_as("sam", Role::Steward).unwrap();
+    steward.set_role(Role::Viewer).unwrap();
+    let lowered = year_counts(&crate::common::lines(&steward.sql(sql).await.unwrap()));
+    let mut a = lowered.clone();
+    let mut b = viewer.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // Read-only: no cohorts, no raising the role.
+    let session = engine.session_as("vic", Role::Viewer).unwrap();
+    for statement in [
+        "CREATE COHORT mine AS SELECT person_id FROM ndb.person",
+        "DROP COHORT IF EXISTS mine",
+    ] {
+        match session.sql(statement).await {
+            Err(tsunagu_engine::EngineError::Refused { code, rule, .. }) => {
+                assert_eq!((code, rule), ("42501", "read-only role"), "{statement}")
+            }
+            other => panic!("{statement}: {other:?}"),
+        }
+    }
+    assert!(session.set_role(Role::Analyst).is_err());
+    assert!(
+        engine
+            .saved_cohorts()
+            .unwrap()
+            .iter()
+            .all(|c| c.name != "mine")
+    );
+    // A viewer's numbers weaker than the analysts' are refused.
+    let weaker = Policy {
+        viewer: Some(tsunagu_engine::privacy::Stricter {
+            k: Some(5),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e = weaker.validate().unwrap_err();
+    assert!(
+        e.contains("privacy.viewer.k is 5, below the analysts' 10"),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn policy_sets_k_rounding_and_table_roles() {
     let store = crate::common::synthetic();

@@ -259,7 +259,7 @@ enum UserCmd {
     Add {
         /// User name.
         name: String,
-        /// `analyst` (aggregate-only) or `steward` (row-level, audited).
+        /// `analyst` (aggregate-only), `steward` (row-level, audited) or `viewer` (aggregate-only and read-only, under `[privacy.viewer]`).
         #[arg(long)]
         role: Role,
         /// The configuration file to write (created if missing).
@@ -666,7 +666,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     addr.port()
                 );
             }
-            for role in [Role::Analyst, Role::Steward] {
+            for role in [Role::Analyst, Role::Steward, Role::Viewer] {
                 println!(
                     "tsunagu: limits of the {role} role: {}",
                     limiter.limits(role)

@@ -165,6 +165,33 @@ pub struct AuditLog {
     tail: Mutex<Option<Tail>>,
 }
 
+/// A batch being written: when it ends, however it ends (a panic too), its
+/// callers learn the outcome and the next caller may write.
+struct Writing<'a> {
+    log: &'a AuditLog,
+    tickets: Vec<u64>,
+    outcome: Option<std::result::Result<Vec<u64>, String>>,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.log.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.writing = false;
+        for (i, t) in self.tickets.iter().enumerate() {
+            let done = match &self.outcome {
+                Some(Ok(seqs)) => seqs
+                    .get(i)
+                    .copied()
+                    .ok_or_else(|| "the audit record was not written".to_string()),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err("writing the audit log failed".into()),
+            };
+            queue.done.insert(*t, done);
+        }
+        self.log.written.notify_all();
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queue {
     next: u64,
@@ -381,18 +408,17 @@ impl AuditLog {
         queue.writing = true;
         let batch = std::mem::take(&mut queue.waiting);
         drop(queue);
-        let tickets: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
-        let outcome = self.write_batch(batch.into_iter().map(|(_, e)| e).collect());
+        let mut writing = Writing {
+            log: self,
+            tickets: batch.iter().map(|(t, _)| *t).collect(),
+            outcome: None,
+        };
+        writing.outcome = Some(
+            self.write_batch(batch.into_iter().map(|(_, e)| e).collect())
+                .map_err(|e| e.to_string()),
+        );
+        drop(writing);
         let mut queue = self.queue.lock().unwrap_or_else(relock);
-        queue.writing = false;
-        for (i, t) in tickets.into_iter().enumerate() {
-            let done = match &outcome {
-                Ok(seqs) => Ok(seqs[i]),
-                Err(e) => Err(e.to_string()),
-            };
-            queue.done.insert(t, done);
-        }
-        self.written.notify_all();
         queue
             .done
             .remove(&ticket)

@@ -95,19 +95,13 @@ pub struct Engine {
     admin: Arc<projects::admin::Admin>,
     /// Answers of repeatable statements on this snapshot.
     results: Arc<result_cache::ResultCache>,
-    /// The store's tables by schema and name.
+    /// The store's tables and the file tables behind them.
     store_tables: Arc<result_cache::StoreTables>,
 }
 
-/// The store's tables by schema and name.
+/// The store's tables and the file tables behind them.
 fn store_tables(store: &Store) -> Arc<result_cache::StoreTables> {
-    Arc::new(
-        store
-            .shown_tables()
-            .iter()
-            .map(|t| (t.schema.clone(), t.name.clone()))
-            .collect(),
-    )
+    Arc::new(result_cache::StoreTables::of(store))
 }
 
 impl Engine {
@@ -280,14 +274,21 @@ impl Engine {
             role,
         }));
         identity::register(&ctx, identity.clone());
-        // Analysts read the quality tables' counts released, as in the label.
+        // Analysts and viewers read the quality tables' counts released, as
+        // in the label (viewers under their own numbers).
         let reader_identity = identity.clone();
         let release = quality::label::Release::new(&self.policy, false);
+        let viewer_release =
+            quality::label::Release::new(&self.policy.for_role(Role::Viewer), false);
         self.register_quality(
             &ctx,
             quality::tables::Reader(Arc::new(move || {
                 let id = reader_identity.lock().unwrap_or_else(|p| p.into_inner());
-                (id.role != Role::Steward).then_some(release)
+                match id.role {
+                    Role::Steward => None,
+                    Role::Analyst => Some(release),
+                    Role::Viewer => Some(viewer_release),
+                }
             })),
         )?;
         // Analysts use only the cohorts they created.
@@ -296,7 +297,7 @@ impl Engine {
             &ctx,
             cohorts::Viewer::new(move || {
                 let id = viewer_identity.lock().unwrap_or_else(|p| p.into_inner());
-                (id.role == Role::Analyst).then(|| id.user.clone())
+                (id.role != Role::Steward).then(|| id.user.clone())
             }),
         )?;
         if let Some(catalog) = ctx.catalog(CATALOG) {
@@ -360,7 +361,8 @@ impl Engine {
         };
         if database.is_empty() || database == user || projects::RESERVED.contains(&database) {
             let list = self.projects().list()?;
-            if list.is_empty() || session.login_role() == Role::Steward {
+            // Viewers read only released aggregates of the whole store.
+            if list.is_empty() || session.login_role() != Role::Analyst {
                 return Ok(());
             }
             let open: Vec<&str> = list
@@ -397,6 +399,15 @@ impl Engine {
     /// its pseudonyms and policy, with its cohorts and results. Refused with
     /// the reason when the session's user may not work in it today.
     pub fn enter_project(&self, session: &Session, id: &str) -> Result<()> {
+        if session.login_role() == Role::Viewer {
+            return Err(EngineError::Refused {
+                code: "28000",
+                rule: "project",
+                message: format!(
+                    "project \"{id}\" is open to its members only; the viewer role reads the whole store's released aggregates"
+                ),
+            });
+        }
         self.admin.end_expired()?;
         let list = self.projects();
         let project = list.load(id)?;
@@ -456,7 +467,7 @@ impl Engine {
             cohort_store.clone(),
             cohorts::Viewer::new(move || {
                 let id = identity.lock().unwrap_or_else(|p| p.into_inner());
-                (id.role == Role::Analyst).then(|| id.user.clone())
+                (id.role != Role::Steward).then(|| id.user.clone())
             }),
         )?;
         let active = Arc::new(projects::Active {

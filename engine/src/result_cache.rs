@@ -21,7 +21,9 @@ use std::task::{Context, Poll};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::source_as_provider;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use futures::Stream;
@@ -121,48 +123,71 @@ impl ResultCache {
     }
 }
 
-/// The store tables a session shows, by schema and name.
-pub(crate) type StoreTables = HashSet<(String, String)>;
+/// The store's tables (the objects every session registers) and the file
+/// tables their plans read: nothing else a plan can scan stays the same
+/// while the engine runs. Known by identity, not by name, since a name can
+/// mean another table in another session or under another `search_path`,
+/// and a table function's scan carries only the function's name.
+#[derive(Debug, Default)]
+pub(crate) struct StoreTables {
+    providers: HashSet<usize>,
+}
 
-/// Whether `plan` reads only the store's tables or the files behind them
-/// (immutable while the engine runs), so that a plan of it stays valid: no session catalog tables
-/// (cohorts, results, the quality tables, `pg_catalog`), table functions or
-/// statements with side effects.
-pub(crate) fn reads_only_store(
-    plan: &LogicalPlan,
-    tables: &StoreTables,
-    catalog: &str,
-    default_schema: &str,
-) -> bool {
-    let mut only = true;
-    let _ = plan.apply_with_subqueries(|p| {
-        match p {
-            LogicalPlan::TableScan(scan) => {
-                let r = scan.table_name.clone().resolve(catalog, default_schema);
-                // The delivered files behind the store's tables, as views name them.
-                only = r.catalog.as_ref() == tsunagu_catalog::views::FILES_CATALOG
-                    || r.catalog.as_ref() == catalog
-                        && tables.contains(&(r.schema.to_string(), r.table.to_string()));
-                if !only {
-                    log::debug!("not kept: reads {}", scan.table_name);
+/// The identity of a table object.
+fn address(p: &Arc<dyn TableProvider>) -> usize {
+    Arc::as_ptr(p) as *const () as usize
+}
+
+impl StoreTables {
+    pub fn of(store: &tsunagu_catalog::Store) -> StoreTables {
+        let mut providers = HashSet::new();
+        for t in store.shown_tables() {
+            let view: Arc<dyn TableProvider> = t.view.clone();
+            providers.insert(address(&view));
+            let _ = t.plan.apply_with_subqueries(|p| {
+                if let LogicalPlan::TableScan(scan) = p
+                    && let Ok(provider) = source_as_provider(&scan.source)
+                {
+                    providers.insert(address(&provider));
                 }
-            }
-            LogicalPlan::Statement(_)
-            | LogicalPlan::Dml(_)
-            | LogicalPlan::Ddl(_)
-            | LogicalPlan::Copy(_)
-            | LogicalPlan::Explain(_)
-            | LogicalPlan::Analyze(_)
-            | LogicalPlan::DescribeTable(_) => only = false,
-            _ => {}
+                Ok(TreeNodeRecursion::Continue)
+            });
         }
-        Ok(if only {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
-    });
-    only
+        StoreTables { providers }
+    }
+
+    /// Whether `plan` reads only the store's tables, so that it stays valid
+    /// while the engine runs and computes the same rows each time: no
+    /// session tables (cohorts, results, the quality tables, `pg_catalog`),
+    /// table functions, or statements with side effects.
+    pub fn read_only_by(&self, plan: &LogicalPlan) -> bool {
+        let mut only = true;
+        let _ = plan.apply_with_subqueries(|p| {
+            match p {
+                LogicalPlan::TableScan(scan) => {
+                    only = source_as_provider(&scan.source)
+                        .is_ok_and(|p| self.providers.contains(&address(&p)));
+                    if !only {
+                        log::debug!("not kept: reads {}", scan.table_name);
+                    }
+                }
+                LogicalPlan::Statement(_)
+                | LogicalPlan::Dml(_)
+                | LogicalPlan::Ddl(_)
+                | LogicalPlan::Copy(_)
+                | LogicalPlan::Explain(_)
+                | LogicalPlan::Analyze(_)
+                | LogicalPlan::DescribeTable(_) => only = false,
+                _ => {}
+            }
+            Ok(if only {
+                TreeNodeRecursion::Continue
+            } else {
+                TreeNodeRecursion::Stop
+            })
+        });
+        only
+    }
 }
 
 /// Whether every function `plan` calls gives the same result for the same

@@ -248,7 +248,7 @@ impl Session {
 
     /// The policy with this session's function classes.
     fn analyst_policy(&self) -> Policy {
-        let mut policy = (*self.policy()).clone();
+        let mut policy = self.policy().for_role(self.role());
         policy.functions.extend(
             self.functions
                 .lock()
@@ -309,13 +309,13 @@ impl Session {
     /// Switches the role in effect: never above the role the session logged in with.
     pub fn set_role(&self, role: Role) -> Result<()> {
         let mut id = self.identity();
-        if id.login_role == Role::Analyst && role != Role::Analyst {
+        if role.rank() > id.login_role.rank() {
             return Err(EngineError::Refused {
                 code: "42501",
                 rule: "role",
                 message: format!(
-                    "permission denied to set role {role}: user {} logged in as analyst [rule: role]",
-                    id.user
+                    "permission denied to set role {role}: user {} logged in as {} [rule: role]",
+                    id.user, id.login_role
                 ),
             });
         }
@@ -476,7 +476,24 @@ impl Session {
     }
 
     async fn plan_checked(&self, statement: Statement, sql: String) -> Result<Prepared> {
-        let analyst = self.role() == Role::Analyst;
+        let analyst = self.role() != Role::Steward;
+        if self.role() == Role::Viewer
+            && let Some(what) = match &statement {
+                Statement::CreateCohort { .. } => Some("CREATE COHORT"),
+                Statement::DropCohort { .. } => Some("DROP COHORT"),
+                Statement::CreateResult { .. } => Some("CREATE RESULT"),
+                Statement::ReleaseResult { .. } => Some("RELEASE RESULT"),
+                _ => None,
+            }
+        {
+            return Err(EngineError::Refused {
+                code: "42501",
+                rule: "read-only role",
+                message: format!(
+                    "{what} is refused to the viewer role, which only reads [rule: read-only role]"
+                ),
+            });
+        }
         if self.project().is_some() {
             self.open_project("a statement")?;
         }
@@ -594,13 +611,7 @@ impl Session {
                 result_schema::announced(&self.ctx.state(), &prepared.plan, &prepared.names);
         }
         if self.project().is_none() && self.results.is_some() {
-            let default_schema = self.default_schema();
-            prepared.reusable = crate::result_cache::reads_only_store(
-                &prepared.plan,
-                &self.store_tables,
-                crate::CATALOG,
-                &default_schema,
-            );
+            prepared.reusable = self.store_tables.read_only_by(&prepared.plan);
             prepared.repeatable =
                 prepared.reusable && crate::result_cache::calls_only_immutable(&prepared.plan);
         }
@@ -751,7 +762,7 @@ impl Session {
                     .list()?
                     .into_iter()
                     .find(|m| &m.name == name);
-                if self.role() == Role::Analyst && owner.is_some_and(|m| m.owner != self.user()) {
+                if self.role() != Role::Steward && owner.is_some_and(|m| m.owner != self.user()) {
                     return Err(EngineError::Refused {
                         code: "42501",
                         rule: "cohort owner",
@@ -827,7 +838,7 @@ impl Session {
         if let Err(a) = self.log(&prepared.sql, Decision::Error, Some(class.clone()), None, 0) {
             return a;
         }
-        if (prepared.release.is_some() || self.role() == Role::Analyst) && class == "execution" {
+        if (prepared.release.is_some() || self.role() != Role::Steward) && class == "execution" {
             // An analyst learns nothing from why a statement failed on the data.
             return EngineError::DataFusion(datafusion::error::DataFusionError::Execution(
                 "the query failed while reading the data (details are withheld from analysts)"
@@ -843,7 +854,12 @@ impl Session {
         &self,
         prepared: &Prepared,
         params: &[ScalarValue],
-    ) -> Result<Option<(Arc<crate::result_cache::ResultCache>, crate::result_cache::Key)>> {
+    ) -> Result<
+        Option<(
+            Arc<crate::result_cache::ResultCache>,
+            crate::result_cache::Key,
+        )>,
+    > {
         let Some(cache) = &self.results else {
             return Ok(None);
         };

@@ -25,6 +25,10 @@
 //! k = 10
 //! rounding = 5
 //!
+//! [privacy.viewer]   # optional: stricter numbers for the read-only viewer role
+//! k = 20
+//! rounding = 10
+//!
 //! [[user]]
 //! name = "ana"
 //! role = "analyst"
@@ -116,7 +120,7 @@ impl LoginSettings {
     }
 }
 
-/// `[limits.analyst]` and `[limits.steward]`.
+/// `[limits.analyst]`, `[limits.steward]` and `[limits.viewer]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
@@ -124,6 +128,9 @@ pub struct LimitsSection {
     pub analyst: RoleLimits,
     #[serde(default, skip_serializing_if = "RoleLimits::is_empty")]
     pub steward: RoleLimits,
+    /// Unset values: the analysts' defaults.
+    #[serde(default, skip_serializing_if = "RoleLimits::is_empty")]
+    pub viewer: RoleLimits,
 }
 
 impl LimitsSection {
@@ -135,6 +142,7 @@ impl LimitsSection {
     pub fn for_role(&self, role: Role) -> Result<Limits, String> {
         let (set, default) = match role {
             Role::Analyst => (&self.analyst, Limits::analyst()),
+            Role::Viewer => (&self.viewer, Limits::analyst()),
             Role::Steward => (&self.steward, Limits::steward()),
         };
         let timeout = match &set.statement_timeout {
@@ -320,7 +328,7 @@ impl ServerConfig {
             p.validate()
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        for role in [Role::Analyst, Role::Steward] {
+        for role in [Role::Analyst, Role::Steward, Role::Viewer] {
             config
                 .limits
                 .for_role(role)

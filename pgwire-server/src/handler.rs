@@ -468,7 +468,9 @@ impl Connection {
     /// store's tables (cohorts, results, catalogs), which change between
     /// runs. A new plan must return the columns the client was told of.
     async fn current_plan(&self, query: &Query) -> PgWireResult<Arc<Prepared>> {
-        let fresh = query.fresh.swap(false, std::sync::atomic::Ordering::Relaxed);
+        let fresh = query
+            .fresh
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
         if (fresh || query.prepared.reusable()) && query.epoch == self.session.plan_epoch() {
             return Ok(query.prepared.clone());
         }
@@ -480,11 +482,10 @@ impl Connection {
         };
         let (old, now) = (query.prepared.schema(), new.prepared.schema());
         let same = old.fields().len() == now.fields().len()
-            && old
-                .fields()
-                .iter()
-                .zip(now.fields().iter())
-                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+            && old.fields().iter().zip(now.fields().iter()).all(|(a, b)| {
+                a.name() == b.name()
+                    && encode::pg_type(a.data_type()) == encode::pg_type(b.data_type())
+            });
         if !same {
             return Err(encode::user_error(
                 "0A000",

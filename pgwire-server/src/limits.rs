@@ -27,6 +27,7 @@ struct Use {
 pub struct Limiter {
     analyst: Limits,
     steward: Limits,
+    viewer: Limits,
     by_user: Mutex<HashMap<String, Use>>,
 }
 
@@ -36,6 +37,7 @@ impl Limiter {
         Ok(Arc::new(Limiter {
             analyst: section.for_role(Role::Analyst)?,
             steward: section.for_role(Role::Steward)?,
+            viewer: section.for_role(Role::Viewer)?,
             by_user: Mutex::default(),
         }))
     }
@@ -45,6 +47,7 @@ impl Limiter {
         match role {
             Role::Analyst => self.analyst,
             Role::Steward => self.steward,
+            Role::Viewer => self.viewer,
         }
     }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 
-pub use policy::{NoiseKey, Policy, Role, TableRole};
+pub use policy::{NoiseKey, Policy, Role, Stricter, TableRole};
 pub use release::ReleaseStats;
 pub use tsunagu_udfs::Disclosure;
 

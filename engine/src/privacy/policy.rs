@@ -15,6 +15,10 @@ pub enum Role {
     Steward,
     /// Aggregate-only: every query goes through the privacy rewrite.
     Analyst,
+    /// Aggregate-only and read-only (public dashboards, BI viewers): the
+    /// analysts' release under the policy's `viewer` numbers, which may be
+    /// stricter; no cohorts, results or projects of its own.
+    Viewer,
 }
 
 impl Role {
@@ -23,6 +27,16 @@ impl Role {
         match self {
             Role::Steward => "steward",
             Role::Analyst => "analyst",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// How much the role may see: a session may lower its role, never raise it.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Role::Steward => 2,
+            Role::Analyst => 1,
+            Role::Viewer => 0,
         }
     }
 }
@@ -39,8 +53,9 @@ impl FromStr for Role {
         match s.to_ascii_lowercase().as_str() {
             "steward" => Ok(Role::Steward),
             "analyst" => Ok(Role::Analyst),
+            "viewer" => Ok(Role::Viewer),
             other => Err(format!(
-                "unknown role {other:?}: expected steward or analyst"
+                "unknown role {other:?}: expected steward, analyst or viewer"
             )),
         }
     }
@@ -91,6 +106,25 @@ pub struct Policy {
     /// Disclosure classes of functions a server adds (its catalog functions).
     #[serde(skip)]
     pub functions: BTreeMap<String, tsunagu_udfs::Disclosure>,
+    /// Stricter numbers for the `viewer` role (`[privacy.viewer]`); unset
+    /// ones are the analysts'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewer: Option<Stricter>,
+}
+
+/// The numbers of a stricter release (`[privacy.viewer]`): each at least
+/// the analysts' value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stricter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounding: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_noise: Option<f64>,
 }
 
 /// The secret noise key of a store.
@@ -176,6 +210,7 @@ impl Default for Policy {
             identifiers: Vec::new(),
             secret: None,
             functions: BTreeMap::new(),
+            viewer: None,
         }
     }
 }
@@ -197,7 +232,49 @@ impl Policy {
                 "privacy.noise and privacy.threshold_noise must be between 0 and 100".into(),
             );
         }
+        if let Some(v) = &self.viewer {
+            let weaker = |name: &str, theirs: String, ours: String| {
+                Err(format!(
+                    "privacy.viewer.{name} is {theirs}, below the analysts' {ours}: a viewer's release can only be stricter"
+                ))
+            };
+            if let Some(k) = v.k.filter(|&k| k < self.k) {
+                return weaker("k", k.to_string(), self.k.to_string());
+            }
+            if let Some(r) = v.rounding.filter(|&r| r < self.rounding) {
+                return weaker("rounding", r.to_string(), self.rounding.to_string());
+            }
+            if let Some(n) = v.noise.filter(|&n| !(n >= self.noise)) {
+                return weaker("noise", n.to_string(), self.noise.to_string());
+            }
+            if let Some(n) = v.threshold_noise.filter(|&n| !(n >= self.threshold_noise)) {
+                return weaker(
+                    "threshold_noise",
+                    n.to_string(),
+                    self.threshold_noise.to_string(),
+                );
+            }
+            self.for_role(Role::Viewer)
+                .validate()
+                .map_err(|e| e.replace("privacy.", "privacy.viewer."))?;
+        }
         Ok(())
+    }
+
+    /// The policy a role's release follows: the viewer's stricter numbers
+    /// for viewers, this policy for everyone else.
+    pub fn for_role(&self, role: Role) -> Policy {
+        let mut p = self.clone();
+        if role == Role::Viewer
+            && let Some(v) = p.viewer.take()
+        {
+            p.k = v.k.unwrap_or(p.k);
+            p.rounding = v.rounding.unwrap_or(p.rounding);
+            p.noise = v.noise.unwrap_or(p.noise);
+            p.threshold_noise = v.threshold_noise.unwrap_or(p.threshold_noise);
+        }
+        p.viewer = None;
+        p
     }
 
     /// The key that seeds the noise: the store's, else one for this process.

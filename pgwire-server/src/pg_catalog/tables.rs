@@ -592,6 +592,7 @@ pub(super) fn build(cat: &Catalog) -> Result<Arc<MemorySchemaProvider>> {
         ("tsunagu".to_owned(), OWNER_OID, false),
         ("steward".to_owned(), OWNER_OID + 1, false),
         ("analyst".to_owned(), OWNER_OID + 2, false),
+        ("viewer".to_owned(), OWNER_OID + 3, false),
     ];
     for (n, (name, _)) in cat.users.iter().enumerate() {
         if !role_names.iter().any(|(r, _, _)| r == name) {
