@@ -156,6 +156,13 @@ impl StoreTables {
         StoreTables { providers }
     }
 
+    /// These tables and `more` (a project's dataset, over the store's).
+    pub fn with(&self, more: Vec<Arc<dyn TableProvider>>) -> StoreTables {
+        let mut providers = self.providers.clone();
+        providers.extend(more.iter().map(address));
+        StoreTables { providers }
+    }
+
     /// Whether `plan` reads only the store's tables, so that it stays valid
     /// while the engine runs and computes the same rows each time: no
     /// session tables (cohorts, results, the quality tables, `pg_catalog`),

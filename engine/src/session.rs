@@ -169,7 +169,8 @@ pub struct Session {
     /// engine's sessions).
     results: Option<Arc<crate::result_cache::ResultCache>>,
     /// The store's tables, whose plans stay valid while the engine runs.
-    store_tables: Arc<crate::result_cache::StoreTables>,
+    /// (A project's own tables too, inside one.)
+    store_tables: Shared<Arc<crate::result_cache::StoreTables>>,
     /// Changes whenever something plans depend on changes.
     epoch: Arc<AtomicU64>,
     /// 0 while the session's DataFusion settings are the defaults.
@@ -216,7 +217,7 @@ impl Session {
         store_tables: Arc<crate::result_cache::StoreTables>,
     ) -> Session {
         self.results = Some(results);
-        self.store_tables = store_tables;
+        self.store_tables = Arc::new(std::sync::RwLock::new(store_tables));
         self
     }
 
@@ -379,7 +380,10 @@ impl Session {
         project: Arc<crate::projects::Active>,
         cohorts: Arc<CohortStore>,
         policy: Arc<Policy>,
+        tables: Vec<Arc<dyn datafusion::catalog::TableProvider>>,
     ) {
+        let with_project = read(&self.store_tables).with(tables);
+        *write(&self.store_tables) = Arc::new(with_project);
         *write(&self.cohorts) = cohorts;
         *write(&self.policy) = policy;
         *write(&self.project) = Some(project);
@@ -610,10 +614,12 @@ impl Session {
             prepared.result_schema =
                 result_schema::announced(&self.ctx.state(), &prepared.plan, &prepared.names);
         }
-        if self.project().is_none() && self.results.is_some() {
-            prepared.reusable = self.store_tables.read_only_by(&prepared.plan);
-            prepared.repeatable =
-                prepared.reusable && crate::result_cache::calls_only_immutable(&prepared.plan);
+        if self.results.is_some() {
+            prepared.reusable = read(&self.store_tables).read_only_by(&prepared.plan);
+            // Answers are kept for the whole store only.
+            prepared.repeatable = prepared.reusable
+                && self.project().is_none()
+                && crate::result_cache::calls_only_immutable(&prepared.plan);
         }
         Ok(prepared)
     }

@@ -124,7 +124,7 @@ impl Scope {
 }
 
 /// Registers the project's dataset as catalog `catalog` of `ctx`, replacing
-/// the store's.
+/// the store's; returns the tables registered.
 pub(crate) fn register(
     ctx: &SessionContext,
     catalog: &str,
@@ -132,7 +132,8 @@ pub(crate) fn register(
     scope: &Scope,
     key: [u8; 32],
     population: Option<Arc<RoaringBitmap>>,
-) -> Result<()> {
+) -> Result<Vec<Arc<dyn datafusion::catalog::TableProvider>>> {
+    let mut registered: Vec<Arc<dyn datafusion::catalog::TableProvider>> = Vec::new();
     let pseudonym = ScalarUDF::new_from_impl(Pseudonym::new(key));
     let population = population.map(|p| ScalarUDF::new_from_impl(InPopulation::new(p)));
     let provider = MemoryCatalogProvider::new();
@@ -176,12 +177,14 @@ pub(crate) fn register(
                 }
             }
             let plan = b.project(exprs)?.build()?;
-            schema.register_table(t.name.clone(), Arc::new(ViewTable::new(plan, None)))?;
+            let view = Arc::new(ViewTable::new(plan, None));
+            registered.push(view.clone());
+            schema.register_table(t.name.clone(), view)?;
         }
         provider.register_schema(&name, Arc::new(schema))?;
     }
     ctx.register_catalog(catalog, Arc::new(provider));
-    Ok(())
+    Ok(registered)
 }
 
 /// Rows of the period: events starting in it, or spans overlapping it.
