@@ -51,21 +51,6 @@ pub struct ShownTable {
     pub person_level: bool,
     /// The plan behind the table.
     pub plan: LogicalPlan,
-    /// The table as registered in every session: one object for the
-    /// store's life, so a plan's scans can be told to be of the store.
-    pub view: Arc<ViewTable>,
-}
-
-impl ShownTable {
-    fn new(schema: &str, name: &str, person_level: bool, plan: LogicalPlan) -> ShownTable {
-        ShownTable {
-            schema: schema.to_owned(),
-            name: name.to_owned(),
-            person_level,
-            view: Arc::new(ViewTable::new(plan.clone(), None)),
-            plan,
-        }
-    }
 }
 
 /// An opened store: checked, indexed, ready to register on any `SessionContext`.
@@ -448,7 +433,8 @@ impl Store {
         for name in schemas {
             let schema = MemorySchemaProvider::new();
             for t in self.shown.iter().filter(|t| t.schema == name) {
-                schema.register_table(t.name.clone(), t.view.clone())?;
+                let view = ViewTable::new(t.plan.clone(), None);
+                schema.register_table(t.name.clone(), Arc::new(view))?;
             }
             provider.register_schema(name, Arc::new(schema))?;
         }
@@ -773,12 +759,12 @@ fn read_links<T>(
 fn build_shown(tables: &[TableDef], index: &PersonIndex) -> Result<Vec<ShownTable>> {
     let mut shown = Vec::new();
     for t in tables {
-        shown.push(ShownTable::new(
-            &t.schema,
-            &t.name,
-            t.is_person_level(),
-            views::table_plan(t, index)?,
-        ));
+        shown.push(ShownTable {
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            person_level: t.is_person_level(),
+            plan: views::table_plan(t, index)?,
+        });
     }
     let mut names: Vec<&str> = tables
         .iter()
@@ -797,12 +783,12 @@ fn build_shown(tables: &[TableDef], index: &PersonIndex) -> Result<Vec<ShownTabl
         if parts.len() < 2 {
             continue;
         }
-        shown.push(ShownTable::new(
-            LINKED_SCHEMA,
-            name,
-            parts.iter().any(|(t, _)| t.is_person_level()),
-            views::linked_plan(&parts)?,
-        ));
+        shown.push(ShownTable {
+            schema: LINKED_SCHEMA.into(),
+            name: name.into(),
+            person_level: parts.iter().any(|(t, _)| t.is_person_level()),
+            plan: views::linked_plan(&parts)?,
+        });
     }
     Ok(shown)
 }

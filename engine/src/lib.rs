@@ -449,7 +449,7 @@ impl Engine {
             Err(_) => None,
         };
         let ctx = session.context();
-        let tables = projects::scope::register(
+        projects::scope::register(
             ctx,
             CATALOG,
             &self.store,
@@ -476,12 +476,7 @@ impl Engine {
             outputs: projects::outputs::Outputs::new(&dir),
         });
         active.show_results(ctx, steward)?;
-        session.set_project(
-            active,
-            cohort_store,
-            Arc::new(project.policy(&self.policy)),
-            tables,
-        );
+        session.set_project(active, cohort_store, Arc::new(project.policy(&self.policy)));
         Ok(())
     }
 

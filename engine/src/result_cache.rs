@@ -123,14 +123,17 @@ impl ResultCache {
     }
 }
 
-/// The store's tables (the objects every session registers) and the file
-/// tables their plans read: nothing else a plan can scan stays the same
-/// while the engine runs. Known by identity, not by name, since a name can
-/// mean another table in another session or under another `search_path`,
-/// and a table function's scan carries only the function's name.
+/// The file tables behind the store's tables: the tables every plan of a
+/// store table reads once its views are inlined (planning inlines them), a
+/// project's tables included. Nothing else a plan can scan stays the same
+/// while the engine runs. Known by identity, not by name: a name can mean
+/// another table in another session or under another `search_path`, and a
+/// table function's scan carries only the function's name.
 #[derive(Debug, Default)]
 pub(crate) struct StoreTables {
     providers: HashSet<usize>,
+    /// Held, so that no other table can take one of their addresses.
+    _held: Vec<Arc<dyn TableProvider>>,
 }
 
 /// The identity of a table object.
@@ -140,27 +143,21 @@ fn address(p: &Arc<dyn TableProvider>) -> usize {
 
 impl StoreTables {
     pub fn of(store: &tsunagu_catalog::Store) -> StoreTables {
-        let mut providers = HashSet::new();
+        let mut held = Vec::new();
         for t in store.shown_tables() {
-            let view: Arc<dyn TableProvider> = t.view.clone();
-            providers.insert(address(&view));
             let _ = t.plan.apply_with_subqueries(|p| {
                 if let LogicalPlan::TableScan(scan) = p
                     && let Ok(provider) = source_as_provider(&scan.source)
                 {
-                    providers.insert(address(&provider));
+                    held.push(provider);
                 }
                 Ok(TreeNodeRecursion::Continue)
             });
         }
-        StoreTables { providers }
-    }
-
-    /// These tables and `more` (a project's dataset, over the store's).
-    pub fn with(&self, more: Vec<Arc<dyn TableProvider>>) -> StoreTables {
-        let mut providers = self.providers.clone();
-        providers.extend(more.iter().map(address));
-        StoreTables { providers }
+        StoreTables {
+            providers: held.iter().map(address).collect(),
+            _held: held,
+        }
     }
 
     /// Whether `plan` reads only the store's tables, so that it stays valid

@@ -169,8 +169,7 @@ pub struct Session {
     /// engine's sessions).
     results: Option<Arc<crate::result_cache::ResultCache>>,
     /// The store's tables, whose plans stay valid while the engine runs.
-    /// (A project's own tables too, inside one.)
-    store_tables: Shared<Arc<crate::result_cache::StoreTables>>,
+    store_tables: Arc<crate::result_cache::StoreTables>,
     /// Changes whenever something plans depend on changes.
     epoch: Arc<AtomicU64>,
     /// 0 while the session's DataFusion settings are the defaults.
@@ -217,7 +216,7 @@ impl Session {
         store_tables: Arc<crate::result_cache::StoreTables>,
     ) -> Session {
         self.results = Some(results);
-        self.store_tables = Arc::new(std::sync::RwLock::new(store_tables));
+        self.store_tables = store_tables;
         self
     }
 
@@ -380,10 +379,7 @@ impl Session {
         project: Arc<crate::projects::Active>,
         cohorts: Arc<CohortStore>,
         policy: Arc<Policy>,
-        tables: Vec<Arc<dyn datafusion::catalog::TableProvider>>,
     ) {
-        let with_project = read(&self.store_tables).with(tables);
-        *write(&self.store_tables) = Arc::new(with_project);
         *write(&self.cohorts) = cohorts;
         *write(&self.policy) = policy;
         *write(&self.project) = Some(project);
@@ -615,7 +611,7 @@ impl Session {
                 result_schema::announced(&self.ctx.state(), &prepared.plan, &prepared.names);
         }
         if self.results.is_some() {
-            prepared.reusable = read(&self.store_tables).read_only_by(&prepared.plan);
+            prepared.reusable = self.store_tables.read_only_by(&prepared.plan);
             // Answers are kept for the whole store only.
             prepared.repeatable = prepared.reusable
                 && self.project().is_none()
@@ -675,6 +671,17 @@ impl Session {
 
     /// Performs a statement's side effect.
     async fn act(&self, action: &Action) -> Result<()> {
+        if self.role() == Role::Viewer && !matches!(action, Action::Project(_)) {
+            // Prepared before the session lowered its role to viewer.
+            return Err(EngineError::Refused {
+                code: "42501",
+                rule: "read-only role",
+                message: format!(
+                    "{} is refused to the viewer role, which only reads [rule: read-only role]",
+                    action.tag()
+                ),
+            });
+        }
         match action {
             Action::Project(command) => {
                 let Some(admin) = read(&self.admin).clone() else {

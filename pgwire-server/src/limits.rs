@@ -161,7 +161,7 @@ mod tests {
                 max_concurrent_statements_per_user: Some(1),
                 ..Default::default()
             },
-            steward: RoleLimits::default(),
+            ..Default::default()
         };
         let limiter = Limiter::new(&section).unwrap();
         let a = limiter.connect("ana", Role::Analyst).unwrap();

@@ -110,10 +110,17 @@ pub struct Policy {
     /// ones are the analysts'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub viewer: Option<Stricter>,
+    /// A coarser base that released values, once rounded to `rounding`, are
+    /// rounded to again (a viewer's); 0 for none.
+    #[serde(skip)]
+    pub coarser_rounding: u64,
 }
 
 /// The numbers of a stricter release (`[privacy.viewer]`): each at least
-/// the analysts' value.
+/// the analysts'. The noise stays the analysts' (two scales of the same
+/// sticky draw would let the draw be solved for), and a coarser rounding
+/// rounds the analysts' released value, so a viewer's answer is a function
+/// of the analyst's and tells nothing more.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stricter {
@@ -121,10 +128,6 @@ pub struct Stricter {
     pub k: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rounding: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub noise: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold_noise: Option<f64>,
 }
 
 /// The secret noise key of a store.
@@ -211,6 +214,7 @@ impl Default for Policy {
             secret: None,
             functions: BTreeMap::new(),
             viewer: None,
+            coarser_rounding: 0,
         }
     }
 }
@@ -244,34 +248,24 @@ impl Policy {
             if let Some(r) = v.rounding.filter(|&r| r < self.rounding) {
                 return weaker("rounding", r.to_string(), self.rounding.to_string());
             }
-            if let Some(n) = v.noise.filter(|&n| !(n >= self.noise)) {
-                return weaker("noise", n.to_string(), self.noise.to_string());
-            }
-            if let Some(n) = v.threshold_noise.filter(|&n| !(n >= self.threshold_noise)) {
-                return weaker(
-                    "threshold_noise",
-                    n.to_string(),
-                    self.threshold_noise.to_string(),
-                );
-            }
-            self.for_role(Role::Viewer)
-                .validate()
-                .map_err(|e| e.replace("privacy.", "privacy.viewer."))?;
         }
         Ok(())
     }
 
-    /// The policy a role's release follows: the viewer's stricter numbers
-    /// for viewers, this policy for everyone else.
+    /// The policy a role's release follows: for viewers, this one made
+    /// stricter by the viewer's numbers (never looser: inside a project
+    /// whose numbers are stricter still, those stand); this policy for
+    /// everyone else.
     pub fn for_role(&self, role: Role) -> Policy {
         let mut p = self.clone();
         if role == Role::Viewer
             && let Some(v) = p.viewer.take()
         {
-            p.k = v.k.unwrap_or(p.k);
-            p.rounding = v.rounding.unwrap_or(p.rounding);
-            p.noise = v.noise.unwrap_or(p.noise);
-            p.threshold_noise = v.threshold_noise.unwrap_or(p.threshold_noise);
+            p.k = p.k.max(v.k.unwrap_or(0));
+            let coarser = v.rounding.unwrap_or(0).max(p.coarser_rounding);
+            if coarser > p.rounding {
+                p.coarser_rounding = coarser;
+            }
         }
         p.viewer = None;
         p

@@ -58,6 +58,8 @@ pub(super) struct Params {
     base: u64,
     noise: f64,
     threshold_noise: f64,
+    /// Rounded again to this after `base` (a viewer's); 0 for none.
+    coarser: u64,
     key: [u8; 32],
     stats: Arc<ReleaseStats>,
 }
@@ -69,6 +71,7 @@ impl Params {
             base: policy.rounding,
             noise: policy.noise,
             threshold_noise: policy.threshold_noise,
+            coarser: policy.coarser_rounding,
             key: policy.noise_key(),
             stats,
         }
@@ -118,8 +121,16 @@ impl Params {
     }
 
     fn round(&self, v: f64) -> f64 {
-        let b = self.base.max(1) as f64;
-        (v / b).round() * b
+        let to = |v: f64, b: u64| {
+            let b = b.max(1) as f64;
+            (v / b).round() * b
+        };
+        let v = to(v, self.base);
+        if self.coarser > self.base {
+            to(v, self.coarser)
+        } else {
+            v
+        }
     }
 }
 

@@ -124,7 +124,7 @@ impl Scope {
 }
 
 /// Registers the project's dataset as catalog `catalog` of `ctx`, replacing
-/// the store's; returns the tables registered.
+/// the store's.
 pub(crate) fn register(
     ctx: &SessionContext,
     catalog: &str,
@@ -132,8 +132,7 @@ pub(crate) fn register(
     scope: &Scope,
     key: [u8; 32],
     population: Option<Arc<RoaringBitmap>>,
-) -> Result<Vec<Arc<dyn datafusion::catalog::TableProvider>>> {
-    let mut registered: Vec<Arc<dyn datafusion::catalog::TableProvider>> = Vec::new();
+) -> Result<()> {
     let pseudonym = ScalarUDF::new_from_impl(Pseudonym::new(key));
     let population = population.map(|p| ScalarUDF::new_from_impl(InPopulation::new(p)));
     let provider = MemoryCatalogProvider::new();
@@ -177,14 +176,12 @@ pub(crate) fn register(
                 }
             }
             let plan = b.project(exprs)?.build()?;
-            let view = Arc::new(ViewTable::new(plan, None));
-            registered.push(view.clone());
-            schema.register_table(t.name.clone(), view)?;
+            schema.register_table(t.name.clone(), Arc::new(ViewTable::new(plan, None)))?;
         }
         provider.register_schema(&name, Arc::new(schema))?;
     }
     ctx.register_catalog(catalog, Arc::new(provider));
-    Ok(registered)
+    Ok(())
 }
 
 /// Rows of the period: events starting in it, or spans overlapping it.

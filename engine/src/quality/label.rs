@@ -33,6 +33,9 @@ pub struct Release {
     pub k: u64,
     /// Released counts are rounded to a multiple of this.
     pub rounding: u64,
+    /// And then to a multiple of this (a viewer's), when larger.
+    #[serde(skip)]
+    pub coarser: u64,
 }
 
 impl Release {
@@ -42,6 +45,7 @@ impl Release {
             exact,
             k: policy.k,
             rounding: policy.rounding.max(1),
+            coarser: policy.coarser_rounding,
         }
     }
 
@@ -53,8 +57,13 @@ impl Release {
         if n < self.k {
             return None;
         }
-        let r = self.rounding;
-        Some(((n + r / 2) / r * r).max(r))
+        let round = |n: u64, r: u64| ((n + r / 2) / r * r).max(r);
+        let n = round(n, self.rounding);
+        Some(if self.coarser > self.rounding {
+            round(n, self.coarser)
+        } else {
+            n
+        })
     }
 
     /// A check's violating rows as released: withheld when fewer than k
