@@ -342,7 +342,28 @@ fn read_password() -> Result<String, String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+/// glibc raises its mmap threshold each time a large block is freed; later
+/// large blocks (a delivery's person index, query batches) then come from
+/// the heap and stay resident once freed, so a server taking in month after
+/// month grows. A fixed 4 MiB threshold hands blocks from 4 MiB up back to
+/// the system when freed, at no measured cost to query speed
+/// (docs/BENCHMARKS.md, "Deliveries and dashboards"). An operator's own
+/// `MALLOC_MMAP_THRESHOLD_` wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_large_blocks() {
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter, under glibc's own lock.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_blocks() {}
+
 fn main() -> ExitCode {
+    return_large_blocks();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
