@@ -137,6 +137,21 @@ pub struct CohortStore {
     cache: Mutex<HashMap<String, Arc<Cohort>>>,
 }
 
+/// Whether the process that named a temporary folder `.<name>.tmp-<pid>-<n>`
+/// has ended (known on Linux only; elsewhere the folder waits an hour).
+fn writer_is_gone(folder: &str) -> bool {
+    let Some(pid) = folder
+        .rsplit_once(".tmp-")
+        .and_then(|(_, rest)| rest.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    cfg!(target_os = "linux")
+        && pid != std::process::id()
+        && !Path::new("/proc").join(pid.to_string()).exists()
+}
+
 fn io(path: &Path, e: impl std::fmt::Display) -> EngineError {
     EngineError::Unsupported(format!("cohort storage {}: {e}", path.display()))
 }
@@ -145,16 +160,20 @@ impl CohortStore {
     /// The cohorts kept in `state_dir/cohorts`, for the store at this version.
     pub fn new(state_dir: &Path, version: Version) -> Self {
         let dir = state_dir.join("cohorts");
-        // Leftovers of writes that never finished (an hour old: a save may
-        // be under way in another session).
+        // Leftovers of writes that never finished: of a process that is
+        // gone, or an hour old (a save may be under way in another session).
         if let Ok(entries) = std::fs::read_dir(&dir) {
             let hour = std::time::Duration::from_secs(3600);
             for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    continue;
+                }
                 let old = e
                     .metadata()
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
-                if e.file_name().to_string_lossy().starts_with('.') && old {
+                if old || writer_is_gone(&name) {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
