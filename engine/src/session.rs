@@ -879,14 +879,7 @@ impl Session {
         if !prepared.repeatable || prepared.action.is_some() || self.project().is_some() {
             return Ok(None);
         }
-        let plan = if params.is_empty() && prepared.parameter_types.is_empty() {
-            prepared.plan.clone()
-        } else {
-            prepared
-                .plan
-                .clone()
-                .with_param_values(ParamValues::from(params.to_vec()))?
-        };
+        let plan = bound(prepared, params.to_vec())?;
         let (user, role) = {
             let id = self.identity();
             (id.user.clone(), id.role)
@@ -916,14 +909,7 @@ impl Session {
             self.act(action).await?;
             return Ok(Box::pin(EmptyRecordBatchStream::new(prepared.schema())));
         }
-        let plan = if params.is_empty() && prepared.parameter_types.is_empty() {
-            prepared.plan.clone()
-        } else {
-            prepared
-                .plan
-                .clone()
-                .with_param_values(ParamValues::from(params))?
-        };
+        let plan = bound(prepared, params)?;
         let (stream, state) = if matches!(plan, LogicalPlan::Statement(_)) {
             // Session statements (`SET`, SQL-level `EXECUTE`) act on the context.
             self.settings.store(next_epoch(), Ordering::Relaxed);
@@ -984,6 +970,17 @@ impl Session {
 
 /// Runs the privacy rewrite; a defect in it refuses the statement instead of
 /// taking the process down.
+/// A prepared statement's plan with its parameters' values in place.
+fn bound(prepared: &Prepared, params: Vec<ScalarValue>) -> Result<LogicalPlan> {
+    if params.is_empty() && prepared.parameter_types.is_empty() {
+        return Ok(prepared.plan.clone());
+    }
+    Ok(prepared
+        .plan
+        .clone()
+        .with_param_values(ParamValues::from(params))?)
+}
+
 fn guard<T>(f: impl FnOnce() -> std::result::Result<T, privacy::Refusal>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => Ok(r?),
