@@ -65,6 +65,7 @@ pub fn synthetic() -> &'static Path {
             seed: 7,
             threads: 2,
             renumber: None,
+            codes: tsunagu_generator::Codes::Standard,
         };
         tsunagu_generator::generate(&opts, &dir, &|_, _| {}).expect("generate");
         dir

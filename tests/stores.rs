@@ -238,6 +238,7 @@ async fn derived_state_is_reused_and_the_store_never_written() {
         seed: 11,
         threads: 1,
         renumber: None,
+        codes: tsunagu_generator::Codes::Standard,
     };
     tsunagu_generator::generate(&opts, store.path(), &|_, _| {}).unwrap();
     let before = listing(store.path());

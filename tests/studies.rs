@@ -4,33 +4,42 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use tsunagu_generator::Codes;
+
 use crate::common::{open, query, repo};
 
 /// A 20,000-person store, as the demo store, generated once per test run.
 pub fn demo_sized() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
-    STORE.get_or_init(|| generated(42, None))
+    STORE.get_or_init(|| generated(42, None, Codes::Standard))
 }
 
 /// The same persons and events under other concept ids.
 fn renumbered() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
-    STORE.get_or_init(|| generated(42, Some(5)))
+    STORE.get_or_init(|| generated(42, Some(5), Codes::Standard))
 }
 
 /// Other persons (another seed), under other concept ids.
 fn other_seed() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
-    STORE.get_or_init(|| generated(43, Some(6)))
+    STORE.get_or_init(|| generated(43, Some(6), Codes::Standard))
 }
 
-fn generated(seed: u64, renumber: Option<u64>) -> PathBuf {
+/// The same persons and events, the claims delivered in receipt codes only.
+fn receipt_coded() -> &'static Path {
+    static STORE: OnceLock<PathBuf> = OnceLock::new();
+    STORE.get_or_init(|| generated(42, None, Codes::Receipt))
+}
+
+fn generated(seed: u64, renumber: Option<u64>, codes: Codes) -> PathBuf {
     let dir = crate::common::temp_folder("tsunagu-studies-");
     let opts = tsunagu_generator::GenerateOptions {
         persons: 20_000,
         seed,
         threads: 2,
         renumber,
+        codes,
     };
     tsunagu_generator::generate(&opts, &dir, &|_, _| {}).expect("generate");
     dir
@@ -249,6 +258,75 @@ async fn the_library_gives_the_same_answers_whatever_the_concept_ids() {
         assert_eq!(
             run_on(demo_sized(), name).await,
             run_on(renumbered(), name).await,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_library_gives_the_same_answers_on_claims_delivered_in_receipt_codes() {
+    let (a, b) = (open(demo_sized()).await, open(receipt_coded()).await);
+    // The delivered files hold no standard concept, only numeric source codes.
+    let files = datafusion::prelude::SessionContext::new();
+    for (table, concept, value) in [
+        (
+            "condition_occurrence",
+            "condition_concept_id",
+            "condition_source_value",
+        ),
+        ("drug_exposure", "drug_concept_id", "drug_source_value"),
+        (
+            "procedure_occurrence",
+            "procedure_concept_id",
+            "procedure_source_value",
+        ),
+    ] {
+        let path = receipt_coded().join(format!("ndb/{table}.parquet"));
+        files
+            .register_parquet(table, path.to_string_lossy().as_ref(), Default::default())
+            .await
+            .unwrap();
+        let sql = format!(
+            "SELECT count(*) FILTER (WHERE {concept} <> 0), \
+             count(*) FILTER (WHERE {value} SIMILAR TO '[0-9]+'), count(*) FROM {table}"
+        );
+        let batches = files.sql(&sql).await.unwrap().collect().await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        let n: Vec<i64> = (0..3)
+            .map(|i| {
+                batches[0]
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    .unwrap()
+                    .value(0)
+            })
+            .collect();
+        assert!(n[0] == 0 && n[1] == n[2] && n[2] > 0, "{table}: {text}");
+    }
+    // Shown, every claim carries the standard concept the standard store delivered.
+    let shown =
+        "SELECT condition_concept_id, count(*) FROM ndb.condition_occurrence GROUP BY 1 ORDER BY 1";
+    assert_eq!(query(&a, shown).await, query(&b, shown).await);
+    let drugs = "SELECT drug_concept_id, count(*) FROM ndb.drug_exposure GROUP BY 1 ORDER BY 1";
+    assert_eq!(query(&a, drugs).await, query(&b, drugs).await);
+    // Both codes of the revised receipt drug code are in use, on either side of the revision.
+    let revised = "SELECT c.invalid_reason IS NULL, min(d.drug_exposure_start_date) >= DATE '2020-04-01', \
+                   max(d.drug_exposure_start_date) < DATE '2020-04-01' \
+                   FROM ndb.drug_exposure d JOIN vocab.concept c ON c.concept_id = d.drug_source_concept_id \
+                   WHERE c.concept_id IN (SELECT concept_id_1 FROM vocab.concept_relationship WHERE relationship_id = 'Concept replaced by') \
+                      OR c.concept_id IN (SELECT concept_id_2 FROM vocab.concept_relationship WHERE relationship_id = 'Concept replaced by') \
+                   GROUP BY 1 ORDER BY 1";
+    assert_eq!(
+        query(&b, revised).await,
+        vec!["false|false|true".to_owned(), "true|true|false".to_owned()]
+    );
+    for name in STUDIES {
+        assert_eq!(
+            run_on(demo_sized(), name).await,
+            run_on(receipt_coded(), name).await,
             "{name}"
         );
     }

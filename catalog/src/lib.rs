@@ -23,6 +23,7 @@ pub mod layout;
 pub mod linkage;
 pub mod manifest;
 pub mod prefectures;
+pub mod source_codes;
 pub mod state;
 pub mod store;
 pub mod tables;

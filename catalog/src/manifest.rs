@@ -30,6 +30,10 @@ pub struct SourceSpec {
     pub path: PathBuf,
     /// Name of the person-key column in this source's tables.
     pub person_key: String,
+    /// Tables whose source values are codes of a source vocabulary (table ->
+    /// vocabulary id, `[source.codes]`): shown with the standard concepts
+    /// the codes map to (see `source_codes`).
+    pub codes: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +58,8 @@ struct RawSource {
     name: String,
     path: Option<String>,
     person_key: Option<String>,
+    #[serde(default)]
+    codes: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -138,10 +144,22 @@ impl Manifest {
                     format!("source {:?}: person_key is empty", s.name),
                 ));
             }
+            for (table, vocabulary) in &s.codes {
+                if !is_identifier(table) || vocabulary.trim().is_empty() {
+                    return Err(CatalogError::manifest(
+                        path,
+                        format!(
+                            "source {:?}: [source.codes] maps a table name to a vocabulary id (table = \"vocabulary\"); {table:?} is not usable",
+                            s.name
+                        ),
+                    ));
+                }
+            }
             sources.push(SourceSpec {
                 name: s.name,
                 path: rel,
                 person_key,
+                codes: s.codes,
             });
         }
         let linkage = match raw.linkage {

@@ -24,6 +24,7 @@ use crate::files::{self, DeliveredTable, FileFormat};
 use crate::layout;
 use crate::linkage::{LinkRow, PersonIndex, index_dir};
 use crate::manifest::Manifest;
+use crate::source_codes::SourceCodes;
 use crate::state;
 use crate::tables::{self, TableDef};
 use crate::views;
@@ -123,7 +124,7 @@ impl Store {
                 Some(b) if !b.lineage.is_empty() => (b.lineage, b.generation),
                 _ => (fingerprint.clone(), 0),
             };
-            let shown = build_shown(&tables, &index)?;
+            let shown = build_shown(&root, &manifest, &tables, &index).await?;
             return Ok(Some(Store {
                 root,
                 manifest,
@@ -190,7 +191,7 @@ impl Store {
                                 return Ok(None);
                             };
                             let new_persons = index.persons().saturating_sub(old_persons);
-                            let shown = build_shown(&tables, &index)?;
+                            let shown = build_shown(&root, &manifest, &tables, &index).await?;
                             return Ok(Some(Store {
                                 root,
                                 manifest,
@@ -249,7 +250,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let shown = build_shown(&tables, &index)?;
+        let shown = build_shown(&root, &manifest, &tables, &index).await?;
         Ok(Some(Store {
             root,
             manifest,
@@ -756,14 +757,24 @@ fn read_links<T>(
 }
 
 /// Builds the plans of every shown table, and the `linked` unions.
-fn build_shown(tables: &[TableDef], index: &PersonIndex) -> Result<Vec<ShownTable>> {
+async fn build_shown(
+    root: &Path,
+    manifest: &Manifest,
+    tables: &[TableDef],
+    index: &PersonIndex,
+) -> Result<Vec<ShownTable>> {
+    let codes = SourceCodes::load(root, manifest, tables).await?;
     let mut shown = Vec::new();
     for t in tables {
         shown.push(ShownTable {
             schema: t.schema.clone(),
             name: t.name.clone(),
             person_level: t.is_person_level(),
-            plan: views::table_plan(t, index)?,
+            plan: views::table_plan(
+                t,
+                index,
+                codes.table(&t.schema, &t.name).map(|c| c.as_ref()),
+            )?,
         });
     }
     let mut names: Vec<&str> = tables

@@ -18,6 +18,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF,
 use crate::error::Result;
 use crate::layout;
 use crate::linkage::{PersonIdUdf, PersonIndex};
+use crate::source_codes::CodedTable;
 use crate::tables::{ColumnSource, TableDef};
 
 /// The catalog name under which the raw file scans are planned.
@@ -49,15 +50,39 @@ fn parquet_provider(
 }
 
 /// The plan of a shown table: file scan, then one expression per shown column.
-pub fn table_plan(def: &TableDef, index: &PersonIndex) -> Result<LogicalPlan> {
+///
+/// `codes`: how the table's source codes fill its concept columns, when its
+/// source declares them (see `source_codes`).
+pub fn table_plan(
+    def: &TableDef,
+    index: &PersonIndex,
+    codes: Option<&CodedTable>,
+) -> Result<LogicalPlan> {
     match (&def.key, index.source(&def.schema)) {
-        (Some(_), Some(keys)) if !def.person_files.is_empty() => copy_plan(def, keys),
-        _ => delivered_plan(def, index),
+        (Some(_), Some(keys)) if !def.person_files.is_empty() => copy_plan(def, keys, codes),
+        _ => delivered_plan(def, index, codes),
     }
 }
 
+/// A delivered column as shown: the codes' concept where they fill it.
+fn coded_column(
+    def: &TableDef,
+    c: &crate::tables::ShownColumn,
+    codes: Option<&CodedTable>,
+) -> Result<Expr> {
+    let delivered = shown_column(def, &c.source, &c.data_type)?;
+    Ok(match codes {
+        Some(t) => t.shown(&c.name, delivered.clone()).unwrap_or(delivered),
+        None => delivered,
+    })
+}
+
 /// The plan of a person-level table read from its person-layout copy.
-fn copy_plan(def: &TableDef, keys: &Arc<crate::linkage::SourceKeys>) -> Result<LogicalPlan> {
+fn copy_plan(
+    def: &TableDef,
+    keys: &Arc<crate::linkage::SourceKeys>,
+    codes: Option<&CodedTable>,
+) -> Result<LogicalPlan> {
     let provider = parquet_provider(&def.person_files, layout::copy_schema(def))?;
     let scan = LogicalPlanBuilder::scan(
         TableReference::full(FILES_CATALOG, def.schema.as_str(), def.name.as_str()),
@@ -78,7 +103,7 @@ fn copy_plan(def: &TableDef, keys: &Arc<crate::linkage::SourceKeys>) -> Result<L
                     key_at.clone(),
                     vec![column(layout::KEY_INDEX)],
                 )),
-                other => shown_column(def, other, &c.data_type)?,
+                _ => coded_column(def, c, codes)?,
             };
             Ok(e.alias(&c.name))
         })
@@ -102,7 +127,11 @@ fn shown_column(def: &TableDef, source: &ColumnSource, shown: &DataType) -> Resu
 }
 
 /// The plan of a table read from its delivered files, keys looked up per row.
-fn delivered_plan(def: &TableDef, index: &PersonIndex) -> Result<LogicalPlan> {
+fn delivered_plan(
+    def: &TableDef,
+    index: &PersonIndex,
+    codes: Option<&CodedTable>,
+) -> Result<LogicalPlan> {
     let provider = file_provider(def)?;
     let scan = LogicalPlanBuilder::scan(
         TableReference::full(FILES_CATALOG, def.schema.as_str(), def.name.as_str()),
@@ -134,7 +163,7 @@ fn delivered_plan(def: &TableDef, index: &PersonIndex) -> Result<LogicalPlan> {
                     None => lit(ScalarValue::Int64(None)),
                 },
                 ColumnSource::PersonKey => key_text(),
-                other => shown_column(def, other, &c.data_type)?,
+                _ => coded_column(def, c, codes)?,
             };
             Ok(e.alias(&c.name))
         })

@@ -39,6 +39,7 @@ pub fn demo_store() -> Result<PathBuf, String> {
             .map(|n| n.get())
             .unwrap_or(2),
         renumber: None,
+        codes: tsunagu_generator::Codes::Standard,
     };
     let bar = progress_bar(DEMO_PERSONS);
     generate(&opts, &tmp, &|done, _| bar.set_position(done)).map_err(|e| e.to_string())?;

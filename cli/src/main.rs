@@ -59,6 +59,11 @@ enum Cmd {
         /// as another store would: same codes and data, other concept ids.
         #[arg(long, value_name = "SEED")]
         renumber_vocabulary: Option<u64>,
+        /// Deliver the claims in receipt codes only (disease-name, receipt
+        /// drug and procedure codes, concept ids 0), mapped by the manifest's
+        /// `[source.codes]`; same persons and events.
+        #[arg(long)]
+        receipt_codes: bool,
     },
     /// Serve a store over the Postgres wire protocol.
     Serve {
@@ -416,6 +421,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             out,
             threads,
             renumber_vocabulary,
+            receipt_codes,
         } => {
             let opts = tsunagu_generator::GenerateOptions {
                 persons,
@@ -426,6 +432,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                         .unwrap_or(2)
                 }),
                 renumber: renumber_vocabulary,
+                codes: if receipt_codes {
+                    tsunagu_generator::Codes::Receipt
+                } else {
+                    tsunagu_generator::Codes::Standard
+                },
             };
             let bar = demo::progress_bar(persons);
             let started = std::time::Instant::now();

@@ -14,6 +14,11 @@ pub struct Concept {
     pub class: &'static str,
     pub standard: Option<&'static str>,
     pub code: String,
+    /// Validity: first and last day (days since the epoch; `None`: the
+    /// vocabulary's defaults) and the invalid reason.
+    pub valid_start: Option<i32>,
+    pub valid_end: Option<i32>,
+    pub invalid: Option<&'static str>,
 }
 
 /// The vocabulary: concepts and their `Is a` edges (child, parent).
@@ -21,6 +26,12 @@ pub struct Concept {
 pub struct Vocabulary {
     pub concepts: Vec<Concept>,
     pub is_a: Vec<(i64, i64)>,
+    /// Other relationships: (from, to, relationship id); written with their reverse.
+    pub relationships: Vec<(i64, i64, &'static str)>,
+    /// Japanese names: (concept, name).
+    pub synonyms: Vec<(i64, String)>,
+    /// The source codes claims are written in (see [`crate::jp_codes`]).
+    pub receipt: crate::jp_codes::ReceiptCodes,
     by_code: BTreeMap<(&'static str, String), i64>,
 }
 
@@ -602,7 +613,41 @@ impl Vocabulary {
         for (id, name, domain, vocabulary, class, code) in OTHER {
             v.add(*id, name, domain, vocabulary, class, Some("S"), code);
         }
+        v.receipt = crate::jp_codes::add(&mut v);
         v
+    }
+
+    /// Adds a non-standard (source) concept.
+    pub(crate) fn add_source(
+        &mut self,
+        id: i64,
+        name: &str,
+        domain: &'static str,
+        vocabulary: &'static str,
+        class: &'static str,
+        code: &str,
+    ) -> i64 {
+        self.add(id, name, domain, vocabulary, class, None, code)
+    }
+
+    /// Sets a concept's validity (`None` keeps the vocabulary's default date).
+    pub(crate) fn set_validity(
+        &mut self,
+        id: i64,
+        start: Option<i32>,
+        end: Option<i32>,
+        invalid: Option<&'static str>,
+    ) {
+        if let Some(c) = self.concepts.iter_mut().find(|c| c.id == id) {
+            c.valid_start = start;
+            c.valid_end = end;
+            c.invalid = invalid;
+        }
+    }
+
+    /// The concept id of a code in a vocabulary.
+    pub fn code(&self, vocabulary: &'static str, code: &str) -> Option<i64> {
+        self.by_code.get(&(vocabulary, code.to_owned())).copied()
     }
 
     fn add(
@@ -623,6 +668,9 @@ impl Vocabulary {
             class,
             standard,
             code: code.to_owned(),
+            valid_start: None,
+            valid_end: None,
+            invalid: None,
         });
         self.by_code.insert((vocabulary, code.to_owned()), id);
         id
@@ -644,9 +692,22 @@ impl Vocabulary {
     /// The same vocabulary under other ids (codes, names and hierarchy unchanged).
     pub fn renumbered(&self, map: &BTreeMap<i64, i64>) -> Vocabulary {
         let id = |old: i64| map.get(&old).copied().unwrap_or(old);
+        let mut receipt = self.receipt.clone();
+        receipt.drugs = receipt.drugs.into_iter().map(|(p, c)| (id(p), c)).collect();
         let mut v = Vocabulary {
             concepts: self.concepts.clone(),
             is_a: self.is_a.iter().map(|&(c, p)| (id(c), id(p))).collect(),
+            relationships: self
+                .relationships
+                .iter()
+                .map(|&(a, b, r)| (id(a), id(b), r))
+                .collect(),
+            synonyms: self
+                .synonyms
+                .iter()
+                .map(|(c, n)| (id(*c), n.clone()))
+                .collect(),
+            receipt,
             by_code: self.by_code.clone(),
         };
         for c in &mut v.concepts {
