@@ -7,6 +7,7 @@ mod clients;
 mod common;
 mod dashboard;
 mod deliveries;
+mod graph;
 mod malformed;
 mod privacy;
 mod privacy_attacks;

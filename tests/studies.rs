@@ -27,7 +27,7 @@ fn other_seed() -> &'static Path {
 }
 
 /// The same persons and events, the claims delivered in receipt codes only.
-fn receipt_coded() -> &'static Path {
+pub fn receipt_coded() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
     STORE.get_or_init(|| generated(42, None, Codes::Receipt))
 }

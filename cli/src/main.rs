@@ -147,6 +147,24 @@ enum Cmd {
         #[arg(long)]
         exact: bool,
     },
+    /// Export the knowledge graph (graph.nodes, graph.edges) as a role
+    /// reads it, for graph tools.
+    Graph {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// `graphml` or `jsonld`.
+        #[arg(long, default_value = "graphml")]
+        format: String,
+        /// Read as this role (analysts and viewers get released counts).
+        #[arg(long, default_value = "analyst")]
+        role: Role,
+        /// Which edges: a SQL condition on graph.edges (default: all).
+        #[arg(long, value_name = "CONDITION")]
+        edges: Option<String>,
+        /// File to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run one SQL query on a store and print the result.
     Sql {
         #[command(flatten)]
@@ -809,6 +827,29 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => {
             let (engine, _) = open(&store, None).await?;
             project_commands::release(&engine, &project, command)
+        }
+        Cmd::Graph {
+            store,
+            format,
+            role,
+            edges,
+            out,
+        } => {
+            use tsunagu_engine::graph::export;
+            let format: export::Format = format.parse()?;
+            let (engine, _) = open(&store, None).await?;
+            let session = engine.session().map_err(|e| e.to_string())?;
+            session.set_role(role).map_err(|e| e.to_string())?;
+            let text = export::export(&session, format, edges.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
         }
         Cmd::Sql {
             store,

@@ -308,6 +308,7 @@ function option(p, data) {
     return Object.assign(base, { series: [{ type: "funnel", sort: "none", label: { formatter: "{b}: {c}" }, data: data.rows.map((r) => ({ name: label(r[xi]), value: r[yi] })) }] });
   }
   if (p.chart === "map") return mapOption(base, data, xi, yi);
+  if (p.chart === "graph") return graphOption(base, data, xi, si, yi);
   const cats = categories(data, xi);
   const groups = new Map();
   for (const r of data.rows) {
@@ -337,6 +338,31 @@ function option(p, data) {
       name, type: p.chart === "bar" ? "bar" : "line", connectNulls: false, showSymbol: cats.length < 40,
       data: cats.map((c) => (values.has(c) ? values.get(c) : null)),
     })),
+  });
+}
+
+function graphOption(base, data, xi, si, yi) {
+  if (si < 0) throw new Error(`the query has no column ${"series"}`);
+  const degree = new Map();
+  const links = data.rows.map((r) => {
+    const source = label(r[xi]), target = label(r[si]), w = r[yi];
+    for (const n of [source, target]) degree.set(n, (degree.get(n) || 0) + 1);
+    const weighted = w !== null && w !== undefined;
+    return {
+      source, target, value: weighted ? w : undefined,
+      lineStyle: weighted ? { width: 1 + Math.log10(1 + w), color: "#c0392b", opacity: 0.7 } : { width: 1, color: "#999", type: "dashed" },
+    };
+  });
+  const first = data.rows.length ? label(data.rows[0][xi]) : "";
+  const nodes = [...degree.keys()].map((name) => ({
+    name, symbolSize: name === first ? 28 : 10 + Math.min(10, degree.get(name)),
+    itemStyle: name === first ? { color: "#1f4e79" } : undefined,
+    label: { show: true, fontSize: 11 },
+  }));
+  return Object.assign(base, {
+    tooltip: { trigger: "item", formatter: (x) => (x.dataType === "edge" ? `${x.data.source} → ${x.data.target}` + (x.data.value === undefined ? "" : `: ${formatNumber(x.data.value)}`) : x.name) },
+    series: [{ type: "graph", layout: "force", roam: true, draggable: true, edgeSymbol: ["none", "arrow"], edgeSymbolSize: 6,
+      force: { repulsion: 160, edgeLength: [60, 160] }, data: nodes, links }],
   });
 }
 

@@ -16,6 +16,15 @@ pub fn dashboards(store: &Store) -> Vec<Dashboard> {
     }
     out.push(cohorts());
     out.push(quality());
+    if tables.has("vocab", "concept", &["concept_id", "concept_code"])
+        && tables.has(
+            "vocab",
+            "concept_relationship",
+            &["concept_id_1", "concept_id_2"],
+        )
+    {
+        out.push(knowledge_graph());
+    }
     out
 }
 
@@ -342,6 +351,72 @@ fn study_template(t: &Tables) -> Option<Dashboard> {
         ],
         panels: vec![p],
     })
+}
+
+/// A concept, its neighbours in the vocabulary and what follows it in the data.
+fn knowledge_graph() -> Dashboard {
+    let concept = "(SELECT concept_id FROM vocab.concept WHERE concept_code = {{code}} \
+                   ORDER BY CASE WHEN standard_concept = 'S' THEN 0 ELSE 1 END, concept_id LIMIT 1)";
+    let mut network = axes(
+        panel(
+            "The concept, its vocabulary neighbours and what follows it within a year",
+            "概念、語彙上の隣接概念と1年以内に続く概念",
+            Chart::Graph,
+            format!(
+                "SELECT a.concept_name AS concept, b.concept_name AS neighbour, CAST(NULL AS BIGINT) AS persons \
+                 FROM graph.edges e JOIN graph.nodes a ON a.concept_id = e.concept_id_1 \
+                 JOIN graph.nodes b ON b.concept_id = e.concept_id_2 \
+                 WHERE e.concept_id_1 = {concept} AND e.provenance <> 'data' \
+                 UNION ALL \
+                 SELECT a.concept_name, b.concept_name, e.persons \
+                 FROM graph.edges e JOIN graph.nodes a ON a.concept_id = e.concept_id_1 \
+                 JOIN graph.nodes b ON b.concept_id = e.concept_id_2 \
+                 WHERE e.concept_id_1 = {concept} AND e.relationship_id = 'followed by' AND e.window_days = 365"
+            ),
+        ),
+        Some("concept"),
+        "persons",
+        Some("neighbour"),
+    );
+    network.note = Some("Grey: relationships of the vocabulary (hierarchy, code mappings). Weighted: concepts whose first occurrence follows the concept's within 365 days in some persons (the number of persons with both within a year, either order, released).".into());
+    network.note_ja = Some("灰色：語彙の関係（階層・コード対応）。太さ：1年以内に初回出現が続く概念（前後いずれかの順で両方をもつ人数、公開規則を適用）。".into());
+    let strongest = panel(
+        "Strongest associations in the data",
+        "データ上の強い関連",
+        Chart::Table,
+        format!(
+            "SELECT e.relationship_id, e.window_days, b.concept_name AS concept, b.vocabulary_id, b.concept_code, \
+             e.statistic, e.value, e.lower_95, e.persons \
+             FROM graph.edges e JOIN graph.nodes b ON b.concept_id = e.concept_id_2 \
+             WHERE e.concept_id_1 = {concept} AND e.provenance = 'data' \
+             ORDER BY e.lower_95 DESC NULLS LAST, b.concept_code LIMIT 25"
+        ),
+    );
+    let curated = panel(
+        "Relationships in the vocabulary",
+        "語彙上の関係",
+        Chart::Table,
+        format!(
+            "SELECT e.relationship_id, b.vocabulary_id, b.concept_code, b.concept_name, b.concept_name_ja \
+             FROM graph.edges e JOIN graph.nodes b ON b.concept_id = e.concept_id_2 \
+             WHERE e.concept_id_1 = {concept} AND e.provenance <> 'data' \
+             ORDER BY e.relationship_id, b.vocabulary_id, b.concept_code"
+        ),
+    );
+    Dashboard {
+        id: "knowledge-graph".into(),
+        title: "Knowledge graph".into(),
+        title_ja: Some("ナレッジグラフ".into()),
+        description: Some("A concept by its code (ICD-10, ATC, a disease-name or receipt code, ...): its relationships in the vocabulary and the associations the data shows, computed per delivery.".into()),
+        description_ja: Some("コード（ICD-10、ATC、傷病名コード、レセプトコードなど）で概念を選び、語彙上の関係とデータ上の関連（配信ごとに計算）を表示します。".into()),
+        params: vec![Param {
+            name: "code".into(),
+            label: "Concept code".into(),
+            label_ja: Some("概念コード".into()),
+            default: "S72.0".into(),
+        }],
+        panels: vec![network, strongest, curated],
+    }
 }
 
 fn cohorts() -> Dashboard {

@@ -47,6 +47,9 @@ pub enum Chart {
     Table,
     /// The first row's `y`, large.
     Number,
+    /// A network: an edge per row from `x` to `series` (node names),
+    /// weighted by `y` where it is not NULL.
+    Graph,
 }
 
 /// A parameter the viewer may change.
@@ -166,7 +169,7 @@ impl Dashboard {
             let needs: &[(&str, &Option<String>)] = match p.chart {
                 Chart::Table => &[],
                 Chart::Number => &[("y", &p.y)],
-                Chart::Pyramid => &[("x", &p.x), ("y", &p.y), ("series", &p.series)],
+                Chart::Pyramid | Chart::Graph => &[("x", &p.x), ("y", &p.y), ("series", &p.series)],
                 _ => &[("x", &p.x), ("y", &p.y)],
             };
             for (field, value) in needs {

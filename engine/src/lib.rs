@@ -27,6 +27,7 @@ mod damaged;
 pub mod designs;
 pub mod error;
 pub mod first_rows;
+pub mod graph;
 mod identity;
 pub mod join_order;
 pub mod pg_dialect;
@@ -92,6 +93,7 @@ pub struct Engine {
     policy: Arc<Policy>,
     audit: Arc<audit::AuditLog>,
     quality: Arc<quality::tables::Quality>,
+    graph: Arc<graph::KnowledgeGraph>,
     admin: Arc<projects::admin::Admin>,
     /// Answers of repeatable statements on this snapshot.
     results: Arc<result_cache::ResultCache>,
@@ -140,7 +142,15 @@ impl Engine {
         let quality_config = quality::QualityConfig::for_store(store.root())?;
         let store = Arc::new(store);
         let policy = Arc::new(policy);
+        let runtime = runtime.build_arc()?;
+        let graph = Arc::new(graph::KnowledgeGraph::new(
+            store.clone(),
+            session_config(&options),
+            runtime.clone(),
+            policy.k,
+        ));
         let mut engine = Engine {
+            graph,
             results: Arc::default(),
             store_tables: store_tables(&store),
             admin: Arc::new(projects::admin::Admin::new(store.clone(), policy.clone())),
@@ -149,7 +159,7 @@ impl Engine {
             audit,
             cohorts,
             store,
-            runtime: runtime.build_arc()?,
+            runtime,
             options,
             vocabulary: Arc::default(),
         };
@@ -187,6 +197,12 @@ impl Engine {
         let quality_config = quality::QualityConfig::for_store(store.root())?;
         let store = Arc::new(store);
         let mut engine = Engine {
+            graph: Arc::new(graph::KnowledgeGraph::new(
+                store.clone(),
+                session_config(&self.options),
+                self.runtime.clone(),
+                self.policy.k,
+            )),
             results: Arc::default(),
             store_tables: store_tables(&store),
             admin: Arc::new(projects::admin::Admin::new(
@@ -213,29 +229,7 @@ impl Engine {
 
     /// The session configuration Tsunagu uses.
     pub fn config(&self) -> SessionConfig {
-        let mut config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG, "public")
-            .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true)
-            // Larger batches than DataFusion's 8,192 rows: sorts by person
-            // merge fewer runs (a quarter faster on 20M-row window queries)
-            // and per-batch costs weigh less; see docs/BENCHMARKS.md.
-            .with_batch_size(32 * 1024);
-        if let Some(n) = self.options.target_partitions {
-            config = config.with_target_partitions(n.max(1));
-        }
-        let opts = config.options_mut();
-        opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
-        // Data already hash-partitioned on a subset of the keys (person_id,
-        // typically) is grouped and joined where it is, on any number of
-        // cores; DataFusion's default does so from four partitions up.
-        opts.optimizer.subset_repartition_threshold = 1;
-        if let Some(limit) = self.options.memory_limit {
-            // Room kept for merging spilled sorts: a sixteenth of a small pool.
-            let reserve = &mut opts.execution.sort_spill_reservation_bytes;
-            *reserve = (*reserve).min(limit / 16);
-        }
-        config
+        session_config(&self.options)
     }
 
     /// A bare DataFusion context with Tsunagu's configuration, memory pool,
@@ -280,6 +274,21 @@ impl Engine {
         let release = quality::label::Release::new(&self.policy, false);
         let viewer_release =
             quality::label::Release::new(&self.policy.for_role(Role::Viewer), false);
+        let graph_identity = identity.clone();
+        let graph_release = quality::label::Release::new(&self.policy, false);
+        let graph_viewer_release =
+            quality::label::Release::new(&self.policy.for_role(Role::Viewer), false);
+        self.register_graph(
+            &ctx,
+            quality::tables::Reader(Arc::new(move || {
+                let id = graph_identity.lock().unwrap_or_else(|p| p.into_inner());
+                match id.role {
+                    Role::Steward => None,
+                    Role::Analyst => Some(graph_release),
+                    Role::Viewer => Some(graph_viewer_release),
+                }
+            })),
+        )?;
         self.register_quality(
             &ctx,
             quality::tables::Reader(Arc::new(move || {
@@ -502,7 +511,44 @@ impl Engine {
         tsunagu_udfs::register(ctx);
         tsunagu_udfs::register_vocabulary(ctx, self.vocabulary.clone());
         self.register_quality(ctx, quality::tables::Reader::exact())?;
+        self.register_graph(ctx, quality::tables::Reader::exact())?;
         self.register_cohorts(ctx, cohorts::Viewer::all())
+    }
+
+    /// The knowledge graph of the store.
+    pub fn knowledge_graph(&self) -> &graph::KnowledgeGraph {
+        &self.graph
+    }
+
+    /// Shows `graph.nodes` and `graph.edges`, unless a source already uses
+    /// the schema name `graph`.
+    fn register_graph(&self, ctx: &SessionContext, reader: quality::tables::Reader) -> Result<()> {
+        use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+        let Some(catalog) = ctx.catalog(CATALOG) else {
+            return Ok(());
+        };
+        if self
+            .store
+            .manifest()
+            .sources
+            .iter()
+            .any(|s| s.name == graph::SCHEMA)
+        {
+            return Ok(());
+        }
+        let schema = Arc::new(MemorySchemaProvider::new());
+        for kind in [graph::tables::Kind::Nodes, graph::tables::Kind::Edges] {
+            schema.register_table(
+                kind.name().into(),
+                Arc::new(graph::tables::GraphTable {
+                    kind,
+                    graph: self.graph.clone(),
+                    reader: reader.clone(),
+                }),
+            )?;
+        }
+        catalog.register_schema(graph::SCHEMA, schema)?;
+        Ok(())
     }
 
     /// The data quality checks of the store (run once, on first use).
@@ -577,6 +623,33 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The session configuration Tsunagu uses under `options`.
+fn session_config(options: &EngineOptions) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, "public")
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true)
+        // Larger batches than DataFusion's 8,192 rows: sorts by person
+        // merge fewer runs (a quarter faster on 20M-row window queries)
+        // and per-batch costs weigh less; see docs/BENCHMARKS.md.
+        .with_batch_size(32 * 1024);
+    if let Some(n) = options.target_partitions {
+        config = config.with_target_partitions(n.max(1));
+    }
+    let opts = config.options_mut();
+    opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    // Data already hash-partitioned on a subset of the keys (person_id,
+    // typically) is grouped and joined where it is, on any number of
+    // cores; DataFusion's default does so from four partitions up.
+    opts.optimizer.subset_repartition_threshold = 1;
+    if let Some(limit) = options.memory_limit {
+        // Room kept for merging spilled sorts: a sixteenth of a small pool.
+        let reserve = &mut opts.execution.sort_spill_reservation_bytes;
+        *reserve = (*reserve).min(limit / 16);
+    }
+    config
 }
 
 /// The disclosure policy of a store: the embedder's, else the manifest's

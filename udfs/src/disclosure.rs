@@ -25,6 +25,7 @@ pub fn disclosure(name: &str) -> Option<Disclosure> {
         crate::bitmaps::DISCLOSURE,
         crate::episodes::DISCLOSURE,
         crate::vocab::DISCLOSURE,
+        crate::graph::DISCLOSURE,
         crate::concept_sets::DISCLOSURE,
     ]
     .iter()

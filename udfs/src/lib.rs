@@ -7,6 +7,7 @@ pub mod concept_sets;
 pub mod disclosure;
 pub mod docs;
 pub mod episodes;
+pub mod graph;
 pub mod vocab;
 pub mod windows;
 
@@ -60,6 +61,9 @@ pub fn window_functions() -> Vec<Arc<WindowUDF>> {
 /// Registers the vocabulary graph functions over `graph` on a context.
 pub fn register_vocabulary(ctx: &SessionContext, graph: Arc<vocab::VocabGraph>) {
     ctx.register_udf(ScalarUDF::new_from_impl(vocab::IsA::new(graph.clone())));
+    ctx.register_udf(ScalarUDF::new_from_impl(graph::ConceptPath::new(
+        graph.clone(),
+    )));
     ctx.register_udtf(
         "descendants",
         Arc::new(vocab::Hierarchy::new(graph.clone(), true)),
@@ -137,6 +141,12 @@ pub fn documented(
         "related".into(),
         "table",
         vocab::Related::documentation().clone(),
+    ));
+    let path = ScalarUDF::new_from_impl(graph::ConceptPath::new(graph.clone()));
+    docs.push((
+        "concept_path".into(),
+        "scalar",
+        path.documentation().cloned().expect("documented"),
     ));
     let in_set = ScalarUDF::new_from_impl(concept_sets::InConceptSet::new(graph));
     docs.push((

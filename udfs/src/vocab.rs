@@ -39,6 +39,8 @@ pub struct VocabGraph {
     codes: HashMap<(String, String), i64>,
     /// The vocabulary ids of `codes`, in lower case.
     vocabularies: std::collections::HashSet<String>,
+    /// concept -> concepts one relationship away (either direction), for paths.
+    adjacent: HashMap<i64, Vec<i64>>,
 }
 
 /// A concept set tested once per row: a dense bitset when the set's ids are
@@ -147,13 +149,22 @@ impl VocabGraph {
             v.sort_unstable_by_key(|&(c, l)| (l, c));
         }
         for (c1, c2, rel) in relationships {
+            if c1 != c2 {
+                g.adjacent.entry(c1).or_default().push(c2);
+                g.adjacent.entry(c2).or_default().push(c1);
+            }
             g.related.entry((c1, rel)).or_default().push(c2);
         }
-        for v in g.related.values_mut() {
+        for v in g.related.values_mut().chain(g.adjacent.values_mut()) {
             v.sort_unstable();
             v.dedup();
         }
         g
+    }
+
+    /// The concepts one relationship away from `concept`, either direction.
+    pub fn adjacent_to(&self, concept: i64) -> &[i64] {
+        self.adjacent.get(&concept).map_or(&[], |v| v.as_slice())
     }
 
     /// The graph with the concepts' codes: (concept_id, vocabulary_id,

@@ -1,0 +1,307 @@
+//! The knowledge graph (`graph.nodes`, `graph.edges`, `concept_path`,
+//! export), checked against the generator's planted effects, counts
+//! computed here in plain SQL from the records, the delivered
+//! `concept_ancestor`, and paths traced by hand through the vocabulary.
+
+use tsunagu_engine::{Engine, Role};
+
+use crate::common::{lines, open, query};
+use crate::studies::{demo_sized, receipt_coded};
+
+async fn as_role(engine: &Engine, role: Role, sql: &str) -> Vec<String> {
+    let session = engine.session_as("graph-tester", role).expect("session");
+    lines(
+        &session
+            .sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}")),
+    )
+}
+
+fn concept(vocabulary: &str, code: &str) -> String {
+    format!(
+        "(SELECT concept_id FROM vocab.concept WHERE vocabulary_id = '{vocabulary}' AND concept_code = '{code}')"
+    )
+}
+
+/// The five targets with the strongest `followed by` edge (by the lower
+/// 95% bound, the better window) from a concept, as `vocabulary|code`.
+async fn strongest(engine: &Engine, role: Role, vocabulary: &str, code: &str) -> Vec<String> {
+    let sql = format!(
+        "SELECT n.vocabulary_id, n.concept_code FROM ( \
+           SELECT concept_id_2, max(lower_95) AS best FROM graph.edges \
+           WHERE provenance = 'data' AND relationship_id = 'followed by' AND concept_id_1 = {} \
+           GROUP BY concept_id_2) t \
+         JOIN graph.nodes n ON n.concept_id = t.concept_id_2 \
+         ORDER BY best DESC, n.concept_code LIMIT 5",
+        concept(vocabulary, code)
+    );
+    as_role(engine, role, &sql).await
+}
+
+#[tokio::test]
+async fn the_planted_effects_are_among_the_strongest_data_derived_edges() {
+    let engine = open(demo_sized()).await;
+    for role in [Role::Steward, Role::Analyst] {
+        for nsaid in ["ING-M01AE01", "ING-M01AB05", "ING-M01AH01"] {
+            let top = strongest(&engine, role, "JP Drug", nsaid).await;
+            assert!(
+                top.contains(&"ICD10|K92.2".to_owned()),
+                "{role:?} {nsaid}: {top:?}"
+            );
+        }
+        let top = strongest(&engine, role, "JP Drug", "ING-N02BE01").await;
+        assert!(
+            !top.contains(&"ICD10|K92.2".to_owned()),
+            "{role:?} acetaminophen: {top:?}"
+        );
+        let top = strongest(&engine, role, "JP Drug", "ING-C08CA01").await;
+        assert!(
+            top[..2].contains(&"JP Drug|ING-C03CA01".to_owned()),
+            "{role:?} amlodipine: {top:?}"
+        );
+        let top = strongest(&engine, role, "ICD10", "S72.0").await;
+        assert!(
+            top.iter()
+                .any(|t| t.starts_with("JP Care Level|") || t.starts_with("JP Care Service|")),
+            "{role:?} hip fracture: {top:?}"
+        );
+    }
+    // Every care level the generator certifies after a fracture follows it.
+    let levels = query(
+        &engine,
+        &format!(
+            "SELECT n.concept_code, e.lower_95 FROM graph.edges e JOIN vocab.concept n ON n.concept_id = e.concept_id_2 \
+             WHERE e.relationship_id = 'followed by' AND e.window_days = 365 AND e.concept_id_1 = {} \
+               AND n.vocabulary_id = 'JP Care Level' AND n.concept_code IN ('21', '22', '23', '24') ORDER BY 1",
+            concept("ICD10", "S72.0")
+        ),
+    )
+    .await;
+    assert_eq!(levels.len(), 4, "{levels:?}");
+    for l in &levels {
+        let bound: f64 = l.split('|').nth(1).unwrap().parse().unwrap();
+        assert!(bound > 2.0, "{levels:?}");
+    }
+    // The negative control: no sign of GI bleeding within 30 days of acetaminophen.
+    let control = query(
+        &engine,
+        &format!(
+            "SELECT lower_95 FROM graph.edges WHERE relationship_id = 'followed by' AND window_days = 30 \
+             AND concept_id_1 = {} AND concept_id_2 = {}",
+            concept("JP Drug", "ING-N02BE01"),
+            concept("ICD10", "K92.2")
+        ),
+    )
+    .await;
+    assert!(
+        control.iter().all(|b| b.parse::<f64>().unwrap() < 1.0),
+        "{control:?}"
+    );
+}
+
+/// (forward, reverse) counts of amlodipine then furosemide within 365 days,
+/// computed here from the dispensings.
+async fn cascade_counts(engine: &Engine) -> (u64, u64) {
+    let sql = "WITH ing AS (SELECT concept_id, concept_code FROM vocab.concept \
+                            WHERE vocabulary_id = 'JP Drug' AND concept_code IN ('ING-C08CA01', 'ING-C03CA01')), \
+               f AS (SELECT d.person_id, ing.concept_code AS code, min(d.drug_exposure_start_date) AS first \
+                     FROM ndb.drug_exposure d \
+                     JOIN vocab.concept_ancestor a ON a.descendant_concept_id = d.drug_concept_id \
+                     JOIN ing ON ing.concept_id = a.ancestor_concept_id GROUP BY 1, 2), \
+               p AS (SELECT a.first AS amlo, b.first AS furo FROM f a JOIN f b \
+                     ON a.person_id = b.person_id AND a.code = 'ING-C08CA01' AND b.code = 'ING-C03CA01') \
+               SELECT count(*) FILTER (WHERE furo - amlo BETWEEN 1 AND 365), \
+                      count(*) FILTER (WHERE amlo - furo BETWEEN 1 AND 365) FROM p";
+    let row = query(engine, sql).await;
+    let n: Vec<u64> = row[0].split('|').map(|x| x.parse().unwrap()).collect();
+    (n[0], n[1])
+}
+
+#[tokio::test]
+async fn edges_hold_the_counts_of_the_records_and_analysts_read_them_released() {
+    let engine = open(demo_sized()).await;
+    let (forward, reverse) = cascade_counts(&engine).await;
+    assert!(forward > 100 && reverse > 0, "{forward} {reverse}");
+    let edge = format!(
+        "SELECT persons, value FROM graph.edges WHERE relationship_id = 'followed by' AND window_days = 365 \
+         AND concept_id_1 = {} AND concept_id_2 = {}",
+        concept("JP Drug", "ING-C08CA01"),
+        concept("JP Drug", "ING-C03CA01")
+    );
+    let exact = query(&engine, &edge).await;
+    let parts: Vec<&str> = exact[0].split('|').collect();
+    assert_eq!(parts[0], (forward + reverse).to_string());
+    let value: f64 = parts[1].parse().unwrap();
+    assert!(
+        (value - forward as f64 / reverse as f64).abs() < 1e-9,
+        "{exact:?}"
+    );
+    // Analysts: rounded to 5, the ratio of the rounded counts, two decimals.
+    let released = as_role(&engine, Role::Analyst, &edge).await;
+    let parts: Vec<&str> = released[0].split('|').collect();
+    let round = |n: u64| ((n + 2) / 5 * 5).max(5);
+    assert_eq!(parts[0], round(forward + reverse).to_string());
+    let want = round(forward) as f64 / round(reverse).max(10) as f64;
+    let got: f64 = parts[1].parse().unwrap();
+    assert!(
+        (got - (want * 100.0).round() / 100.0).abs() < 1e-9,
+        "{released:?} {forward} {reverse}"
+    );
+    // Every data edge an analyst reads rests on at least k = 10 persons,
+    // rounded; none of the steward's is missing or added.
+    let data = "SELECT persons FROM graph.edges WHERE provenance = 'data'";
+    let steward = query(&engine, data).await;
+    let analyst = as_role(&engine, Role::Analyst, data).await;
+    assert_eq!(steward.len(), analyst.len());
+    assert!(steward.iter().all(|p| p.parse::<u64>().unwrap() >= 10));
+    assert!(
+        analyst
+            .iter()
+            .all(|p| p.parse::<u64>().unwrap() >= 10 && p.parse::<u64>().unwrap() % 5 == 0)
+    );
+    // The curated part is the delivered relationships, valid and not to themselves.
+    let curated = query(
+        &engine,
+        "SELECT count(*) FROM graph.edges WHERE provenance IN ('vocabulary', 'mapping')",
+    )
+    .await;
+    let delivered = query(
+        &engine,
+        "SELECT count(*) FROM vocab.concept_relationship WHERE concept_id_1 <> concept_id_2 \
+         AND (invalid_reason IS NULL OR invalid_reason = '')",
+    )
+    .await;
+    assert_eq!(curated, delivered);
+}
+
+#[tokio::test]
+async fn receipt_coded_claims_give_the_same_data_derived_edges() {
+    let edges = "SELECT concept_id_1, concept_id_2, relationship_id, window_days, persons, value \
+                 FROM graph.edges WHERE provenance = 'data' ORDER BY 1, 2, 3, 4";
+    let standard = query(&open(demo_sized()).await, edges).await;
+    let receipt = query(&open(receipt_coded()).await, edges).await;
+    assert!(standard.len() > 1000, "{}", standard.len());
+    assert_eq!(standard, receipt);
+}
+
+#[tokio::test]
+async fn paths_and_recursive_queries_walk_the_curated_graph() {
+    let engine = open(demo_sized()).await;
+    // A receipt drug code to its ATC level-2 class, traced by hand: the code
+    // maps to the product, which is an amlodipine product, under ATC C08CA01,
+    // C08CA, C08C, C08.
+    let path = query(
+        &engine,
+        &format!(
+            "SELECT c.vocabulary_id, c.concept_code FROM unnest(concept_path({}, {})) AS p(id) \
+             JOIN vocab.concept c ON c.concept_id = p.id",
+            "(SELECT min(concept_id) FROM vocab.concept WHERE vocabulary_id = 'JP Receipt Drug' \
+              AND invalid_reason IS NULL AND concept_id IN (SELECT concept_id_1 FROM vocab.concept_relationship \
+              WHERE relationship_id = 'Concept replaces'))",
+            concept("ATC", "C08")
+        ),
+    )
+    .await;
+    let mut codes: Vec<&str> = path.iter().map(String::as_str).collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        vec![
+            "ATC|C08",
+            "ATC|C08C",
+            "ATC|C08CA",
+            "ATC|C08CA01",
+            "JP Drug|C08CA01-1",
+            "JP Drug|ING-C08CA01",
+            "JP Receipt Drug|620001170",
+        ],
+        "{path:?}"
+    );
+    let order = query(
+        &engine,
+        &format!(
+            "SELECT array_length(concept_path(a, b)), concept_path(a, b, 5) IS NULL, \
+             concept_path(a, b)[1] = a, concept_path(a, b)[7] = b FROM (SELECT {} AS a, {} AS b)",
+            concept("JP Receipt Drug", "620001170"),
+            concept("ATC", "C08")
+        ),
+    )
+    .await;
+    assert_eq!(order, vec!["7|true|true|true".to_owned()]);
+    // Disease-name code to ICD-10 chapter, and nothing to an unconnected concept.
+    let disease = query(
+        &engine,
+        &format!(
+            "SELECT array_length(concept_path({}, {})), concept_path({}, {}) IS NULL",
+            concept("JP Disease", "8840132"),
+            concept("ICD10", "Chapter XIX"),
+            concept("JP Disease", "0000999"),
+            concept("ICD10", "S72.0")
+        ),
+    )
+    .await;
+    // 8840132 -> S72.0 -> S72 -> S70-S79 -> Chapter XIX.
+    assert_eq!(disease, vec!["5|true".to_owned()]);
+    // WITH RECURSIVE over the edges finds the delivered ancestors.
+    let recursive = query(
+        &engine,
+        &format!(
+            "WITH RECURSIVE up(id) AS (SELECT {k} UNION ALL \
+               SELECT e.concept_id_2 FROM graph.edges e JOIN up ON e.concept_id_1 = up.id \
+               WHERE e.relationship_id = 'Is a') \
+             SELECT DISTINCT id FROM up ORDER BY id",
+            k = concept("ICD10", "K92.2")
+        ),
+    )
+    .await;
+    let delivered = query(
+        &engine,
+        &format!(
+            "SELECT ancestor_concept_id FROM vocab.concept_ancestor WHERE descendant_concept_id = {} ORDER BY 1",
+            concept("ICD10", "K92.2")
+        ),
+    )
+    .await;
+    assert_eq!(recursive, delivered);
+    assert_eq!(delivered.len(), 4);
+    // Japanese names.
+    let ja = query(
+        &engine,
+        "SELECT concept_name_ja FROM graph.nodes WHERE vocabulary_id = 'JP Disease' AND concept_code = '8840132'",
+    )
+    .await;
+    assert_eq!(ja, vec!["大腿骨頚部骨折".to_owned()]);
+}
+
+#[tokio::test]
+async fn the_export_holds_what_the_role_reads() {
+    let engine = open(demo_sized()).await;
+    let session = engine.session_as("graph-tester", Role::Analyst).unwrap();
+    let filter = format!("concept_id_1 = {}", concept("JP Drug", "ING-C08CA01"));
+    let edges = as_role(
+        &engine,
+        Role::Analyst,
+        &format!("SELECT persons FROM graph.edges WHERE {filter}"),
+    )
+    .await;
+    use tsunagu_engine::graph::export::{Format, export};
+    let xml = export(&session, Format::GraphMl, Some(&filter))
+        .await
+        .unwrap();
+    assert_eq!(xml.matches("<edge ").count(), edges.len());
+    assert!(xml.starts_with("<?xml") && xml.trim_end().ends_with("</graphml>"));
+    let json = export(&session, Format::JsonLd, Some(&filter))
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let graph = doc["@graph"].as_array().unwrap();
+    let exported: Vec<&serde_json::Value> = graph.iter().filter(|o| o["@type"] == "Edge").collect();
+    assert_eq!(exported.len(), edges.len());
+    let nodes = graph.iter().filter(|o| o["@type"] == "Concept").count();
+    assert_eq!(xml.matches("<node ").count(), nodes);
+    for e in exported.iter().filter(|e| e["provenance"] == "data") {
+        let p = e["persons"].as_u64().unwrap();
+        assert!(p >= 10 && p % 5 == 0, "{e}");
+    }
+}

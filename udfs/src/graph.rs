@@ -1,0 +1,256 @@
+//! Paths through the vocabulary graph: `concept_path(a, b [, max_steps])`.
+//!
+//! Every valid relationship of the store's vocabulary (`Is a`, `Maps to`,
+//! `Has YJ code`, ...) joins two concepts, in either direction. The search
+//! runs from both ends, one level at a time, always widening the smaller
+//! frontier, so a path of n steps costs about twice the neighbourhood of
+//! n/2 steps instead of the neighbourhood of n.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::array::{Array, AsArray, Int64Builder, ListBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::disclosure::Disclosure;
+use crate::docs;
+use crate::vocab::VocabGraph;
+
+/// Disclosure classes of this module's functions.
+pub const DISCLOSURE: &[(&str, Disclosure)] = &[("concept_path", Disclosure::Total)];
+
+/// Steps allowed when the call does not say.
+pub const DEFAULT_MAX_STEPS: i64 = 6;
+/// Most steps a call may ask for.
+pub const MOST_STEPS: i64 = 12;
+/// Concepts one search may visit before it gives up (NULL).
+const VISIT_BUDGET: usize = 200_000;
+
+/// The concepts of a shortest path from `a` to `b` (both included) of at
+/// most `max_steps` relationships; `None` when there is none, or when the
+/// search would visit more than its budget.
+pub fn shortest_path(graph: &VocabGraph, a: i64, b: i64, max_steps: i64) -> Option<Vec<i64>> {
+    if a == b {
+        return Some(vec![a]);
+    }
+    // concept -> (the concept it was reached from, steps from its end).
+    let mut from_a: HashMap<i64, (i64, i64)> = HashMap::from([(a, (a, 0))]);
+    let mut from_b: HashMap<i64, (i64, i64)> = HashMap::from([(b, (b, 0))]);
+    let mut front_a = vec![a];
+    let mut front_b = vec![b];
+    let mut steps = 0;
+    while steps < max_steps && !front_a.is_empty() && !front_b.is_empty() {
+        steps += 1;
+        let widen_a = front_a.len() <= front_b.len();
+        let (front, seen, other) = if widen_a {
+            (&mut front_a, &mut from_a, &from_b)
+        } else {
+            (&mut front_b, &mut from_b, &from_a)
+        };
+        let mut next = Vec::new();
+        // The whole level is widened before choosing where the ends meet,
+        // so the path found is a shortest one.
+        let mut meet: Option<(i64, i64)> = None;
+        for &c in front.iter() {
+            let depth = seen[&c].1 + 1;
+            for &n in graph.adjacent_to(c) {
+                if seen.contains_key(&n) {
+                    continue;
+                }
+                seen.insert(n, (c, depth));
+                if let Some(&(_, there)) = other.get(&n)
+                    && meet.is_none_or(|(_, best)| depth + there < best)
+                {
+                    meet = Some((n, depth + there));
+                }
+                next.push(n);
+            }
+        }
+        if let Some((m, _)) = meet {
+            return Some(join(&from_a, &from_b, m));
+        }
+        if from_a.len() + from_b.len() > VISIT_BUDGET {
+            return None;
+        }
+        *front = next;
+    }
+    None
+}
+
+/// The path through the meeting concept `m`: back to `a`, then on to `b`.
+fn join(from_a: &HashMap<i64, (i64, i64)>, from_b: &HashMap<i64, (i64, i64)>, m: i64) -> Vec<i64> {
+    let mut path = vec![m];
+    let mut c = m;
+    while let Some(&(p, _)) = from_a.get(&c).filter(|&&(p, _)| p != c) {
+        path.push(p);
+        c = p;
+    }
+    path.reverse();
+    let mut c = m;
+    while let Some(&(p, _)) = from_b.get(&c).filter(|&&(p, _)| p != c) {
+        path.push(p);
+        c = p;
+    }
+    path
+}
+
+/// `concept_path(a, b [, max_steps])`: the concept ids of a shortest path.
+#[derive(Debug)]
+pub struct ConceptPath {
+    graph: Arc<VocabGraph>,
+    signature: Signature,
+}
+
+impl ConceptPath {
+    /// The function over a graph.
+    pub fn new(graph: Arc<VocabGraph>) -> Self {
+        Self {
+            graph,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl PartialEq for ConceptPath {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.graph, &other.graph)
+    }
+}
+impl Eq for ConceptPath {}
+impl std::hash::Hash for ConceptPath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "concept_path".hash(state);
+    }
+}
+
+fn item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Int64, true))
+}
+
+impl ScalarUDFImpl for ConceptPath {
+    fn name(&self) -> &str {
+        "concept_path"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        if !(2..=3).contains(&args.len())
+            || !args.iter().all(|t| t.is_integer() || t == &DataType::Null)
+        {
+            return plan_err!(
+                "concept_path takes (concept_id, concept_id) or (concept_id, concept_id, max_steps), all integers"
+            );
+        }
+        Ok(vec![DataType::Int64; args.len()])
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::List(item()))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(if scalar { 1 } else { n }))
+            .collect::<Result<Vec<_>>>()?;
+        let ints: Vec<_> = arrays
+            .iter()
+            .map(|a| a.as_primitive::<Int64Type>())
+            .collect();
+        let rows = if scalar { 1 } else { n };
+        let mut out = ListBuilder::new(Int64Builder::new()).with_field(item());
+        // Rows repeat the same pair often (a concept per record): answer each pair once.
+        let mut known: HashMap<(i64, i64, i64), Option<Vec<i64>>> = HashMap::new();
+        for r in 0..rows {
+            if ints.iter().any(|a| a.is_null(r)) {
+                out.append_null();
+                continue;
+            }
+            let (a, b) = (ints[0].value(r), ints[1].value(r));
+            let steps = ints
+                .get(2)
+                .map_or(DEFAULT_MAX_STEPS, |s| s.value(r))
+                .clamp(0, MOST_STEPS);
+            let path = known
+                .entry((a, b, steps))
+                .or_insert_with(|| shortest_path(&self.graph, a, b, steps));
+            match path {
+                Some(p) => {
+                    out.values().append_slice(p);
+                    out.append(true);
+                }
+                None => out.append_null(),
+            }
+        }
+        let list = Arc::new(out.finish());
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::List(list))
+        } else {
+            ColumnarValue::Array(list)
+        })
+    }
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOC: OnceLock<Documentation> = OnceLock::new();
+        Some(DOC.get_or_init(|| {
+            Documentation::builder(
+                docs::VOCABULARY,
+                format!(
+                    "The concept ids of a shortest path between two concepts through the vocabulary's valid relationships (Is a, Maps to, Has YJ code, ...; either direction), both ends included; NULL when none has at most max_steps relationships (default {DEFAULT_MAX_STEPS}, at most {MOST_STEPS}) or the search would visit over {VISIT_BUDGET} concepts. Data-derived associations are rows of graph.edges."
+                ),
+                "concept_path(concept_id, concept_id [, max_steps])",
+            )
+            .with_argument("concept_id", "The two ends (integers).")
+            .with_argument("max_steps", "Most relationships on the path (integer).")
+            .with_sql_example(
+                "SELECT c.concept_code, c.vocabulary_id FROM unnest(concept_path(7100030, 2000023)) AS p(id) JOIN vocab.concept c ON c.concept_id = p.id",
+            )
+            .build()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chain 1-2-3-4-5 with a branch 3-6-7 and a separate 8-9.
+    fn graph() -> VocabGraph {
+        let rel = |a: i64, b: i64| (a, b, "Is a".to_owned());
+        VocabGraph::new(
+            vec![(1, 1, 0)],
+            vec![
+                rel(1, 2),
+                rel(2, 3),
+                rel(3, 4),
+                rel(4, 5),
+                rel(3, 6),
+                rel(6, 7),
+                rel(8, 9),
+            ],
+            &[],
+        )
+    }
+
+    #[test]
+    fn shortest_paths_by_hand() {
+        let g = graph();
+        assert_eq!(shortest_path(&g, 1, 5, 6), Some(vec![1, 2, 3, 4, 5]));
+        assert_eq!(shortest_path(&g, 5, 7, 6), Some(vec![5, 4, 3, 6, 7]));
+        assert_eq!(shortest_path(&g, 7, 1, 6), Some(vec![7, 6, 3, 2, 1]));
+        assert_eq!(shortest_path(&g, 2, 2, 0), Some(vec![2]));
+        // Too far for the steps allowed, and unconnected.
+        assert_eq!(shortest_path(&g, 1, 5, 3), None);
+        assert_eq!(shortest_path(&g, 1, 5, 4), Some(vec![1, 2, 3, 4, 5]));
+        assert_eq!(shortest_path(&g, 1, 9, 12), None);
+        assert_eq!(shortest_path(&g, 1, 99, 12), None);
+    }
+}
