@@ -254,6 +254,28 @@ try:
         wait("the overview again", lambda: js("return document.getElementById('board').dataset.dashboard") == "overview")
         wait("the overview's panels", panels_settled)
 
+    # The knowledge graph: a concept's network is drawn and its strongest
+    # associations listed, for another code given as a parameter too.
+    if "knowledge-graph" in boards:
+        for code, expect in (("S72.0", "Hemiarthroplasty of hip"), ("ING-C08CA01", "furosemide")):
+            driver.get(URL + "/#/overview")
+            wait("the overview", lambda: js("return document.getElementById('board').dataset.dashboard") == "overview")
+            wait("the overview's panels", panels_settled)
+            driver.get(f"{URL}/#/knowledge-graph?code={code}")
+            wait(f"the knowledge graph of {code}", lambda: js("return document.getElementById('board').dataset.dashboard") == "knowledge-graph")
+            wait(f"the knowledge graph panels of {code}", panels_settled)
+            errors = js("return [...document.querySelectorAll('[data-panel][data-state=error]')].map(p => p.innerText)")
+            check(not errors, f"knowledge graph panels failed: {errors}")
+            listed = driver.find_element(By.CSS_SELECTOR, "[data-panel='1']").text
+            check(expect in listed, f"{code}: {expect} is not among the strongest associations: {listed[:300]}")
+            drawn = js("""const c = document.querySelector("[data-panel='0'] canvas"); if (!c) return 0;
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;""")
+            check(drawn > 500, f"{code}: the network is blank ({drawn} pixels)")
+        driver.get(URL + "/#/overview")
+        wait("the overview again", lambda: js("return document.getElementById('board').dataset.dashboard") == "overview")
+        wait("the overview's panels", panels_settled)
+
     # A delivery lands in the store: the open overview shows it without being reloaded.
     if DELIVERY:
         number = lambda: js("return document.querySelector('[data-chart=number] .number').dataset.value")
