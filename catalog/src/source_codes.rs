@@ -161,6 +161,37 @@ impl SourceCodes {
                     ),
                 ));
             };
+            // Codes are text (leading zeros count); concepts are integers.
+            let code_type = def
+                .file_schema
+                .field_with_name(&code_column)
+                .map(|f| f.data_type().clone())
+                .unwrap_or(DataType::Null);
+            if !matches!(
+                code_type,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) {
+                return Err(refuse(
+                    source,
+                    format!(
+                        "{table}.{code_column} holds the codes and must be delivered as text (it is {code_type})"
+                    ),
+                ));
+            }
+            for c in std::iter::once(&concept_column).chain(source_concept_column.as_ref()) {
+                if def
+                    .columns
+                    .iter()
+                    .any(|s| &s.name == c && s.data_type != DataType::Int64)
+                {
+                    return Err(refuse(
+                        source,
+                        format!(
+                            "{table}.{c} is filled from the codes and must be an integer column"
+                        ),
+                    ));
+                }
+            }
             let udf = |standard| {
                 Arc::new(ScalarUDF::new_from_impl(CodedConcept {
                     vocabulary: vocabulary.to_owned(),

@@ -124,7 +124,8 @@ impl Store {
                 Some(b) if !b.lineage.is_empty() => (b.lineage, b.generation),
                 _ => (fingerprint.clone(), 0),
             };
-            let shown = build_shown(&root, &manifest, &tables, &index).await?;
+            let codes = SourceCodes::load(&root, &manifest, &tables).await?;
+            let shown = build_shown(&tables, &index, &codes)?;
             return Ok(Some(Store {
                 root,
                 manifest,
@@ -162,6 +163,14 @@ impl Store {
                     };
                     match opened {
                         Ok(Ok((tables, index))) => {
+                            // Checked before the state is kept.
+                            let codes = match SourceCodes::load(&root, &manifest, &tables).await {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    let _ = std::fs::remove_dir_all(&work);
+                                    return Err(e);
+                                }
+                            };
                             let old_persons =
                                 PersonIndex::load(&index_dir(&old_dir), &source_names(&manifest))
                                     .map(|i| i.persons())
@@ -191,7 +200,7 @@ impl Store {
                                 return Ok(None);
                             };
                             let new_persons = index.persons().saturating_sub(old_persons);
-                            let shown = build_shown(&root, &manifest, &tables, &index).await?;
+                            let shown = build_shown(&tables, &index, &codes)?;
                             return Ok(Some(Store {
                                 root,
                                 manifest,
@@ -230,6 +239,14 @@ impl Store {
                 return Err(e);
             }
         };
+        // Checked before the state is kept.
+        let codes = match SourceCodes::load(&root, &manifest, &tables).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&work);
+                return Err(e);
+            }
+        };
         let lineage = deliveries::new_lineage(&fingerprint);
         let built = Built {
             store: root.to_string_lossy().into_owned(),
@@ -250,7 +267,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let shown = build_shown(&root, &manifest, &tables, &index).await?;
+        let shown = build_shown(&tables, &index, &codes)?;
         Ok(Some(Store {
             root,
             manifest,
@@ -757,13 +774,11 @@ fn read_links<T>(
 }
 
 /// Builds the plans of every shown table, and the `linked` unions.
-async fn build_shown(
-    root: &Path,
-    manifest: &Manifest,
+fn build_shown(
     tables: &[TableDef],
     index: &PersonIndex,
+    codes: &SourceCodes,
 ) -> Result<Vec<ShownTable>> {
-    let codes = SourceCodes::load(root, manifest, tables).await?;
     let mut shown = Vec::new();
     for t in tables {
         shown.push(ShownTable {

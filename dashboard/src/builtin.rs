@@ -357,18 +357,21 @@ fn study_template(t: &Tables) -> Option<Dashboard> {
 fn knowledge_graph() -> Dashboard {
     let concept = "(SELECT concept_id FROM vocab.concept WHERE concept_code = {{code}} \
                    ORDER BY CASE WHEN standard_concept = 'S' THEN 0 ELSE 1 END, concept_id LIMIT 1)";
+    // Names with their codes: a receipt code and its product share a name.
+    let label_a = "a.concept_name || ' [' || a.concept_code || ']'";
+    let label_b = "b.concept_name || ' [' || b.concept_code || ']'";
     let mut network = axes(
         panel(
             "The concept, its vocabulary neighbours and what follows it within a year",
             "概念、語彙上の隣接概念と1年以内に続く概念",
             Chart::Graph,
             format!(
-                "SELECT a.concept_name AS concept, b.concept_name AS neighbour, CAST(NULL AS BIGINT) AS persons \
+                "SELECT {label_a} AS concept, {label_b} AS neighbour, CAST(NULL AS BIGINT) AS persons \
                  FROM graph.edges e JOIN graph.nodes a ON a.concept_id = e.concept_id_1 \
                  JOIN graph.nodes b ON b.concept_id = e.concept_id_2 \
                  WHERE e.concept_id_1 = {concept} AND e.provenance <> 'data' \
                  UNION ALL \
-                 SELECT a.concept_name, b.concept_name, e.persons \
+                 SELECT {label_a}, {label_b}, e.persons \
                  FROM graph.edges e JOIN graph.nodes a ON a.concept_id = e.concept_id_1 \
                  JOIN graph.nodes b ON b.concept_id = e.concept_id_2 \
                  WHERE e.concept_id_1 = {concept} AND e.relationship_id = 'followed by' AND e.window_days = 365"

@@ -147,7 +147,7 @@ impl Engine {
             store.clone(),
             session_config(&options),
             runtime.clone(),
-            policy.k,
+            policy.clone(),
         ));
         let mut engine = Engine {
             graph,
@@ -201,7 +201,7 @@ impl Engine {
                 store.clone(),
                 session_config(&self.options),
                 self.runtime.clone(),
-                self.policy.k,
+                self.policy.clone(),
             )),
             results: Arc::default(),
             store_tables: store_tables(&store),
@@ -537,7 +537,10 @@ impl Engine {
             return Ok(());
         }
         let schema = Arc::new(MemorySchemaProvider::new());
-        for kind in [graph::tables::Kind::Nodes, graph::tables::Kind::Edges] {
+        for kind in [
+            graph::tables::TableKind::Nodes,
+            graph::tables::TableKind::Edges,
+        ] {
             schema.register_table(
                 kind.name().into(),
                 Arc::new(graph::tables::GraphTable {

@@ -62,6 +62,9 @@ pub fn shortest_path(graph: &VocabGraph, a: i64, b: i64, max_steps: i64) -> Opti
                     continue;
                 }
                 seen.insert(n, (c, depth));
+                if seen.len() + other.len() > VISIT_BUDGET {
+                    return None;
+                }
                 if let Some(&(_, there)) = other.get(&n)
                     && meet.is_none_or(|(_, best)| depth + there < best)
                 {
@@ -72,9 +75,6 @@ pub fn shortest_path(graph: &VocabGraph, a: i64, b: i64, max_steps: i64) -> Opti
         }
         if let Some((m, _)) = meet {
             return Some(join(&from_a, &from_b, m));
-        }
-        if from_a.len() + from_b.len() > VISIT_BUDGET {
-            return None;
         }
         *front = next;
     }

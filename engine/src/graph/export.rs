@@ -138,7 +138,8 @@ fn graphml(nodes: &[Row], edges: &[Row]) -> String {
         _ => "string",
     };
     let mut keys = |rows: &[Row], on: &str, skip: &[&str]| {
-        if let Some(first) = rows.first() {
+        let widest = rows.iter().max_by_key(|r| r.len());
+        if let Some(first) = widest {
             for (name, _) in first.iter().filter(|(n, _)| !skip.contains(&n.as_str())) {
                 let _ = writeln!(
                     out,

@@ -27,10 +27,13 @@ pub mod tables;
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tsunagu_catalog::Store;
 
+use crate::privacy::Policy;
+use crate::quality::label::Release;
 use crate::{CATALOG, Result};
 
 /// The schema the graph is shown in.
@@ -42,9 +45,11 @@ pub struct KnowledgeGraph {
     store: Arc<Store>,
     config: SessionConfig,
     runtime: Arc<RuntimeEnv>,
-    /// Pairs with fewer persons are not kept.
-    min_persons: u64,
+    /// The store's policy: hidden tables, and k (pairs with fewer persons are not kept).
+    policy: Arc<Policy>,
     derived: tokio::sync::OnceCell<Arc<derived::Derived>>,
+    /// The edges' rows per release (`None`: exact), made once each.
+    batches: std::sync::Mutex<Vec<(Option<(u64, u64, u64)>, RecordBatch)>>,
 }
 
 impl KnowledgeGraph {
@@ -53,15 +58,43 @@ impl KnowledgeGraph {
         store: Arc<Store>,
         config: SessionConfig,
         runtime: Arc<RuntimeEnv>,
-        min_persons: u64,
+        policy: Arc<Policy>,
     ) -> KnowledgeGraph {
         KnowledgeGraph {
             store,
             config,
             runtime,
-            min_persons: min_persons.max(1),
+            policy,
             derived: tokio::sync::OnceCell::new(),
+            batches: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Pairs with fewer persons are not kept: the store's k.
+    fn min_persons(&self) -> u64 {
+        self.policy.k.max(1)
+    }
+
+    /// The data-derived rows of `graph.edges` under `release`.
+    pub async fn edges_batch(&self, release: Option<Release>) -> Result<RecordBatch> {
+        let key = release.map(|r| (r.k, r.rounding, r.coarser));
+        if let Some((_, b)) = self
+            .batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(k, _)| *k == key)
+        {
+            return Ok(b.clone());
+        }
+        let derived = self.derived().await?;
+        let batch =
+            tables::derived_batch(&derived, release, self.min_persons(), &self.derived_from())?;
+        self.batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((key, batch.clone()));
+        Ok(batch)
     }
 
     /// The data-derived edges, computed on first use.
@@ -72,10 +105,17 @@ impl KnowledgeGraph {
                     SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone());
                 self.store.register(&ctx, CATALOG)?;
                 let started = std::time::Instant::now();
-                let d = derived::compute(&ctx, &self.store, self.min_persons).await?;
+                let d = derived::compute(
+                    &ctx,
+                    &self.store,
+                    &self.policy,
+                    &self.runtime.memory_pool,
+                    self.min_persons(),
+                )
+                .await?;
                 log::info!(
-                    "knowledge graph: {} data-derived edges over {} concepts and {} persons in {:.1} s",
-                    d.edges.len(),
+                    "knowledge graph: {} pairs of concepts over {} concepts and {} persons in {:.1} s",
+                    d.pairs.len(),
                     d.concepts,
                     d.persons,
                     started.elapsed().as_secs_f64()

@@ -18,7 +18,7 @@ use datafusion::prelude::SessionContext;
 use tsunagu_catalog::VOCAB_SCHEMA;
 
 use super::KnowledgeGraph;
-use super::derived::{Derived, Edge};
+use super::derived::{Derived, Edge, Kind, edges};
 use crate::quality::label::Release;
 use crate::quality::tables::Reader;
 
@@ -27,28 +27,28 @@ pub const JAPANESE: i64 = 4_181_524;
 
 /// Which graph table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum TableKind {
     Nodes,
     Edges,
 }
 
-impl Kind {
+impl TableKind {
     /// The table's name in schema `graph`.
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Nodes => "nodes",
-            Kind::Edges => "edges",
+            TableKind::Nodes => "nodes",
+            TableKind::Edges => "edges",
         }
     }
 }
 
 /// The schema of a graph table.
-pub fn schema(kind: Kind) -> SchemaRef {
+pub fn schema(kind: TableKind) -> SchemaRef {
     let text = |n: &str| Field::new(n, DataType::Utf8, true);
     let int = |n: &str| Field::new(n, DataType::Int64, true);
     let float = |n: &str| Field::new(n, DataType::Float64, true);
     Arc::new(Schema::new(match kind {
-        Kind::Nodes => vec![
+        TableKind::Nodes => vec![
             int("concept_id"),
             text("concept_name"),
             text("concept_name_ja"),
@@ -58,7 +58,7 @@ pub fn schema(kind: Kind) -> SchemaRef {
             text("standard_concept"),
             text("concept_code"),
         ],
-        Kind::Edges => vec![
+        TableKind::Edges => vec![
             int("concept_id_1"),
             int("concept_id_2"),
             text("relationship_id"),
@@ -77,7 +77,7 @@ pub fn schema(kind: Kind) -> SchemaRef {
 /// One graph table as a session reads it.
 #[derive(Debug)]
 pub struct GraphTable {
-    pub kind: Kind,
+    pub kind: TableKind,
     pub graph: Arc<KnowledgeGraph>,
     pub reader: Reader,
 }
@@ -94,7 +94,7 @@ impl GraphTable {
     /// The SQL of the curated part, in the table's columns.
     fn curated_sql(&self) -> Option<String> {
         match self.kind {
-            Kind::Nodes => {
+            TableKind::Nodes => {
                 if !self.has_vocab("concept") {
                     return None;
                 }
@@ -117,7 +117,7 @@ impl GraphTable {
                      FROM vocab.concept c {japanese}"
                 ))
             }
-            Kind::Edges => {
+            TableKind::Edges => {
                 if !self.has_vocab("concept_relationship") {
                     return None;
                 }
@@ -138,81 +138,75 @@ impl GraphTable {
     }
 }
 
-/// An edge as released by `release` (`None`: exact): persons, value and
-/// lower bound; `None` when the edge is withheld.
-pub fn released(e: &Edge, release: Option<Release>) -> Option<(u64, Option<f64>, Option<f64>)> {
-    match release {
-        None => {
-            let (v, l) = Edge::statistic(
-                e.kind,
-                e.persons as f64,
-                e.a as f64,
-                e.b as f64,
-                e.all as f64,
-            );
-            Some((e.persons, v, l))
-        }
-        Some(r) => {
-            if e.persons < r.k {
-                return None;
-            }
-            let persons = r.count(e.persons)?;
-            // A count under k stands as k: the statistic shows no small count.
-            let part = |n: u64| -> f64 {
-                if n < r.k {
-                    r.k as f64
-                } else {
-                    r.count(n).unwrap_or(r.k) as f64
-                }
-            };
-            let (v, l) = Edge::statistic(e.kind, persons as f64, part(e.a), part(e.b), part(e.all));
-            let two = |x: Option<f64>| x.map(|x| (x * 100.0).round() / 100.0);
-            Some((persons, two(v), two(l)))
-        }
-    }
-}
-
-/// The data-derived edges as rows of `graph.edges`.
+/// The data-derived edges as rows of `graph.edges`, exact or released.
 pub fn derived_batch(
     d: &Derived,
     release: Option<Release>,
+    min_persons: u64,
     derived_from: &str,
 ) -> DfResult<RecordBatch> {
-    let rows: Vec<(&Edge, (u64, Option<f64>, Option<f64>))> = d
-        .edges
+    let rows: Vec<Edge> = d
+        .pairs
         .iter()
-        .filter_map(|e| released(e, release).map(|r| (e, r)))
+        .flat_map(|p| edges(p, d.persons, release, min_persons))
         .collect();
     let window = |e: &Edge| match e.kind {
-        super::derived::Kind::Sequence { window } => Some(window as i64),
+        Kind::Sequence { window } => Some(window as i64),
         _ => None,
     };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(e, _)| e.from),
-        )),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|(e, _)| e.to))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|e| e.from))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|e| e.to))),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(e, _)| e.kind.relationship()),
+            rows.iter().map(|e| e.kind.relationship()),
         )),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "data"))),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(e, _)| e.kind.statistic()),
+            rows.iter().map(|e| e.kind.statistic()),
         )),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|(_, r)| r.1))),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|(_, r)| r.2))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|e| e.value))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|e| e.lower))),
         Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(_, r)| r.0 as i64),
+            rows.iter().map(|e| e.persons as i64),
         )),
-        Arc::new(Int64Array::from_iter(rows.iter().map(|(e, _)| window(e)))),
+        Arc::new(Int64Array::from_iter(rows.iter().map(window))),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(e, _)| e.kind.computation()),
+            rows.iter().map(|e| e.kind.computation()),
         )),
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|_| derived_from),
         )),
     ];
-    Ok(RecordBatch::try_new(schema(Kind::Edges), columns)?)
+    Ok(RecordBatch::try_new(schema(TableKind::Edges), columns)?)
+}
+
+/// True when the filters keep no data-derived edge (`provenance` compared
+/// with a constant other than 'data', or `<> 'data'`).
+fn excludes_data(filters: &[Expr]) -> bool {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    filters.iter().any(|f| match f {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (column, value) = match (left.as_ref(), right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => {
+                    (c, v)
+                }
+                _ => return false,
+            };
+            let text = match value {
+                datafusion::common::ScalarValue::Utf8(Some(t))
+                | datafusion::common::ScalarValue::Utf8View(Some(t))
+                | datafusion::common::ScalarValue::LargeUtf8(Some(t)) => t.as_str(),
+                _ => return false,
+            };
+            column.name == "provenance"
+                && match op {
+                    Operator::Eq => text != "data",
+                    Operator::NotEq => text == "data",
+                    _ => false,
+                }
+        }
+        _ => false,
+    })
 }
 
 #[async_trait::async_trait]
@@ -223,11 +217,22 @@ impl TableProvider for GraphTable {
     fn table_type(&self) -> TableType {
         TableType::View
     }
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        // Seen (to skip the data-derived edges when none can pass), and
+        // applied again above the scan.
+        Ok(vec![
+            datafusion::logical_expr::TableProviderFilterPushDown::Inexact;
+            filters.len()
+        ])
+    }
     async fn scan(
         &self,
         state: &dyn CatalogSession,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let session = state
@@ -240,13 +245,12 @@ impl TableProvider for GraphTable {
             Some(sql) => Some(ctx.sql(&sql).await?),
             None => None,
         };
-        if self.kind == Kind::Edges {
-            let derived = self
+        if self.kind == TableKind::Edges && !excludes_data(filters) {
+            let batch = self
                 .graph
-                .derived()
+                .edges_batch((self.reader.0)())
                 .await
                 .map_err(|e| exec_datafusion_err!("knowledge graph: {e}"))?;
-            let batch = derived_batch(&derived, (self.reader.0)(), &self.graph.derived_from())?;
             let rows = ctx.read_batch(batch)?;
             frame = Some(match frame {
                 Some(f) => f.union(rows)?,
