@@ -248,6 +248,29 @@ async fn paths_and_recursive_queries_walk_the_curated_graph() {
     .await;
     // 8840132 -> S72.0 -> S72 -> S70-S79 -> Chapter XIX.
     assert_eq!(disease, vec!["5|true".to_owned()]);
+    // Per row against one concept (a constant): every K92.2 diagnosis is two
+    // concepts from K92 ([K92.2, K92]), every other diagnosis (leaf codes of
+    // other categories) more than two steps away.
+    let id = |v: &'static str, c: &'static str| {
+        let engine = &engine;
+        async move {
+            query(engine, &format!("SELECT {}", concept(v, c))).await[0]
+                .parse::<i64>()
+                .unwrap()
+        }
+    };
+    let (k92, k922) = (id("ICD10", "K92").await, id("ICD10", "K92.2").await);
+    let rows = query(
+        &engine,
+        &format!(
+            "SELECT count(*) FILTER (WHERE p IS NOT NULL), count(*) FILTER (WHERE condition_concept_id = {k922}), \
+                    count(*) FILTER (WHERE p = make_array({k922}, {k92})) \
+             FROM (SELECT condition_concept_id, concept_path(condition_concept_id, {k92}, 2) AS p FROM ndb.condition_occurrence)"
+        ),
+    )
+    .await;
+    let n: Vec<i64> = rows[0].split('|').map(|x| x.parse().unwrap()).collect();
+    assert!(n[0] > 100 && n[0] == n[1] && n[1] == n[2], "{rows:?}");
     // WITH RECURSIVE over the edges finds the delivered ancestors.
     let recursive = query(
         &engine,

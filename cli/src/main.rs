@@ -175,7 +175,8 @@ enum Cmd {
         /// Run as this role: `analyst` sees exactly what an analyst would.
         #[arg(long, default_value = "steward")]
         role: Role,
-        /// Run the SQL this many times (for timing; the last result is printed).
+        /// Run the SQL this many times (for timing: each run computed, no
+        /// kept answers; the last result is printed).
         #[arg(long, default_value_t = 1)]
         repeat: usize,
         /// Print the time of each run to stderr.
@@ -875,6 +876,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 None => engine.session(),
             }
             .map_err(|e| e.to_string())?;
+            // Timed runs compute every time (no kept answers).
+            let session = if repeat > 1 {
+                session.without_kept_answers()
+            } else {
+                session
+            };
             session.set_role(role).map_err(|e| e.to_string())?;
             if let Some(p) = &project {
                 engine

@@ -220,6 +220,13 @@ impl Session {
         self
     }
 
+    /// The session without kept answers: every statement is computed, as a
+    /// timing needs.
+    pub fn without_kept_answers(mut self) -> Session {
+        self.results = None;
+        self
+    }
+
     /// A number that changes whenever something plans depend on changes:
     /// the user or role, the project, a setting. A [`Prepared::reusable`]
     /// statement planned under one epoch may run again under the same.

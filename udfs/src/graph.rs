@@ -98,11 +98,65 @@ fn join(from_a: &HashMap<i64, (i64, i64)>, from_b: &HashMap<i64, (i64, i64)>, m:
     path
 }
 
+/// Shortest paths to one concept from every concept within some steps of
+/// it: a breadth-first tree grown from that concept.
+#[derive(Debug)]
+struct Toward {
+    /// concept -> the next concept on its way to the root.
+    next: datafusion::common::HashMap<i64, i64>,
+}
+
+impl Toward {
+    /// The tree of `root` out to `max_steps`; `None` past the visit budget.
+    fn grow(graph: &VocabGraph, root: i64, max_steps: i64) -> Option<Toward> {
+        let mut next = datafusion::common::HashMap::default();
+        next.insert(root, root);
+        let mut front = vec![root];
+        for _ in 0..max_steps {
+            let mut wider = Vec::new();
+            for &c in &front {
+                for &n in graph.adjacent_to(c) {
+                    if let datafusion::common::hash_map::Entry::Vacant(e) = next.entry(n) {
+                        e.insert(c);
+                        wider.push(n);
+                    }
+                }
+            }
+            if next.len() > VISIT_BUDGET {
+                return None;
+            }
+            if wider.is_empty() {
+                break;
+            }
+            front = wider;
+        }
+        Some(Toward { next })
+    }
+
+    /// Appends the path from `from` to the root; false when `from` is out of reach.
+    #[inline]
+    fn append(&self, from: i64, out: &mut Int64Builder) -> bool {
+        let Some(&first) = self.next.get(&from) else {
+            return false;
+        };
+        out.append_value(from);
+        let (mut c, mut n) = (from, first);
+        while n != c {
+            out.append_value(n);
+            c = n;
+            n = self.next.get(&c).copied().unwrap_or(c);
+        }
+        true
+    }
+}
+
 /// `concept_path(a, b [, max_steps])`: the concept ids of a shortest path.
 #[derive(Debug)]
 pub struct ConceptPath {
     graph: Arc<VocabGraph>,
     signature: Signature,
+    /// The last tree grown for a constant `b`: (b, steps, tree).
+    last: std::sync::Mutex<Option<(i64, i64, Arc<Option<Toward>>)>>,
 }
 
 impl ConceptPath {
@@ -111,7 +165,22 @@ impl ConceptPath {
         Self {
             graph,
             signature: Signature::user_defined(Volatility::Immutable),
+            last: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The tree toward `b` within `steps`, grown once for repeated calls.
+    fn toward(&self, b: i64, steps: i64) -> Arc<Option<Toward>> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((lb, ls, t)) = last.as_ref()
+            && *lb == b
+            && *ls == steps
+        {
+            return t.clone();
+        }
+        let t = Arc::new(Toward::grow(&self.graph, b, steps));
+        *last = Some((b, steps, t.clone()));
+        t
     }
 }
 
@@ -167,6 +236,43 @@ impl ScalarUDFImpl for ConceptPath {
             .map(|a| a.as_primitive::<Int64Type>())
             .collect();
         let rows = if scalar { 1 } else { n };
+        // The common case: a column against one concept. One tree from that
+        // concept answers every row (a shortest path from each row's
+        // concept, read back along the tree); offsets, values and validity
+        // are written directly, and a row out of reach costs one lookup.
+        let constant = |i: usize| matches!(args.args.get(i), Some(ColumnarValue::Scalar(_)) | None);
+        if !scalar
+            && constant(1)
+            && constant(2)
+            && ints[1].is_valid(0)
+            && ints.get(2).is_none_or(|s| s.is_valid(0))
+        {
+            let b = ints[1].value(0);
+            let steps = ints
+                .get(2)
+                .map_or(DEFAULT_MAX_STEPS, |s| s.value(0))
+                .clamp(0, MOST_STEPS);
+            let tree = self.toward(b, steps);
+            if let Some(tree) = tree.as_ref() {
+                let a = ints[0];
+                let mut offsets: Vec<i32> = Vec::with_capacity(rows + 1);
+                offsets.push(0);
+                let mut values = Int64Builder::new();
+                let mut valid = datafusion::arrow::array::BooleanBufferBuilder::new(rows);
+                for r in 0..rows {
+                    let found = a.is_valid(r) && tree.append(a.value(r), &mut values);
+                    valid.append(found);
+                    offsets.push(datafusion::arrow::array::ArrayBuilder::len(&values) as i32);
+                }
+                let list = datafusion::arrow::array::ListArray::try_new(
+                    item(),
+                    datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
+                    Arc::new(values.finish()),
+                    Some(datafusion::arrow::buffer::NullBuffer::new(valid.finish())),
+                )?;
+                return Ok(ColumnarValue::Array(Arc::new(list)));
+            }
+        }
         let mut out = ListBuilder::new(Int64Builder::new()).with_field(item());
         // Rows repeat the same pair often (a concept per record): answer each pair once.
         let mut known: HashMap<(i64, i64, i64), Option<Vec<i64>>> = HashMap::new();
@@ -252,5 +358,35 @@ mod tests {
         assert_eq!(shortest_path(&g, 1, 5, 4), Some(vec![1, 2, 3, 4, 5]));
         assert_eq!(shortest_path(&g, 1, 9, 12), None);
         assert_eq!(shortest_path(&g, 1, 99, 12), None);
+    }
+
+    #[test]
+    fn a_tree_toward_one_concept_gives_paths_as_short() {
+        let g = graph();
+        for root in 1..=9 {
+            for steps in 0..=6 {
+                let tree = Toward::grow(&g, root, steps).unwrap();
+                for from in 0..=10 {
+                    let mut b = Int64Builder::new();
+                    let found = tree.append(from, &mut b);
+                    let path: Vec<i64> = b.finish().values().to_vec();
+                    match shortest_path(&g, from, root, steps) {
+                        None => assert!(!found, "{from} -> {root} in {steps}: {path:?}"),
+                        Some(want) => {
+                            assert!(found, "{from} -> {root} in {steps}");
+                            assert_eq!(
+                                path.len(),
+                                want.len(),
+                                "{from} -> {root}: {path:?} {want:?}"
+                            );
+                            assert_eq!((path[0], *path.last().unwrap()), (from, root));
+                            for w in path.windows(2) {
+                                assert!(g.adjacent_to(w[0]).contains(&w[1]), "{path:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
