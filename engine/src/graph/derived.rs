@@ -549,7 +549,10 @@ pub async fn compute(
     let mut number: HashMap<i64, u32> = HashMap::new();
     let mut concepts: Vec<i64> = Vec::new();
     let mut rows: Vec<(u32, u32, i32)> = Vec::new();
-    for b in ctx.sql(&sql).await?.collect().await? {
+    // Streamed: only the compact rows are held, not the batches.
+    let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+    while let Some(b) = futures::StreamExt::next(&mut stream).await {
+        let b = b?;
         let (p, c, d) = (
             b.column(0).as_primitive::<Int64Type>(),
             b.column(1).as_primitive::<Int64Type>(),
@@ -638,7 +641,9 @@ async fn co_prescriptions(
          SELECT person_id, array_agg(concept) FROM d GROUP BY person_id, day HAVING count(*) > 1"
     );
     let mut days: Vec<(u32, Vec<u32>)> = Vec::new();
-    for b in ctx.sql(&sql).await?.collect().await? {
+    let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+    while let Some(b) = futures::StreamExt::next(&mut stream).await {
+        let b = b?;
         let p = b.column(0).as_primitive::<Int64Type>();
         let lists = b.column(1).as_list::<i32>();
         memory.try_grow(lists.values().len() * 4 + b.num_rows() * 32)?;
