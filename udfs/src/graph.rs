@@ -104,6 +104,10 @@ fn join(from_a: &HashMap<i64, (i64, i64)>, from_b: &HashMap<i64, (i64, i64)>, m:
 struct Toward {
     /// concept -> the next concept on its way to the root.
     next: datafusion::common::HashMap<i64, i64>,
+    /// The concepts in `next` as a bitset from `lo`, when their span is at
+    /// most [`Toward::DENSE_SPAN`] (a row out of reach is then one bit test).
+    lo: i64,
+    bits: Vec<u64>,
 }
 
 impl Toward {
@@ -130,12 +134,44 @@ impl Toward {
             }
             front = wider;
         }
-        Some(Toward { next })
+        let (lo, hi) = (
+            next.keys().copied().min().unwrap_or(root),
+            next.keys().copied().max().unwrap_or(root),
+        );
+        let bits = if hi.abs_diff(lo) < Self::DENSE_SPAN {
+            let mut bits = vec![0u64; (hi.abs_diff(lo) / 64 + 1) as usize];
+            for &c in next.keys() {
+                let o = c.abs_diff(lo);
+                bits[(o / 64) as usize] |= 1 << (o % 64);
+            }
+            bits
+        } else {
+            Vec::new()
+        };
+        Some(Toward { next, lo, bits })
+    }
+
+    /// Widest span of concept ids kept as a bitset (2 MiB).
+    const DENSE_SPAN: u64 = 1 << 24;
+
+    /// False when `c` is surely out of reach.
+    #[inline]
+    fn may_reach(&self, c: i64) -> bool {
+        if self.bits.is_empty() {
+            return true;
+        }
+        let o = c.wrapping_sub(self.lo) as u64;
+        self.bits
+            .get((o / 64) as usize)
+            .is_some_and(|w| w & (1 << (o % 64)) != 0)
     }
 
     /// Appends the path from `from` to the root; false when `from` is out of reach.
     #[inline]
     fn append(&self, from: i64, out: &mut Int64Builder) -> bool {
+        if !self.may_reach(from) {
+            return false;
+        }
         let Some(&first) = self.next.get(&from) else {
             return false;
         };
