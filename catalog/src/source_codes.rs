@@ -167,10 +167,7 @@ impl SourceCodes {
                 .field_with_name(&code_column)
                 .map(|f| f.data_type().clone())
                 .unwrap_or(DataType::Null);
-            if !matches!(
-                code_type,
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-            ) {
+            if !crate::tables::is_text(&code_type) {
                 return Err(refuse(
                     source,
                     format!(

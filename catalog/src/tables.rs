@@ -100,7 +100,7 @@ fn is_integer(t: &DataType) -> bool {
     t.is_integer() || matches!(t, DataType::Decimal128(_, 0) | DataType::Decimal256(_, 0))
 }
 
-fn is_text(t: &DataType) -> bool {
+pub(crate) fn is_text(t: &DataType) -> bool {
     matches!(normalize(t), Some(DataType::Utf8))
 }
 

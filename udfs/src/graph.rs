@@ -278,6 +278,7 @@ impl ScalarUDFImpl for ConceptPath {
         // are written directly, and a row out of reach costs one lookup.
         let constant = |i: usize| matches!(args.args.get(i), Some(ColumnarValue::Scalar(_)) | None);
         if !scalar
+            && rows > 0
             && constant(1)
             && constant(2)
             && ints[1].is_valid(0)

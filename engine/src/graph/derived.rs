@@ -230,34 +230,42 @@ pub fn edges(p: &Pair, all: u64, release: Option<Release>, min_persons: u64) -> 
     }
     // A nested count is shown when it is at least k and differs from the
     // count enclosing it by 0 or by at least k.
-    let nested = |inner: u64, outer: u64| inner >= k && (outer == inner || outer - inner >= k);
-    let co = Kind::CoOccurrence.statistic_of(
-        round(p.both),
-        round(p.single[0]),
-        round(p.single[1]),
-        round(all),
-    );
-    both_ways(
-        &mut out,
-        Kind::CoOccurrence,
-        round(p.both) as u64,
-        (two(co.0), two(co.1)),
-        (two(co.0), two(co.1)),
-    );
+    let nested = |inner: u64, outer: u64| {
+        inner >= k && outer.checked_sub(inner).is_some_and(|d| d == 0 || d >= k)
+    };
+    // The ratio uses each concept's count: shown only when each nests the
+    // pair's as any nested count must.
+    let co = if nested(p.both, p.single[0]) && nested(p.both, p.single[1]) {
+        let co = Kind::CoOccurrence.statistic_of(
+            round(p.both),
+            round(p.single[0]),
+            round(p.single[1]),
+            round(all),
+        );
+        (two(co.0), two(co.1))
+    } else {
+        (None, None)
+    };
+    both_ways(&mut out, Kind::CoOccurrence, round(p.both) as u64, co, co);
     // Each window's count is checked against the next wider one (the
     // widest against `both`), and shown only when that one is: so what a
     // larger k shows is always a part of what a smaller k shows.
+    // The orders nest too (A then B within 30 days within 365): a window's
+    // ratio shows its orders' counts, so it is shown only when each order
+    // nests the wider window's same order.
     let (mut parent, mut parent_shown) = (p.both, true);
+    let mut parent_orders: Option<[u64; 2]> = None;
     for (w, [ab, ba]) in WINDOWS.iter().zip(p.order) {
         let total = ab + ba;
         let shown = parent_shown && nested(total, parent);
-        (parent, parent_shown) = (total, shown);
+        let orders_nest = parent_orders.is_none_or(|[pab, pba]| nested(ab, pab) && nested(ba, pba));
+        (parent, parent_shown, parent_orders) = (total, shown, Some([ab, ba]));
         if !shown {
             continue;
         }
         let kind = Kind::Sequence { window: *w };
         let persons = round(total);
-        if ab >= k && ba >= k {
+        if ab >= k && ba >= k && orders_nest {
             let (x, y) = (round(ab), round(ba));
             let forward = kind.statistic_of(persons, x, y, 0.0);
             let reverse = kind.statistic_of(persons, y, x, 0.0);
@@ -269,7 +277,7 @@ pub fn edges(p: &Pair, all: u64, release: Option<Release>, min_persons: u64) -> 
                 (two(reverse.0), two(reverse.1)),
             );
         } else {
-            // One order has fewer than k persons: a bound from the total only.
+            // An order under k, or not nesting: a bound from the total only.
             let bound = two(kind
                 .statistic_of(persons, (persons - k as f64).max(0.0), k as f64, 0.0)
                 .1);
@@ -506,11 +514,12 @@ pub(crate) fn tally(rows: &[(u32, u32, i32)], n: usize, dense: bool) -> Tally {
                     continue;
                 }
                 t.both.add(i.min(j), i.max(j));
-                let gap = dj - di;
+                let gap = dj as i64 - di as i64;
                 for (w, counts) in WINDOWS.iter().zip(t.order.iter_mut()) {
-                    if (1..=*w).contains(&gap) {
+                    let w = *w as i64;
+                    if (1..=w).contains(&gap) {
                         counts.add(i, j);
-                    } else if (1..=*w).contains(&-gap) {
+                    } else if (1..=w).contains(&-gap) {
                         counts.add(j, i);
                     }
                 }
@@ -583,7 +592,14 @@ pub async fn compute(
     .await
     .map_err(|e| crate::EngineError::Unsupported(format!("knowledge graph: {e}")))?;
     drop(rows);
+    // Pair maps (many concepts) are counted once built.
+    for pairs in std::iter::once(&tally.both).chain(&tally.order) {
+        if let Pairs::Sparse(m) = pairs {
+            memory.try_grow(m.capacity() * 16)?;
+        }
+    }
     let same_day = co_prescriptions(ctx, store, policy, &number, &mut memory).await?;
+    memory.try_grow(same_day.capacity() * 24)?;
     let mut pairs = Vec::new();
     for (i, j, both) in tally.both.nonzero() {
         let both = both as u64;
@@ -816,9 +832,11 @@ mod tests {
         // shown either (its enclosing count is not).
         let p = pair(100, [[50, 45], [20, 20]], 95);
         let e = edges(&p, 10_000, release(10, 5), 10);
-        let kinds: Vec<Kind> = e.iter().map(|e| e.kind).collect();
-        assert!(!kinds.contains(&Kind::Sequence { window: 365 }));
-        assert!(!kinds.contains(&Kind::Sequence { window: 30 }));
+        let first: Vec<Kind> = e.iter().map(|e| e.kind).collect();
+        assert!(!first.contains(&Kind::Sequence { window: 365 }));
+        assert!(!first.contains(&Kind::Sequence { window: 30 }));
+        // Same day 95 of 100: 5 never together, fewer than k: withheld.
+        assert!(!first.contains(&Kind::CoPrescription));
         // Within 365: 80, within 30: 75 (5 fewer): only the 365 one.
         let kinds: Vec<Kind> = edges(
             &pair(100, [[40, 40], [40, 35]], 0),
@@ -874,6 +892,33 @@ mod tests {
         assert_eq!(kinds.len(), 8);
         // Under k with both: nothing at all.
         assert!(edges(&pair(9, [[5, 4], [0, 0]], 9), 10_000, release(10, 5), 1).is_empty());
+        // Orders nest across windows: 60/40 within 365, 57/20 within 30: the
+        // first orders differ by 3, so the 30-day ratio is not shown.
+        let e = edges(
+            &pair(200, [[60, 40], [57, 20]], 0),
+            10_000,
+            release(10, 5),
+            10,
+        );
+        let thirty: Vec<&Edge> = e
+            .iter()
+            .filter(|e| e.kind == Kind::Sequence { window: 30 })
+            .collect();
+        assert_eq!(thirty.len(), 2);
+        assert!(thirty.iter().all(|e| e.value.is_none()), "{thirty:?}");
+        let year: Vec<&Edge> = e
+            .iter()
+            .filter(|e| e.kind == Kind::Sequence { window: 365 })
+            .collect();
+        assert!(year.iter().all(|e| e.value.is_some()), "{year:?}");
+        // A concept whose persons nearly all have the other: no ratio.
+        let mut p = pair(100, [[0, 0], [0, 0]], 0);
+        p.single = [105, 600];
+        let co: Vec<Edge> = edges(&p, 10_000, release(10, 5), 10);
+        assert!(
+            co.iter()
+                .all(|e| e.kind == Kind::CoOccurrence && e.value.is_none() && e.persons == 100)
+        );
         // Every released persons value is rounded and at least k.
         for e in edges(
             &pair(123, [[57, 41], [13, 12]], 33),
