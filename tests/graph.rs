@@ -403,6 +403,23 @@ async fn no_released_edge_rests_on_fewer_than_k_persons_or_differs_from_another_
                     "{role:?} {key:?}"
                 );
             }
+            // A 30-day ratio: each order nests the same order within 365 days.
+            if key.2 == "followed by" && key.3 == "30" && value.is_some() {
+                let year = (key.0, key.1, key.2.clone(), "365".to_owned());
+                let orders = |(total, v): (u64, Option<f64>)| {
+                    let v = v.unwrap();
+                    let forward = (total as f64 * v / (1.0 + v)).round() as u64;
+                    (forward, total - forward)
+                };
+                let (f30, r30) = orders(truth[key]);
+                let (f365, r365) = orders(truth[&year]);
+                for gap in [f365 - f30, r365 - r30] {
+                    assert!(
+                        gap == 0 || gap >= k,
+                        "{role:?} {key:?}: orders differ by {gap}"
+                    );
+                }
+            }
             // Nested counts: the enclosing one is shown and differs by 0 or at least k.
             let (a, b) = (key.0, key.1);
             let enclosing = match (key.2.as_str(), key.3.as_str()) {
