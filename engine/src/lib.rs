@@ -274,32 +274,17 @@ impl Engine {
         let release = quality::label::Release::new(&self.policy, false);
         let viewer_release =
             quality::label::Release::new(&self.policy.for_role(Role::Viewer), false);
-        let graph_identity = identity.clone();
-        let graph_release = quality::label::Release::new(&self.policy, false);
-        let graph_viewer_release =
-            quality::label::Release::new(&self.policy.for_role(Role::Viewer), false);
-        self.register_graph(
-            &ctx,
-            quality::tables::Reader(Arc::new(move || {
-                let id = graph_identity.lock().unwrap_or_else(|p| p.into_inner());
-                match id.role {
-                    Role::Steward => None,
-                    Role::Analyst => Some(graph_release),
-                    Role::Viewer => Some(graph_viewer_release),
-                }
-            })),
-        )?;
-        self.register_quality(
-            &ctx,
-            quality::tables::Reader(Arc::new(move || {
-                let id = reader_identity.lock().unwrap_or_else(|p| p.into_inner());
-                match id.role {
-                    Role::Steward => None,
-                    Role::Analyst => Some(release),
-                    Role::Viewer => Some(viewer_release),
-                }
-            })),
-        )?;
+        let reader = quality::tables::Reader(Arc::new(move || {
+            let id = reader_identity.lock().unwrap_or_else(|p| p.into_inner());
+            match id.role {
+                Role::Steward => None,
+                Role::Analyst => Some(release),
+                Role::Viewer => Some(viewer_release),
+            }
+        }));
+        // The graph's data-derived counts are released the same way.
+        self.register_graph(&ctx, reader.clone())?;
+        self.register_quality(&ctx, reader)?;
         // Analysts use only the cohorts they created.
         let viewer_identity = identity.clone();
         self.register_cohorts(
