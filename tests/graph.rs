@@ -501,3 +501,112 @@ async fn tables_the_policy_hides_feed_no_edge() {
     let open_store = open(demo_sized()).await;
     assert_ne!(query(&open_store, care).await, vec!["0".to_owned()]);
 }
+
+#[tokio::test]
+async fn a_concepts_edges_read_by_its_id_are_those_a_full_read_holds() {
+    let engine = open(demo_sized()).await;
+    let id = |vocabulary: &str, code: &str| {
+        let engine = &engine;
+        let sql = format!("SELECT {}", concept(vocabulary, code));
+        async move { query(engine, &sql).await.remove(0) }
+    };
+    let ids = [
+        id("JP Drug", "ING-C08CA01").await,
+        id("ICD10", "K92").await,
+        id("ATC", "M01A").await,
+        id("ICD10", "S72.0").await,
+    ];
+    let columns = "concept_id_1, concept_id_2, relationship_id, provenance, window_days, persons, value, lower_95";
+    let order = "ORDER BY 1, 2, 3, 5";
+    for c in &ids {
+        // Pinned by a constant (a slice of the sorted rows) against a
+        // condition the scan cannot use (every row read, then filtered).
+        let pinned = query(
+            &engine,
+            &format!("SELECT {columns} FROM graph.edges WHERE concept_id_1 = {c} {order}"),
+        )
+        .await;
+        let scanned = query(
+            &engine,
+            &format!("SELECT {columns} FROM graph.edges WHERE concept_id_1 + 0 = {c} {order}"),
+        )
+        .await;
+        assert!(!pinned.is_empty(), "concept {c} has edges");
+        assert_eq!(pinned, scanned, "concept {c}");
+        // The curated part against the delivered relationships.
+        let curated = query(
+            &engine,
+            &format!(
+                "SELECT concept_id_2, relationship_id FROM graph.edges \
+                 WHERE concept_id_1 = {c} AND provenance <> 'data' ORDER BY 1, 2"
+            ),
+        )
+        .await;
+        let delivered = query(
+            &engine,
+            &format!(
+                "SELECT concept_id_2, relationship_id FROM vocab.concept_relationship \
+                 WHERE concept_id_1 = {c} AND concept_id_1 <> concept_id_2 \
+                 AND (invalid_reason IS NULL OR invalid_reason = '') ORDER BY 1, 2"
+            ),
+        )
+        .await;
+        assert_eq!(curated, delivered, "concept {c}");
+    }
+    // A list of concepts, and data-derived edges only.
+    // A concept named twice is read once.
+    let list = format!("{}, {}", ids.join(", "), ids[0]);
+    let pinned = query(
+        &engine,
+        &format!(
+            "SELECT {columns} FROM graph.edges WHERE concept_id_1 IN ({list}) AND provenance = 'data' {order}"
+        ),
+    )
+    .await;
+    let scanned = query(
+        &engine,
+        &format!(
+            "SELECT {columns} FROM graph.edges WHERE concept_id_1 + 0 IN ({list}) AND provenance || '' = 'data' {order}"
+        ),
+    )
+    .await;
+    assert!(pinned.len() > 10, "{}", pinned.len());
+    assert_eq!(pinned, scanned);
+    // A limit stops the rows early and still gives that many.
+    let limited = query(
+        &engine,
+        "SELECT count(*) FROM (SELECT * FROM graph.edges LIMIT 7)",
+    )
+    .await;
+    assert_eq!(limited, vec!["7".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_hidden_relationship_table_gives_analysts_no_curated_edge() {
+    use tsunagu_engine::privacy::{Policy, TableRole};
+    let mut tables = std::collections::BTreeMap::new();
+    tables.insert("vocab.concept_relationship".to_owned(), TableRole::Hidden);
+    let engine = Engine::open(
+        demo_sized(),
+        tsunagu_engine::EngineOptions {
+            state_dir: Some(crate::common::state_dir()),
+            policy: Some(Policy {
+                tables,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let kinds = "SELECT provenance, count(*) > 0 FROM graph.edges GROUP BY 1 ORDER BY 1";
+    assert_eq!(
+        as_role(&engine, Role::Analyst, kinds).await,
+        vec!["data|true"]
+    );
+    let steward = as_role(&engine, Role::Steward, kinds).await;
+    assert_eq!(
+        steward,
+        vec!["data|true", "mapping|true", "vocabulary|true"]
+    );
+}

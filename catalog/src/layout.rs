@@ -25,7 +25,6 @@ use datafusion::prelude::SessionContext;
 use crate::error::{CatalogError, Result};
 use crate::linkage::SourceKeys;
 use crate::tables::{ColumnSource, TableDef};
-use crate::views;
 
 /// The stored person number of a row in the copy.
 pub const PERSON_ID: &str = "__tsunagu_person_id";
@@ -140,7 +139,7 @@ pub async fn write_copy(def: &TableDef, keys: Arc<SourceKeys>, dir: &Path) -> Re
     let mut options = TableParquetOptions::default();
     options.global.compression = Some("lz4_raw".into());
     let target = format!("{}/", dir.to_string_lossy());
-    ctx.read_table(views::file_provider(def)?)?
+    ctx.read_table(def.file_provider()?)?
         .select(inner)?
         .select(outer)?
         .write_parquet(&target, DataFrameWriteOptions::new(), Some(options))

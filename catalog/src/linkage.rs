@@ -24,12 +24,15 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use hashbrown::HashTable;
 
+use crate::csv_import;
 use crate::error::{CatalogError, Result};
+use crate::tables;
 
 /// The keys of one source with the person number of each: sorted, then
 /// the keys of each later delivery appended (sorted among themselves).
@@ -591,6 +594,160 @@ impl ScalarUDFImpl for PersonIdUdf {
 /// Where the derived index of a store lives inside its state folder.
 pub fn index_dir(derived: &Path) -> PathBuf {
     derived.join("persons")
+}
+
+// Reading the linkage table.
+
+/// The linkage table as Parquet files, and whether its rows are CSV lines.
+pub(crate) struct LinkageFiles {
+    pub files: Vec<PathBuf>,
+    pub csv: bool,
+}
+
+/// The linkage table's files (`rel` under `root`); CSV lines are converted
+/// once into `work` (reused when `reuse` and already there).
+pub(crate) fn linkage_table(
+    root: &Path,
+    rel: &Path,
+    work: &Path,
+    reuse: bool,
+) -> Result<LinkageFiles> {
+    let path = root.join(rel);
+    let shown = |p: &Path| p.strip_prefix(root).unwrap_or(p).to_path_buf();
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&path)
+            .map_err(|e| CatalogError::io(rel, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet" || e == "csv"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.clone()]
+    };
+    if files.is_empty() {
+        return Err(CatalogError::malformed(
+            rel,
+            None,
+            None,
+            "the linkage folder holds no Parquet or CSV file",
+        ));
+    }
+    let csv = files[0].extension().is_some_and(|e| e == "csv");
+    if !csv {
+        return Ok(LinkageFiles { files, csv });
+    }
+    let out = work.join("tables").join("linkage.parquet");
+    if reuse && out.is_file() {
+        return Ok(LinkageFiles {
+            files: vec![out],
+            csv,
+        });
+    }
+    std::fs::create_dir_all(out.parent().expect("has parent"))
+        .map_err(|e| CatalogError::state(&out, e))?;
+    csv_import::convert(&files, &shown, &|_| Some(DataType::Utf8), &out)?;
+    Ok(LinkageFiles {
+        files: vec![out],
+        csv,
+    })
+}
+
+/// Reads the linkage rows in file order and hands them, numbered, to `use_rows`.
+pub(crate) fn read_links<T>(
+    link: &LinkageFiles,
+    rel: &Path,
+    use_rows: impl for<'a> FnOnce(&mut dyn Iterator<Item = (u64, LinkRow<'a>)>) -> Result<T>,
+) -> Result<T> {
+    const COLUMNS: [&str; 3] = ["source", "person_key", "link_key"];
+    let mut columns: Vec<[ArrayRef; 3]> = Vec::new();
+    for f in &link.files {
+        let file = std::fs::File::open(f).map_err(|e| CatalogError::io(rel, e))?;
+        let unreadable = |e: &dyn std::fmt::Display| {
+            CatalogError::malformed(
+                rel,
+                None,
+                None,
+                format!("not a readable linkage table ({e})"),
+            )
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
+        let schema = builder.schema().clone();
+        let mut idx = [0usize; 3];
+        for (i, c) in COLUMNS.iter().enumerate() {
+            let Some((pos, field)) = schema.column_with_name(c) else {
+                return Err(CatalogError::malformed(
+                    rel,
+                    Some(c),
+                    None,
+                    "the linkage table lacks this column",
+                ));
+            };
+            let t = field.data_type();
+            if !(tables::normalize(t) == Some(DataType::Utf8) || t.is_integer()) {
+                return Err(CatalogError::malformed(
+                    rel,
+                    Some(c),
+                    None,
+                    "the column must be text",
+                ));
+            }
+            idx[i] = pos;
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(1 << 16)
+            .build()
+            .map_err(|e| unreadable(&e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| unreadable(&e))?;
+            let get = |name: &str| -> Result<ArrayRef> {
+                let a = batch.column_by_name(name).expect("projected");
+                Ok(cast(a, &DataType::Utf8)?)
+            };
+            columns.push([get("source")?, get("person_key")?, get("link_key")?]);
+        }
+    }
+    // Reject NULLs up front, naming the row.
+    let mut row = 0u64;
+    for cols in &columns {
+        for i in 0..cols[0].len() {
+            row += 1;
+            for (c, name) in cols.iter().zip(COLUMNS) {
+                if c.is_null(i) {
+                    let place = if link.csv { row + 1 } else { row };
+                    return Err(if link.csv {
+                        CatalogError::malformed(
+                            rel,
+                            Some(name),
+                            Some(place),
+                            "the value is missing",
+                        )
+                    } else {
+                        CatalogError::malformed_row(rel, Some(name), place, "the value is missing")
+                    });
+                }
+            }
+        }
+    }
+    let csv = link.csv;
+    let rows = columns.iter().flat_map(|cols| {
+        let (s, p, l) = (
+            cols[0].as_string::<i32>(),
+            cols[1].as_string::<i32>(),
+            cols[2].as_string::<i32>(),
+        );
+        (0..s.len()).map(move |i| LinkRow {
+            source: s.value(i),
+            person_key: p.value(i),
+            link_key: l.value(i),
+        })
+    });
+    let mut numbered = rows
+        .enumerate()
+        .map(|(i, r)| (if csv { i as u64 + 2 } else { i as u64 + 1 }, r));
+    use_rows(&mut numbered)
 }
 
 #[cfg(test)]

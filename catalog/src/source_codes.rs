@@ -37,7 +37,6 @@ use crate::error::{CatalogError, Result};
 use crate::manifest::Manifest;
 use crate::store::VOCAB_SCHEMA;
 use crate::tables::{ColumnSource, TableDef};
-use crate::views;
 
 /// A vocabulary's codes: code -> (its concept, the standard concept it maps to, 0 if none).
 type CodeMap = HashMap<String, (i64, i64)>;
@@ -290,7 +289,7 @@ async fn read_maps(
     };
     // Concepts of the wanted vocabularies: (id, vocabulary, code, valid).
     let concepts = ctx
-        .read_table(views::file_provider(concept)?)?
+        .read_table(concept.file_provider()?)?
         .select(vec![
             id("concept_id").alias("id"),
             text("vocabulary_id").alias("vocabulary"),
@@ -335,7 +334,7 @@ async fn read_maps(
     }
     // Valid `Maps to` of those concepts, smallest target first.
     let rels = ctx
-        .read_table(views::file_provider(relationship)?)?
+        .read_table(relationship.file_provider()?)?
         .select(vec![
             id("concept_id_1").alias("a"),
             id("concept_id_2").alias("b"),

@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 
 use crate::cdm::{self, CdmType};
 use crate::error::{CatalogError, Result};
@@ -58,6 +63,12 @@ impl TableDef {
         self.key.is_some()
     }
 
+    /// A provider reading the table's delivered Parquet files with their
+    /// merged schema.
+    pub fn file_provider(&self) -> Result<Arc<dyn TableProvider>> {
+        parquet_provider(&self.files, self.file_schema.clone())
+    }
+
     /// The Arrow schema shown in SQL.
     pub fn shown_schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
@@ -67,6 +78,23 @@ impl TableDef {
                 .collect::<Vec<_>>(),
         ))
     }
+}
+
+/// A provider reading Parquet `files` with `schema`.
+pub(crate) fn parquet_provider(
+    files: &[std::path::PathBuf],
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Result<Arc<dyn TableProvider>> {
+    let urls = files
+        .iter()
+        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// The type a delivered column is shown with, outside the CDM.

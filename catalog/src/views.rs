@@ -5,12 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, ScalarValue, TableReference};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, lit};
@@ -19,34 +14,13 @@ use crate::error::Result;
 use crate::layout;
 use crate::linkage::{PersonIdUdf, PersonIndex};
 use crate::source_codes::CodedTable;
-use crate::tables::{ColumnSource, TableDef};
+use crate::tables::{ColumnSource, TableDef, parquet_provider};
 
 /// The catalog name under which the raw file scans are planned.
 pub const FILES_CATALOG: &str = "tsunagu_files";
 
 fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
-}
-
-/// A provider reading a table's Parquet files with its merged file schema.
-pub fn file_provider(def: &TableDef) -> Result<Arc<dyn TableProvider>> {
-    parquet_provider(&def.files, def.file_schema.clone())
-}
-
-fn parquet_provider(
-    files: &[std::path::PathBuf],
-    schema: datafusion::arrow::datatypes::SchemaRef,
-) -> Result<Arc<dyn TableProvider>> {
-    let urls = files
-        .iter()
-        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
-        .collect::<datafusion::error::Result<Vec<_>>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// The plan of a shown table: file scan, then one expression per shown column.
@@ -132,7 +106,7 @@ fn delivered_plan(
     index: &PersonIndex,
     codes: Option<&CodedTable>,
 ) -> Result<LogicalPlan> {
-    let provider = file_provider(def)?;
+    let provider = def.file_provider()?;
     let scan = LogicalPlanBuilder::scan(
         TableReference::full(FILES_CATALOG, def.schema.as_str(), def.name.as_str()),
         provider_as_source(provider),

@@ -99,21 +99,28 @@ fn join(from_a: &HashMap<i64, (i64, i64)>, from_b: &HashMap<i64, (i64, i64)>, m:
 }
 
 /// Shortest paths to one concept from every concept within some steps of
-/// it: a breadth-first tree grown from that concept.
+/// it: a breadth-first tree grown from that concept, with each member's
+/// path to the root written out once.
 #[derive(Debug)]
 struct Toward {
-    /// concept -> the next concept on its way to the root.
-    next: datafusion::common::HashMap<i64, i64>,
-    /// The concepts in `next` as a bitset from `lo`, when their span is at
-    /// most [`Toward::DENSE_SPAN`] (a row out of reach is then one bit test).
+    /// The members as a bitset from `lo`, when their span is at most
+    /// [`Toward::DENSE_SPAN`]: a row out of reach is one bit test, and a
+    /// member's number is the bits set before its own (`rank` per word).
     lo: i64,
     bits: Vec<u64>,
+    rank: Vec<u32>,
+    /// Member numbers by concept, when the span is wider.
+    index: datafusion::common::HashMap<i64, u32>,
+    /// Each member's path in `flat` (start, length), by member number.
+    spans: Vec<(u32, u32)>,
+    flat: Vec<i64>,
 }
 
 impl Toward {
     /// The tree of `root` out to `max_steps`; `None` past the visit budget.
     fn grow(graph: &VocabGraph, root: i64, max_steps: i64) -> Option<Toward> {
-        let mut next = datafusion::common::HashMap::default();
+        // concept -> the next concept on its way to the root.
+        let mut next: datafusion::common::HashMap<i64, i64> = Default::default();
         next.insert(root, root);
         let mut front = vec![root];
         for _ in 0..max_steps {
@@ -134,54 +141,92 @@ impl Toward {
             }
             front = wider;
         }
+        let mut members: Vec<i64> = next.keys().copied().collect();
+        members.sort_unstable();
+        let mut spans = Vec::with_capacity(members.len());
+        let mut flat = Vec::new();
+        for &m in &members {
+            let start = flat.len() as u32;
+            let (mut c, mut n) = (m, next[&m]);
+            flat.push(m);
+            while n != c {
+                flat.push(n);
+                c = n;
+                n = next.get(&c).copied().unwrap_or(c);
+            }
+            spans.push((start, flat.len() as u32 - start));
+        }
         let (lo, hi) = (
-            next.keys().copied().min().unwrap_or(root),
-            next.keys().copied().max().unwrap_or(root),
+            members.first().copied().unwrap_or(root),
+            members.last().copied().unwrap_or(root),
         );
-        let bits = if hi.abs_diff(lo) < Self::DENSE_SPAN {
+        let mut tree = Toward {
+            lo,
+            bits: Vec::new(),
+            rank: Vec::new(),
+            index: Default::default(),
+            spans,
+            flat,
+        };
+        if hi.abs_diff(lo) < Self::DENSE_SPAN {
             let mut bits = vec![0u64; (hi.abs_diff(lo) / 64 + 1) as usize];
-            for &c in next.keys() {
+            for &c in &members {
                 let o = c.abs_diff(lo);
                 bits[(o / 64) as usize] |= 1 << (o % 64);
             }
-            bits
+            let mut before = 0u32;
+            tree.rank = bits
+                .iter()
+                .map(|w| {
+                    let r = before;
+                    before += w.count_ones();
+                    r
+                })
+                .collect();
+            tree.bits = bits;
         } else {
-            Vec::new()
-        };
-        Some(Toward { next, lo, bits })
+            tree.index = members
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| (c, i as u32))
+                .collect();
+        }
+        Some(tree)
     }
 
-    /// Widest span of concept ids kept as a bitset (2 MiB).
+    /// Widest span of concept ids kept as a bitset (2 MiB, and 1 MiB of ranks).
     const DENSE_SPAN: u64 = 1 << 24;
 
-    /// False when `c` is surely out of reach.
+    /// The member number of `c`; `None` when `c` is out of reach.
     #[inline]
-    fn may_reach(&self, c: i64) -> bool {
+    fn member(&self, c: i64) -> Option<usize> {
         if self.bits.is_empty() {
-            return true;
+            return self.index.get(&c).map(|&i| i as usize);
         }
         let o = c.wrapping_sub(self.lo) as u64;
-        self.bits
-            .get((o / 64) as usize)
-            .is_some_and(|w| w & (1 << (o % 64)) != 0)
+        let w = (o / 64) as usize;
+        let word = *self.bits.get(w)?;
+        let bit = o % 64;
+        if word & (1 << bit) == 0 {
+            return None;
+        }
+        Some(self.rank[w] as usize + (word & ((1u64 << bit) - 1)).count_ones() as usize)
+    }
+
+    /// The path of member `i` to the root, both ends included.
+    #[inline]
+    fn path(&self, i: usize) -> &[i64] {
+        let (start, len) = self.spans[i];
+        &self.flat[start as usize..(start + len) as usize]
     }
 
     /// Appends the path from `from` to the root; false when `from` is out of reach.
-    #[inline]
-    fn append(&self, from: i64, out: &mut Int64Builder) -> bool {
-        if !self.may_reach(from) {
-            return false;
-        }
-        let Some(&first) = self.next.get(&from) else {
+    #[cfg(test)]
+    fn append(&self, from: i64, out: &mut Vec<i64>) -> bool {
+        let Some(i) = self.member(from) else {
             return false;
         };
-        out.append_value(from);
-        let (mut c, mut n) = (from, first);
-        while n != c {
-            out.append_value(n);
-            c = n;
-            n = self.next.get(&c).copied().unwrap_or(c);
-        }
+        out.extend_from_slice(self.path(i));
         true
     }
 }
@@ -258,6 +303,62 @@ impl ScalarUDFImpl for ConceptPath {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
+        // The common case: a column against one concept. One tree from that
+        // concept answers every row (a shortest path from each row's
+        // concept, read back along the tree); offsets, values and validity
+        // are written directly, and a row out of reach costs one bit test.
+        let constant = |i: usize| match args.args.get(i) {
+            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(v)))) => Some(Some(*v)),
+            None => Some(None),
+            _ => None,
+        };
+        if let (Some(ColumnarValue::Array(a)), Some(Some(b)), Some(steps)) =
+            (args.args.first(), constant(1), constant(2))
+            && n > 0
+        {
+            let steps = steps.unwrap_or(DEFAULT_MAX_STEPS).clamp(0, MOST_STEPS);
+            let tree = self.toward(b, steps);
+            if let Some(tree) = tree.as_ref() {
+                let a = a.as_primitive::<Int64Type>();
+                // The member number of each row's concept (NONE: out of
+                // reach or NULL), then the lists from the members' paths.
+                const NONE: u32 = u32::MAX;
+                let ids = a.values();
+                let members: Vec<u32> = match a.nulls().filter(|v| v.null_count() > 0) {
+                    None => ids
+                        .iter()
+                        .map(|&id| tree.member(id).map_or(NONE, |i| i as u32))
+                        .collect(),
+                    Some(v) => ids
+                        .iter()
+                        .enumerate()
+                        .map(|(r, &id)| match v.is_valid(r) {
+                            true => tree.member(id).map_or(NONE, |i| i as u32),
+                            false => NONE,
+                        })
+                        .collect(),
+                };
+                let valid = datafusion::arrow::buffer::BooleanBuffer::collect_bool(n, |r| {
+                    members[r] != NONE
+                });
+                let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
+                offsets.push(0);
+                let mut values: Vec<i64> = Vec::new();
+                for &m in &members {
+                    if m != NONE {
+                        values.extend_from_slice(tree.path(m as usize));
+                    }
+                    offsets.push(values.len() as i32);
+                }
+                let list = datafusion::arrow::array::ListArray::try_new(
+                    item(),
+                    datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
+                    Arc::new(datafusion::arrow::array::Int64Array::from(values)),
+                    Some(datafusion::arrow::buffer::NullBuffer::new(valid)),
+                )?;
+                return Ok(ColumnarValue::Array(Arc::new(list)));
+            }
+        }
         let scalar = args
             .args
             .iter()
@@ -272,44 +373,6 @@ impl ScalarUDFImpl for ConceptPath {
             .map(|a| a.as_primitive::<Int64Type>())
             .collect();
         let rows = if scalar { 1 } else { n };
-        // The common case: a column against one concept. One tree from that
-        // concept answers every row (a shortest path from each row's
-        // concept, read back along the tree); offsets, values and validity
-        // are written directly, and a row out of reach costs one lookup.
-        let constant = |i: usize| matches!(args.args.get(i), Some(ColumnarValue::Scalar(_)) | None);
-        if !scalar
-            && rows > 0
-            && constant(1)
-            && constant(2)
-            && ints[1].is_valid(0)
-            && ints.get(2).is_none_or(|s| s.is_valid(0))
-        {
-            let b = ints[1].value(0);
-            let steps = ints
-                .get(2)
-                .map_or(DEFAULT_MAX_STEPS, |s| s.value(0))
-                .clamp(0, MOST_STEPS);
-            let tree = self.toward(b, steps);
-            if let Some(tree) = tree.as_ref() {
-                let a = ints[0];
-                let mut offsets: Vec<i32> = Vec::with_capacity(rows + 1);
-                offsets.push(0);
-                let mut values = Int64Builder::new();
-                let mut valid = datafusion::arrow::array::BooleanBufferBuilder::new(rows);
-                for r in 0..rows {
-                    let found = a.is_valid(r) && tree.append(a.value(r), &mut values);
-                    valid.append(found);
-                    offsets.push(datafusion::arrow::array::ArrayBuilder::len(&values) as i32);
-                }
-                let list = datafusion::arrow::array::ListArray::try_new(
-                    item(),
-                    datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
-                    Arc::new(values.finish()),
-                    Some(datafusion::arrow::buffer::NullBuffer::new(valid.finish())),
-                )?;
-                return Ok(ColumnarValue::Array(Arc::new(list)));
-            }
-        }
         let mut out = ListBuilder::new(Int64Builder::new()).with_field(item());
         // Rows repeat the same pair often (a concept per record): answer each pair once.
         let mut known: HashMap<(i64, i64, i64), Option<Vec<i64>>> = HashMap::new();
@@ -398,15 +461,80 @@ mod tests {
     }
 
     #[test]
+    fn a_column_against_a_constant_gives_each_rows_shortest_path() {
+        use datafusion::arrow::array::{Int64Array, ListArray};
+        let f = ConceptPath::new(Arc::new(graph()));
+        let column: Vec<Option<i64>> =
+            vec![Some(1), None, Some(7), Some(9), Some(5), Some(1), None];
+        let rows = column.len();
+        for steps in [None, Some(2i64), Some(4)] {
+            let mut args = vec![
+                ColumnarValue::Array(Arc::new(Int64Array::from(column.clone()))),
+                ColumnarValue::Scalar(ScalarValue::Int64(Some(5))),
+            ];
+            if let Some(s) = steps {
+                args.push(ColumnarValue::Scalar(ScalarValue::Int64(Some(s))));
+            }
+            let field = |t: DataType| Arc::new(Field::new("x", t, true));
+            let out = f
+                .invoke_with_args(ScalarFunctionArgs {
+                    arg_fields: args.iter().map(|_| field(DataType::Int64)).collect(),
+                    args,
+                    number_rows: rows,
+                    return_field: field(DataType::List(item())),
+                    config_options: Default::default(),
+                })
+                .unwrap()
+                .to_array(rows)
+                .unwrap();
+            let out = out.as_any().downcast_ref::<ListArray>().unwrap();
+            for (r, c) in column.iter().enumerate() {
+                let want = c.and_then(|c| {
+                    shortest_path(&graph(), c, 5, steps.unwrap_or(DEFAULT_MAX_STEPS))
+                });
+                let got = out
+                    .is_valid(r)
+                    .then(|| out.value(r).as_primitive::<Int64Type>().values().to_vec());
+                // Both are shortest; the tree's may be another of the same length.
+                assert_eq!(
+                    got.as_ref().map(Vec::len),
+                    want.as_ref().map(Vec::len),
+                    "row {r} {steps:?}"
+                );
+                if let Some(p) = got {
+                    assert_eq!((p[0], p[p.len() - 1]), (c.unwrap(), 5));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_tree_over_far_apart_ids_finds_its_members_by_hash() {
+        let far = 1i64 << 40;
+        let rel = |a: i64, b: i64| (a, b, "Maps to".to_owned());
+        let g = VocabGraph::new(vec![], vec![rel(1, far), rel(far, 5), rel(7, 8)], &[]);
+        let tree = Toward::grow(&g, 5, 3).unwrap();
+        assert!(tree.bits.is_empty(), "ids this far apart are not a bitset");
+        let path = |from: i64| {
+            let mut p = Vec::new();
+            tree.append(from, &mut p).then_some(p)
+        };
+        assert_eq!(path(1), Some(vec![1, far, 5]));
+        assert_eq!(path(far), Some(vec![far, 5]));
+        assert_eq!(path(5), Some(vec![5]));
+        assert_eq!(path(7), None);
+        assert_eq!(path(-3), None);
+    }
+
+    #[test]
     fn a_tree_toward_one_concept_gives_paths_as_short() {
         let g = graph();
         for root in 1..=9 {
             for steps in 0..=6 {
                 let tree = Toward::grow(&g, root, steps).unwrap();
                 for from in 0..=10 {
-                    let mut b = Int64Builder::new();
-                    let found = tree.append(from, &mut b);
-                    let path: Vec<i64> = b.finish().values().to_vec();
+                    let mut path = Vec::new();
+                    let found = tree.append(from, &mut path);
                     match shortest_path(&g, from, root, steps) {
                         None => assert!(!found, "{from} -> {root} in {steps}: {path:?}"),
                         Some(want) => {

@@ -21,6 +21,7 @@
 //! `concept_path` (in `tsunagu_udfs::graph`) walks the curated relationships;
 //! [`export`] writes what a session may read as GraphML or JSON-LD.
 
+pub mod curated;
 pub mod derived;
 pub mod export;
 pub mod tables;
@@ -48,6 +49,7 @@ pub struct KnowledgeGraph {
     /// The store's policy: hidden tables, and k (pairs with fewer persons are not kept).
     policy: Arc<Policy>,
     derived: tokio::sync::OnceCell<Arc<derived::Derived>>,
+    curated: tokio::sync::OnceCell<Arc<curated::Curated>>,
     /// The edges' rows per release (`None`: exact), made once each.
     batches: std::sync::Mutex<Vec<(Option<(u64, u64, u64)>, RecordBatch)>>,
 }
@@ -66,6 +68,7 @@ impl KnowledgeGraph {
             runtime,
             policy,
             derived: tokio::sync::OnceCell::new(),
+            curated: tokio::sync::OnceCell::new(),
             batches: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -124,6 +127,24 @@ impl KnowledgeGraph {
             })
             .await
             .cloned()
+    }
+
+    /// The vocabulary's curated relationships, read on first use.
+    pub async fn curated(&self) -> Result<Arc<curated::Curated>> {
+        self.curated
+            .get_or_try_init(|| async {
+                let ctx =
+                    SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone());
+                self.store.register(&ctx, CATALOG)?;
+                Ok(Arc::new(curated::Curated::load(&ctx).await?))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The store's policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Where the data-derived edges come from, in words.
