@@ -35,7 +35,11 @@ timed "edges of a concept (first run computes them)" $((runs + 1)) \
    WHERE concept_id_1 = $amlo ORDER BY lower_95 DESC NULLS LAST LIMIT 10"
 timed "curated edges of a concept (provenance filter: nothing computed)" $runs \
   "SELECT concept_id_2, relationship_id FROM graph.edges WHERE concept_id_1 = $m01a AND provenance <> 'data'"
+timed "a concept's node (name, Japanese name)" $runs \
+  "SELECT concept_name, concept_name_ja FROM graph.nodes WHERE concept_id = $amlo"
 timed "descendants(M01A)" $runs "SELECT count(*) FROM descendants($m01a)"
+timed "descendants(M01A), strongest first" $runs \
+  "SELECT concept_id, levels FROM descendants($m01a) ORDER BY levels DESC, concept_id LIMIT 10"
 timed "concept_path(ingredient, ATC level 1)" $runs \
   "SELECT concept_path($amlo, (SELECT concept_id FROM vocab.concept WHERE vocabulary_id = 'ATC' AND concept_code = 'C'))"
 timed "is_a per condition row" $runs \

@@ -28,7 +28,7 @@ struct Db {
 
 /// One value as PostgreSQL writes it in text, where Arrow's display differs.
 fn postgres_text(column: &dyn Array, row: usize) -> Option<String> {
-    use tsunagu_engine::pg_dialect::float_text;
+    use tsunagu_engine::pg_dialect::{float_text, interval_text};
     Some(match column.data_type() {
         DataType::Boolean => if column.as_boolean().value(row) {
             "t"
@@ -41,6 +41,10 @@ fn postgres_text(column: &dyn Array, row: usize) -> Option<String> {
         DataType::Timestamp(..) => {
             let f = ArrayFormatter::try_new(column, &Default::default()).ok()?;
             f.value(row).to_string().replacen('T', " ", 1)
+        }
+        DataType::Interval(_) | DataType::Duration(_) => {
+            let (months, days, micros) = interval_text::parts(column, row)?;
+            interval_text::interval(months, days, micros)
         }
         // Tsunagu's numeric scale is not PostgreSQL's: numerics are written
         // without trailing zeros, and compared so (see `postgres_validator`).

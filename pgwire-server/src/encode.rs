@@ -19,7 +19,7 @@ use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use rust_decimal::Decimal;
-use tsunagu_engine::pg_dialect::float_text;
+use tsunagu_engine::pg_dialect::{float_text, interval_text};
 
 /// The Postgres type a column of `t` is sent as.
 pub fn pg_type(t: &DataType) -> Type {
@@ -45,6 +45,7 @@ pub fn pg_type(t: &DataType) -> Type {
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
         DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
+        DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
         DataType::Dictionary(_, v) => pg_type(v),
         DataType::List(f)
         | DataType::LargeList(f)
@@ -220,6 +221,30 @@ fn encode_value(
             let t = cast(col, &DataType::Time64(TimeUnit::Microsecond)).map_err(err)?;
             encode_value(enc, &t, row, field)
         }
+        DataType::Interval(_) | DataType::Duration(_) => {
+            let (months, days, micros) =
+                interval_text::parts(col.as_ref(), row).ok_or_else(|| err("not an interval"))?;
+            let options = field.format_options();
+            if field.format() == FieldFormat::Text
+                && options.interval_style.eq_ignore_ascii_case("postgres")
+            {
+                let text = interval_text::interval(months, days, micros);
+                enc.encode_field_with_type_and_format(
+                    &text,
+                    &Type::INTERVAL,
+                    FieldFormat::Text,
+                    options,
+                )
+            } else {
+                // Binary, or another IntervalStyle a client asked for.
+                enc.encode_field_with_type_and_format(
+                    &pg_interval::Interval::new(months, days, micros),
+                    &Type::INTERVAL,
+                    field.format(),
+                    options,
+                )
+            }
+        }
         DataType::UInt64
         | DataType::Decimal32(..)
         | DataType::Decimal64(..)
@@ -261,6 +286,31 @@ fn decimal(v: &ScalarValue) -> PgWireResult<Option<Decimal>> {
     })
 }
 
+/// A float array in text: `{1,2.5,NULL}` with elements written by `element`.
+fn float_array(
+    enc: &mut DataRowEncoder,
+    field: &FieldInfo,
+    n: usize,
+    element: impl Fn(usize) -> Option<String>,
+) -> PgWireResult<()> {
+    let mut text = String::from("{");
+    for i in 0..n {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(element(i).as_deref().unwrap_or("NULL"));
+    }
+    text.push('}');
+    // Written as it is (as text, not quoted as one element of an array);
+    // the column's array type was announced in the row description.
+    enc.encode_field_with_type_and_format(
+        &text,
+        &Type::TEXT,
+        FieldFormat::Text,
+        field.format_options(),
+    )
+}
+
 /// Encodes a list value as a Postgres array of the element type.
 fn encode_list(
     enc: &mut DataRowEncoder,
@@ -295,6 +345,21 @@ fn encode_list(
         (&Type::INT4_ARRAY, DataType::Int32) => prim!(Int32Type, |x| x),
         (&Type::INT8_ARRAY, DataType::Int64) => prim!(Int64Type, |x| x),
         (&Type::INT8_ARRAY, DataType::UInt32) => prim!(UInt32Type, |x| x as i64),
+        // In text, each element as float8out / float4out writes it.
+        (&Type::FLOAT4_ARRAY, DataType::Float32) if field.format() == FieldFormat::Text => {
+            let digits = field.format_options().extra_float_digits.into();
+            let a = values.as_primitive::<Float32Type>();
+            float_array(enc, field, n, |i| {
+                (!a.is_null(i)).then(|| float_text::float4(a.value(i), digits))
+            })
+        }
+        (&Type::FLOAT8_ARRAY, DataType::Float64) if field.format() == FieldFormat::Text => {
+            let digits = field.format_options().extra_float_digits.into();
+            let a = values.as_primitive::<Float64Type>();
+            float_array(enc, field, n, |i| {
+                (!a.is_null(i)).then(|| float_text::float8(a.value(i), digits))
+            })
+        }
         (&Type::FLOAT4_ARRAY, DataType::Float32) => prim!(Float32Type, |x| x),
         (&Type::FLOAT8_ARRAY, DataType::Float64) => prim!(Float64Type, |x| x),
         (&Type::DATE_ARRAY, DataType::Date32) => prim!(Date32Type, date32),

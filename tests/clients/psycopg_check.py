@@ -140,6 +140,44 @@ def described_types_are_the_types_sent():
                 assert cur.fetchall() == [(0.5, 0.25, 1e20), (1.0, 0.5, 2e20), (1.0, 0.75, 3e20)]
 
 
+# Intervals and float arrays: the types and the text a real PostgreSQL 15
+# sends (recorded from PostgreSQL 15.18).
+INTERVAL_SQL = (
+    b"SELECT INTERVAL '1 day 12 hours' AS a, INTERVAL '-1 day' + INTERVAL '2 hours' AS b, 3 * INTERVAL '1 day' AS c, "
+    b"INTERVAL '1 year 2 months' AS d, TIMESTAMP '2020-01-02 10:00:00' - TIMESTAMP '2020-01-01 08:30:00' AS e, "
+    b"ARRAY[1.0::float8, 2.5, 0.1, 1e20] AS f, ARRAY[x::float8 / 4, NULL] AS g FROM (VALUES (2)) t(x)"
+)
+INTERVAL_POSTGRES_TYPES = [1186, 1186, 1186, 1186, 1186, 1022, 1022]
+INTERVAL_POSTGRES_TEXT = [
+    b"1 day 12:00:00", b"-1 days +02:00:00", b"3 days", b"1 year 2 mons", b"1 day 01:30:00",
+    b"{1,2.5,0.1,1e+20}", b"{0.5,NULL}",
+]
+
+
+@check
+def intervals_and_float_arrays_as_postgresql_sends_them():
+    with connect() as conn:
+        pg = conn.pgconn
+        assert pg.prepare(b"intervals", INTERVAL_SQL).status == 1, pg.error_message
+        described = pg.describe_prepared(b"intervals")
+        types = [described.ftype(i) for i in range(described.nfields)]
+        assert types == INTERVAL_POSTGRES_TYPES, types
+        run = pg.exec_prepared(b"intervals", [], result_format=0)
+        types = [run.ftype(i) for i in range(run.nfields)]
+        assert types == INTERVAL_POSTGRES_TYPES, types
+        text = [run.get_value(0, c) for c in range(run.nfields)]
+        assert text == INTERVAL_POSTGRES_TEXT, text
+        day = datetime.timedelta(days=1)
+        hour = datetime.timedelta(hours=1)
+        for binary in (False, True):
+            with conn.cursor(binary=binary) as cur:
+                cur.execute(INTERVAL_SQL.decode())
+                row = cur.fetchone()
+                assert row[:3] == (day + 12 * hour, -day + 2 * hour, 3 * day), (binary, row)
+                assert row[4] == day + hour * 1.5, (binary, row)
+                assert row[5] == [1.0, 2.5, 0.1, 1e20] and row[6] == [0.5, None], (binary, row)
+
+
 @check
 def two_columns_of_the_same_name():
     with connect() as conn:

@@ -197,6 +197,18 @@ impl Toward {
     /// Widest span of concept ids kept as a bitset (2 MiB, and 1 MiB of ranks).
     const DENSE_SPAN: u64 = 1 << 24;
 
+    /// True when `c` is in reach.
+    #[inline]
+    fn contains(&self, c: i64) -> bool {
+        if self.bits.is_empty() {
+            return self.index.contains_key(&c);
+        }
+        let o = c.wrapping_sub(self.lo) as u64;
+        self.bits
+            .get((o / 64) as usize)
+            .is_some_and(|w| w & (1 << (o % 64)) != 0)
+    }
+
     /// The member number of `c`; `None` when `c` is out of reach.
     #[inline]
     fn member(&self, c: i64) -> Option<usize> {
@@ -320,36 +332,30 @@ impl ScalarUDFImpl for ConceptPath {
             let tree = self.toward(b, steps);
             if let Some(tree) = tree.as_ref() {
                 let a = a.as_primitive::<Int64Type>();
-                // The member number of each row's concept (NONE: out of
-                // reach or NULL), then the lists from the members' paths.
-                const NONE: u32 = u32::MAX;
+                // Which rows are in reach (one bit test each, as `is_a`),
+                // then the paths of those rows only; the offsets of the rows
+                // between them are filled in runs.
                 let ids = a.values();
-                let members: Vec<u32> = match a.nulls().filter(|v| v.null_count() > 0) {
-                    None => ids
-                        .iter()
-                        .map(|&id| tree.member(id).map_or(NONE, |i| i as u32))
-                        .collect(),
-                    Some(v) => ids
-                        .iter()
-                        .enumerate()
-                        .map(|(r, &id)| match v.is_valid(r) {
-                            true => tree.member(id).map_or(NONE, |i| i as u32),
-                            false => NONE,
-                        })
-                        .collect(),
-                };
-                let valid = datafusion::arrow::buffer::BooleanBuffer::collect_bool(n, |r| {
-                    members[r] != NONE
+                let mut valid = datafusion::arrow::buffer::BooleanBuffer::collect_bool(n, |r| {
+                    tree.contains(ids[r])
                 });
-                let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
-                offsets.push(0);
-                let mut values: Vec<i64> = Vec::new();
-                for &m in &members {
-                    if m != NONE {
-                        values.extend_from_slice(tree.path(m as usize));
-                    }
-                    offsets.push(values.len() as i32);
+                if let Some(nulls) = a.nulls() {
+                    valid = &valid & nulls.inner();
                 }
+                let mut offsets = vec![0i32; n + 1];
+                let mut values: Vec<i64> = Vec::new();
+                let mut filled = 0usize;
+                for r in valid.set_indices() {
+                    let start = values.len() as i32;
+                    offsets[filled + 1..=r].fill(start);
+                    if let Some(m) = tree.member(ids[r]) {
+                        values.extend_from_slice(tree.path(m));
+                    }
+                    offsets[r + 1] = values.len() as i32;
+                    filled = r + 1;
+                }
+                let end = values.len() as i32;
+                offsets[filled + 1..].fill(end);
                 let list = datafusion::arrow::array::ListArray::try_new(
                     item(),
                     datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),

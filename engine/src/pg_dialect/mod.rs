@@ -16,6 +16,7 @@
 //! - [`result_schema`]: the result's schema as announced before execution
 //!   (the analyzed plan's), and batches made to match it;
 //! - [`float_text`]: floats as PostgreSQL writes them;
+//! - [`interval_text`]: intervals as PostgreSQL writes them;
 //! - [`column_names`]: PostgreSQL's names for unaliased output expressions
 //!   (`count`, `case`, `?column?`).
 //!
@@ -26,6 +27,7 @@ pub mod date_input;
 pub mod float_text;
 pub mod functions;
 pub mod interval_mul;
+pub mod interval_text;
 pub mod operators;
 pub mod result_schema;
 pub mod rewrite;

@@ -8,7 +8,7 @@
 //! number of days, an interval, a timestamp and a numeric.
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::common::{DFSchema, Result};
 use datafusion::logical_expr::expr::Cast;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{Expr, ExprSchemable, Operator, binary_expr};
@@ -32,15 +32,6 @@ fn is_interval(t: &DataType) -> bool {
 
 /// PostgreSQL's `timestamp without time zone`.
 pub(crate) const TIMESTAMP: DataType = DataType::Timestamp(TimeUnit::Microsecond, None);
-
-/// The scale of the numeric `EXTRACT` returns for a field, as PostgreSQL 15.
-fn extract_scale(field: &str) -> i8 {
-    match field.to_ascii_lowercase().as_str() {
-        "second" | "seconds" | "epoch" => 6,
-        "millisecond" | "milliseconds" => 3,
-        _ => 0,
-    }
-}
 
 impl ExprPlanner for PgOperators {
     fn plan_binary_op(
@@ -112,14 +103,9 @@ impl ExprPlanner for PgOperators {
     }
 
     fn plan_extract(&self, args: Vec<Expr>) -> Result<PlannerResult<Vec<Expr>>> {
-        let scale = match args.first() {
-            Some(Expr::Literal(ScalarValue::Utf8(Some(field)), _)) => extract_scale(field),
-            _ => return Ok(PlannerResult::Original(args)),
-        };
-        let part = datafusion::functions::datetime::date_part().call(args);
-        Ok(PlannerResult::Planned(cast(
-            part,
-            DataType::Decimal128(20, scale),
-        )))
+        // A numeric, its scale following the field and the source's type.
+        Ok(PlannerResult::Planned(
+            super::functions::Extract::udf().call(args),
+        ))
     }
 }

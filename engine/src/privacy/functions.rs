@@ -295,6 +295,8 @@ const ENGINE: &[(&str, Disclosure)] = &[
     ("user", Disclosure::Total),
     // PostgreSQL's `interval * number` (date arithmetic: total).
     ("interval_mul", Disclosure::Total),
+    // PostgreSQL's `EXTRACT` (a date part as a numeric: total).
+    ("pg_extract", Disclosure::Total),
 ];
 
 /// The class of a scalar function, `None` when unclassified.

@@ -1,0 +1,157 @@
+//! Intervals as PostgreSQL writes them with its default `IntervalStyle`
+//! (`postgres`): years, months and days in words, then the time of day as
+//! `hh:mm:ss` with the fraction of a second it has (`1 year 2 mons`,
+//! `-1 days +02:00:00`, `00:00:01.5`, `00:00:00`).
+
+use std::fmt::Write;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{
+    DataType, IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType,
+    TimeUnit,
+};
+
+const USECS_PER_HOUR: i64 = 3_600_000_000;
+const USECS_PER_MINUTE: i64 = 60_000_000;
+const USECS_PER_SEC: i64 = 1_000_000;
+const USECS_PER_DAY: i64 = 24 * USECS_PER_HOUR;
+
+/// An interval of `months`, `days` and `micros` (microseconds) as
+/// PostgreSQL's `interval_out` writes it.
+pub fn interval(months: i32, days: i32, micros: i64) -> String {
+    let mut out = String::new();
+    // Nothing written yet; the last part written was negative.
+    let (mut empty, mut after_negative) = (true, false);
+    for (value, unit) in [(months / 12, "year"), (months % 12, "mon"), (days, "day")] {
+        if value == 0 {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "{}{}{value} {unit}{}",
+            if empty { "" } else { " " },
+            if after_negative && value > 0 { "+" } else { "" },
+            if value == 1 { "" } else { "s" },
+        );
+        after_negative = value < 0;
+        empty = false;
+    }
+    if empty || micros != 0 {
+        let hours = micros / USECS_PER_HOUR;
+        let minutes = micros % USECS_PER_HOUR / USECS_PER_MINUTE;
+        let seconds = micros % USECS_PER_MINUTE / USECS_PER_SEC;
+        let fraction = micros % USECS_PER_SEC;
+        let sign = if micros < 0 {
+            "-"
+        } else if after_negative {
+            "+"
+        } else {
+            ""
+        };
+        let _ = write!(
+            out,
+            "{}{sign}{:02}:{:02}:{:02}",
+            if empty { "" } else { " " },
+            hours.unsigned_abs(),
+            minutes.unsigned_abs(),
+            seconds.unsigned_abs(),
+        );
+        if fraction != 0 {
+            let digits = format!("{:06}", fraction.unsigned_abs());
+            out.push('.');
+            out.push_str(digits.trim_end_matches('0'));
+        }
+    }
+    out
+}
+
+/// The (months, days, microseconds) of row `row` of an interval or
+/// duration column; `None` for other columns. Nanoseconds are cut to microseconds, as
+/// PostgreSQL keeps them.
+pub fn parts(column: &dyn Array, row: usize) -> Option<(i32, i32, i64)> {
+    Some(match column.data_type() {
+        DataType::Interval(IntervalUnit::YearMonth) => (
+            column.as_primitive::<IntervalYearMonthType>().value(row),
+            0,
+            0,
+        ),
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let v = column.as_primitive::<IntervalDayTimeType>().value(row);
+            (0, v.days, v.milliseconds as i64 * 1000)
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let v = column.as_primitive::<IntervalMonthDayNanoType>().value(row);
+            (v.months, v.days, v.nanoseconds / 1000)
+        }
+        // A difference of timestamps: whole days, then the time (PostgreSQL's
+        // `timestamp - timestamp`, justified to days).
+        DataType::Duration(unit) => {
+            let v = duration_value(column, row)?;
+            let micros = match unit {
+                TimeUnit::Second => v.saturating_mul(USECS_PER_SEC),
+                TimeUnit::Millisecond => v.saturating_mul(1000),
+                TimeUnit::Microsecond => v,
+                TimeUnit::Nanosecond => v / 1000,
+            };
+            (0, (micros / USECS_PER_DAY) as i32, micros % USECS_PER_DAY)
+        }
+        _ => return None,
+    })
+}
+
+/// The raw value of a duration column.
+fn duration_value(column: &dyn Array, row: usize) -> Option<i64> {
+    use datafusion::arrow::datatypes::{
+        DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType,
+        DurationSecondType,
+    };
+    Some(match column.data_type() {
+        DataType::Duration(TimeUnit::Second) => {
+            column.as_primitive::<DurationSecondType>().value(row)
+        }
+        DataType::Duration(TimeUnit::Millisecond) => {
+            column.as_primitive::<DurationMillisecondType>().value(row)
+        }
+        DataType::Duration(TimeUnit::Microsecond) => {
+            column.as_primitive::<DurationMicrosecondType>().value(row)
+        }
+        DataType::Duration(TimeUnit::Nanosecond) => {
+            column.as_primitive::<DurationNanosecondType>().value(row)
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PostgreSQL 15's `SELECT INTERVAL '...'` output, by psql.
+    #[test]
+    fn as_postgresql_writes_them() {
+        let h = USECS_PER_HOUR;
+        for (months, days, micros, postgres) in [
+            (0, 0, 0, "00:00:00"),
+            (0, 1, 0, "1 day"),
+            (0, 2, 0, "2 days"),
+            (0, -1, 0, "-1 days"),
+            (12, 0, 0, "1 year"),
+            (14, 3, 0, "1 year 2 mons 3 days"),
+            (-14, 0, 0, "-1 years -2 mons"),
+            (0, 1, 12 * h, "1 day 12:00:00"),
+            (0, -1, 2 * h, "-1 days +02:00:00"),
+            (0, 1, -2 * h, "1 day -02:00:00"),
+            (0, 0, 1_500_000, "00:00:01.5"),
+            (0, 0, -90 * USECS_PER_MINUTE, "-01:30:00"),
+            (0, 0, 100 * h + 5, "100:00:00.000005"),
+            (1, -1, 0, "1 mon -1 days"),
+            (-1, 1, 0, "-1 mons +1 day"),
+        ] {
+            assert_eq!(
+                interval(months, days, micros),
+                postgres,
+                "{months} {days} {micros}"
+            );
+        }
+    }
+}
