@@ -17,7 +17,7 @@
 //! distinct persons, computes that set with bitmap operations while
 //! planning, and scans it in ascending order instead. The rows are the
 //! same; only their order, which SQL leaves open, may change. Subplans
-//! shared between parts of the query ([`crate::shared`]) are seen
+//! shared between parts of the query ([`crate::repeated_subplans`]) are seen
 //! through.
 
 use std::sync::Arc;
@@ -37,7 +37,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use roaring::RoaringBitmap;
 
 use crate::cohorts::CohortRows;
-use crate::shared::SharedPlan;
+use crate::repeated_subplans::SharedPlan;
 
 /// The logical optimizer rule; see the module documentation.
 #[derive(Debug, Default)]
@@ -313,8 +313,8 @@ mod tests {
     fn context(rule: bool) -> SessionContext {
         let mut state = SessionStateBuilder::new().with_default_features();
         if rule {
-            state =
-                crate::shared::install(state).with_optimizer_rule(Arc::new(CohortSetOperations));
+            state = crate::repeated_subplans::install(state)
+                .with_optimizer_rule(Arc::new(CohortSetOperations));
         }
         let ctx = SessionContext::new_with_state(state.build());
         // a: multiples of 2 below 3,000, each twice; b: multiples of 3,

@@ -35,10 +35,10 @@ pub mod privacy;
 pub mod projects;
 pub mod quality;
 mod query_memory;
+pub mod repeated_subplans;
 mod result_cache;
 pub mod running_window;
 pub mod session;
-pub mod shared;
 mod spill_retry;
 pub mod table_calls;
 mod vocabulary;
@@ -243,7 +243,7 @@ impl Engine {
             .with_analyzer_rule(Arc::new(table_calls::NameTableFunctionCalls))
             .with_physical_optimizer_rule(Arc::new(running_window::RunningWindows))
             .with_physical_optimizer_rule(Arc::new(first_rows::FirstRows));
-        let state = shared::install(state)
+        let state = repeated_subplans::install(state)
             .with_optimizer_rule(Arc::new(join_order::LookupsThroughBridges))
             .with_optimizer_rule(Arc::new(cohort_algebra::CohortSetOperations));
         let ctx = SessionContext::new_with_state(pg_dialect::install(state).build());

@@ -79,7 +79,8 @@ mod tests {
     use super::NameTableFunctionCalls;
 
     fn context(named: bool) -> SessionContext {
-        let mut state = crate::shared::install(SessionStateBuilder::new().with_default_features());
+        let mut state =
+            crate::repeated_subplans::install(SessionStateBuilder::new().with_default_features());
         if named {
             state = state.with_analyzer_rule(Arc::new(NameTableFunctionCalls));
         }

@@ -83,13 +83,36 @@ impl ScalarUDFImpl for DatePart {
     }
 }
 
+/// A field of `EXTRACT` under one name: PostgreSQL's abbreviations and
+/// plurals (`secs`, `ms`, `mons`, ...) as the names DataFusion knows.
+fn canonical(field: &str) -> String {
+    let f = field.to_ascii_lowercase();
+    match f.as_str() {
+        "microseconds" | "us" | "usec" | "usecs" => "microsecond",
+        "milliseconds" | "ms" | "msec" | "msecs" => "millisecond",
+        "seconds" | "s" | "sec" | "secs" => "second",
+        "minutes" | "m" | "min" | "mins" => "minute",
+        "hours" | "h" | "hr" | "hrs" => "hour",
+        "days" | "d" => "day",
+        "weeks" | "w" => "week",
+        "months" | "mon" | "mons" => "month",
+        "qtr" => "quarter",
+        "years" | "y" | "yr" | "yrs" => "year",
+        "decades" | "dec" | "decs" => "decade",
+        "centuries" | "c" | "cent" => "century",
+        "millennia" | "mil" | "mils" => "millennium",
+        _ => return f,
+    }
+    .into()
+}
+
 /// The scale of the numeric `EXTRACT(field FROM source)` returns in
 /// PostgreSQL 15: the fraction of a second for `second`, `millisecond` and
 /// the `epoch` of a timestamp or interval; none otherwise.
 fn extract_scale(field: &str, source: &DataType) -> i8 {
-    match field.to_ascii_lowercase().as_str() {
-        "second" | "seconds" => 6,
-        "millisecond" | "milliseconds" => 3,
+    match canonical(field).as_str() {
+        "second" => 6,
+        "millisecond" => 3,
         "epoch" if !matches!(source, DataType::Date32 | DataType::Date64) => 6,
         _ => 0,
     }
@@ -98,8 +121,39 @@ fn extract_scale(field: &str, source: &DataType) -> i8 {
 /// Precision of `EXTRACT`'s numeric.
 const EXTRACT_PRECISION: u8 = 20;
 
+/// A field of an interval (months, days, microseconds) as PostgreSQL's
+/// `interval_part` computes it, unscaled at the field's scale; `None` for a
+/// field intervals do not have.
+fn interval_field(field: &str, months: i32, days: i32, micros: i64) -> Option<i128> {
+    const MINUTE: i64 = 60_000_000;
+    let years = (months / 12) as i128;
+    Some(match field {
+        "year" => years,
+        "month" => (months % 12) as i128,
+        "quarter" => ((months % 12) / 3 + 1) as i128,
+        "decade" => years / 10,
+        "century" => years / 100,
+        "millennium" => years / 1000,
+        "day" => days as i128,
+        "hour" => (micros / (60 * MINUTE)) as i128,
+        "minute" => (micros / MINUTE % 60) as i128,
+        // Microseconds of the minute, read at scale 6 (second), 3
+        // (millisecond) or 0 (microsecond).
+        "second" | "millisecond" | "microsecond" => (micros % MINUTE) as i128,
+        // Years of 365.25 days and months of 30, as PostgreSQL counts them.
+        "epoch" => {
+            let seconds =
+                years * 31_557_600 + (months % 12) as i128 * 2_592_000 + days as i128 * 86_400;
+            seconds * 1_000_000 + micros as i128
+        }
+        _ => return None,
+    })
+}
+
 /// `EXTRACT(field FROM source)` as PostgreSQL 15 answers it: a numeric,
-/// keeping the microseconds of `second`, `millisecond` and `epoch`.
+/// keeping the microseconds of `second`, `millisecond` and `epoch`, and
+/// reading the parts of an interval (or a difference of timestamps) as
+/// PostgreSQL shows them.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Extract {
     inner: Arc<ScalarUDF>,
@@ -124,6 +178,36 @@ impl Extract {
             _ => None,
         }
     }
+
+    /// DataFusion's `date_part` of `field` over `args`' source.
+    fn date_part(
+        &self,
+        field: &str,
+        args: &ScalarFunctionArgs,
+    ) -> Result<datafusion::arrow::array::ArrayRef> {
+        let field = ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(
+            field.to_owned(),
+        )));
+        let return_field = {
+            let f = match &field {
+                ColumnarValue::Scalar(s) => Some(s),
+                ColumnarValue::Array(_) => None,
+            };
+            self.inner.return_field_from_args(ReturnFieldArgs {
+                arg_fields: &args.arg_fields,
+                scalar_arguments: &[f, None],
+            })?
+        };
+        self.inner
+            .invoke_with_args(ScalarFunctionArgs {
+                args: vec![field, args.args[1].clone()],
+                arg_fields: args.arg_fields.clone(),
+                number_rows: args.number_rows,
+                return_field,
+                config_options: args.config_options.clone(),
+            })?
+            .to_array(args.number_rows)
+    }
 }
 
 impl ScalarUDFImpl for Extract {
@@ -146,11 +230,11 @@ impl ScalarUDFImpl for Extract {
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let field = Self::field(args.scalar_arguments.first().copied().flatten());
         let source = args.arg_fields.get(1).map(|f| f.data_type().clone());
-        let inner = self.inner.return_field_from_args(args)?;
         let scale = match (field, source) {
             (Some(f), Some(s)) => extract_scale(f, &s),
             _ => 0,
         };
+        let inner = self.inner.return_field_from_args(args)?;
         Ok(Arc::new(Field::new(
             self.name(),
             DataType::Decimal128(EXTRACT_PRECISION, scale),
@@ -167,55 +251,63 @@ impl ScalarUDFImpl for Extract {
             return datafusion::common::internal_err!("pg_extract returns a numeric");
         };
         let field = match args.args.first() {
-            Some(ColumnarValue::Scalar(s)) => {
-                Self::field(Some(s)).unwrap_or("").to_ascii_lowercase()
-            }
+            Some(ColumnarValue::Scalar(s)) => canonical(Self::field(Some(s)).unwrap_or("")),
             _ => String::new(),
-        };
-        let source_type = args.arg_fields.get(1).map(|f| f.data_type().clone());
-        let is_timestamp = matches!(source_type, Some(DataType::Timestamp(..)));
-        let is_time = matches!(source_type, Some(DataType::Time32(_) | DataType::Time64(_)));
-        // Integer microseconds read as a numeric of `scale`: exact.
-        let scaled = |micros: &dyn Array| -> Result<ColumnarValue> {
-            let micros = cast(micros, &DataType::Int64)?;
-            let values: Decimal128Array = micros
-                .as_primitive::<Int64Type>()
-                .iter()
-                .map(|v| v.map(i128::from))
-                .collect();
-            Ok(ColumnarValue::Array(Arc::new(
-                values.with_precision_and_scale(EXTRACT_PRECISION, scale)?,
-            )))
         };
         let n = args.number_rows;
         let scalar = args
             .args
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let out = match field.as_str() {
-            // Seconds within the minute, in microseconds: second (scale 6),
-            // millisecond (scale 3).
-            "second" | "seconds" | "millisecond" | "milliseconds" if is_timestamp || is_time => {
-                let micros = self.inner.invoke_with_args(ScalarFunctionArgs {
-                    args: vec![
-                        ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(
-                            "microsecond".into(),
-                        ))),
-                        args.args[1].clone(),
-                    ],
-                    arg_fields: args.arg_fields.clone(),
-                    number_rows: n,
-                    return_field: Arc::new(Field::new("micros", DataType::Int32, true)),
-                    config_options: args.config_options.clone(),
-                })?;
-                // Milliseconds with three decimals are the same microseconds.
-                scaled(micros.to_array(n)?.as_ref())?
+        let source_type = args.arg_fields.get(1).map(|f| f.data_type().clone());
+        let numeric = |values: Decimal128Array| -> Result<ColumnarValue> {
+            Ok(ColumnarValue::Array(Arc::new(
+                values.with_precision_and_scale(EXTRACT_PRECISION, scale)?,
+            )))
+        };
+        // Integer microseconds read as a numeric of `scale`: exact.
+        let scaled = |micros: &dyn Array| -> Result<ColumnarValue> {
+            let micros = cast(micros, &DataType::Int64)?;
+            numeric(
+                micros
+                    .as_primitive::<Int64Type>()
+                    .iter()
+                    .map(|v| v.map(i128::from))
+                    .collect(),
+            )
+        };
+        let out = match (&source_type, field.as_str()) {
+            (Some(DataType::Interval(_) | DataType::Duration(_)), _) => {
+                let source = args.args[1].to_array(n)?;
+                let mut values = Vec::with_capacity(n);
+                for r in 0..n {
+                    if source.is_null(r) {
+                        values.push(None);
+                        continue;
+                    }
+                    let Some((months, days, micros)) = super::interval_text::parts(&source, r)
+                    else {
+                        return datafusion::common::internal_err!("an interval");
+                    };
+                    match interval_field(&field, months, days, micros) {
+                        Some(v) => values.push(Some(v)),
+                        None => {
+                            return datafusion::common::plan_err!(
+                                "EXTRACT({field} FROM interval) is not supported: intervals have year, month, day, hour, minute, second and epoch"
+                            );
+                        }
+                    }
+                }
+                numeric(values.into_iter().collect())?
             }
+            // Seconds within the minute, in microseconds: second (scale 6),
+            // millisecond (scale 3; the same microseconds).
+            (
+                Some(DataType::Timestamp(..) | DataType::Time32(_) | DataType::Time64(_)),
+                "second" | "millisecond",
+            ) => scaled(self.date_part("microsecond", &args)?.as_ref())?,
             // The timestamp's own microseconds since 1970.
-            "epoch" if is_timestamp => {
-                let Some(DataType::Timestamp(_, tz)) = &source_type else {
-                    return datafusion::common::internal_err!("a timestamp");
-                };
+            (Some(DataType::Timestamp(_, tz)), "epoch") => {
                 let source = args.args[1].to_array(n)?;
                 let micros = cast(
                     &source,
@@ -223,24 +315,7 @@ impl ScalarUDFImpl for Extract {
                 )?;
                 scaled(micros.as_ref())?
             }
-            _ => {
-                let inner_field = self.inner.return_field_from_args(ReturnFieldArgs {
-                    arg_fields: &args.arg_fields,
-                    scalar_arguments: &args
-                        .args
-                        .iter()
-                        .map(|a| match a {
-                            ColumnarValue::Scalar(s) => Some(s),
-                            ColumnarValue::Array(_) => None,
-                        })
-                        .collect::<Vec<_>>(),
-                })?;
-                let value = self.inner.invoke_with_args(ScalarFunctionArgs {
-                    return_field: inner_field,
-                    ..args
-                })?;
-                value.cast_to(&target, None)?
-            }
+            _ => ColumnarValue::Array(cast(self.date_part(&field, &args)?.as_ref(), &target)?),
         };
         Ok(match (scalar, out) {
             (true, ColumnarValue::Array(a)) => {
@@ -248,5 +323,53 @@ impl ScalarUDFImpl for Extract {
             }
             (_, out) => out,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PostgreSQL 15's `EXTRACT(field FROM INTERVAL ...)`, by psql.
+    #[test]
+    fn interval_parts_as_postgresql_reads_them() {
+        let hour = 3_600_000_000i64;
+        // INTERVAL '1 year 14 months 3 days 25:30:01.5'
+        let (months, days, micros) = (26, 3, 25 * hour + 30 * 60_000_000 + 1_500_000);
+        for (field, want) in [
+            ("year", 2),
+            ("month", 2),
+            ("quarter", 1),
+            ("day", 3),
+            ("hour", 25),
+            ("minute", 30),
+            ("second", 1_500_000),
+            ("millisecond", 1_500_000),
+            ("microsecond", 1_500_000),
+            ("epoch", 68_650_201_500_000),
+        ] {
+            assert_eq!(
+                interval_field(field, months, days, micros),
+                Some(want),
+                "{field}"
+            );
+        }
+        // INTERVAL '-1 day -02:00:00.25'
+        let (months, days, micros) = (0, -1, -2 * hour - 250_000);
+        for (field, want) in [
+            ("day", -1),
+            ("hour", -2),
+            ("second", -250_000),
+            ("epoch", -93_600_250_000),
+        ] {
+            assert_eq!(
+                interval_field(field, months, days, micros),
+                Some(want),
+                "{field}"
+            );
+        }
+        assert_eq!(interval_field("dow", 0, 1, 0), None);
+        assert_eq!(canonical("SECS"), "second");
+        assert_eq!(canonical("mons"), "month");
     }
 }

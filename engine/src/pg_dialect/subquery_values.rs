@@ -29,7 +29,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 
-use crate::shared::repeatable;
+use crate::repeated_subplans::repeatable;
 
 /// Rewrites `EXISTS` and `IN (subquery)` outside `WHERE`, and lifts
 /// subqueries out of aggregations.
