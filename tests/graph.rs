@@ -610,3 +610,64 @@ async fn a_hidden_relationship_table_gives_analysts_no_curated_edge() {
         vec!["data|true", "mapping|true", "vocabulary|true"]
     );
 }
+
+#[tokio::test]
+async fn a_filter_on_a_paths_existence_reads_reach_only_and_agrees_with_the_paths() {
+    let engine = open(demo_sized()).await;
+    let k92 = query(&engine, &format!("SELECT {}", concept("ICD10", "K92")))
+        .await
+        .remove(0);
+    let count = |condition: String| {
+        let engine = &engine;
+        async move {
+            query(
+                engine,
+                &format!("SELECT count(*) FROM ndb.condition_occurrence WHERE {condition}"),
+            )
+            .await
+            .remove(0)
+        }
+    };
+    for steps in [1, 2, 3] {
+        let path = format!("concept_path(condition_concept_id, {k92}, {steps})");
+        // The paths themselves, counted without asking only for existence.
+        let listed = count(format!("coalesce(cardinality({path}), 0) > 0")).await;
+        let unlisted = count(format!("coalesce(cardinality({path}), 0) = 0")).await;
+        assert_ne!(listed, "0", "{steps} steps reach some diagnoses");
+        assert_eq!(
+            count(format!("{path} IS NOT NULL")).await,
+            listed,
+            "{steps}"
+        );
+        assert_eq!(count(format!("{path} IS NULL")).await, unlisted, "{steps}");
+        assert_eq!(
+            count(format!(
+                "concept_reachable(condition_concept_id, {k92}, {steps})"
+            ))
+            .await,
+            listed
+        );
+    }
+    // The filter is planned as the reach test.
+    let plan = query(
+        &engine,
+        &format!(
+            "EXPLAIN SELECT count(*) FROM ndb.condition_occurrence \
+             WHERE concept_path(condition_concept_id, {k92}, 2) IS NOT NULL"
+        ),
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("concept_reachable"), "{plan}");
+    // Analysts may use it: an aggregate of it is released.
+    let released = as_role(
+        &engine,
+        Role::Analyst,
+        &format!(
+            "SELECT count(DISTINCT person_id) > 0 FROM ndb.condition_occurrence \
+             WHERE concept_path(condition_concept_id, {k92}, 2) IS NOT NULL"
+        ),
+    )
+    .await;
+    assert_eq!(released, vec!["true".to_owned()]);
+}

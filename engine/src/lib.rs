@@ -245,7 +245,8 @@ impl Engine {
             .with_physical_optimizer_rule(Arc::new(first_rows::FirstRows));
         let state = repeated_subplans::install(state)
             .with_optimizer_rule(Arc::new(join_order::LookupsThroughBridges))
-            .with_optimizer_rule(Arc::new(cohort_algebra::CohortSetOperations));
+            .with_optimizer_rule(Arc::new(cohort_algebra::CohortSetOperations))
+            .with_optimizer_rule(Arc::new(tsunagu_udfs::graph::PathFilters));
         let ctx = SessionContext::new_with_state(pg_dialect::install(state).build());
         pg_dialect::register(&ctx);
         ctx

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{Array, AsArray, Int64Builder, ListBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
-use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::common::{Result, ScalarValue, exec_datafusion_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
@@ -21,7 +21,10 @@ use crate::docs;
 use crate::vocab::VocabGraph;
 
 /// Disclosure classes of this module's functions.
-pub const DISCLOSURE: &[(&str, Disclosure)] = &[("concept_path", Disclosure::Total)];
+pub const DISCLOSURE: &[(&str, Disclosure)] = &[
+    ("concept_path", Disclosure::Total),
+    ("concept_reachable", Disclosure::Total),
+];
 
 /// Steps allowed when the call does not say.
 pub const DEFAULT_MAX_STEPS: i64 = 6;
@@ -243,13 +246,103 @@ impl Toward {
     }
 }
 
+/// The last tree grown for a constant `b`, kept for the next batches.
+#[derive(Debug, Default)]
+struct Trees {
+    /// (b, steps, tree).
+    last: std::sync::Mutex<Option<(i64, i64, Arc<Option<Toward>>)>>,
+}
+
+impl Trees {
+    /// The tree toward `b` within `steps`, grown once for repeated calls.
+    fn toward(&self, graph: &VocabGraph, b: i64, steps: i64) -> Arc<Option<Toward>> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((lb, ls, t)) = last.as_ref()
+            && *lb == b
+            && *ls == steps
+        {
+            return t.clone();
+        }
+        let t = Arc::new(Toward::grow(graph, b, steps));
+        *last = Some((b, steps, t.clone()));
+        t
+    }
+}
+
+/// The constant `b` and steps of a call over a column `a`, when the call
+/// has that shape.
+fn column_against_constant(args: &ScalarFunctionArgs) -> Option<(&dyn Array, i64, i64)> {
+    let constant = |i: usize| match args.args.get(i) {
+        Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(v)))) => Some(Some(*v)),
+        None => Some(None),
+        _ => None,
+    };
+    match (args.args.first(), constant(1), constant(2)) {
+        (Some(ColumnarValue::Array(a)), Some(Some(b)), Some(steps)) if args.number_rows > 0 => {
+            Some((
+                a.as_ref(),
+                b,
+                steps.unwrap_or(DEFAULT_MAX_STEPS).clamp(0, MOST_STEPS),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The rows of `a` (Int64) in reach of the tree: one bit test per row;
+/// NULL rows are not in reach.
+fn in_reach(tree: &Toward, a: &dyn Array) -> datafusion::arrow::buffer::BooleanBuffer {
+    let a = a.as_primitive::<Int64Type>();
+    let ids = a.values();
+    let reach = datafusion::arrow::buffer::BooleanBuffer::collect_bool(ids.len(), |r| {
+        tree.contains(ids[r])
+    });
+    match a.nulls() {
+        Some(nulls) => &reach & nulls.inner(),
+        None => reach,
+    }
+}
+
+/// The arguments of each row (a, b, steps), `None` where one is NULL.
+fn rows_of(args: &ScalarFunctionArgs) -> Result<(bool, Vec<Option<(i64, i64, i64)>>)> {
+    let n = args.number_rows;
+    let scalar = args
+        .args
+        .iter()
+        .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    let rows = if scalar { 1 } else { n };
+    let arrays = args
+        .args
+        .iter()
+        .map(|a| a.to_array(rows))
+        .collect::<Result<Vec<_>>>()?;
+    let ints: Vec<_> = arrays
+        .iter()
+        .map(|a| a.as_primitive::<Int64Type>())
+        .collect();
+    Ok((
+        scalar,
+        (0..rows)
+            .map(|r| {
+                if ints.iter().any(|a| a.is_null(r)) {
+                    return None;
+                }
+                let steps = ints
+                    .get(2)
+                    .map_or(DEFAULT_MAX_STEPS, |s| s.value(r))
+                    .clamp(0, MOST_STEPS);
+                Some((ints[0].value(r), ints[1].value(r), steps))
+            })
+            .collect(),
+    ))
+}
+
 /// `concept_path(a, b [, max_steps])`: the concept ids of a shortest path.
 #[derive(Debug)]
 pub struct ConceptPath {
     graph: Arc<VocabGraph>,
     signature: Signature,
-    /// The last tree grown for a constant `b`: (b, steps, tree).
-    last: std::sync::Mutex<Option<(i64, i64, Arc<Option<Toward>>)>>,
+    trees: Trees,
 }
 
 impl ConceptPath {
@@ -258,22 +351,8 @@ impl ConceptPath {
         Self {
             graph,
             signature: Signature::user_defined(Volatility::Immutable),
-            last: std::sync::Mutex::new(None),
+            trees: Trees::default(),
         }
-    }
-
-    /// The tree toward `b` within `steps`, grown once for repeated calls.
-    fn toward(&self, b: i64, steps: i64) -> Arc<Option<Toward>> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((lb, ls, t)) = last.as_ref()
-            && *lb == b
-            && *ls == steps
-        {
-            return t.clone();
-        }
-        let t = Arc::new(Toward::grow(&self.graph, b, steps));
-        *last = Some((b, steps, t.clone()));
-        t
     }
 }
 
@@ -317,81 +396,50 @@ impl ScalarUDFImpl for ConceptPath {
         let n = args.number_rows;
         // The common case: a column against one concept. One tree from that
         // concept answers every row (a shortest path from each row's
-        // concept, read back along the tree); offsets, values and validity
-        // are written directly, and a row out of reach costs one bit test.
-        let constant = |i: usize| match args.args.get(i) {
-            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(v)))) => Some(Some(*v)),
-            None => Some(None),
-            _ => None,
-        };
-        if let (Some(ColumnarValue::Array(a)), Some(Some(b)), Some(steps)) =
-            (args.args.first(), constant(1), constant(2))
-            && n > 0
+        // concept, read back along the tree).
+        if let Some((a, b, steps)) = column_against_constant(&args)
+            && let Some(tree) = self.trees.toward(&self.graph, b, steps).as_ref()
         {
-            let steps = steps.unwrap_or(DEFAULT_MAX_STEPS).clamp(0, MOST_STEPS);
-            let tree = self.toward(b, steps);
-            if let Some(tree) = tree.as_ref() {
-                let a = a.as_primitive::<Int64Type>();
-                // Which rows are in reach (one bit test each, as `is_a`),
-                // then the paths of those rows only; the offsets of the rows
-                // between them are filled in runs.
-                let ids = a.values();
-                let mut valid = datafusion::arrow::buffer::BooleanBuffer::collect_bool(n, |r| {
-                    tree.contains(ids[r])
-                });
-                if let Some(nulls) = a.nulls() {
-                    valid = &valid & nulls.inner();
+            // Which rows are in reach (one bit test each, as `is_a`), then
+            // the paths of those rows only; the offsets of the rows between
+            // them are filled in runs.
+            let valid = in_reach(tree, a);
+            let ids = a.as_primitive::<Int64Type>().values();
+            let mut offsets = vec![0i32; n + 1];
+            let mut values: Vec<i64> = Vec::new();
+            let mut filled = 0usize;
+            for r in valid.set_indices() {
+                let start = i32::try_from(values.len()).map_err(|_| {
+                    exec_datafusion_err!("concept_path: too many paths in one batch")
+                })?;
+                offsets[filled + 1..=r].fill(start);
+                if let Some(m) = tree.member(ids[r]) {
+                    values.extend_from_slice(tree.path(m));
                 }
-                let mut offsets = vec![0i32; n + 1];
-                let mut values: Vec<i64> = Vec::new();
-                let mut filled = 0usize;
-                for r in valid.set_indices() {
-                    let start = values.len() as i32;
-                    offsets[filled + 1..=r].fill(start);
-                    if let Some(m) = tree.member(ids[r]) {
-                        values.extend_from_slice(tree.path(m));
-                    }
-                    offsets[r + 1] = values.len() as i32;
-                    filled = r + 1;
-                }
-                let end = values.len() as i32;
-                offsets[filled + 1..].fill(end);
-                let list = datafusion::arrow::array::ListArray::try_new(
-                    item(),
-                    datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
-                    Arc::new(datafusion::arrow::array::Int64Array::from(values)),
-                    Some(datafusion::arrow::buffer::NullBuffer::new(valid)),
-                )?;
-                return Ok(ColumnarValue::Array(Arc::new(list)));
+                offsets[r + 1] = i32::try_from(values.len()).map_err(|_| {
+                    exec_datafusion_err!("concept_path: too many paths in one batch")
+                })?;
+                filled = r + 1;
             }
+            let end = offsets[filled];
+            offsets[filled + 1..].fill(end);
+            let list = datafusion::arrow::array::ListArray::try_new(
+                item(),
+                datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
+                Arc::new(datafusion::arrow::array::Int64Array::from(values)),
+                Some(datafusion::arrow::buffer::NullBuffer::new(valid)),
+            )?;
+            return Ok(ColumnarValue::Array(Arc::new(list)));
         }
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(if scalar { 1 } else { n }))
-            .collect::<Result<Vec<_>>>()?;
-        let ints: Vec<_> = arrays
-            .iter()
-            .map(|a| a.as_primitive::<Int64Type>())
-            .collect();
-        let rows = if scalar { 1 } else { n };
+        let (scalar, rows) = rows_of(&args)?;
         let mut out = ListBuilder::new(Int64Builder::new()).with_field(item());
         // Rows repeat the same pair often (a concept per record): answer each pair once.
         let mut known: HashMap<(i64, i64, i64), Option<Vec<i64>>> = HashMap::new();
-        for r in 0..rows {
-            if ints.iter().any(|a| a.is_null(r)) {
+        for row in rows {
+            let Some((a, b, steps)) = row else {
                 out.append_null();
                 continue;
-            }
-            let (a, b) = (ints[0].value(r), ints[1].value(r));
-            let steps = ints
-                .get(2)
-                .map_or(DEFAULT_MAX_STEPS, |s| s.value(r))
-                .clamp(0, MOST_STEPS);
+            };
             let path = known
                 .entry((a, b, steps))
                 .or_insert_with(|| shortest_path(&self.graph, a, b, steps));
@@ -427,6 +475,177 @@ impl ScalarUDFImpl for ConceptPath {
             )
             .build()
         }))
+    }
+}
+
+/// `concept_reachable(a, b [, max_steps])`: whether `concept_path` finds a
+/// path (true or false, never NULL; false when an argument is NULL).
+#[derive(Debug)]
+pub struct ConceptReachable {
+    graph: Arc<VocabGraph>,
+    signature: Signature,
+    trees: Trees,
+}
+
+impl ConceptReachable {
+    /// The function over a graph.
+    pub fn new(graph: Arc<VocabGraph>) -> Self {
+        Self {
+            graph,
+            signature: Signature::user_defined(Volatility::Immutable),
+            trees: Trees::default(),
+        }
+    }
+}
+
+impl PartialEq for ConceptReachable {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.graph, &other.graph)
+    }
+}
+impl Eq for ConceptReachable {}
+impl std::hash::Hash for ConceptReachable {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "concept_reachable".hash(state);
+    }
+}
+
+impl ScalarUDFImpl for ConceptReachable {
+    fn name(&self) -> &str {
+        "concept_reachable"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        if !(2..=3).contains(&args.len())
+            || !args.iter().all(|t| t.is_integer() || t == &DataType::Null)
+        {
+            return plan_err!(
+                "concept_reachable takes (concept_id, concept_id) or (concept_id, concept_id, max_steps), all integers"
+            );
+        }
+        Ok(vec![DataType::Int64; args.len()])
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+    fn return_field_from_args(
+        &self,
+        _: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> Result<Arc<Field>> {
+        Ok(Arc::new(Field::new(self.name(), DataType::Boolean, false)))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::BooleanArray;
+        if let Some((a, b, steps)) = column_against_constant(&args)
+            && let Some(tree) = self.trees.toward(&self.graph, b, steps).as_ref()
+        {
+            return Ok(ColumnarValue::Array(Arc::new(BooleanArray::new(
+                in_reach(tree, a),
+                None,
+            ))));
+        }
+        let (scalar, rows) = rows_of(&args)?;
+        let mut known: HashMap<(i64, i64, i64), bool> = HashMap::new();
+        let reach: BooleanArray = rows
+            .into_iter()
+            .map(|row| {
+                Some(row.is_some_and(|(a, b, steps)| {
+                    *known
+                        .entry((a, b, steps))
+                        .or_insert_with(|| shortest_path(&self.graph, a, b, steps).is_some())
+                }))
+            })
+            .collect();
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::Boolean(Some(reach.value(0))))
+        } else {
+            ColumnarValue::Array(Arc::new(reach))
+        })
+    }
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOC: OnceLock<Documentation> = OnceLock::new();
+        Some(DOC.get_or_init(|| {
+            Documentation::builder(
+                docs::VOCABULARY,
+                format!(
+                    "True when concept_path(a, b, max_steps) finds a path (default {DEFAULT_MAX_STEPS} steps, at most {MOST_STEPS}); false otherwise, and when an argument is NULL. Against a constant concept it costs one bit test per row, as is_a; a filter `concept_path(...) IS NOT NULL` is planned as this function."
+                ),
+                "concept_reachable(concept_id, concept_id [, max_steps])",
+            )
+            .with_argument("concept_id", "The two ends (integers).")
+            .with_argument("max_steps", "Most relationships on the path (integer).")
+            .with_sql_example(
+                "SELECT count(*) FROM ndb.condition_occurrence WHERE concept_reachable(condition_concept_id, 1000040, 2)",
+            )
+            .build()
+        }))
+    }
+}
+
+/// Plans a filter `concept_path(...) IS NOT NULL` (or `IS NULL`) as
+/// `concept_reachable(...)` (or its negation): the paths are not written
+/// when only their existence is asked. Filters only, so no output column
+/// changes name.
+#[derive(Debug, Default)]
+pub struct PathFilters;
+
+impl datafusion::optimizer::OptimizerRule for PathFilters {
+    fn name(&self) -> &str {
+        "concept_path_filters"
+    }
+    fn apply_order(&self) -> Option<datafusion::optimizer::ApplyOrder> {
+        Some(datafusion::optimizer::ApplyOrder::TopDown)
+    }
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+    fn rewrite(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        config: &dyn datafusion::optimizer::OptimizerConfig,
+    ) -> Result<datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>>
+    {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::logical_expr::expr::ScalarFunction;
+        use datafusion::logical_expr::{Expr, LogicalPlan};
+        let LogicalPlan::Filter(filter) = plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let Some(reachable) = config
+            .function_registry()
+            .and_then(|r| r.udf("concept_reachable").ok())
+        else {
+            return Ok(Transformed::no(LogicalPlan::Filter(filter)));
+        };
+        let path_args = |e: &Expr| match e {
+            Expr::ScalarFunction(f) if f.func.name() == "concept_path" => Some(f.args.clone()),
+            _ => None,
+        };
+        let predicate = filter.predicate.clone().transform(|e| {
+            Ok(match &e {
+                Expr::IsNotNull(inner) => match path_args(inner) {
+                    Some(args) => Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
+                        reachable.clone(),
+                        args,
+                    ))),
+                    None => Transformed::no(e),
+                },
+                Expr::IsNull(inner) => match path_args(inner) {
+                    Some(args) => Transformed::yes(Expr::Not(Box::new(Expr::ScalarFunction(
+                        ScalarFunction::new_udf(reachable.clone(), args),
+                    )))),
+                    None => Transformed::no(e),
+                },
+                _ => Transformed::no(e),
+            })
+        })?;
+        if !predicate.transformed {
+            return Ok(Transformed::no(LogicalPlan::Filter(filter)));
+        }
+        let rewritten = datafusion::logical_expr::Filter::try_new(predicate.data, filter.input)?;
+        Ok(Transformed::yes(LogicalPlan::Filter(rewritten)))
     }
 }
 
@@ -510,6 +729,53 @@ mod tests {
                 if let Some(p) = got {
                     assert_eq!((p[0], p[p.len() - 1]), (c.unwrap(), 5));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn reachable_is_whether_a_path_exists() {
+        use datafusion::arrow::array::{BooleanArray, Int64Array};
+        let f = ConceptReachable::new(Arc::new(graph()));
+        let column: Vec<Option<i64>> = vec![Some(1), None, Some(7), Some(9), Some(5), Some(99)];
+        let rows = column.len();
+        let field = |t: DataType| Arc::new(Field::new("x", t, true));
+        let call = |args: Vec<ColumnarValue>| {
+            f.invoke_with_args(ScalarFunctionArgs {
+                arg_fields: args.iter().map(|_| field(DataType::Int64)).collect(),
+                args,
+                number_rows: rows,
+                return_field: field(DataType::Boolean),
+                config_options: Default::default(),
+            })
+            .unwrap()
+            .to_array(rows)
+            .unwrap()
+        };
+        for steps in [2i64, 4, 6] {
+            let want: Vec<bool> = column
+                .iter()
+                .map(|c| c.is_some_and(|c| shortest_path(&graph(), c, 5, steps).is_some()))
+                .collect();
+            // Against a constant (the tree), and against a column of it (searches).
+            let constant = call(vec![
+                ColumnarValue::Array(Arc::new(Int64Array::from(column.clone()))),
+                ColumnarValue::Scalar(ScalarValue::Int64(Some(5))),
+                ColumnarValue::Scalar(ScalarValue::Int64(Some(steps))),
+            ]);
+            let columns = call(vec![
+                ColumnarValue::Array(Arc::new(Int64Array::from(column.clone()))),
+                ColumnarValue::Array(Arc::new(Int64Array::from(vec![5; rows]))),
+                ColumnarValue::Array(Arc::new(Int64Array::from(vec![steps; rows]))),
+            ]);
+            for got in [constant, columns] {
+                let got = got.as_any().downcast_ref::<BooleanArray>().unwrap();
+                assert_eq!(got.null_count(), 0);
+                assert_eq!(
+                    got.iter().map(Option::unwrap).collect::<Vec<_>>(),
+                    want,
+                    "{steps}"
+                );
             }
         }
     }

@@ -64,6 +64,9 @@ pub fn register_vocabulary(ctx: &SessionContext, graph: Arc<vocab::VocabGraph>) 
     ctx.register_udf(ScalarUDF::new_from_impl(graph::ConceptPath::new(
         graph.clone(),
     )));
+    ctx.register_udf(ScalarUDF::new_from_impl(graph::ConceptReachable::new(
+        graph.clone(),
+    )));
     ctx.register_udtf(
         "descendants",
         Arc::new(vocab::Hierarchy::new(graph.clone(), true)),
@@ -147,6 +150,12 @@ pub fn documented(
         "concept_path".into(),
         "scalar",
         path.documentation().cloned().expect("documented"),
+    ));
+    let reachable = ScalarUDF::new_from_impl(graph::ConceptReachable::new(graph.clone()));
+    docs.push((
+        "concept_reachable".into(),
+        "scalar",
+        reachable.documentation().cloned().expect("documented"),
     ));
     let in_set = ScalarUDF::new_from_impl(concept_sets::InConceptSet::new(graph));
     docs.push((

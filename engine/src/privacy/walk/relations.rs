@@ -122,7 +122,9 @@ impl Walker<'_> {
                     .first()
                     .map(|f| f.name().as_str())
                     .filter(|n| {
-                        n.ends_with("_id") && *n != crate::privacy::PERSON_ID && !n.ends_with("_concept_id")
+                        n.ends_with("_id")
+                            && *n != crate::privacy::PERSON_ID
+                            && !n.ends_with("_concept_id")
                     });
                 let mut keys = at(crate::privacy::PERSON_KEY);
                 keys.extend(
