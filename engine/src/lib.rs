@@ -13,11 +13,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The path of a query: parse → plan → optimize → execute, in a DataFusion
-//! `SessionContext` per [`Session`] that shows the store's schemas
-//! (`tsunagu_catalog`) and the RWD functions (`tsunagu_udfs`). A wire
-//! server, a CLI or a distributed runner sit on top; the engine knows none
-//! of them.
+//! The path of a query, in a DataFusion `SessionContext` per [`Session`]
+//! that shows the store's schemas (`tsunagu_catalog`) and the RWD functions
+//! (`tsunagu_udfs`): `session::parse` → `session::plan` (DataFusion's
+//! planner with `pg_dialect`) → `session::guard` (`privacy`, for analysts
+//! and viewers) → `session::run` (DataFusion's optimizer with the planner
+//! additions below, execution, `audit`). A wire server, a CLI or a
+//! distributed runner sit on top; the engine knows none of them.
 
 pub mod audit;
 pub mod cohort_algebra;

@@ -1,0 +1,196 @@
+//! Parsing: SQL text into statements (PostgreSQL dialect), and the
+//! commands Tsunagu adds (`CREATE COHORT`, `CREATE RESULT`, project
+//! commands); the text the audit log records for each.
+
+use super::*;
+
+impl Session {
+    /// Splits SQL text into statements (PostgreSQL dialect). A cohort
+    /// command (`CREATE COHORT`, `DROP COHORT`) is the whole text.
+    /// Text that does not parse is audited here, as it was sent.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        let parsed = (|| {
+            if let Some(c) = cohort_command(sql)? {
+                return Ok(vec![c]);
+            }
+            if let Some(c) = result_command(sql)? {
+                return Ok(vec![c]);
+            }
+            if let Some(command) = crate::projects::admin::parse(sql)? {
+                return Ok(vec![Statement::Project {
+                    command,
+                    text: sql.trim().to_owned(),
+                }]);
+            }
+            Ok(
+                DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?
+                    .into_iter()
+                    .map(Statement::Sql)
+                    .collect(),
+            )
+        })();
+        if let Err(e) = &parsed {
+            self.log(sql.trim(), Decision::Error, Some(error_class(e)), None, 0)?;
+        }
+        parsed
+    }
+}
+
+/// The statement as the audit log records it.
+pub fn statement_text(statement: &Statement) -> String {
+    match statement {
+        Statement::Sql(s) => s.to_string(),
+        Statement::CreateCohort { name, query } => {
+            let query = DFParser::parse_sql_with_dialect(query, &PostgreSqlDialect {})
+                .ok()
+                .and_then(|mut v| v.pop_back())
+                .map(|q| q.to_string())
+                .unwrap_or_else(|| query.split_whitespace().collect::<Vec<_>>().join(" "));
+            format!("CREATE COHORT {name} AS {query}")
+        }
+        Statement::Project { text, .. } => text.clone(),
+        Statement::CreateResult { name, query } => format!("CREATE RESULT {name} AS {query}"),
+        Statement::ReleaseResult { name, purpose } => {
+            if purpose.is_empty() {
+                format!("RELEASE RESULT {name}")
+            } else {
+                format!(
+                    "RELEASE RESULT {name} WITH PURPOSE '{}'",
+                    purpose.replace('\'', "''")
+                )
+            }
+        }
+        Statement::DropCohort { name, if_exists } => {
+            format!(
+                "DROP COHORT {}{name}",
+                if *if_exists { "IF EXISTS " } else { "" }
+            )
+        }
+    }
+}
+
+/// Recognizes `CREATE COHORT name AS query` and `DROP COHORT [IF EXISTS] name`.
+pub(super) fn cohort_command(sql: &str) -> Result<Option<Statement>> {
+    let text = sql.trim().trim_end_matches(';').trim();
+    let mut words = text.split_whitespace();
+    let (Some(verb), Some(noun)) = (words.next(), words.next()) else {
+        return Ok(None);
+    };
+    if !noun.eq_ignore_ascii_case("cohort") {
+        return Ok(None);
+    }
+    let rest = |n: usize| -> &str {
+        let mut t = text;
+        for _ in 0..n {
+            t = t.trim_start();
+            t = &t[t.find(char::is_whitespace).unwrap_or(t.len())..];
+        }
+        t.trim()
+    };
+    if verb.eq_ignore_ascii_case("create") {
+        let tail = rest(2);
+        let name_end = tail.find(char::is_whitespace).unwrap_or(tail.len());
+        let name = tail[..name_end].trim_matches('"').to_ascii_lowercase();
+        let after = tail[name_end..].trim_start();
+        if after.len() < 2
+            || !after[..2].eq_ignore_ascii_case("as")
+            || after[2..]
+                .chars()
+                .next()
+                .is_some_and(|c| !c.is_whitespace() && c != '(')
+        {
+            return Err(EngineError::Unsupported(
+                "expected CREATE COHORT name AS <query returning person_id>".into(),
+            ));
+        }
+        return Ok(Some(Statement::CreateCohort {
+            name,
+            query: after[2..].trim().to_owned(),
+        }));
+    }
+    if verb.eq_ignore_ascii_case("drop") {
+        let tail = rest(2);
+        let (if_exists, name) = match tail.to_ascii_lowercase().strip_prefix("if exists") {
+            Some(n) => (true, n.trim().to_owned()),
+            None => (false, tail.to_ascii_lowercase()),
+        };
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(EngineError::Unsupported(
+                "expected DROP COHORT [IF EXISTS] name".into(),
+            ));
+        }
+        return Ok(Some(Statement::DropCohort {
+            name: name.trim_matches('"').to_owned(),
+            if_exists,
+        }));
+    }
+    Ok(None)
+}
+
+/// Recognizes `CREATE RESULT name AS query` and
+/// `RELEASE RESULT name [WITH PURPOSE 'text']`.
+pub(super) fn result_command(sql: &str) -> Result<Option<Statement>> {
+    let text = sql.trim().trim_end_matches(';').trim();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.len() < 2 || !words[1].eq_ignore_ascii_case("result") {
+        return Ok(None);
+    }
+    let verb = words[0].to_ascii_lowercase();
+    if verb != "create" && verb != "release" {
+        return Ok(None);
+    }
+    let after_noun = {
+        let t = text[words[0].len()..].trim_start();
+        t[words[1].len()..].trim_start()
+    };
+    let name_end = after_noun
+        .find(char::is_whitespace)
+        .unwrap_or(after_noun.len());
+    let name = after_noun[..name_end]
+        .trim_matches('"')
+        .to_ascii_lowercase();
+    let rest = after_noun[name_end..].trim();
+    if verb == "create" {
+        let ok = rest.len() >= 2
+            && rest[..2].eq_ignore_ascii_case("as")
+            && rest[2..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_whitespace() || c == '(');
+        if !ok || name.is_empty() {
+            return Err(EngineError::Unsupported(
+                "expected CREATE RESULT name AS <query>".into(),
+            ));
+        }
+        return Ok(Some(Statement::CreateResult {
+            name,
+            query: rest[2..].trim().to_owned(),
+        }));
+    }
+    let purpose = if rest.is_empty() {
+        String::new()
+    } else {
+        let lower = rest.to_ascii_lowercase();
+        let quoted = lower
+            .strip_prefix("with")
+            .map(str::trim_start)
+            .and_then(|r| r.strip_prefix("purpose"))
+            .map(|_| rest[rest.to_ascii_lowercase().find("purpose").unwrap_or(0) + 7..].trim());
+        match quoted {
+            Some(q) if q.len() >= 2 && q.starts_with('\'') && q.ends_with('\'') => {
+                q[1..q.len() - 1].replace("''", "'")
+            }
+            _ => {
+                return Err(EngineError::Unsupported(
+                    "expected RELEASE RESULT name [WITH PURPOSE 'text']".into(),
+                ));
+            }
+        }
+    };
+    if name.is_empty() {
+        return Err(EngineError::Unsupported(
+            "expected RELEASE RESULT name [WITH PURPOSE 'text']".into(),
+        ));
+    }
+    Ok(Some(Statement::ReleaseResult { name, purpose }))
+}
