@@ -664,11 +664,25 @@ pub fn records(dir: &Path) -> Result<Vec<Record>> {
     Ok(out)
 }
 
+/// Where a statement's end is logged (a session: its user and role).
+pub(crate) trait StatementEnd: Send + Sync {
+    /// Logs that `sql` ended with `decision`, `rows` returned and `cells`
+    /// withheld.
+    fn end(
+        &self,
+        sql: &str,
+        decision: Decision,
+        rows: u64,
+        cells: u64,
+        rule: Option<String>,
+    ) -> Result<()>;
+}
+
 /// A result stream that logs its statement when it ends: rows returned and
 /// cells the privacy layer withheld.
 pub struct Audited {
     inner: datafusion::execution::SendableRecordBatchStream,
-    session: Option<crate::Session>,
+    sink: Option<Box<dyn StatementEnd>>,
     sql: String,
     release: Option<std::sync::Arc<crate::privacy::ReleaseStats>>,
     /// With `release`, its count of withheld cells when the statement
@@ -681,13 +695,13 @@ pub struct Audited {
 impl Audited {
     pub(crate) fn new(
         inner: datafusion::execution::SendableRecordBatchStream,
-        session: crate::Session,
+        sink: Box<dyn StatementEnd>,
         sql: String,
         release: Option<std::sync::Arc<crate::privacy::ReleaseStats>>,
     ) -> Self {
         Audited {
             inner,
-            session: Some(session),
+            sink: Some(sink),
             sql,
             cells: release.as_ref().map_or(0, |r| r.cells()),
             release,
@@ -698,13 +712,13 @@ impl Audited {
     /// A kept answer's stream, whose release withheld `cells` cells.
     pub(crate) fn known(
         inner: datafusion::execution::SendableRecordBatchStream,
-        session: crate::Session,
+        sink: Box<dyn StatementEnd>,
         sql: String,
         cells: u64,
     ) -> Self {
         Audited {
             inner,
-            session: Some(session),
+            sink: Some(sink),
             sql,
             release: None,
             cells,
@@ -713,13 +727,13 @@ impl Audited {
     }
 
     fn finish(&mut self, decision: Decision, rule: Option<String>) -> Result<()> {
-        match self.session.take() {
+        match self.sink.take() {
             Some(s) => {
                 let cells = match &self.release {
                     Some(r) => r.cells().saturating_sub(self.cells),
                     None => self.cells,
                 };
-                s.log_end(&self.sql, decision, self.rows, cells, rule)
+                s.end(&self.sql, decision, self.rows, cells, rule)
             }
             None => Ok(()),
         }
@@ -776,7 +790,7 @@ impl datafusion::physical_plan::RecordBatchStream for Audited {
 
 impl Drop for Audited {
     fn drop(&mut self) {
-        if self.session.is_some()
+        if self.sink.is_some()
             && let Err(e) = self.finish(Decision::Cancelled, None)
         {
             log::error!("{e}");

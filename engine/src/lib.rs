@@ -165,7 +165,9 @@ impl Engine {
             options,
             vocabulary: Arc::default(),
         };
-        engine.vocabulary = Arc::new(vocabulary::load(&engine).await?);
+        engine.vocabulary = Arc::new(
+            vocabulary::load(engine.store(), engine.config(), engine.runtime.clone()).await?,
+        );
         // Projects past their end date end now (workspace per their policy).
         for id in engine.admin.end_expired()? {
             log::info!("project {id} reached its end date and was closed");
@@ -220,7 +222,9 @@ impl Engine {
             options: self.options.clone(),
             vocabulary: Arc::default(),
         };
-        engine.vocabulary = Arc::new(vocabulary::load(&engine).await?);
+        engine.vocabulary = Arc::new(
+            vocabulary::load(engine.store(), engine.config(), engine.runtime.clone()).await?,
+        );
         Ok(engine)
     }
 

@@ -3,11 +3,14 @@
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
-use datafusion::prelude::SessionContext;
-use tsunagu_catalog::VOCAB_SCHEMA;
+use std::sync::Arc;
+
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use tsunagu_catalog::{Store, VOCAB_SCHEMA};
 use tsunagu_udfs::vocab::VocabGraph;
 
-use crate::{CATALOG, Engine, Result};
+use crate::{CATALOG, Result};
 
 /// Rows of a query as tuples of i64 columns and one optional text column.
 async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<(Vec<i64>, Option<String>)>> {
@@ -37,11 +40,15 @@ async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<(Vec<i64>, Option<S
     Ok(out)
 }
 
-/// Loads `concept_ancestor`, `concept_relationship` and the concept ids, when present.
-pub async fn load(engine: &Engine) -> Result<VocabGraph> {
+/// Loads `concept_ancestor`, `concept_relationship` and the concept ids of
+/// `store`, when present, reading with `config` and `runtime`.
+pub async fn load(
+    store: &Store,
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+) -> Result<VocabGraph> {
     let has = |name: &str| {
-        engine
-            .store()
+        store
             .shown_tables()
             .iter()
             .any(|t| t.schema == VOCAB_SCHEMA && t.name == name)
@@ -49,8 +56,8 @@ pub async fn load(engine: &Engine) -> Result<VocabGraph> {
     if !has("concept_ancestor") && !has("concept_relationship") && !has("concept") {
         return Ok(VocabGraph::default());
     }
-    let ctx = SessionContext::new_with_config_rt(engine.config(), engine.runtime.clone());
-    engine.store().register(&ctx, CATALOG)?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    store.register(&ctx, CATALOG)?;
     let codes = if has("concept") {
         codes(&ctx).await?
     } else {

@@ -284,7 +284,7 @@ impl Connection {
             }
             Command::Set { name, value } => {
                 if name == "search_path" {
-                    self.set_search_path(value);
+                    self.session.set_search_path(value);
                 }
                 settings.set(name, value);
                 Response::Execution(Tag::new("SET"))
@@ -309,25 +309,6 @@ impl Connection {
                 Response::Query(QueryResponse::new(fields, stream::iter(vec![Ok(row)])))
             }
         })
-    }
-
-    /// `SET search_path` picks the default schema for unqualified names.
-    fn set_search_path(&self, value: &str) {
-        let ctx = self.session.context();
-        let catalog = ctx.catalog(tsunagu_engine::CATALOG);
-        let schema = value
-            .split(',')
-            .map(|s| s.trim().trim_matches('"').to_owned())
-            .find(|s| catalog.as_ref().is_some_and(|c| c.schema(s).is_some()));
-        self.session.settings_changed();
-        if let Some(schema) = schema {
-            ctx.state_ref()
-                .write()
-                .config_mut()
-                .options_mut()
-                .catalog
-                .default_schema = schema;
-        }
     }
 
     /// Runs a planned query, streaming rows in the given formats.

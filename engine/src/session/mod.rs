@@ -435,13 +435,36 @@ impl Session {
         Ok(())
     }
 
+    /// `SET search_path`: the first schema of the list (comma-separated,
+    /// quotes allowed) the store shows becomes the one unqualified table
+    /// names are looked up in; none shown leaves it as it is.
+    pub fn set_search_path(&self, value: &str) {
+        let catalog = self.ctx.catalog(crate::CATALOG);
+        let schema = value
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').to_owned())
+            .find(|s| catalog.as_ref().is_some_and(|c| c.schema(s).is_some()));
+        self.settings_changed();
+        if let Some(schema) = schema {
+            self.ctx
+                .state_ref()
+                .write()
+                .config_mut()
+                .options_mut()
+                .catalog
+                .default_schema = schema;
+        }
+    }
+
     /// The DataFusion context behind the session.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }
+}
 
-    /// Logs the end of an executed statement.
-    pub(crate) fn log_end(
+/// The end of an executed statement is logged with the session's user and role.
+impl crate::audit::StatementEnd for Session {
+    fn end(
         &self,
         sql: &str,
         decision: Decision,

@@ -33,7 +33,7 @@ impl Session {
             let stream = crate::result_cache::replay(&answer, prepared.schema());
             return Ok(Box::pin(crate::audit::Audited::known(
                 stream,
-                self.clone(),
+                Box::new(self.clone()),
                 prepared.sql.clone(),
                 answer.cells,
             )));
@@ -47,7 +47,7 @@ impl Session {
                 };
                 Ok(Box::pin(crate::audit::Audited::new(
                     stream,
-                    self.clone(),
+                    Box::new(self.clone()),
                     prepared.sql.clone(),
                     prepared.release.clone(),
                 )))
