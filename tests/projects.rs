@@ -228,6 +228,17 @@ async fn a_project_from_application_to_end_of_use() {
         "SELECT count(*) FROM ndb.visit_occurrence",
     );
     assert!(!ok && out.contains("not found"), "{out}");
+    // The knowledge graph is the whole store's (its data-derived edges count
+    // persons outside the project's population): not shown inside a project.
+    for table in ["graph.edges", "graph.nodes"] {
+        let (ok, out) = psql(
+            port,
+            "ana",
+            "nsaid",
+            &format!("SELECT count(*) FROM {table}"),
+        );
+        assert!(!ok && out.contains("not found"), "{table}: {out}");
+    }
     let (ok, out) = psql(
         port,
         "ana",
