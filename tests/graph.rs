@@ -476,12 +476,11 @@ async fn no_released_edge_rests_on_fewer_than_k_persons_or_differs_from_another_
     assert_eq!(truth[&key].0.to_string(), both[0]);
 }
 
-#[tokio::test]
-async fn tables_the_policy_hides_feed_no_edge() {
+/// The demo store under a policy hiding `tables` (`schema.table` or `schema.*`).
+async fn hiding(tables: &str) -> Engine {
     use tsunagu_engine::privacy::{Policy, TableRole};
-    let mut tables = std::collections::BTreeMap::new();
-    tables.insert("kaigo.*".to_owned(), TableRole::Hidden);
-    let engine = Engine::open(
+    let tables = std::collections::BTreeMap::from([(tables.to_owned(), TableRole::Hidden)]);
+    Engine::open(
         demo_sized(),
         tsunagu_engine::EngineOptions {
             state_dir: Some(crate::common::state_dir()),
@@ -493,7 +492,12 @@ async fn tables_the_policy_hides_feed_no_edge() {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tables_the_policy_hides_feed_no_edge() {
+    let engine = hiding("kaigo.*").await;
     let care = "SELECT count(*) FROM graph.edges e JOIN vocab.concept c ON c.concept_id IN (e.concept_id_1, e.concept_id_2) \
                 WHERE e.provenance = 'data' AND c.vocabulary_id IN ('JP Care Level', 'JP Care Service')";
     assert_eq!(query(&engine, care).await, vec!["0".to_owned()]);
@@ -583,22 +587,7 @@ async fn a_concepts_edges_read_by_its_id_are_those_a_full_read_holds() {
 
 #[tokio::test]
 async fn a_hidden_relationship_table_gives_analysts_no_curated_edge() {
-    use tsunagu_engine::privacy::{Policy, TableRole};
-    let mut tables = std::collections::BTreeMap::new();
-    tables.insert("vocab.concept_relationship".to_owned(), TableRole::Hidden);
-    let engine = Engine::open(
-        demo_sized(),
-        tsunagu_engine::EngineOptions {
-            state_dir: Some(crate::common::state_dir()),
-            policy: Some(Policy {
-                tables,
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let engine = hiding("vocab.concept_relationship").await;
     let kinds = "SELECT provenance, count(*) > 0 FROM graph.edges GROUP BY 1 ORDER BY 1";
     assert_eq!(
         as_role(&engine, Role::Analyst, kinds).await,

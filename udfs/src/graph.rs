@@ -368,6 +368,18 @@ impl std::hash::Hash for ConceptPath {
     }
 }
 
+/// The arguments of the path functions: two or three integers, as BIGINT.
+fn path_arguments(name: &str, args: &[DataType]) -> Result<Vec<DataType>> {
+    if !(2..=3).contains(&args.len())
+        || !args.iter().all(|t| t.is_integer() || t == &DataType::Null)
+    {
+        return plan_err!(
+            "{name} takes (concept_id, concept_id) or (concept_id, concept_id, max_steps), all integers"
+        );
+    }
+    Ok(vec![DataType::Int64; args.len()])
+}
+
 fn item() -> Arc<Field> {
     Arc::new(Field::new("item", DataType::Int64, true))
 }
@@ -380,14 +392,7 @@ impl ScalarUDFImpl for ConceptPath {
         &self.signature
     }
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
-        if !(2..=3).contains(&args.len())
-            || !args.iter().all(|t| t.is_integer() || t == &DataType::Null)
-        {
-            return plan_err!(
-                "concept_path takes (concept_id, concept_id) or (concept_id, concept_id, max_steps), all integers"
-            );
-        }
-        Ok(vec![DataType::Int64; args.len()])
+        path_arguments(self.name(), args)
     }
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
         Ok(DataType::List(item()))
@@ -518,14 +523,7 @@ impl ScalarUDFImpl for ConceptReachable {
         &self.signature
     }
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
-        if !(2..=3).contains(&args.len())
-            || !args.iter().all(|t| t.is_integer() || t == &DataType::Null)
-        {
-            return plan_err!(
-                "concept_reachable takes (concept_id, concept_id) or (concept_id, concept_id, max_steps), all integers"
-            );
-        }
-        Ok(vec![DataType::Int64; args.len()])
+        path_arguments(self.name(), args)
     }
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
         Ok(DataType::Boolean)
