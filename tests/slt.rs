@@ -108,19 +108,16 @@ impl sqllogictest::AsyncDB for Db {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, EngineError> {
-        let mut statements = self.session.parse(sql)?;
-        let Some(last) = statements.pop() else {
+        let mut statements = self.session.statements(sql)?;
+        let mut last = None;
+        while let Some(next) = statements.next().await {
+            let (prepared, stream) = next?;
+            let batches = datafusion::physical_plan::common::collect(stream).await?;
+            last = Some((prepared.schema(), batches));
+        }
+        let Some((schema, batches)) = last else {
             return Ok(DBOutput::StatementComplete(0));
         };
-        for s in statements {
-            let p = self.session.plan_statement(s).await?;
-            datafusion::physical_plan::common::collect(self.session.execute(&p, vec![]).await?)
-                .await?;
-        }
-        let prepared = self.session.plan_statement(last).await?;
-        let schema = prepared.schema();
-        let stream = self.session.execute(&prepared, vec![]).await?;
-        let batches = datafusion::physical_plan::common::collect(stream).await?;
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
         }

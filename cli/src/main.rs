@@ -892,16 +892,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             let mut schema = None;
             for run in 1..=repeat.max(1) {
                 let started = std::time::Instant::now();
-                let statements = session.parse(&query).map_err(|e| e.to_string())?;
-                for statement in statements {
-                    let prepared = session
-                        .plan_statement(statement)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let mut stream = session
-                        .execute(&prepared, vec![])
-                        .await
-                        .map_err(|e| e.to_string())?;
+                let mut statements = session.statements(&query).map_err(|e| e.to_string())?;
+                while let Some(next) = statements.next().await {
+                    let (prepared, mut stream) = next.map_err(|e| e.to_string())?;
                     schema = Some(prepared.schema());
                     if let Some(action) = &prepared.action {
                         println!("{}", action.tag());

@@ -755,11 +755,7 @@ impl futures::Stream for Audited {
                 Poll::Ready(Some(Ok(batch)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let class = match e.find_root() {
-                    datafusion::error::DataFusionError::ResourcesExhausted(_) => "resources",
-                    _ if crate::DamagedFile::find(&e).is_some() => "damaged-file",
-                    _ => "execution",
-                };
+                let class = crate::error::stream_class(&e);
                 if let Err(a) = this.finish(Decision::Error, Some(class.into())) {
                     log::error!("{a}");
                 }

@@ -96,7 +96,34 @@ impl DamagedFile {
 /// Result type of the engine.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// The audit log's class of an error raised while a result streams.
+pub(crate) fn stream_class(e: &DataFusionError) -> &'static str {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => "resources",
+        _ if DamagedFile::find(e).is_some() => "damaged-file",
+        _ => "execution",
+    }
+}
+
 impl EngineError {
+    /// A short class of the error for the audit log (never its message: it
+    /// may hold values), from its type.
+    pub fn audit_class(&self) -> String {
+        match self {
+            EngineError::Catalog(_) => "store".into(),
+            EngineError::DataFusion(d) if DamagedFile::find(d).is_some() => "damaged-file".into(),
+            EngineError::DataFusion(d) => match d.find_root() {
+                DataFusionError::SQL(..) => "syntax".into(),
+                DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => "planning".into(),
+                DataFusionError::ResourcesExhausted(_) => "resources".into(),
+                _ => "execution".into(),
+            },
+            EngineError::Unsupported(_) => "unsupported".into(),
+            EngineError::Refused { rule, .. } => rule.to_string(),
+            EngineError::Audit(_) => "audit".into(),
+        }
+    }
+
     /// The error's SQLSTATE, from its type (and, for DataFusion's plan
     /// errors, which carry no finer type, from its message).
     pub fn sqlstate(&self) -> &'static str {

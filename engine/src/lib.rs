@@ -54,7 +54,7 @@ use tsunagu_catalog::{Store, StoreOptions};
 
 pub use error::{DamagedFile, EngineError, Result};
 pub use privacy::{Policy, Role};
-pub use session::{Action, Prepared, Session, Statement};
+pub use session::{Action, Prepared, Session, Statement, Statements};
 pub use tsunagu_catalog as catalog;
 
 /// The catalog name the store's schemas live in.

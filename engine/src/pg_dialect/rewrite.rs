@@ -72,10 +72,42 @@ impl VisitorMut for SetReturningFunctions {
 
 struct DateConstants;
 
+/// An interval constant with a time of day (`INTERVAL '1 day 02:00:00'`,
+/// `'-1 days +02:00:00'::interval`, as PostgreSQL writes intervals) in the
+/// words DataFusion reads.
+fn interval_constant(expr: &mut Expr) {
+    let value = match expr {
+        Expr::Interval(i) if i.leading_field.is_none() && i.last_field.is_none() => {
+            match i.value.as_mut() {
+                Expr::Value(v) => &mut v.value,
+                _ => return,
+            }
+        }
+        Expr::TypedString(t) if matches!(t.data_type, DataType::Interval { .. }) => {
+            &mut t.value.value
+        }
+        Expr::Cast {
+            expr: inner,
+            data_type: DataType::Interval { .. },
+            ..
+        } => match inner.as_mut() {
+            Expr::Value(v) => &mut v.value,
+            _ => return,
+        },
+        _ => return,
+    };
+    if let Value::SingleQuotedString(text) = value
+        && let Some((months, days, micros)) = super::interval_text::parse_with_time(text)
+    {
+        *text = format!("{months} months {days} days {micros} microseconds");
+    }
+}
+
 impl VisitorMut for DateConstants {
     type Break = ();
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        interval_constant(expr);
         let value = match expr {
             Expr::TypedString(t) if t.data_type == DataType::Date => &mut t.value.value,
             Expr::Cast {

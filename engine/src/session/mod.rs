@@ -40,6 +40,7 @@ mod run;
 
 use guard::guard;
 pub use parse::statement_text;
+pub use run::Statements;
 
 /// One statement of SQL text: plain SQL, or a Tsunagu command.
 #[derive(Debug, Clone)]
@@ -254,9 +255,9 @@ impl Session {
         self.epoch.load(Ordering::Relaxed)
     }
 
-    /// Declares that the session's catalog settings changed outside the
-    /// engine (an embedder's `SET search_path`): statements planned before
-    /// are planned again.
+    /// Declares that the session's catalog settings changed (as
+    /// [`Session::set_search_path`] does, or an embedder editing the
+    /// context): statements planned before are planned again.
     pub fn settings_changed(&self) {
         self.epoch.store(next_epoch(), Ordering::Relaxed);
     }
@@ -473,26 +474,6 @@ impl crate::audit::StatementEnd for Session {
         rule: Option<String>,
     ) -> Result<()> {
         self.log(sql, decision, rule, Some(rows), cells)
-    }
-}
-
-/// A short class of an error for the audit log (never its message: it may hold values).
-pub(crate) fn error_class(e: &EngineError) -> String {
-    match e {
-        EngineError::Catalog(_) => "store".into(),
-        EngineError::DataFusion(d) if crate::DamagedFile::find(d).is_some() => {
-            "damaged-file".into()
-        }
-        EngineError::DataFusion(d) => match d.find_root() {
-            datafusion::error::DataFusionError::SQL(..) => "syntax".into(),
-            datafusion::error::DataFusionError::Plan(_)
-            | datafusion::error::DataFusionError::SchemaError(..) => "planning".into(),
-            datafusion::error::DataFusionError::ResourcesExhausted(_) => "resources".into(),
-            _ => "execution".into(),
-        },
-        EngineError::Unsupported(_) => "unsupported".into(),
-        EngineError::Refused { rule, .. } => rule.to_string(),
-        EngineError::Audit(_) => "audit".into(),
     }
 }
 

@@ -9,7 +9,7 @@ impl Session {
     /// command (`CREATE COHORT`, `DROP COHORT`) is the whole text.
     /// Text that does not parse is audited here, as it was sent.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        let parsed = (|| {
+        let parsed: Result<Vec<Statement>> = (|| {
             if let Some(c) = cohort_command(sql)? {
                 return Ok(vec![c]);
             }
@@ -30,7 +30,7 @@ impl Session {
             )
         })();
         if let Err(e) = &parsed {
-            self.log(sql.trim(), Decision::Error, Some(error_class(e)), None, 0)?;
+            self.log(sql.trim(), Decision::Error, Some(e.audit_class()), None, 0)?;
         }
         parsed
     }

@@ -16,7 +16,7 @@ impl Session {
                     EngineError::Refused { rule, .. } => {
                         (Decision::Refused, Some(rule.to_string()))
                     }
-                    other => (Decision::Error, Some(error_class(other))),
+                    other => (Decision::Error, Some(other.audit_class())),
                 };
                 self.log(&sql, decision, rule, None, 0)?;
                 Err(e)

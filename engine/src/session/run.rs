@@ -58,7 +58,7 @@ impl Session {
 
     /// Audits a statement that failed to start; what the client is told.
     pub(super) fn failed(&self, prepared: &Prepared, e: EngineError) -> EngineError {
-        let class = error_class(&e);
+        let class = e.audit_class();
         if let Err(a) = self.log(&prepared.sql, Decision::Error, Some(class.clone()), None, 0) {
             return a;
         }
@@ -158,12 +158,46 @@ impl Session {
     /// Runs SQL text (one or more statements) and collects the last statement's rows.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let mut last = Vec::new();
-        for statement in self.parse(sql)? {
-            let prepared = self.plan_statement(statement).await?;
-            let stream = self.execute(&prepared, vec![]).await?;
+        let mut statements = self.statements(sql)?;
+        while let Some(next) = statements.next().await {
+            let (_, stream) = next?;
             last = datafusion::physical_plan::common::collect(stream).await?;
         }
         Ok(last)
+    }
+
+    /// The statements of SQL text, each planned and started in turn by
+    /// [`Statements::next`]: the one driver of parse → plan → guard → run
+    /// for callers that take text (the CLI, the .slt runner, [`Session::sql`]).
+    pub fn statements(&self, sql: &str) -> Result<Statements<'_>> {
+        Ok(Statements {
+            session: self,
+            pending: self.parse(sql)?.into(),
+        })
+    }
+}
+
+/// SQL text's statements, run one at a time (see [`Session::statements`]).
+pub struct Statements<'a> {
+    session: &'a Session,
+    pending: std::collections::VecDeque<Statement>,
+}
+
+impl Statements<'_> {
+    /// Plans and starts the next statement: its prepared form and its rows.
+    /// A statement is planned only once the one before it was started, so
+    /// it sees what that one did (a cohort it saved); drain each stream
+    /// before asking for the next.
+    pub async fn next(&mut self) -> Option<Result<(Prepared, SendableRecordBatchStream)>> {
+        let statement = self.pending.pop_front()?;
+        Some(
+            async {
+                let prepared = self.session.plan_statement(statement).await?;
+                let stream = self.session.execute(&prepared, vec![]).await?;
+                Ok((prepared, stream))
+            }
+            .await,
+        )
     }
 }
 
