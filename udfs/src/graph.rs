@@ -337,34 +337,50 @@ fn rows_of(args: &ScalarFunctionArgs) -> Result<(bool, Vec<Option<(i64, i64, i64
     ))
 }
 
-/// `concept_path(a, b [, max_steps])`: the concept ids of a shortest path.
+/// What both path functions hold: the graph and the last tree grown.
 #[derive(Debug)]
-pub struct ConceptPath {
+struct Paths {
     graph: Arc<VocabGraph>,
     signature: Signature,
     trees: Trees,
 }
 
-impl ConceptPath {
-    /// The function over a graph.
-    pub fn new(graph: Arc<VocabGraph>) -> Self {
+impl Paths {
+    fn new(graph: Arc<VocabGraph>) -> Self {
         Self {
             graph,
             signature: Signature::user_defined(Volatility::Immutable),
             trees: Trees::default(),
         }
     }
+
+    /// The tree toward `b` within `steps`.
+    fn toward(&self, b: i64, steps: i64) -> Arc<Option<Toward>> {
+        self.trees.toward(&self.graph, b, steps)
+    }
 }
 
-impl PartialEq for ConceptPath {
+/// Two functions over the same graph are the same function.
+impl PartialEq for Paths {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.graph, &other.graph)
     }
 }
-impl Eq for ConceptPath {}
-impl std::hash::Hash for ConceptPath {
+impl Eq for Paths {}
+impl std::hash::Hash for Paths {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        "concept_path".hash(state);
+        Arc::as_ptr(&self.graph).hash(state);
+    }
+}
+
+/// `concept_path(a, b [, max_steps])`: the concept ids of a shortest path.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ConceptPath(Paths);
+
+impl ConceptPath {
+    /// The function over a graph.
+    pub fn new(graph: Arc<VocabGraph>) -> Self {
+        Self(Paths::new(graph))
     }
 }
 
@@ -389,7 +405,7 @@ impl ScalarUDFImpl for ConceptPath {
         "concept_path"
     }
     fn signature(&self) -> &Signature {
-        &self.signature
+        &self.0.signature
     }
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
         path_arguments(self.name(), args)
@@ -403,7 +419,7 @@ impl ScalarUDFImpl for ConceptPath {
         // concept answers every row (a shortest path from each row's
         // concept, read back along the tree).
         if let Some((a, b, steps)) = column_against_constant(&args)
-            && let Some(tree) = self.trees.toward(&self.graph, b, steps).as_ref()
+            && let Some(tree) = self.0.toward(b, steps).as_ref()
         {
             // Which rows are in reach (one bit test each, as `is_a`), then
             // the paths of those rows only; the offsets of the rows between
@@ -447,7 +463,7 @@ impl ScalarUDFImpl for ConceptPath {
             };
             let path = known
                 .entry((a, b, steps))
-                .or_insert_with(|| shortest_path(&self.graph, a, b, steps));
+                .or_insert_with(|| shortest_path(&self.0.graph, a, b, steps));
             match path {
                 Some(p) => {
                     out.values().append_slice(p);
@@ -485,33 +501,13 @@ impl ScalarUDFImpl for ConceptPath {
 
 /// `concept_reachable(a, b [, max_steps])`: whether `concept_path` finds a
 /// path (true or false, never NULL; false when an argument is NULL).
-#[derive(Debug)]
-pub struct ConceptReachable {
-    graph: Arc<VocabGraph>,
-    signature: Signature,
-    trees: Trees,
-}
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ConceptReachable(Paths);
 
 impl ConceptReachable {
     /// The function over a graph.
     pub fn new(graph: Arc<VocabGraph>) -> Self {
-        Self {
-            graph,
-            signature: Signature::user_defined(Volatility::Immutable),
-            trees: Trees::default(),
-        }
-    }
-}
-
-impl PartialEq for ConceptReachable {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.graph, &other.graph)
-    }
-}
-impl Eq for ConceptReachable {}
-impl std::hash::Hash for ConceptReachable {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        "concept_reachable".hash(state);
+        Self(Paths::new(graph))
     }
 }
 
@@ -520,7 +516,7 @@ impl ScalarUDFImpl for ConceptReachable {
         "concept_reachable"
     }
     fn signature(&self) -> &Signature {
-        &self.signature
+        &self.0.signature
     }
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
         path_arguments(self.name(), args)
@@ -537,7 +533,7 @@ impl ScalarUDFImpl for ConceptReachable {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         use datafusion::arrow::array::BooleanArray;
         if let Some((a, b, steps)) = column_against_constant(&args)
-            && let Some(tree) = self.trees.toward(&self.graph, b, steps).as_ref()
+            && let Some(tree) = self.0.toward(b, steps).as_ref()
         {
             return Ok(ColumnarValue::Array(Arc::new(BooleanArray::new(
                 in_reach(tree, a),
@@ -552,7 +548,7 @@ impl ScalarUDFImpl for ConceptReachable {
                 Some(row.is_some_and(|(a, b, steps)| {
                     *known
                         .entry((a, b, steps))
-                        .or_insert_with(|| shortest_path(&self.graph, a, b, steps).is_some())
+                        .or_insert_with(|| shortest_path(&self.0.graph, a, b, steps).is_some())
                 }))
             })
             .collect();
