@@ -897,7 +897,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     let (prepared, mut stream) = next.map_err(|e| e.to_string())?;
                     schema = Some(prepared.schema());
                     if let Some(action) = &prepared.action {
-                        println!("{}", action.tag());
+                        println!("{}", action.name());
                         schema = None;
                     }
                     batches.clear();

@@ -755,7 +755,7 @@ impl futures::Stream for Audited {
                 Poll::Ready(Some(Ok(batch)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let class = crate::error::stream_class(&e);
+                let class = crate::error::ErrorKind::of(&e).audit_class();
                 if let Err(a) = this.finish(Decision::Error, Some(class.into())) {
                     log::error!("{a}");
                 }

@@ -429,7 +429,7 @@ fn name_arg(function: &str, e: &Expr) -> DfResult<String> {
 
 fn to_df(e: EngineError) -> datafusion::error::DataFusionError {
     match e {
-        EngineError::DataFusion(d) => d,
+        EngineError::DataFusion(d) | EngineError::Undefined(_, d) => d,
         other => datafusion::error::DataFusionError::Plan(other.to_string()),
     }
 }

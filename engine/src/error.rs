@@ -11,6 +11,11 @@ pub enum EngineError {
     /// Planning or execution failed.
     #[error("{}", tidy(.0))]
     DataFusion(#[from] DataFusionError),
+    /// Planning failed for a table or function the statement names and
+    /// the session does not know ([`ErrorKind::UndefinedTable`] or
+    /// [`ErrorKind::UndefinedFunction`]); DataFusion's error says which.
+    #[error("{}", tidy(.1))]
+    Undefined(ErrorKind, #[source] DataFusionError),
     /// The statement is valid SQL but not something Tsunagu runs.
     #[error("{0}")]
     Unsupported(String),
@@ -96,92 +101,164 @@ impl DamagedFile {
 /// Result type of the engine.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
-/// The audit log's class of an error raised while a result streams.
-pub(crate) fn stream_class(e: &DataFusionError) -> &'static str {
-    match e.find_root() {
-        DataFusionError::ResourcesExhausted(_) => "resources",
-        _ if DamagedFile::find(e).is_some() => "damaged-file",
-        _ => "execution",
+/// What kind of error it is: the one classification that both the audit
+/// log's class and the SQLSTATE a client sees are read from. It is read
+/// from the error's type (and, for a planning error naming something that
+/// does not exist, from looking the name up: see
+/// `session::lookup`), never from message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The SQL text does not parse.
+    Syntax,
+    /// A table the statement reads does not exist (or is not visible).
+    UndefinedTable,
+    /// A column the statement names does not exist.
+    UndefinedColumn,
+    /// A function the statement calls does not exist.
+    UndefinedFunction,
+    /// A column name matches more than one column.
+    AmbiguousColumn,
+    /// Two columns of one relation have the same name.
+    DuplicateColumn,
+    /// Any other error in planning the statement.
+    Planning,
+    /// Valid SQL that is not run.
+    Unsupported,
+    /// Refused by a rule: the SQLSTATE and the rule's name.
+    Refused(&'static str, &'static str),
+    /// The store could not be opened or read.
+    Store,
+    /// The audit log could not be written or read.
+    Audit,
+    /// A Parquet file cannot be decoded.
+    DamagedFile,
+    /// A memory limit was reached.
+    Resources,
+    /// Division by zero in the data.
+    DivisionByZero,
+    /// Text in the data that does not convert to the type asked for.
+    InvalidText,
+    /// A number out of its type's range.
+    Overflow,
+    /// Any other error raised while reading the data.
+    Data,
+    /// An error of the engine itself.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kind of a DataFusion error.
+    pub fn of(e: &DataFusionError) -> ErrorKind {
+        use datafusion::arrow::error::ArrowError;
+        use datafusion::common::SchemaError;
+        if DamagedFile::find(e).is_some() {
+            return ErrorKind::DamagedFile;
+        }
+        match e.find_root() {
+            DataFusionError::SQL(..) => ErrorKind::Syntax,
+            DataFusionError::NotImplemented(_) => ErrorKind::Unsupported,
+            DataFusionError::SchemaError(s, _) => match s.as_ref() {
+                SchemaError::FieldNotFound { .. } => ErrorKind::UndefinedColumn,
+                SchemaError::AmbiguousReference { .. } => ErrorKind::AmbiguousColumn,
+                SchemaError::DuplicateQualifiedField { .. }
+                | SchemaError::DuplicateUnqualifiedField { .. } => ErrorKind::DuplicateColumn,
+            },
+            DataFusionError::Plan(_) => ErrorKind::Planning,
+            DataFusionError::ResourcesExhausted(_) => ErrorKind::Resources,
+            DataFusionError::ArrowError(a, _) => match a.as_ref() {
+                ArrowError::DivideByZero => ErrorKind::DivisionByZero,
+                ArrowError::CastError(_) | ArrowError::ParseError(_) => ErrorKind::InvalidText,
+                ArrowError::ArithmeticOverflow(_) => ErrorKind::Overflow,
+                _ => ErrorKind::Internal,
+            },
+            DataFusionError::Execution(_) => ErrorKind::Data,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    /// The SQLSTATE a PostgreSQL client is sent.
+    pub fn sqlstate(self) -> &'static str {
+        match self {
+            ErrorKind::Syntax => "42601",
+            ErrorKind::UndefinedTable => "42P01",
+            ErrorKind::UndefinedColumn => "42703",
+            ErrorKind::UndefinedFunction => "42883",
+            ErrorKind::AmbiguousColumn => "42702",
+            ErrorKind::DuplicateColumn => "42701",
+            ErrorKind::Planning => "42000",
+            ErrorKind::Unsupported => "0A000",
+            ErrorKind::Refused(code, _) => code,
+            ErrorKind::Store => "58000",
+            ErrorKind::Audit => "58030",
+            ErrorKind::DamagedFile => "XX001",
+            ErrorKind::Resources => "53200",
+            ErrorKind::DivisionByZero => "22012",
+            ErrorKind::InvalidText => "22P02",
+            ErrorKind::Overflow => "22003",
+            ErrorKind::Data => "22000",
+            ErrorKind::Internal => "XX000",
+        }
+    }
+
+    /// The audit log's class: a few words, never the message (it may hold values).
+    pub fn audit_class(self) -> &'static str {
+        match self {
+            ErrorKind::Syntax => "syntax",
+            ErrorKind::UndefinedTable
+            | ErrorKind::UndefinedColumn
+            | ErrorKind::UndefinedFunction
+            | ErrorKind::AmbiguousColumn
+            | ErrorKind::DuplicateColumn
+            | ErrorKind::Planning => "planning",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Refused(_, rule) => rule,
+            ErrorKind::Store => "store",
+            ErrorKind::Audit => "audit",
+            ErrorKind::DamagedFile => "damaged-file",
+            ErrorKind::Resources => "resources",
+            ErrorKind::DivisionByZero
+            | ErrorKind::InvalidText
+            | ErrorKind::Overflow
+            | ErrorKind::Data
+            | ErrorKind::Internal => "execution",
+        }
+    }
+
+    /// Raised while reading the data: its message may quote values.
+    fn reads_data(self) -> bool {
+        let code = self.sqlstate();
+        code.starts_with("22") || code.starts_with("XX")
     }
 }
 
 impl EngineError {
-    /// A short class of the error for the audit log (never its message: it
-    /// may hold values), from its type.
-    pub fn audit_class(&self) -> String {
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            EngineError::Catalog(_) => "store".into(),
-            EngineError::DataFusion(d) if DamagedFile::find(d).is_some() => "damaged-file".into(),
-            EngineError::DataFusion(d) => match d.find_root() {
-                DataFusionError::SQL(..) => "syntax".into(),
-                DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => "planning".into(),
-                DataFusionError::ResourcesExhausted(_) => "resources".into(),
-                _ => "execution".into(),
-            },
-            EngineError::Unsupported(_) => "unsupported".into(),
-            EngineError::Refused { rule, .. } => rule.to_string(),
-            EngineError::Audit(_) => "audit".into(),
+            EngineError::Catalog(_) => ErrorKind::Store,
+            EngineError::DataFusion(d) => ErrorKind::of(d),
+            EngineError::Undefined(what, _) => *what,
+            EngineError::Unsupported(_) => ErrorKind::Unsupported,
+            EngineError::Refused { code, rule, .. } => ErrorKind::Refused(code, rule),
+            EngineError::Audit(_) => ErrorKind::Audit,
         }
     }
 
-    /// The error's SQLSTATE, from its type (and, for DataFusion's plan
-    /// errors, which carry no finer type, from its message).
+    /// The audit log's class of the error (see [`ErrorKind::audit_class`]).
+    pub fn audit_class(&self) -> String {
+        self.kind().audit_class().to_owned()
+    }
+
+    /// The error's SQLSTATE (see [`ErrorKind::sqlstate`]).
     pub fn sqlstate(&self) -> &'static str {
-        match self {
-            EngineError::Unsupported(_) => "0A000",
-            EngineError::Refused { code, .. } => code,
-            EngineError::Audit(_) => "58030",
-            EngineError::Catalog(_) => "58000",
-            EngineError::DataFusion(d) if DamagedFile::find(d).is_some() => "XX001",
-            EngineError::DataFusion(d) => match d.find_root() {
-                DataFusionError::SQL(..) => "42601",
-                DataFusionError::NotImplemented(_) => "0A000",
-                DataFusionError::SchemaError(s, _) => {
-                    let m = s.to_string();
-                    if m.contains("No field named") {
-                        "42703"
-                    } else if m.contains("not found") {
-                        "42P01"
-                    } else {
-                        "42P10"
-                    }
-                }
-                DataFusionError::Plan(m) => {
-                    if m.contains("table") && m.contains("not found") {
-                        "42P01"
-                    } else if m.contains("Invalid function")
-                        || m.contains("function") && m.contains("not found")
-                        || m.contains("No function matches")
-                        || m.contains("does not support")
-                    {
-                        "42883"
-                    } else {
-                        "42000"
-                    }
-                }
-                DataFusionError::ResourcesExhausted(_) => "53200",
-                DataFusionError::ArrowError(a, _) => match a.as_ref() {
-                    datafusion::arrow::error::ArrowError::DivideByZero => "22012",
-                    datafusion::arrow::error::ArrowError::CastError(_) => "22P02",
-                    datafusion::arrow::error::ArrowError::ComputeError(m)
-                        if m.contains("Overflow") =>
-                    {
-                        "22003"
-                    }
-                    _ => "XX000",
-                },
-                DataFusionError::Execution(m) if m.contains("Divide by zero") => "22012",
-                DataFusionError::Execution(_) => "22000",
-                _ => "XX000",
-            },
-        }
+        self.kind().sqlstate()
     }
 
     /// The message a client is shown: for errors raised while reading data
-    /// (SQLSTATE classes 22 and XX), without the values they quote.
+    /// (SQLSTATE classes 22 and XX), without the values they quote. The one
+    /// place values are taken out of errors.
     pub fn client_message(&self) -> String {
-        let code = self.sqlstate();
-        if code.starts_with("22") || code.starts_with("XX") {
+        if self.kind().reads_data() {
             scrub(&self.to_string())
         } else {
             self.to_string()

@@ -25,7 +25,8 @@ use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::data::DataRow;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio_util::sync::CancellationToken;
-use tsunagu_engine::{Engine, Prepared, Session};
+use tsunagu_engine::session::statement_text;
+use tsunagu_engine::{Engine, Prepared, Session, Statements};
 
 use crate::commands::{self, Command, Settings};
 use crate::config::{Limits, LoginSettings};
@@ -351,11 +352,7 @@ impl Connection {
                 }
             }
             drop(slot);
-            let tag = prepared
-                .action
-                .as_ref()
-                .map(|a| a.tag())
-                .unwrap_or_else(|| statement_tag(&prepared.plan));
+            let tag = command_tag(prepared);
             return Ok(Response::Execution(Tag::new(tag)));
         }
         let fields = Arc::new(encode::fields(&prepared.schema(), format));
@@ -428,20 +425,6 @@ impl Connection {
         Err(error)
     }
 
-    async fn plan(&self, statement: tsunagu_engine::Statement) -> PgWireResult<Planned> {
-        if let Some(c) = commands::classify(&statement) {
-            return Ok(Planned::Command(c));
-        }
-        let epoch = self.session.plan_epoch();
-        let text = tsunagu_engine::session::statement_text(&statement);
-        let prepared = self
-            .session
-            .plan_statement(statement)
-            .await
-            .map_err(to_pg)?;
-        Ok(Planned::Query(Query::new(Arc::new(prepared), &text, epoch)))
-    }
-
     /// The plan to run a query with. A named prepared statement runs many
     /// times; as PostgreSQL does, it is planned again when what its plan
     /// depends on may have changed since: the role, the project or
@@ -481,9 +464,14 @@ fn locked() -> PgWireError {
     encode::user_error("28000", "too many failed logins; try again later".into())
 }
 
-fn statement_tag(plan: &LogicalPlan) -> &'static str {
-    match plan {
-        LogicalPlan::Statement(datafusion::logical_expr::Statement::SetVariable(_)) => "SET",
+/// The command tag of a statement that returns no rows: its command's
+/// name (`CREATE COHORT`), `SET`, or `OK`.
+fn command_tag(prepared: &Prepared) -> &'static str {
+    match (&prepared.action, &prepared.plan) {
+        (Some(action), _) => action.name(),
+        (None, LogicalPlan::Statement(datafusion::logical_expr::Statement::SetVariable(_))) => {
+            "SET"
+        }
         _ => "OK",
     }
 }
@@ -593,29 +581,44 @@ impl Parser {
         if let Some(p) = self.kept(sql) {
             return Ok(Some(Planned::Query(Query::new(p, sql, epoch))));
         }
-        let mut statements = self.session.parse(sql).map_err(to_pg)?;
-        statements.iter_mut().for_each(crate::pg_catalog::rewrite);
-        match statements.len() {
-            0 => Ok(None),
-            1 => {
-                let statement = statements.remove(0);
-                if let Some(c) = commands::classify(&statement) {
-                    return Ok(Some(Planned::Command(c)));
-                }
-                let prepared = Arc::new(
-                    self.session
-                        .plan_statement(statement)
-                        .await
-                        .map_err(to_pg)?,
-                );
-                self.keep(sql, &prepared, epoch);
-                Ok(Some(Planned::Query(Query::new(prepared, sql, epoch))))
-            }
-            _ => Err(encode::user_error(
+        let mut statements = self.session.statements(sql).map_err(to_pg)?;
+        if statements.len() > 1 {
+            return Err(encode::user_error(
                 "42601",
                 "cannot insert multiple commands into a prepared statement".into(),
-            )),
+            ));
         }
+        statements.rewrite(crate::pg_catalog::rewrite);
+        let planned = self.plan_next(&mut statements, Some(sql)).await;
+        if let Some(Ok(Planned::Query(q))) = &planned {
+            self.keep(sql, &q.prepared, epoch);
+        }
+        planned.transpose()
+    }
+
+    /// Plans the next statement of a client's text: a session command the
+    /// connection answers itself, or a query planned by the engine. `text`
+    /// is the SQL as the client sent it, when it holds this statement only.
+    async fn plan_next(
+        &self,
+        statements: &mut Statements<'_>,
+        text: Option<&str>,
+    ) -> Option<PgWireResult<Planned>> {
+        if let Some(c) = statements.peek().and_then(commands::classify) {
+            statements.take_next();
+            return Some(Ok(Planned::Command(c)));
+        }
+        let epoch = self.session.plan_epoch();
+        let text = match text {
+            Some(t) => t.to_owned(),
+            None => statement_text(statements.peek()?),
+        };
+        let prepared = statements.plan_next().await?;
+        Some(
+            prepared
+                .map(|p| Planned::Query(Query::new(Arc::new(p), &text, epoch)))
+                .map_err(to_pg),
+        )
     }
 }
 
@@ -827,12 +830,12 @@ impl SimpleQueryHandler for Connection {
             };
         }
         let epoch = self.session.plan_epoch();
-        let mut statements = self.session.parse(query).map_err(to_pg)?;
+        let mut statements = self.session.statements(query).map_err(to_pg)?;
         let single = statements.len() == 1;
-        statements.iter_mut().for_each(crate::pg_catalog::rewrite);
+        statements.rewrite(crate::pg_catalog::rewrite);
         let mut out = Vec::with_capacity(statements.len());
-        for statement in statements {
-            let result = match self.plan(statement).await {
+        while let Some(planned) = self.parser.plan_next(&mut statements, None).await {
+            let result = match planned {
                 Ok(Planned::Command(c)) => self.command(client, &c),
                 Ok(Planned::Query(q)) => {
                     if single {

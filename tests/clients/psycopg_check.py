@@ -189,6 +189,19 @@ def two_columns_of_the_same_name():
 
 
 @check
+def names_after_a_star_and_of_a_union_as_postgresql_gives_them():
+    # PostgreSQL 15.18 names these columns `count`, and `a | ?column? | max`.
+    with connect() as conn:
+        cur = conn.execute(
+            "SELECT count(*) FROM ndb.person UNION ALL SELECT count(*) FROM ndb.person"
+        )
+        assert [d.name for d in cur.description] == ["count"], cur.description
+        cur = conn.execute("SELECT *, 1, max(a) OVER () FROM (SELECT 2 AS a) s")
+        assert [d.name for d in cur.description] == ["a", "?column?", "max"], cur.description
+        assert cur.fetchone() == (2, 1, 2)
+
+
+@check
 def errors_carry_sqlstate():
     with connect() as conn:
         try:
@@ -202,6 +215,18 @@ def errors_carry_sqlstate():
         except errors.SyntaxError as e:
             assert e.sqlstate == "42601"
         assert conn.execute("SELECT 1").fetchone()[0] == 1
+        # Typed as PostgreSQL types them (15.18 raises the same classes).
+        for sql, error in [
+            ("SELECT no_such_function(person_id) FROM ndb.person", errors.UndefinedFunction),
+            ("SELECT no_such_column FROM ndb.person", errors.UndefinedColumn),
+            ("SELECT person_id FROM ndb.person a, ndb.person b", errors.AmbiguousColumn),
+            ("SELECT 1 FROM generate_series(1, 2) g, nowhere.nope", errors.UndefinedTable),
+        ]:
+            try:
+                conn.execute(sql)
+                raise AssertionError(f"no error: {sql}")
+            except error:
+                pass
         try:
             conn.execute("SELECT CAST(person_key AS BIGINT) FROM ndb.person")
             raise AssertionError("no error")

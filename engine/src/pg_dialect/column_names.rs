@@ -6,7 +6,7 @@
 
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Ident, ObjectName, SelectItem, SetExpr, Statement,
+    DataType, Expr, Ident, ObjectName, Select, SelectItem, SetExpr, SetQuantifier, Statement,
 };
 
 /// The name PostgreSQL shows for an expression it cannot name otherwise.
@@ -80,36 +80,82 @@ fn figure(e: &Expr) -> Option<String> {
     }
 }
 
+/// Where an output column is: counted from the first column, or from the
+/// last (`FromEnd(1)` is the last), for select lists with a `*` before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    FromStart(usize),
+    FromEnd(usize),
+}
+
+impl Position {
+    /// The column's index among `count` columns.
+    pub fn index(self, count: usize) -> Option<usize> {
+        match self {
+            Position::FromStart(i) => (i < count).then_some(i),
+            Position::FromEnd(k) => count.checked_sub(k),
+        }
+    }
+}
+
+/// The select list that names a query's columns: its own, or for a set
+/// operation (`UNION`, `INTERSECT`, `EXCEPT`) its leftmost one's.
+fn naming_select(body: &SetExpr) -> Option<&Select> {
+    match body {
+        SetExpr::Select(s) => Some(s),
+        // `UNION BY NAME` adds the right branch's other columns at the end.
+        SetExpr::SetOperation {
+            set_quantifier:
+                SetQuantifier::ByName | SetQuantifier::AllByName | SetQuantifier::DistinctByName,
+            ..
+        } => None,
+        SetExpr::SetOperation { left, .. } => naming_select(left),
+        SetExpr::Query(q) => naming_select(&q.body),
+        _ => None,
+    }
+}
+
 /// PostgreSQL's names of the unaliased expressions of a statement's select
-/// list, by position (plain column references keep their name).
-pub fn postgres_names(statement: &DFStatement) -> Vec<(usize, String)> {
+/// list (plain column references keep their name). Expressions after a `*`
+/// are placed from the end; those between two `*` are left as they are.
+pub fn postgres_names(statement: &DFStatement) -> Vec<(Position, String)> {
     let DFStatement::Statement(statement) = statement else {
         return Vec::new();
     };
     let Statement::Query(query) = statement.as_ref() else {
         return Vec::new();
     };
-    let SetExpr::Select(select) = query.body.as_ref() else {
+    let Some(select) = naming_select(&query.body) else {
         return Vec::new();
     };
-    if select.projection.iter().any(|i| {
+    let items = &select.projection;
+    let wildcard = |i: &SelectItem| {
         !matches!(
             i,
             SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }
         )
-    }) {
-        return Vec::new();
-    }
-    select
-        .projection
+    };
+    let name = |item: &SelectItem| match item {
+        SelectItem::UnnamedExpr(Expr::Identifier(_) | Expr::CompoundIdentifier(_)) => None,
+        SelectItem::UnnamedExpr(e) => Some(figure(e).unwrap_or_else(|| UNNAMED.into())),
+        _ => None,
+    };
+    let first = items.iter().position(wildcard).unwrap_or(items.len());
+    let mut names: Vec<(Position, String)> = items[..first]
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| match item {
-            SelectItem::UnnamedExpr(Expr::Identifier(_) | Expr::CompoundIdentifier(_)) => None,
-            SelectItem::UnnamedExpr(e) => Some((i, figure(e).unwrap_or_else(|| UNNAMED.into()))),
-            _ => None,
-        })
-        .collect()
+        .filter_map(|(i, item)| Some((Position::FromStart(i), name(item)?)))
+        .collect();
+    if let Some(last) = items.iter().rposition(wildcard) {
+        let after = items.len() - last - 1;
+        names.extend(
+            items[last + 1..]
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| Some((Position::FromEnd(after - i), name(item)?))),
+        );
+    }
+    names
 }
 
 #[cfg(test)]
@@ -122,6 +168,12 @@ mod tests {
             .pop_front()
             .unwrap();
         postgres_names(&s)
+            .into_iter()
+            .map(|(p, n)| match p {
+                Position::FromStart(i) => (i, n),
+                Position::FromEnd(k) => (1000 - k, n),
+            })
+            .collect()
     }
 
     /// Each expected name is what PostgreSQL 15.18 showed for the same select
@@ -177,6 +229,16 @@ mod tests {
             got.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(),
             want
         );
-        assert!(names("SELECT *, count(*) FROM t").is_empty());
+        // After a `*`, from the end; a set operation is named by its first
+        // branch (PostgreSQL 15.18: `count | x | y | z | ?column? | y | x | y
+        // | z | sum | z`, and `count | ?column?`).
+        assert_eq!(
+            names("SELECT count(*), *, x + 1, y, t.*, sum(x), z FROM t"),
+            [(0, "count".to_string()), (998, "sum".to_string())]
+        );
+        assert_eq!(
+            names("SELECT count(*), 1 FROM t UNION ALL (SELECT 2 AS two, max(x) FROM t)"),
+            [(0, "count".to_string()), (1, "?column?".to_string())]
+        );
     }
 }

@@ -158,11 +158,16 @@ mod tests {
 
 /// An interval constant in the forms PostgreSQL writes and reads with a
 /// time of day (`1 day 02:00:00`, `-1 days +02:00:00`, `3 days 04:05:06.5`,
-/// `02:30`), as (months, days, microseconds); `None` for text without a
-/// time of day or that is not such an interval (DataFusion reads the rest:
-/// `30 days`, `1 year 2 months`).
+/// `02:30`) or with parts of their own signs (`-1 day +2 hours`, `1 day -30
+/// minutes`), as (months, days, microseconds); `None` for other text or
+/// text that is not such an interval (DataFusion reads the rest: `30 days`,
+/// `1 year 2 months`).
 pub fn parse_with_time(text: &str) -> Option<(i32, i32, i64)> {
-    if !text.contains(':') {
+    let signed_part = text
+        .split_whitespace()
+        .enumerate()
+        .any(|(i, w)| w.starts_with('+') || (i > 0 && w.starts_with('-')));
+    if !text.contains(':') && !signed_part {
         return None;
     }
     let (mut months, mut days, mut micros) = (0i64, 0i64, 0i64);
@@ -182,7 +187,7 @@ pub fn parse_with_time(text: &str) -> Option<(i32, i32, i64)> {
         }
         let n: i64 = word.strip_prefix('+').unwrap_or(word).parse().ok()?;
         let unit = words.get(i + 1)?.to_ascii_lowercase();
-        match unit.trim_end_matches('s') {
+        match unit.strip_suffix('s').unwrap_or(&unit) {
             "year" | "yr" => months = months.checked_add(n.checked_mul(12)?)?,
             "mon" | "month" => months = months.checked_add(n)?,
             "week" => days = days.checked_add(n.checked_mul(7)?)?,
@@ -265,6 +270,20 @@ mod input_tests {
             Some((0, 0, 150 * 60 * USECS_PER_SEC))
         );
         assert_eq!(parse_with_time("1 day 12 hours"), None);
+        // Parts with signs of their own, as PostgreSQL 15.18 reads them
+        // (`-1 days +02:00:00`, `1 day -00:30:00`, `3 days -01:00:00`,
+        // `-2 days -03:00:00`, `-1 years -2 mons`).
+        for (text, want) in [
+            ("-1 day +2 hours", (0, -1, 2 * h)),
+            ("1 day -30 minutes", (0, 1, -30 * 60 * USECS_PER_SEC)),
+            ("+3 days -1 hour", (0, 3, -h)),
+            ("-2 days -3 hours", (0, -2, -3 * h)),
+            ("-1 years -2 mons", (-14, 0, 0)),
+        ] {
+            assert_eq!(parse_with_time(text), Some(want), "{text}");
+        }
+        assert_eq!(parse_with_time("-1 day"), None);
+        assert_eq!(parse_with_time("1.5 days -1 hour"), None);
         assert_eq!(parse_with_time("1 fortnight 02:00"), None);
         assert_eq!(parse_with_time("1 day 02:61:00"), None);
         assert_eq!(parse_with_time("1 day 02:00 03:00"), None);

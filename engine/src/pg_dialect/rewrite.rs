@@ -143,7 +143,7 @@ enum Name {
 pub struct OutputNames {
     renames: Vec<(usize, Name)>,
     /// PostgreSQL's names of unaliased expressions, applied last.
-    postgres: Vec<(usize, String)>,
+    postgres: Vec<(super::column_names::Position, String)>,
 }
 
 fn internal_name(position: usize) -> String {
@@ -182,8 +182,9 @@ impl OutputNames {
                 *slot = name;
             }
         }
+        let count = names.len();
         for (at, name) in &self.postgres {
-            if let Some(slot) = names.get_mut(*at) {
+            if let Some(slot) = at.index(count).and_then(|i| names.get_mut(i)) {
                 slot.clone_from(name);
             }
         }
@@ -191,7 +192,10 @@ impl OutputNames {
     }
 
     /// Names unaliased expressions as PostgreSQL does.
-    pub fn with_postgres_names(mut self, names: Vec<(usize, String)>) -> Self {
+    pub fn with_postgres_names(
+        mut self,
+        names: Vec<(super::column_names::Position, String)>,
+    ) -> Self {
         self.postgres = names;
         self
     }

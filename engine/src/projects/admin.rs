@@ -206,8 +206,8 @@ pub enum Command {
 }
 
 impl Command {
-    /// The command tag a client sees.
-    pub fn tag(&self) -> &'static str {
+    /// The command's name, as messages (and the wire's command tags) say it.
+    pub fn name(&self) -> &'static str {
         match self {
             Command::Create(_) => "CREATE PROJECT",
             Command::Approve(_) => "APPROVE PROJECT",

@@ -13,7 +13,7 @@ impl Session {
                 rule: "read-only role",
                 message: format!(
                     "{} is refused to the viewer role, which only reads [rule: read-only role]",
-                    action.tag()
+                    action.name()
                 ),
             });
         }
@@ -22,7 +22,7 @@ impl Session {
                 let Some(admin) = read(&self.admin).clone() else {
                     return Err(EngineError::Unsupported(format!(
                         "{} is not available in this session",
-                        command.tag()
+                        command.name()
                     )));
                 };
                 command.run(&admin, self).await

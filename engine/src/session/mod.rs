@@ -34,6 +34,7 @@ use crate::privacy::{self, Policy, ReleaseStats, Role};
 
 mod actions;
 mod guard;
+mod lookup;
 mod parse;
 mod plan;
 mod run;
@@ -88,14 +89,14 @@ pub enum Action {
 }
 
 impl Action {
-    /// The command tag a Postgres client expects.
-    pub fn tag(&self) -> &'static str {
+    /// The command's name, as messages (and the wire's command tags) say it.
+    pub fn name(&self) -> &'static str {
         match self {
             Action::CreateCohort { .. } => "CREATE COHORT",
             Action::DropCohort { .. } => "DROP COHORT",
             Action::CreateResult { .. } => "CREATE RESULT",
             Action::ReleaseResult { .. } => "RELEASE RESULT",
-            Action::Project(c) => c.tag(),
+            Action::Project(c) => c.name(),
         }
     }
 }

@@ -55,7 +55,7 @@ impl Session {
                         rule: "steward command",
                         message: format!(
                             "{} is a steward's command [rule: steward command]",
-                            command.tag()
+                            command.name()
                         ),
                     });
                 }
@@ -189,13 +189,15 @@ impl Session {
         let postgres = pg_dialect::column_names::postgres_names(&statement);
         let mut retry = statement.clone();
         let mut names = rewrite::repeated_names(&mut statement, false);
+        let written = retry.clone();
         let plan = match state.statement_to_plan(statement).await {
             Err(e) if rewrite::is_repeated_name(&e) => {
                 names = rewrite::repeated_names(&mut retry, true);
-                state.statement_to_plan(retry).await?
+                state.statement_to_plan(retry).await
             }
-            plan => plan?,
-        };
+            plan => plan,
+        }
+        .map_err(|e| lookup::planning_error(&state, &written, e))?;
         let mut names = names.with_postgres_names(postgres);
         names.resolve(&plan);
         check_read_only(&plan)?;

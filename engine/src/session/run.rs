@@ -168,7 +168,9 @@ impl Session {
 
     /// The statements of SQL text, each planned and started in turn by
     /// [`Statements::next`]: the one driver of parse → plan → guard → run
-    /// for callers that take text (the CLI, the .slt runner, [`Session::sql`]).
+    /// for callers that take text (the CLI, the .slt runner, [`Session::sql`],
+    /// and the wire server, which plans with [`Statements::plan_next`] and
+    /// runs each statement under its connection's limits).
     pub fn statements(&self, sql: &str) -> Result<Statements<'_>> {
         Ok(Statements {
             session: self,
@@ -189,15 +191,49 @@ impl Statements<'_> {
     /// it sees what that one did (a cohort it saved); drain each stream
     /// before asking for the next.
     pub async fn next(&mut self) -> Option<Result<(Prepared, SendableRecordBatchStream)>> {
-        let statement = self.pending.pop_front()?;
+        let prepared = match self.plan_next().await? {
+            Ok(prepared) => prepared,
+            Err(e) => return Some(Err(e)),
+        };
         Some(
-            async {
-                let prepared = self.session.plan_statement(statement).await?;
-                let stream = self.session.execute(&prepared, vec![]).await?;
-                Ok((prepared, stream))
-            }
-            .await,
+            self.session
+                .execute(&prepared, vec![])
+                .await
+                .map(|stream| (prepared, stream)),
         )
+    }
+
+    /// Plans the next statement without starting it, for a caller that
+    /// runs it itself ([`Session::execute`]) under limits of its own.
+    pub async fn plan_next(&mut self) -> Option<Result<Prepared>> {
+        let statement = self.pending.pop_front()?;
+        Some(self.session.plan_statement(statement).await)
+    }
+
+    /// The next statement, not yet planned.
+    pub fn peek(&self) -> Option<&Statement> {
+        self.pending.front()
+    }
+
+    /// Takes the next statement out unplanned: one the caller answers
+    /// itself (a client's session command such as `SHOW`).
+    pub fn take_next(&mut self) -> Option<Statement> {
+        self.pending.pop_front()
+    }
+
+    /// Rewrites every statement not yet planned (a client's catalog names).
+    pub fn rewrite(&mut self, f: impl FnMut(&mut Statement)) {
+        self.pending.iter_mut().for_each(f);
+    }
+
+    /// How many statements are left.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// No statement is left.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
     }
 }
 
