@@ -7,7 +7,9 @@ use std::ops::ControlFlow;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
 use datafusion::sql::parser::Statement as SqlStatement;
-use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments, visit_expressions};
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArguments, ObjectName, TableFactor, Visit, Visitor, visit_expressions,
+};
 
 use crate::error::{EngineError, ErrorKind};
 
@@ -40,8 +42,10 @@ fn unknown_table(state: &SessionState, statement: &SqlStatement) -> bool {
         options.catalog.default_catalog.as_str(),
         options.catalog.default_schema.as_str(),
     );
+    let calls = table_function_calls(statement);
     references.into_iter().any(|reference| {
-        if reference.schema().is_none() && state.table_functions().contains_key(reference.table()) {
+        // A call `FROM f(...)` is a function, looked up as one.
+        if calls.contains(&reference.to_string()) {
             return false;
         }
         let resolved = reference.clone().resolve(catalog, schema);
@@ -62,8 +66,55 @@ const PLANNED_BY_SQL: &[&str] = &[
     "exists",
 ];
 
+/// The names of the table functions a statement calls (`FROM f(...)`).
+fn table_function_calls(statement: &SqlStatement) -> Vec<String> {
+    struct Calls(Vec<String>);
+    impl Visitor for Calls {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } = factor
+                && let Some(name) = function_name(name)
+            {
+                self.0.push(name);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let SqlStatement::Statement(statement) = statement else {
+        return Vec::new();
+    };
+    let mut calls = Calls(Vec::new());
+    let _ = statement.visit(&mut calls);
+    calls.0
+}
+
+/// A function's name as the registry holds it: unquoted parts in lower
+/// case, joined by dots.
+fn function_name(name: &ObjectName) -> Option<String> {
+    let mut parts = Vec::with_capacity(name.0.len());
+    for part in &name.0 {
+        let ident = part.as_ident()?;
+        parts.push(if ident.quote_style.is_some() {
+            ident.value.clone()
+        } else {
+            ident.value.to_lowercase()
+        });
+    }
+    Some(parts.join("."))
+}
+
 /// True when the statement calls a function the session has not registered.
 fn unknown_function(state: &SessionState, statement: &SqlStatement) -> bool {
+    if table_function_calls(statement)
+        .iter()
+        .any(|name| !state.table_functions().contains_key(name))
+    {
+        return true;
+    }
     let SqlStatement::Statement(statement) = statement else {
         return false;
     };
@@ -77,15 +128,9 @@ fn unknown_function(state: &SessionState, statement: &SqlStatement) -> bool {
     let found = visit_expressions(statement.as_ref(), |expr| match expr {
         // Without parentheses (`LOCALTIME`) an unknown name is a column.
         Expr::Function(f) if !matches!(f.args, FunctionArguments::None) => {
-            let mut parts = Vec::with_capacity(f.name.0.len());
-            for part in &f.name.0 {
-                match part.as_ident() {
-                    Some(ident) if ident.quote_style.is_some() => parts.push(ident.value.clone()),
-                    Some(ident) => parts.push(ident.value.to_lowercase()),
-                    None => return ControlFlow::Continue(()),
-                }
-            }
-            let name = parts.join(".");
+            let Some(name) = function_name(&f.name) else {
+                return ControlFlow::Continue(());
+            };
             if known(&name) {
                 ControlFlow::Continue(())
             } else {
@@ -138,6 +183,10 @@ mod tests {
             ),
             ("SELECT b FROM t", ErrorKind::UndefinedColumn),
             ("SELECT sqrt(a, a, a) FROM t", ErrorKind::Planning),
+            (
+                "SELECT * FROM no_such_series(1, 3)",
+                ErrorKind::UndefinedFunction,
+            ),
         ] {
             assert_eq!(kind(&ctx, sql).await, want, "{sql}");
         }
