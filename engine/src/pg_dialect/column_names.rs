@@ -12,7 +12,8 @@ use datafusion::sql::sqlparser::ast::{
 /// The name PostgreSQL shows for an expression it cannot name otherwise.
 const UNNAMED: &str = "?column?";
 
-fn ident(i: &Ident) -> String {
+/// An identifier as DataFusion resolves it: unquoted ones in lower case.
+pub(crate) fn ident(i: &Ident) -> String {
     if i.quote_style.is_some() {
         i.value.clone()
     } else {

@@ -97,12 +97,7 @@ fn table_function_calls(statement: &SqlStatement) -> Vec<String> {
 fn function_name(name: &ObjectName) -> Option<String> {
     let mut parts = Vec::with_capacity(name.0.len());
     for part in &name.0 {
-        let ident = part.as_ident()?;
-        parts.push(if ident.quote_style.is_some() {
-            ident.value.clone()
-        } else {
-            ident.value.to_lowercase()
-        });
+        parts.push(crate::pg_dialect::column_names::ident(part.as_ident()?));
     }
     Some(parts.join("."))
 }
