@@ -1,26 +1,52 @@
 //! The person layout: a copy of every person-level table, written once into
-//! the state folder, with the linked `person_id` stored as a column.
+//! the state folder, with the linked `person_id` stored as a column, split
+//! into person ranges and sorted by person and event date.
 //!
 //! Delivered tables carry long pseudonymous keys (often 64 hex characters);
 //! mapping them to `person_id` at query time means decoding every key and a
 //! hash lookup per row. The copy replaces the key by two integers: the
 //! person number (`__tsunagu_person_id`) and the key's position among the
 //! source's sorted keys (`__tsunagu_key_index`, from which `person_key` is
-//! read back only when a query asks for it). Row order is the delivered
-//! order, so deliveries grouped by person stay grouped.
+//! read back only when a query asks for it).
+//!
+//! Every copy is written as one file per range of person numbers, the same
+//! ranges for every table of the store ([`PersonRanges`]), each file sorted
+//! by (`person_id`, event date). Both facts are declared to DataFusion (a
+//! range partitioning on `person_id` and the files' sort order), so windows
+//! partitioned by person, aggregates grouped by person and joins on
+//! `person_id` between person-level tables run per range, with no
+//! repartition and, where the date order is what they ask for, no sort.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
-use datafusion::common::config::TableParquetOptions;
-use datafusion::common::{Column, ScalarValue, exec_err};
-use datafusion::dataframe::DataFrameWriteOptions;
-use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast,
+use datafusion::catalog::TableProvider;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::{Column, ScalarValue, SplitPoint, exec_err};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::prelude::SessionContext;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, Partitioning as LogicalPartitioning, RangePartitioning,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, SortExpr, Volatility, cast, lit, when,
+};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::expressions::col as physical_col;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, SendableRecordBatchStream};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CatalogError, Result};
 use crate::linkage::SourceKeys;
@@ -30,41 +56,108 @@ use crate::tables::{ColumnSource, TableDef};
 pub const PERSON_ID: &str = "__tsunagu_person_id";
 /// The stored key position of a row in the copy.
 pub const KEY_INDEX: &str = "__tsunagu_key_index";
+/// The range of a row while the copy is written (not stored).
+const RANGE: &str = "__tsunagu_range";
+/// Memory the sort of one table's copy may hold before it spills to disk.
+const WRITE_MEMORY: usize = 4 << 30;
+
+/// Where the copies of a derived state folder live.
+pub fn layout_dir(derived: &Path) -> PathBuf {
+    derived.join("layout")
+}
 
 /// Where the copy of a table lives inside a derived state folder.
 pub fn copy_dir(derived: &Path, def: &TableDef) -> PathBuf {
-    derived.join("layout").join(&def.schema).join(&def.name)
+    layout_dir(derived).join(&def.schema).join(&def.name)
 }
 
-/// The copy's files, in path order: the first delivery's, then each later
-/// delivery's folder (none when the table has no copy).
+/// How the person numbers of a store are split into the copies' ranges:
+/// `count` ranges of `width` numbers each, from 0; the last range also holds
+/// every later number (persons added by later deliveries) and rows without
+/// a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonRanges {
+    pub count: usize,
+    pub width: u64,
+}
+
+impl PersonRanges {
+    const FILE: &str = "ranges.json";
+
+    /// Ranges for a store of `persons`: at least 16, and at least one per
+    /// core of this machine, so that a scan is never widened by a shuffle.
+    pub fn for_persons(persons: u64) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let count = cores.max(16);
+        PersonRanges {
+            count,
+            width: persons.div_ceil(count as u64).max(1),
+        }
+    }
+
+    /// The ranges saved in a layout folder.
+    pub fn load(layout: &Path) -> Result<Self> {
+        let path = layout.join(Self::FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| CatalogError::state(&path, e))?;
+        let ranges: PersonRanges = serde_json::from_str(&text)
+            .map_err(|e| CatalogError::state(&path, std::io::Error::other(e.to_string())))?;
+        if ranges.count == 0 || ranges.width == 0 {
+            return Err(CatalogError::state(
+                &path,
+                std::io::Error::other("no person ranges"),
+            ));
+        }
+        Ok(ranges)
+    }
+
+    /// Saves the ranges into a layout folder.
+    pub fn save(&self, layout: &Path) -> Result<()> {
+        std::fs::create_dir_all(layout).map_err(|e| CatalogError::state(layout, e))?;
+        let path = layout.join(Self::FILE);
+        let text = serde_json::to_string(self)
+            .map_err(|e| CatalogError::state(&path, std::io::Error::other(e.to_string())))?;
+        std::fs::write(&path, text).map_err(|e| CatalogError::state(&path, e))
+    }
+
+    /// The first person number of each range but the first.
+    fn split_points(&self) -> Vec<SplitPoint> {
+        (1..self.count as u64)
+            .map(|i| SplitPoint::new(vec![ScalarValue::Int64(Some((i * self.width) as i64))]))
+            .collect()
+    }
+
+    /// The range of a row, as an expression on its person number.
+    fn range_of(&self, person: Expr) -> Result<Expr> {
+        let last = lit((self.count - 1) as i64);
+        let width = self.width as i64;
+        Ok(when(person.clone().is_null(), last.clone())
+            .when(
+                person.clone().gt_eq(lit((self.count as i64 - 1) * width)),
+                last,
+            )
+            .otherwise(person / lit(width))?)
+    }
+}
+
+/// The file of range `i` in a copy folder.
+fn range_file(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("range-{i:05}.parquet"))
+}
+
+/// The copy's files, one per range in range order (none when the table has
+/// no copy).
 pub fn copy_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
     let mut files = Vec::new();
-    let mut later = Vec::new();
     for e in entries {
         let path = e.map_err(|e| CatalogError::state(dir, e))?.path();
-        if path.is_dir() {
-            later.push(path);
-        } else if path.extension().is_some_and(|x| x == "parquet") {
+        if path.extension().is_some_and(|x| x == "parquet") {
             files.push(path);
         }
     }
     files.sort();
-    // delivery-2 before delivery-10.
-    later.sort_by_key(|p| {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-        let n = name
-            .as_deref()
-            .and_then(|n| n.strip_prefix("delivery-"))
-            .and_then(|n| n.parse::<u64>().ok());
-        (n, p.clone())
-    });
-    for sub in later {
-        files.extend(copy_files(&sub)?);
-    }
     Ok(files)
 }
 
@@ -109,13 +202,96 @@ pub fn copy_schema(def: &TableDef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Writes the copy of a person-level table into `dir` (which must not exist).
-pub async fn write_copy(def: &TableDef, keys: Arc<SourceKeys>, dir: &Path) -> Result<Vec<PathBuf>> {
+/// The delivered column a person's rows are ordered by within the copy: the
+/// shown event date (`*_start_date`, else the first `*_date`), when the
+/// files hold it as a date.
+pub fn event_date(def: &TableDef) -> Option<&str> {
+    let dated = |suffix: &str| {
+        def.columns.iter().find_map(|c| match &c.source {
+            ColumnSource::File(f) if c.name.ends_with(suffix) => {
+                let t = def.file_schema.field_with_name(f).ok()?.data_type();
+                matches!(t, DataType::Date32 | DataType::Timestamp(..)).then_some(f.as_str())
+            }
+            _ => None,
+        })
+    };
+    dated("_start_date").or_else(|| dated("_date"))
+}
+
+/// The order of rows within each file of the copy.
+fn copy_order(def: &TableDef) -> Vec<SortExpr> {
+    let column = |n: &str| Expr::Column(Column::new_unqualified(n));
+    let mut order = vec![column(PERSON_ID).sort(true, false)];
+    if let Some(date) = event_date(def) {
+        order.push(column(date).sort(true, false));
+    }
+    order
+}
+
+/// A provider reading the copy of `def`, with its ranges and sort order
+/// declared. The files must be those [`write_copy`] wrote: one per range.
+pub fn copy_provider(
+    def: &TableDef,
+    files: &[PathBuf],
+    ranges: &PersonRanges,
+) -> Result<Arc<dyn TableProvider>> {
+    if files.len() != ranges.count {
+        return Err(CatalogError::state(
+            files.first().map_or(Path::new("-"), |f| f.as_path()),
+            std::io::Error::other(format!(
+                "the person layout of {}.{} has {} files for {} ranges",
+                def.schema,
+                def.name,
+                files.len(),
+                ranges.count
+            )),
+        ));
+    }
+    let urls = files
+        .iter()
+        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let column = |n: &str| Expr::Column(Column::new_unqualified(n));
+    let partitioning = RangePartitioning::try_new(
+        vec![column(PERSON_ID).sort(true, false)],
+        ranges.split_points(),
+    )?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_file_sort_order(vec![copy_order(def)])
+        .with_output_partitioning(Some(LogicalPartitioning::Range(partitioning)));
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(copy_schema(def));
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// The session the copies are written with: sorts spill to disk past
+/// [`WRITE_MEMORY`].
+fn writer_context() -> Result<SessionContext> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(WRITE_MEMORY)))
+        .build_arc()?;
+    Ok(SessionContext::new_with_config_rt(
+        SessionConfig::new(),
+        runtime,
+    ))
+}
+
+/// Writes the copy of a person-level table into `dir` (which must not
+/// exist): one file per range of `ranges`, each sorted by person and event
+/// date. Ranges are written in parallel, one writer per core.
+pub async fn write_copy(
+    def: &TableDef,
+    keys: Arc<SourceKeys>,
+    dir: &Path,
+    ranges: &PersonRanges,
+) -> Result<Vec<PathBuf>> {
     let Some(key) = &def.key else {
         return Ok(Vec::new());
     };
     std::fs::create_dir_all(dir).map_err(|e| CatalogError::state(dir, e))?;
-    let ctx = SessionContext::new();
+    let ctx = writer_context()?;
     let position = ScalarUDF::new_from_impl(KeyUdf::new(Op::Position, &def.schema, keys.clone()));
     let person = ScalarUDF::new_from_impl(KeyUdf::new(Op::PersonAt, &def.schema, keys));
     let column = |n: &str| Expr::Column(Column::new_unqualified(n));
@@ -133,18 +309,146 @@ pub async fn write_copy(def: &TableDef, keys: Arc<SourceKeys>, dir: &Path) -> Re
             .call(vec![cast(column(key), DataType::Utf8)])
             .alias(KEY_INDEX),
     );
+    let mut middle: Vec<Expr> = names.iter().map(|n| column(n)).collect();
+    middle.push(person.call(vec![column(KEY_INDEX)]).alias(PERSON_ID));
+    middle.push(column(KEY_INDEX));
     let mut outer: Vec<Expr> = names.iter().map(|n| column(n)).collect();
-    outer.push(person.call(vec![column(KEY_INDEX)]).alias(PERSON_ID));
-    outer.push(column(KEY_INDEX));
-    let mut options = TableParquetOptions::default();
-    options.global.compression = Some("lz4_raw".into());
-    let target = format!("{}/", dir.to_string_lossy());
-    ctx.read_table(def.file_provider()?)?
+    outer.extend([column(PERSON_ID), column(KEY_INDEX)]);
+    outer.push(ranges.range_of(column(PERSON_ID))?.alias(RANGE));
+    let plan = ctx
+        .read_table(def.file_provider()?)?
         .select(inner)?
+        .select(middle)?
         .select(outer)?
-        .write_parquet(&target, DataFrameWriteOptions::new(), Some(options))
+        .create_physical_plan()
         .await?;
+    let schema = plan.schema();
+    let writers = ctx.state().config().target_partitions().max(1);
+    let by_range = Arc::new(RepartitionExec::try_new(
+        plan,
+        Partitioning::Hash(vec![physical_col(RANGE, &schema)?], writers),
+    )?);
+    let ascending = SortOptions {
+        descending: false,
+        nulls_first: false,
+    };
+    let mut order = vec![PhysicalSortExpr::new(
+        physical_col(PERSON_ID, &schema)?,
+        ascending,
+    )];
+    if let Some(date) = event_date(def) {
+        order.push(PhysicalSortExpr::new(
+            physical_col(date, &schema)?,
+            ascending,
+        ));
+    }
+    let order = LexOrdering::new(order).ok_or_else(|| {
+        CatalogError::state(dir, std::io::Error::other("the copy has no sort order"))
+    })?;
+    let sorted: Arc<dyn ExecutionPlan> =
+        Arc::new(SortExec::new(order, by_range).with_preserve_partitioning(true));
+    let stored: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| schema.field(i).name() != RANGE)
+        .collect();
+    let range_at = schema.index_of(RANGE)?;
+    let copy = Arc::new(schema.project(&stored)?);
+    let mut tasks = Vec::with_capacity(writers);
+    for p in 0..writers {
+        let stream = sorted.execute(p, ctx.task_ctx())?;
+        let target = RangeWriter {
+            dir: dir.to_path_buf(),
+            schema: copy.clone(),
+            stored: stored.clone(),
+            range_at,
+        };
+        tasks.push(SpawnedTask::spawn(target.write(stream)));
+    }
+    let mut written = vec![false; ranges.count];
+    for task in tasks {
+        let done = task
+            .join_unwind()
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::ExecutionJoin(Box::new(e)))??;
+        for r in done {
+            if let Some(w) = written.get_mut(r) {
+                *w = true;
+            }
+        }
+    }
+    for (r, _) in written.iter().enumerate().filter(|(_, w)| !**w) {
+        let path = range_file(dir, r);
+        let file = std::fs::File::create(&path).map_err(|e| CatalogError::state(&path, e))?;
+        ArrowWriter::try_new(file, copy.clone(), Some(writer_properties()))
+            .and_then(|w| w.close().map(|_| ()))
+            .map_err(datafusion::error::DataFusionError::from)?;
+    }
     copy_files(dir)
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::LZ4_RAW)
+        .build()
+}
+
+/// Writes the ranges of one sorted stream, each into its own file.
+struct RangeWriter {
+    dir: PathBuf,
+    schema: SchemaRef,
+    /// The columns stored, by position in the stream.
+    stored: Vec<usize>,
+    /// The position of the range column in the stream.
+    range_at: usize,
+}
+
+impl RangeWriter {
+    /// The ranges written.
+    async fn write(self, mut stream: SendableRecordBatchStream) -> Result<Vec<usize>> {
+        let mut done = Vec::new();
+        let mut open: Option<(usize, ArrowWriter<std::fs::File>)> = None;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let range = batch
+                .column(self.range_at)
+                .as_primitive::<Int64Type>()
+                .clone();
+            let mut start = 0;
+            while start < batch.num_rows() {
+                let r = range.value(start);
+                let mut end = start + 1;
+                while end < batch.num_rows() && range.value(end) == r {
+                    end += 1;
+                }
+                let r = usize::try_from(r).unwrap_or(usize::MAX);
+                if open.as_ref().is_none_or(|(o, _)| *o != r) {
+                    if let Some((_, w)) = open.take() {
+                        w.close()
+                            .map_err(datafusion::error::DataFusionError::from)?;
+                    }
+                    let path = range_file(&self.dir, r);
+                    let file =
+                        std::fs::File::create(&path).map_err(|e| CatalogError::state(&path, e))?;
+                    let w =
+                        ArrowWriter::try_new(file, self.schema.clone(), Some(writer_properties()))
+                            .map_err(datafusion::error::DataFusionError::from)?;
+                    done.push(r);
+                    open = Some((r, w));
+                }
+                let part: RecordBatch = batch.slice(start, end - start).project(&self.stored)?;
+                let part = RecordBatch::try_new(self.schema.clone(), part.columns().to_vec())?;
+                if let Some((_, w)) = open.as_mut() {
+                    w.write(&part)
+                        .map_err(datafusion::error::DataFusionError::from)?;
+                }
+                start = end;
+            }
+        }
+        if let Some((_, w)) = open.take() {
+            w.close()
+                .map_err(datafusion::error::DataFusionError::from)?;
+        }
+        Ok(done)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{CatalogError, Result};
 
 /// Bumped whenever the layout of derived state changes.
-pub const FORMAT: &str = "tsunagu-derived-v2";
+pub const FORMAT: &str = "tsunagu-derived-v3";
 
 /// The default state folder of a store: `$TSUNAGU_STATE_DIR`, else the user's
 /// state directory, in a subfolder named for the store's path.

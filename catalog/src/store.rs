@@ -19,7 +19,7 @@ use crate::csv_import;
 use crate::deliveries::{self, Built, Opened};
 use crate::error::{CatalogError, Result};
 use crate::files::{self, DeliveredTable, FileFormat};
-use crate::layout;
+use crate::layout::{self, PersonRanges};
 use crate::linkage::{PersonIndex, index_dir, linkage_table, read_links};
 use crate::manifest::Manifest;
 use crate::source_codes::SourceCodes;
@@ -74,10 +74,7 @@ enum Mode {
     /// Derive everything.
     Derive,
     /// Grow hard-linked earlier state by new files (absolute paths).
-    Extend {
-        files: Vec<PathBuf>,
-        generation: u64,
-    },
+    Extend { files: Vec<PathBuf> },
 }
 
 /// The tables and index of an opened state, or why earlier state cannot grow.
@@ -151,10 +148,7 @@ impl Store {
                     let absolute = files.iter().map(|f| root.join(f)).collect();
                     let opened = match deliveries::link_tree(&old_dir, &work) {
                         Ok(()) => {
-                            let mode = Mode::Extend {
-                                files: absolute,
-                                generation,
-                            };
+                            let mode = Mode::Extend { files: absolute };
                             Self::open_in(&root, &manifest, &work, mode).await
                         }
                         Err(e) => Err(e),
@@ -354,6 +348,14 @@ impl Store {
                 index
             }
         };
+        let ranges = match &mode {
+            Mode::Derive => {
+                let ranges = PersonRanges::for_persons(index.persons());
+                ranges.save(&layout::layout_dir(work))?;
+                ranges
+            }
+            Mode::Reuse | Mode::Extend { .. } => PersonRanges::load(&layout::layout_dir(work))?,
+        };
         for t in tables.iter_mut() {
             let Some(keys) = t.key.as_ref().and_then(|_| index.source(&t.schema)) else {
                 continue;
@@ -361,21 +363,25 @@ impl Store {
             let dir = layout::copy_dir(work, t);
             t.person_files = match &mode {
                 Mode::Reuse => layout::copy_files(&dir)?,
-                Mode::Derive => layout::write_copy(t, keys.clone(), &dir).await?,
-                Mode::Extend { files, generation } => {
-                    if let Some(new) = only_files(t, files) {
+                Mode::Derive => layout::write_copy(t, keys.clone(), &dir, &ranges).await?,
+                Mode::Extend { files, .. } => {
+                    if only_files(t, files).is_some() {
                         if !layout::same_columns(t, &dir)? {
                             return Ok(Err(format!(
                                 "the new files of {}.{} change its columns",
                                 t.schema, t.name
                             )));
                         }
-                        let part = dir.join(format!("delivery-{generation}"));
-                        layout::write_copy(&new, keys.clone(), &part).await?;
+                        // Every range may gain rows: the table's copy is
+                        // written again (the old one stays in the old state).
+                        std::fs::remove_dir_all(&dir).map_err(|e| CatalogError::state(&dir, e))?;
+                        layout::write_copy(t, keys.clone(), &dir, &ranges).await?
+                    } else {
+                        layout::copy_files(&dir)?
                     }
-                    layout::copy_files(&dir)?
                 }
             };
+            t.person_ranges = Some(ranges);
         }
         Ok(Ok((tables, index)))
     }
@@ -592,6 +598,7 @@ fn load_table(
         columns,
         rows,
         person_files: Vec::new(),
+        person_ranges: None,
     })
 }
 

@@ -55,6 +55,8 @@ pub struct TableDef {
     pub rows: u64,
     /// The person-layout copy in the state folder (see `layout`), when written.
     pub person_files: Vec<PathBuf>,
+    /// The person ranges the copy is split into, when written.
+    pub person_ranges: Option<crate::layout::PersonRanges>,
 }
 
 impl TableDef {

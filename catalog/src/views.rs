@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::layout;
 use crate::linkage::{PersonIdUdf, PersonIndex};
 use crate::source_codes::CodedTable;
-use crate::tables::{ColumnSource, TableDef, parquet_provider};
+use crate::tables::{ColumnSource, TableDef};
 
 /// The catalog name under which the raw file scans are planned.
 pub const FILES_CATALOG: &str = "tsunagu_files";
@@ -33,7 +33,10 @@ pub fn table_plan(
     codes: Option<&CodedTable>,
 ) -> Result<LogicalPlan> {
     match (&def.key, index.source(&def.schema)) {
-        (Some(_), Some(keys)) if !def.person_files.is_empty() => copy_plan(def, keys, codes),
+        (Some(_), Some(keys)) => match &def.person_ranges {
+            Some(ranges) if !def.person_files.is_empty() => copy_plan(def, keys, ranges, codes),
+            _ => delivered_plan(def, index, codes),
+        },
         _ => delivered_plan(def, index, codes),
     }
 }
@@ -55,9 +58,10 @@ fn coded_column(
 fn copy_plan(
     def: &TableDef,
     keys: &Arc<crate::linkage::SourceKeys>,
+    ranges: &layout::PersonRanges,
     codes: Option<&CodedTable>,
 ) -> Result<LogicalPlan> {
-    let provider = parquet_provider(&def.person_files, layout::copy_schema(def))?;
+    let provider = layout::copy_provider(def, &def.person_files, ranges)?;
     let scan = LogicalPlanBuilder::scan(
         TableReference::full(FILES_CATALOG, def.schema.as_str(), def.name.as_str()),
         provider_as_source(provider),
