@@ -469,7 +469,10 @@ async fn the_person_layout_is_split_into_person_ranges_each_sorted_by_person_and
     // One file per range, in range order; every range holds the numbers of
     // its slice of persons, sorted by (person, start date).
     assert_eq!(files.len(), ranges.count);
-    assert!(ranges.count >= 16);
+    assert_eq!(
+        ranges.count,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
     assert_eq!(ranges.width, persons.div_ceil(ranges.count as u64));
     let mut total = 0;
     for (r, file) in files.iter().enumerate() {

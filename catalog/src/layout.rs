@@ -84,11 +84,12 @@ pub struct PersonRanges {
 impl PersonRanges {
     const FILE: &str = "ranges.json";
 
-    /// Ranges for a store of `persons`: at least 16, and at least one per
-    /// core of this machine, so that a scan is never widened by a shuffle.
+    /// Ranges for a store of `persons`: one per core of this machine, the
+    /// partitions DataFusion plans with by default. (More ranges than cores
+    /// would run more tasks than cores for every query, and starve other
+    /// sessions; fewer leave cores idle.)
     pub fn for_persons(persons: u64) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let count = cores.max(16);
+        let count = std::thread::available_parallelism().map_or(1, usize::from);
         PersonRanges {
             count,
             width: persons.div_ceil(count as u64).max(1),
