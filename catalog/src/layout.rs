@@ -20,9 +20,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::compute::SortOptions;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::compute::{
+    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::catalog::TableProvider;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{Column, ScalarValue, SplitPoint, exec_err};
@@ -30,21 +37,17 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, Partitioning as LogicalPartitioning, RangePartitioning,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, SortExpr, Volatility, cast, lit, when,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, SortExpr, Volatility, cast,
 };
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
-use datafusion::physical_plan::expressions::col as physical_col;
-use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::{ExecutionPlan, Partitioning, SendableRecordBatchStream};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, SendableRecordBatchStream,
+};
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -56,10 +59,6 @@ use crate::tables::{ColumnSource, TableDef};
 pub const PERSON_ID: &str = "__tsunagu_person_id";
 /// The stored key position of a row in the copy.
 pub const KEY_INDEX: &str = "__tsunagu_key_index";
-/// The range of a row while the copy is written (not stored).
-const RANGE: &str = "__tsunagu_range";
-/// Memory the sort of one table's copy may hold before it spills to disk.
-const WRITE_MEMORY: usize = 4 << 30;
 
 /// Where the copies of a derived state folder live.
 pub fn layout_dir(derived: &Path) -> PathBuf {
@@ -125,18 +124,6 @@ impl PersonRanges {
         (1..self.count as u64)
             .map(|i| SplitPoint::new(vec![ScalarValue::Int64(Some((i * self.width) as i64))]))
             .collect()
-    }
-
-    /// The range of a row, as an expression on its person number.
-    fn range_of(&self, person: Expr) -> Result<Expr> {
-        let last = lit((self.count - 1) as i64);
-        let width = self.width as i64;
-        Ok(when(person.clone().is_null(), last.clone())
-            .when(
-                person.clone().gt_eq(lit((self.count as i64 - 1) * width)),
-                last,
-            )
-            .otherwise(person / lit(width))?)
     }
 }
 
@@ -267,21 +254,21 @@ pub fn copy_provider(
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
-/// The session the copies are written with: sorts spill to disk past
-/// [`WRITE_MEMORY`].
-fn writer_context() -> Result<SessionContext> {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(WRITE_MEMORY)))
-        .build_arc()?;
-    Ok(SessionContext::new_with_config_rt(
-        SessionConfig::new(),
-        runtime,
-    ))
-}
+/// Rows of one bucket the writer aims at: a bucket is sorted in memory.
+const BUCKET_ROWS: u64 = 1_000_000;
+/// At most this many buckets per range (open files while the copy is written).
+const MAX_BUCKETS: u64 = 256;
 
 /// Writes the copy of a person-level table into `dir` (which must not
 /// exist): one file per range of `ranges`, each sorted by person and event
-/// date. Ranges are written in parallel, one writer per core.
+/// date.
+///
+/// Two passes, with memory bounded by one bucket per core. First the rows
+/// are read (all cores) and appended, unsorted, to bucket files (Arrow
+/// IPC) of consecutive person numbers, several buckets per range so each
+/// holds about [`BUCKET_ROWS`]. Then each range (one per core at a time)
+/// reads its buckets in order, sorts each in memory and appends it to the
+/// range's Parquet file; the buckets are removed.
 pub async fn write_copy(
     def: &TableDef,
     keys: Arc<SourceKeys>,
@@ -292,7 +279,7 @@ pub async fn write_copy(
         return Ok(Vec::new());
     };
     std::fs::create_dir_all(dir).map_err(|e| CatalogError::state(dir, e))?;
-    let ctx = writer_context()?;
+    let ctx = SessionContext::new();
     let position = ScalarUDF::new_from_impl(KeyUdf::new(Op::Position, &def.schema, keys.clone()));
     let person = ScalarUDF::new_from_impl(KeyUdf::new(Op::PersonAt, &def.schema, keys));
     let column = |n: &str| Expr::Column(Column::new_unqualified(n));
@@ -310,80 +297,82 @@ pub async fn write_copy(
             .call(vec![cast(column(key), DataType::Utf8)])
             .alias(KEY_INDEX),
     );
-    let mut middle: Vec<Expr> = names.iter().map(|n| column(n)).collect();
-    middle.push(person.call(vec![column(KEY_INDEX)]).alias(PERSON_ID));
-    middle.push(column(KEY_INDEX));
     let mut outer: Vec<Expr> = names.iter().map(|n| column(n)).collect();
-    outer.extend([column(PERSON_ID), column(KEY_INDEX)]);
-    outer.push(ranges.range_of(column(PERSON_ID))?.alias(RANGE));
+    outer.push(person.call(vec![column(KEY_INDEX)]).alias(PERSON_ID));
+    outer.push(column(KEY_INDEX));
     let plan = ctx
         .read_table(def.file_provider()?)?
         .select(inner)?
-        .select(middle)?
         .select(outer)?
         .create_physical_plan()
         .await?;
-    let schema = plan.schema();
-    let writers = ctx.state().config().target_partitions().max(1);
-    let by_range = Arc::new(RepartitionExec::try_new(
-        plan,
-        Partitioning::Hash(vec![physical_col(RANGE, &schema)?], writers),
-    )?);
-    let ascending = SortOptions {
-        descending: false,
-        nulls_first: false,
+    let schema = copy_schema(def);
+    let per_range = def
+        .rows
+        .div_ceil(ranges.count as u64 * BUCKET_ROWS)
+        .clamp(1, MAX_BUCKETS);
+    let buckets = Buckets {
+        dir: dir.to_path_buf(),
+        ranges: *ranges,
+        per_range,
+        person_at: schema.index_of(PERSON_ID)?,
+        date_at: event_date(def).map(|d| schema.index_of(d)).transpose()?,
+        schema,
     };
-    let mut order = vec![PhysicalSortExpr::new(
-        physical_col(PERSON_ID, &schema)?,
-        ascending,
-    )];
-    if let Some(date) = event_date(def) {
-        order.push(PhysicalSortExpr::new(
-            physical_col(date, &schema)?,
-            ascending,
-        ));
+    // First pass: every partition of the scan into its own bucket files.
+    let streams = plan.execute_partitions(ctx.task_ctx())?;
+    let mut tasks = Vec::new();
+    for (p, stream) in streams.into_iter().enumerate() {
+        let b = buckets.clone();
+        tasks.push(SpawnedTask::spawn(async move { b.fill(p, stream).await }));
     }
-    let order = LexOrdering::new(order).ok_or_else(|| {
-        CatalogError::state(dir, std::io::Error::other("the copy has no sort order"))
-    })?;
-    let sorted: Arc<dyn ExecutionPlan> =
-        Arc::new(SortExec::new(order, by_range).with_preserve_partitioning(true));
-    let stored: Vec<usize> = (0..schema.fields().len())
-        .filter(|&i| schema.field(i).name() != RANGE)
-        .collect();
-    let range_at = schema.index_of(RANGE)?;
-    let copy = Arc::new(schema.project(&stored)?);
-    let mut tasks = Vec::with_capacity(writers);
-    for p in 0..writers {
-        let stream = sorted.execute(p, ctx.task_ctx())?;
-        let target = RangeWriter {
-            dir: dir.to_path_buf(),
-            schema: copy.clone(),
-            stored: stored.clone(),
-            range_at,
-        };
-        tasks.push(SpawnedTask::spawn(target.write(stream)));
-    }
-    let mut written = vec![false; ranges.count];
+    let mut writers = 0;
     for task in tasks {
-        let done = task
-            .join_unwind()
-            .await
-            .map_err(|e| datafusion::error::DataFusionError::ExecutionJoin(Box::new(e)))??;
-        for r in done {
-            if let Some(w) = written.get_mut(r) {
-                *w = true;
-            }
+        task.join_unwind().await.map_err(join_error)??;
+        writers += 1;
+    }
+    // Second pass: each range from its buckets, sorted.
+    let mut tasks = Vec::new();
+    for r in 0..ranges.count {
+        let b = buckets.clone();
+        tasks.push(SpawnedTask::spawn_blocking(move || {
+            b.write_range(r, writers)
+        }));
+        if tasks.len() == ranges.count.min(cores()) {
+            tasks.remove(0).join_unwind().await.map_err(join_error)??;
         }
     }
-    for (r, _) in written.iter().enumerate().filter(|(_, w)| !**w) {
-        let path = range_file(dir, r);
-        let file = std::fs::File::create(&path).map_err(|e| CatalogError::state(&path, e))?;
-        ArrowWriter::try_new(file, copy.clone(), Some(writer_properties()))
-            .and_then(|w| w.close().map(|_| ()))
-            .map_err(datafusion::error::DataFusionError::from)?;
+    for task in tasks {
+        task.join_unwind().await.map_err(join_error)??;
     }
     copy_files(dir)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn join_error(e: impl std::error::Error + Send + Sync + 'static) -> CatalogError {
+    datafusion::error::DataFusionError::External(Box::new(e)).into()
+}
+
+/// Extension trait: every output partition of a plan as a stream.
+trait ExecutePartitions {
+    fn execute_partitions(
+        &self,
+        ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> Result<Vec<SendableRecordBatchStream>>;
+}
+
+impl ExecutePartitions for Arc<dyn ExecutionPlan> {
+    fn execute_partitions(
+        &self,
+        ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> Result<Vec<SendableRecordBatchStream>> {
+        (0..self.output_partitioning().partition_count())
+            .map(|p| Ok(self.execute(p, ctx.clone())?))
+            .collect()
+    }
 }
 
 fn writer_properties() -> WriterProperties {
@@ -392,63 +381,118 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
-/// Writes the ranges of one sorted stream, each into its own file.
-struct RangeWriter {
+/// The bucket files of one copy being written.
+#[derive(Clone)]
+struct Buckets {
     dir: PathBuf,
+    ranges: PersonRanges,
+    /// Buckets per range.
+    per_range: u64,
     schema: SchemaRef,
-    /// The columns stored, by position in the stream.
-    stored: Vec<usize>,
-    /// The position of the range column in the stream.
-    range_at: usize,
+    person_at: usize,
+    date_at: Option<usize>,
 }
 
-impl RangeWriter {
-    /// The ranges written.
-    async fn write(self, mut stream: SendableRecordBatchStream) -> Result<Vec<usize>> {
-        let mut done = Vec::new();
-        let mut open: Option<(usize, ArrowWriter<std::fs::File>)> = None;
+impl Buckets {
+    /// The bucket of a person number (rows without one go last).
+    fn of(&self, person: Option<i64>) -> usize {
+        let count = self.ranges.count as u64;
+        let width = self.ranges.width;
+        let last = (count * self.per_range - 1) as usize;
+        let Some(p) = person.and_then(|p| u64::try_from(p).ok()) else {
+            return last;
+        };
+        let range = (p / width).min(count - 1);
+        let within = ((p - range * width) * self.per_range / width).min(self.per_range - 1);
+        ((range * self.per_range + within) as usize).min(last)
+    }
+
+    fn file(&self, bucket: usize, writer: usize) -> PathBuf {
+        self.dir
+            .join(format!("bucket-{bucket:06}-{writer:03}.arrow"))
+    }
+
+    /// Appends the rows of one stream to this writer's bucket files.
+    async fn fill(self, writer: usize, mut stream: SendableRecordBatchStream) -> Result<()> {
+        let total = self.ranges.count * self.per_range as usize;
+        let mut files: Vec<Option<StreamWriter<BufWriter<File>>>> =
+            (0..total).map(|_| None).collect();
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); total];
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            let range = batch
-                .column(self.range_at)
-                .as_primitive::<Int64Type>()
-                .clone();
-            let mut start = 0;
-            while start < batch.num_rows() {
-                let r = range.value(start);
-                let mut end = start + 1;
-                while end < batch.num_rows() && range.value(end) == r {
-                    end += 1;
-                }
-                let r = usize::try_from(r).unwrap_or(usize::MAX);
-                if open.as_ref().is_none_or(|(o, _)| *o != r) {
-                    if let Some((_, w)) = open.take() {
-                        w.close()
-                            .map_err(datafusion::error::DataFusionError::from)?;
+            let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
+            let persons = batch.column(self.person_at).as_primitive::<Int64Type>();
+            for (i, p) in persons.iter().enumerate() {
+                rows[self.of(p)].push(i as u32);
+            }
+            for (b, indices) in rows.iter_mut().enumerate().filter(|(_, r)| !r.is_empty()) {
+                let part = take_record_batch(&batch, &UInt32Array::from(std::mem::take(indices)))?;
+                let w = match &mut files[b] {
+                    Some(w) => w,
+                    slot => {
+                        let path = self.file(b, writer);
+                        let file =
+                            File::create(&path).map_err(|e| CatalogError::state(&path, e))?;
+                        slot.insert(StreamWriter::try_new(BufWriter::new(file), &self.schema)?)
                     }
-                    let path = range_file(&self.dir, r);
-                    let file =
-                        std::fs::File::create(&path).map_err(|e| CatalogError::state(&path, e))?;
-                    let w =
-                        ArrowWriter::try_new(file, self.schema.clone(), Some(writer_properties()))
-                            .map_err(datafusion::error::DataFusionError::from)?;
-                    done.push(r);
-                    open = Some((r, w));
-                }
-                let part: RecordBatch = batch.slice(start, end - start).project(&self.stored)?;
-                let part = RecordBatch::try_new(self.schema.clone(), part.columns().to_vec())?;
-                if let Some((_, w)) = open.as_mut() {
-                    w.write(&part)
-                        .map_err(datafusion::error::DataFusionError::from)?;
-                }
-                start = end;
+                };
+                w.write(&part)?;
             }
         }
-        if let Some((_, w)) = open.take() {
-            w.close()
+        for w in files.into_iter().flatten() {
+            w.into_inner()?;
+        }
+        Ok(())
+    }
+
+    /// Writes range `r`'s file from its buckets, each sorted in memory, and
+    /// removes them.
+    fn write_range(self, r: usize, writers: usize) -> Result<()> {
+        let path = range_file(&self.dir, r);
+        let file = File::create(&path).map_err(|e| CatalogError::state(&path, e))?;
+        let mut out = ArrowWriter::try_new(file, self.schema.clone(), Some(writer_properties()))
+            .map_err(datafusion::error::DataFusionError::from)?;
+        let ascending = SortOptions {
+            descending: false,
+            nulls_first: false,
+        };
+        for j in 0..self.per_range as usize {
+            let bucket = r * self.per_range as usize + j;
+            let mut batches = Vec::new();
+            for w in 0..writers {
+                let path = self.file(bucket, w);
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
+                let reader = StreamReader::try_new(BufReader::new(file), None)?;
+                for batch in reader {
+                    batches.push(batch?);
+                }
+                std::fs::remove_file(&path).map_err(|e| CatalogError::state(&path, e))?;
+            }
+            if batches.is_empty() {
+                continue;
+            }
+            let all = concat_batches(&self.schema, &batches)?;
+            drop(batches);
+            let mut keys = vec![SortColumn {
+                values: all.column(self.person_at).clone(),
+                options: Some(ascending),
+            }];
+            if let Some(d) = self.date_at {
+                keys.push(SortColumn {
+                    values: all.column(d).clone(),
+                    options: Some(ascending),
+                });
+            }
+            let order = lexsort_to_indices(&keys, None)?;
+            let sorted = take_record_batch(&all, &order)?;
+            out.write(&sorted)
                 .map_err(datafusion::error::DataFusionError::from)?;
         }
-        Ok(done)
+        out.close()
+            .map_err(datafusion::error::DataFusionError::from)?;
+        Ok(())
     }
 }
 
