@@ -32,6 +32,7 @@ pub mod first_rows;
 pub mod graph;
 mod identity;
 pub mod join_order;
+pub mod person_sort;
 pub mod pg_dialect;
 pub mod privacy;
 pub mod projects;
@@ -248,7 +249,8 @@ impl Engine {
             .with_default_features()
             .with_analyzer_rule(Arc::new(table_calls::NameTableFunctionCalls))
             .with_physical_optimizer_rule(Arc::new(running_window::RunningWindows))
-            .with_physical_optimizer_rule(Arc::new(first_rows::FirstRows));
+            .with_physical_optimizer_rule(Arc::new(first_rows::FirstRows))
+            .with_physical_optimizer_rule(Arc::new(person_sort::PersonSorts));
         let state = repeated_subplans::install(state)
             .with_optimizer_rule(Arc::new(join_order::LookupsThroughBridges))
             .with_optimizer_rule(Arc::new(cohort_algebra::CohortSetOperations))
