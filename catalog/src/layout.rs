@@ -44,9 +44,7 @@ use datafusion::logical_expr::{
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::physical_plan::{
-    ExecutionPlan, ExecutionPlanProperties, SendableRecordBatchStream,
-};
+use datafusion::physical_plan::{ExecutionPlanProperties, SendableRecordBatchStream};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -320,9 +318,9 @@ pub async fn write_copy(
         schema,
     };
     // First pass: every partition of the scan into its own bucket files.
-    let streams = plan.execute_partitions(ctx.task_ctx())?;
     let mut tasks = Vec::new();
-    for (p, stream) in streams.into_iter().enumerate() {
+    for p in 0..plan.output_partitioning().partition_count() {
+        let stream = plan.execute(p, ctx.task_ctx())?;
         let b = buckets.clone();
         tasks.push(SpawnedTask::spawn(async move { b.fill(p, stream).await }));
     }
@@ -354,25 +352,6 @@ fn cores() -> usize {
 
 fn join_error(e: impl std::error::Error + Send + Sync + 'static) -> CatalogError {
     datafusion::error::DataFusionError::External(Box::new(e)).into()
-}
-
-/// Extension trait: every output partition of a plan as a stream.
-trait ExecutePartitions {
-    fn execute_partitions(
-        &self,
-        ctx: Arc<datafusion::execution::TaskContext>,
-    ) -> Result<Vec<SendableRecordBatchStream>>;
-}
-
-impl ExecutePartitions for Arc<dyn ExecutionPlan> {
-    fn execute_partitions(
-        &self,
-        ctx: Arc<datafusion::execution::TaskContext>,
-    ) -> Result<Vec<SendableRecordBatchStream>> {
-        (0..self.output_partitioning().partition_count())
-            .map(|p| Ok(self.execute(p, ctx.clone())?))
-            .collect()
-    }
 }
 
 fn writer_properties() -> WriterProperties {
