@@ -4,19 +4,22 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::common::Result;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::memory::get_record_batch_memory_size;
+use datafusion::common::{DataFusionError, Result, Statistics, internal_err};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
+use datafusion::execution::spill_file::SpillFile;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet, SpillMetrics};
 use datafusion::physical_plan::spill::SpillManager;
+use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties, ReplaceChildrenOptions, execute_stream,
+    PlanProperties, ReplaceChildrenOptions,
 };
 use futures::{StreamExt, TryStreamExt, stream};
 
@@ -42,19 +45,37 @@ impl SharedRun {
     }
 }
 
-/// A computed shared result: batches in memory, the rest in spill files.
+/// A computed shared result, kept per partition of the input that computed
+/// it: batches in memory, then (past the memory share) one spill file.
 struct Materialized {
-    memory: Vec<RecordBatch>,
-    spilled: Vec<Arc<dyn datafusion::execution::spill_file::SpillFile>>,
+    /// The input that was run: its occurrence reads the result whatever it holds.
+    source: Arc<dyn ExecutionPlan>,
+    partitions: Vec<Part>,
+    partitioning: Partitioning,
+    ordering: Option<LexOrdering>,
     spill: SpillManager,
-    _reservation: MemoryReservation,
+    _reservation: Arc<MemoryReservation>,
+}
+
+/// One partition of a shared result, in the order its input produced it.
+#[derive(Default)]
+struct Part {
+    memory: Vec<RecordBatch>,
+    spilled: Option<Arc<dyn SpillFile>>,
 }
 
 impl fmt::Debug for Materialized {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Materialized")
-            .field("memory_batches", &self.memory.len())
-            .field("spill_files", &self.spilled.len())
+            .field("partitions", &self.partitions.len())
+            .field(
+                "spill_files",
+                &self
+                    .partitions
+                    .iter()
+                    .filter(|p| p.spilled.is_some())
+                    .count(),
+            )
             .finish()
     }
 }
@@ -70,9 +91,13 @@ pub struct SharedExec {
 
 impl SharedExec {
     pub(super) fn new(input: Arc<dyn ExecutionPlan>, run: Arc<SharedRun>) -> SharedExec {
+        // Each partition of the result holds the rows of the same input
+        // partition, in their order: the input's partitioning and orderings
+        // hold for the result.
+        let input_properties = input.properties();
         let properties = PlanProperties::new(
-            EquivalenceProperties::new(input.schema()),
-            Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
+            input_properties.equivalence_properties().clone(),
+            input_properties.output_partitioning().clone(),
             EmissionType::Final,
             Boundedness::Bounded,
         );
@@ -155,28 +180,40 @@ impl ExecutionPlan for SharedExec {
     ) -> Result<SendableRecordBatchStream> {
         let run = self.run.clone();
         let input = self.input.clone();
-        let partitions = self.properties.partitioning.partition_count().max(1);
+        let properties = self.properties.clone();
         let schema = self.schema();
         let out_schema = schema.clone();
         let batches = async move {
             let done = run
                 .result
-                .get_or_try_init(|| materialize(&run, input, context))
+                .get_or_try_init(|| materialize(&run, input.clone(), context.clone()))
                 .await?;
-            let memory: Vec<Result<RecordBatch>> = done
-                .memory
-                .iter()
-                .skip(partition)
-                .step_by(partitions)
-                .map(|b| Ok(b.clone()))
-                .collect();
-            let mut parts: Vec<SendableRecordBatchStream> = vec![Box::pin(
-                RecordBatchStreamAdapter::new(schema.clone(), stream::iter(memory)),
-            )];
-            for file in done.spilled.iter().skip(partition).step_by(partitions) {
-                parts.push(done.spill.read_spill_as_stream(file.clone(), None)?);
+            // Occurrences are planned alike; should another one's input have
+            // come out partitioned or ordered differently, this one runs its
+            // own input (never run before: only one input is ever materialized).
+            if !Arc::ptr_eq(&done.source, &input)
+                && (!same_partitioning(&done.partitioning, properties.output_partitioning())
+                    || done.ordering.as_ref() != properties.output_ordering())
+            {
+                return input.execute(partition, context);
             }
-            Ok::<_, datafusion::error::DataFusionError>(stream::iter(parts).flatten())
+            let Some(part) = done.partitions.get(partition) else {
+                return internal_err!("SharedExec has no partition {partition}");
+            };
+            let memory: Vec<Result<RecordBatch>> =
+                part.memory.iter().map(|b| Ok(b.clone())).collect();
+            let in_memory: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+                schema.clone(),
+                stream::iter(memory),
+            ));
+            let Some(file) = &part.spilled else {
+                return Ok(in_memory);
+            };
+            let on_disk = done.spill.read_spill_as_stream(file.clone(), None)?;
+            Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                in_memory.chain(on_disk),
+            )))
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             out_schema,
@@ -184,13 +221,29 @@ impl ExecutionPlan for SharedExec {
         )))
     }
 
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        match input_stats.first() {
+            Some(stats) => Ok(stats.clone()),
+            None => Ok(Arc::new(Statistics::new_unknown(&self.schema()))),
+        }
+    }
+
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.run.metrics.clone_inner())
     }
 }
 
-/// Runs `input` to the end, keeping its batches in memory while the pool
-/// (and this result's share of it) allows, and spilling the rest.
+/// Runs every partition of `input` to the end, each in its own task,
+/// keeping batches in memory while the pool (and this result's share of it)
+/// allows, and spilling the rest of a partition to its own file.
 async fn materialize(
     run: &SharedRun,
     input: Arc<dyn ExecutionPlan>,
@@ -201,48 +254,80 @@ async fn materialize(
         MemoryLimit::Finite(limit) => limit / MEMORY_SHARE,
         _ => usize::MAX,
     };
-    let reservation = MemoryConsumer::new(format!("SharedExec[{}]", run.id)).register(&pool);
+    let reservation =
+        Arc::new(MemoryConsumer::new(format!("SharedExec[{}]", run.id)).register(&pool));
     let spill = SpillManager::new(
         context.runtime_env(),
         SpillMetrics::new(&run.metrics, 0),
         input.schema(),
     );
-    let files = input.output_partitioning().partition_count().max(1);
-    let mut memory = Vec::new();
-    let mut writers = Vec::new();
-    let mut spilled_batches = 0usize;
-    let mut batches = execute_stream(input, context)?;
+    let mut tasks = Vec::new();
+    for p in 0..input.output_partitioning().partition_count() {
+        let batches = input.execute(p, context.clone())?;
+        let reservation = reservation.clone();
+        let spill = spill.clone();
+        tasks.push(SpawnedTask::spawn(async move {
+            keep_partition(batches, &reservation, cap, &spill).await
+        }));
+    }
+    let mut partitions = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let part = task
+            .join_unwind()
+            .await
+            .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+        partitions.push(part);
+    }
+    Ok(Materialized {
+        source: input.clone(),
+        partitions,
+        partitioning: input.output_partitioning().clone(),
+        ordering: input.output_ordering().cloned(),
+        spill,
+        _reservation: reservation,
+    })
+}
+
+/// Whether two partitionings place every row in the same partition.
+/// (`Partitioning`'s own equality never holds between unknown ones.)
+fn same_partitioning(a: &Partitioning, b: &Partitioning) -> bool {
+    match (a, b) {
+        (Partitioning::UnknownPartitioning(n), Partitioning::UnknownPartitioning(m)) => n == m,
+        _ => a == b,
+    }
+}
+
+/// Keeps one partition's batches: in memory while the reservation stays
+/// under `cap`, then the rest, in order, in one spill file.
+async fn keep_partition(
+    mut batches: SendableRecordBatchStream,
+    reservation: &MemoryReservation,
+    cap: usize,
+    spill: &SpillManager,
+) -> Result<Part> {
+    let mut part = Part::default();
+    let mut writer = None;
     while let Some(batch) = batches.next().await {
         let batch = batch?;
         if batch.num_rows() == 0 {
             continue;
         }
         let size = get_record_batch_memory_size(&batch);
-        if writers.is_empty()
+        if writer.is_none()
             && reservation.size() + size <= cap
             && reservation.try_grow(size).is_ok()
         {
-            memory.push(batch);
+            part.memory.push(batch);
             continue;
         }
-        if writers.is_empty() {
-            for _ in 0..files {
-                writers.push(spill.create_in_progress_file("shared subplan")?);
-            }
-        }
-        writers[spilled_batches % files].append_batch(&batch)?;
-        spilled_batches += 1;
+        let file = match &mut writer {
+            Some(file) => file,
+            None => writer.insert(spill.create_in_progress_file("shared subplan")?),
+        };
+        file.append_batch(&batch)?;
     }
-    let mut spilled = Vec::new();
-    for mut w in writers {
-        if let Some(file) = w.finish()? {
-            spilled.push(file);
-        }
+    if let Some(mut file) = writer {
+        part.spilled = file.finish()?;
     }
-    Ok(Materialized {
-        memory,
-        spilled,
-        spill,
-        _reservation: reservation,
-    })
+    Ok(part)
 }

@@ -688,6 +688,30 @@ mod tests {
         assert!(nodes.iter().all(|n| n.0 == nodes[0].0));
     }
 
+    /// A shared join (whose build side runs once per plan) read by two
+    /// occurrences, and a shared aggregate by person joined with itself on
+    /// the person (its partitions read as the aggregate left them): the
+    /// answers of the same plans without sharing.
+    #[tokio::test]
+    async fn shared_joins_and_partitioned_results_give_the_unshared_answers() {
+        for sql in [
+            "WITH j AS (SELECT a.person_id, a.value FROM t a
+                          JOIN (SELECT person_id FROM t WHERE value < 50) b ON a.person_id = b.person_id
+                         WHERE a.value % 5 = 0)
+             SELECT count(*), sum(value) FROM j
+             UNION ALL SELECT count(DISTINCT person_id), max(value) FROM j",
+            "WITH g AS (SELECT person_id, count(*) AS n, sum(value) AS s
+                          FROM t WHERE value % 3 <> 0 GROUP BY person_id)
+             SELECT count(*), sum(a.s - b.n) FROM g a JOIN g b ON a.person_id = b.person_id",
+        ] {
+            let (plain, none) = run(&context(false, None), sql).await;
+            let (shared, nodes) = run(&context(true, None), sql).await;
+            assert!(none.is_empty());
+            assert!(nodes.len() >= 2, "{sql}: {nodes:?}");
+            assert_eq!(plain, shared, "{sql}");
+        }
+    }
+
     #[tokio::test]
     async fn a_shared_result_larger_than_its_memory_share_spills_to_disk() {
         let sql = "
