@@ -32,6 +32,7 @@ pub mod first_rows;
 pub mod graph;
 mod identity;
 pub mod join_order;
+pub mod join_orderings;
 pub mod person_sort;
 pub mod pg_dialect;
 pub mod privacy;
@@ -248,6 +249,7 @@ impl Engine {
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
             .with_analyzer_rule(Arc::new(table_calls::NameTableFunctionCalls))
+            .with_physical_optimizer_rules(physical_rules())
             .with_physical_optimizer_rule(Arc::new(running_window::RunningWindows))
             .with_physical_optimizer_rule(Arc::new(first_rows::FirstRows))
             .with_physical_optimizer_rule(Arc::new(person_sort::PersonSorts));
@@ -711,3 +713,18 @@ pub fn function_reference() -> String {
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// DataFusion's physical optimizer rules, with the one keeping join
+/// orderings sound (see [`join_orderings`]) right after the choice of join
+/// sides, so that later rules and the operators above a join see only
+/// orderings that hold.
+fn physical_rules()
+-> Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    let sides = rules
+        .iter()
+        .position(|r| r.name() == "join_selection")
+        .map_or(0, |i| i + 1);
+    rules.insert(sides, Arc::new(join_orderings::SoundJoinOrderings));
+    rules
+}
