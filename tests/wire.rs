@@ -204,6 +204,17 @@ fn psql_queries_linked_person_and_every_source_schema() {
         server.psql("SELECT DATE '2020-01-02', CAST(1.5 AS DOUBLE), true, 'x', CAST(7 AS BIGINT)");
     assert!(ok, "{err}");
     assert_eq!(out, "2020-01-02|1.5|t|x|7");
+    // Timestamps and times as PostgreSQL 15 prints them (`psql -At` against
+    // a real server): no fraction when there is none, trailing zeros dropped.
+    let (ok, out, err) = server.psql(
+        "SELECT TIMESTAMP '1936-10-15 00:00:00', TIMESTAMP '2011-01-05 12:00:00.5', \
+         DATE '1936-10-01' + 14 * INTERVAL '1 day', CAST('05:35:38.8' AS TIME)",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "1936-10-15 00:00:00|2011-01-05 12:00:00.5|1936-10-15 00:00:00|05:35:38.8"
+    );
 }
 
 #[test]
@@ -231,6 +242,45 @@ fn psql_sees_errors_with_sqlstate() {
     );
     assert!(ok, "{err}");
     assert!(out.ends_with('t') || out.contains("\nt"), "{out}");
+}
+
+/// Long chains (thousands of `UNION ALL` branches or `+` terms) are parsed
+/// into trees as deep as the chain: past the limit they are refused with
+/// 54001 instead of exhausting a stack and ending the server, and at the
+/// limit they answer (hand-computed counts and sums).
+#[test]
+fn statements_too_long_to_plan_are_refused_and_the_server_stays_up() {
+    let server = Server::start();
+    let union = |n: usize| {
+        let branches: Vec<String> = (0..n).map(|i| format!("SELECT {i} AS x")).collect();
+        format!(
+            "SELECT count(*), sum(x) FROM ({}) t",
+            branches.join(" UNION ALL ")
+        )
+    };
+    let plus = |n: usize| format!("SELECT {}", vec!["1"; n].join(" + "));
+    for sql in [union(5000), plus(20000)] {
+        let out = Command::new("psql")
+            .args([
+                server.conninfo().as_str(),
+                "-X",
+                "-v",
+                "VERBOSITY=verbose",
+                "-c",
+                &sql,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("54001"), "{err}");
+    }
+    // The limit is 1000 in a row: 1000 branches are 999 set operations.
+    let (ok, out, err) = server.psql(&union(1000));
+    assert!(ok, "{err}");
+    assert_eq!(out, "1000|499500");
+    let (ok, out, err) = server.psql(&plus(1000));
+    assert!(ok, "{err}");
+    assert_eq!(out, "1000");
 }
 
 #[test]

@@ -391,6 +391,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(tsunagu_engine::STACK_SIZE)
         .enable_all()
         .build()
     {

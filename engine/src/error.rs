@@ -146,6 +146,15 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// True when a known function was called with arguments none of its
+/// signatures accepts: PostgreSQL's "function f(integer, text) does not
+/// exist" (42883), which DataFusion reports as a planning error.
+fn no_matching_signature(message: &str) -> bool {
+    message.contains("No function matches the given name and argument types")
+        || message.contains("failed to match any signature")
+        || message.starts_with("Failed to coerce arguments to satisfy a call to")
+}
+
 impl ErrorKind {
     /// The kind of a DataFusion error.
     pub fn of(e: &DataFusionError) -> ErrorKind {
@@ -163,6 +172,7 @@ impl ErrorKind {
                 SchemaError::DuplicateQualifiedField { .. }
                 | SchemaError::DuplicateUnqualifiedField { .. } => ErrorKind::DuplicateColumn,
             },
+            DataFusionError::Plan(m) if no_matching_signature(m) => ErrorKind::UndefinedFunction,
             DataFusionError::Plan(_) => ErrorKind::Planning,
             DataFusionError::ResourcesExhausted(_) => ErrorKind::Resources,
             DataFusionError::ArrowError(a, _) => match a.as_ref() {
@@ -294,6 +304,24 @@ pub fn scrub(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PostgreSQL answers 42883 ("function round(integer, unknown) does not
+    /// exist") for arguments no signature accepts, 42000-class otherwise.
+    #[tokio::test]
+    async fn arguments_no_signature_accepts_are_an_undefined_function() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        for (sql, want) in [
+            ("SELECT round(1, 'x')", "42883"),
+            ("SELECT sqrt(1, 2, 3)", "42883"),
+            ("SELECT 1 HAVING 1", "42000"),
+        ] {
+            let e = match ctx.sql(sql).await {
+                Ok(df) => df.collect().await.expect_err(sql),
+                Err(e) => e,
+            };
+            assert_eq!(ErrorKind::of(&e).sqlstate(), want, "{sql}: {e}");
+        }
+    }
 
     #[test]
     fn data_values_are_scrubbed() {

@@ -19,7 +19,7 @@ use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use rust_decimal::Decimal;
-use tsunagu_engine::pg_dialect::{float_text, interval_text};
+use tsunagu_engine::pg_dialect::{datetime_text, float_text, interval_text};
 
 /// The Postgres type a column of `t` is sent as.
 pub fn pg_type(t: &DataType) -> Type {
@@ -141,6 +141,19 @@ fn timestamp(v: i64, unit: &TimeUnit) -> Option<NaiveDateTime> {
     DateTime::from_timestamp_micros(micros).map(|d| d.naive_utc())
 }
 
+/// True when a field is sent as text in `DateStyle` ISO (PostgreSQL's
+/// default), where timestamps and times are written as PostgreSQL writes
+/// them; other styles are left to pgwire.
+fn iso_text(field: &FieldInfo) -> bool {
+    field.format() == FieldFormat::Text
+        && field
+            .format_options()
+            .date_style
+            .trim_start()
+            .get(..3)
+            .is_some_and(|s| s.eq_ignore_ascii_case("iso"))
+}
+
 fn encode_value(
     enc: &mut DataRowEncoder,
     col: &ArrayRef,
@@ -204,6 +217,18 @@ fn encode_value(
         DataType::Timestamp(unit, tz) => {
             let v = cast(col, &DataType::Int64).map_err(err)?;
             let ts = timestamp(v.as_primitive::<Int64Type>().value(row), unit);
+            if let (Some(t), true) = (ts, iso_text(field)) {
+                let (text, ty) = match tz {
+                    None => (datetime_text::timestamp(&t, false), Type::TIMESTAMP),
+                    Some(_) => (datetime_text::timestamp(&t, true), Type::TIMESTAMPTZ),
+                };
+                return enc.encode_field_with_type_and_format(
+                    &text,
+                    &ty,
+                    FieldFormat::Text,
+                    field.format_options(),
+                );
+            }
             match tz {
                 None => enc.encode_field(&ts),
                 Some(_) => enc
@@ -212,10 +237,19 @@ fn encode_value(
         }
         DataType::Time64(TimeUnit::Microsecond) => {
             let us = col.as_primitive::<Time64MicrosecondType>().value(row);
-            enc.encode_field(&NaiveTime::from_num_seconds_from_midnight_opt(
+            let t = NaiveTime::from_num_seconds_from_midnight_opt(
                 (us / 1_000_000) as u32,
                 ((us % 1_000_000) * 1000) as u32,
-            ))
+            );
+            match t {
+                Some(t) if iso_text(field) => enc.encode_field_with_type_and_format(
+                    &datetime_text::time(&t),
+                    &Type::TIME,
+                    FieldFormat::Text,
+                    field.format_options(),
+                ),
+                _ => enc.encode_field(&t),
+            }
         }
         DataType::Time32(_) | DataType::Time64(_) => {
             let t = cast(col, &DataType::Time64(TimeUnit::Microsecond)).map_err(err)?;

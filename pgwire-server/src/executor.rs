@@ -31,6 +31,7 @@ fn runtime() -> Option<&'static Runtime> {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads((cores * THREADS_PER_CORE).max(8))
                 .thread_name("tsunagu-query")
+                .thread_stack_size(tsunagu_engine::STACK_SIZE)
                 .enable_all()
                 .build()
                 .map_err(|e| log::warn!("no query runtime, queries share the network threads: {e}"))

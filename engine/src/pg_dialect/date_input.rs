@@ -1,9 +1,18 @@
 //! Date literals as PostgreSQL reads them (`DateStyle` ISO, MDY):
 //! `DATE '01-jan-2011'`, `CAST('Jan 5 2011' AS DATE)`, `'20110105'::date`,
 //! `'01/05/2011'::date`. Arrow reads only ISO dates, so the statement's
-//! date constants are rewritten to ISO before planning (see `rewrite`).
+//! date constants are rewritten to ISO before planning (see `rewrite`);
+//! strings the planner casts to a date (`start_date <= '01-jan-2011'`) are
+//! read by [`DateCasts`].
 
 use chrono::{Datelike, NaiveDate};
+use datafusion::arrow::datatypes::DataType as ArrowType;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::optimizer::AnalyzerRule;
 
 const MONTHS: [&str; 12] = [
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
@@ -89,6 +98,59 @@ pub fn to_iso(text: &str) -> Option<String> {
         return None;
     }
     parse_date(text).map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+/// Date strings that become dates through a cast the planner added, as in
+/// `observation_period_start_date <= '01-jan-2011'`, read as PostgreSQL
+/// reads them. Runs after type coercion, so only strings the plan compares
+/// with or assigns to a date are touched; a string compared with text stays
+/// text.
+#[derive(Debug, Default)]
+pub struct DateCasts;
+
+impl AnalyzerRule for DateCasts {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|p| {
+            let names = NamePreserver::new(&p);
+            p.map_expressions(|e| {
+                let name = names.save(&e);
+                Ok(e.transform_up(date_cast)?.update_data(|e| name.restore(e)))
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "pg_date_casts"
+    }
+}
+
+fn date_cast(e: Expr) -> Result<Transformed<Expr>> {
+    let (inner, to) = match &e {
+        Expr::Cast(c) => (c.expr.as_ref(), c.field.data_type()),
+        Expr::TryCast(c) => (c.expr.as_ref(), c.field.data_type()),
+        _ => return Ok(Transformed::no(e)),
+    };
+    if *to != ArrowType::Date32 {
+        return Ok(Transformed::no(e));
+    }
+    let text = match inner {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(t))
+            | ScalarValue::LargeUtf8(Some(t))
+            | ScalarValue::Utf8View(Some(t)),
+            _,
+        ) => t,
+        _ => return Ok(Transformed::no(e)),
+    };
+    let Some(date) = to_iso(text.as_str()).and_then(|iso| iso.parse::<NaiveDate>().ok()) else {
+        return Ok(Transformed::no(e));
+    };
+    let days = (date - NaiveDate::default()).num_days() as i32;
+    Ok(Transformed::yes(Expr::Literal(
+        ScalarValue::Date32(Some(days)),
+        None,
+    )))
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //! has under other names or types: `sign` (`signum`), `ceiling` (`ceil`),
 //! and `date_part`, which returns `double precision` in PostgreSQL (an
 //! integer in DataFusion, so `date_part('year', d) / 10` would divide
-//! integers). `EXTRACT` returns a numeric (see `operators`).
+//! integers). `EXTRACT` returns a numeric (see `operators`). Over a
+//! `numeric`, `round(x, s)` and `trunc(x, s)` have scale `s` and `floor`,
+//! `ceil`, `round(x)` and `trunc(x)` scale 0, as in PostgreSQL
+//! (`round(7795.3, 0)` is `7795`, not `7795.0`).
 
 use std::sync::Arc;
 
@@ -18,11 +21,220 @@ pub fn functions() -> Vec<ScalarUDF> {
     use datafusion::functions::{datetime, math};
     vec![
         math::signum().as_ref().clone().with_aliases(["sign"]),
-        math::ceil().as_ref().clone().with_aliases(["ceiling"]),
+        ScalarUDF::new_from_impl(DecimalScale::new(math::ceil(), &["ceiling"], false)),
+        ScalarUDF::new_from_impl(DecimalScale::new(math::floor(), &[], false)),
+        ScalarUDF::new_from_impl(DecimalScale::new(math::round(), &[], true)),
+        ScalarUDF::new_from_impl(DecimalScale::new(math::trunc(), &[], true)),
         ScalarUDF::new_from_impl(DatePart {
             inner: datetime::date_part(),
         }),
     ]
+}
+
+/// The constant arguments of a call (`None` for columns).
+fn scalar_arguments(args: &[ColumnarValue]) -> Vec<Option<&datafusion::common::ScalarValue>> {
+    args.iter()
+        .map(|a| match a {
+            ColumnarValue::Scalar(s) => Some(s),
+            ColumnarValue::Array(_) => None,
+        })
+        .collect()
+}
+
+/// The types `udf`'s own signature coerces `args` to.
+pub(super) fn coerced_types(udf: &ScalarUDF, args: &[DataType]) -> Result<Vec<DataType>> {
+    let fields: Vec<FieldRef> = args
+        .iter()
+        .map(|t| Arc::new(Field::new("a", t.clone(), true)))
+        .collect();
+    Ok(
+        datafusion::logical_expr::type_coercion::functions::fields_with_udf(&fields, udf)?
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect(),
+    )
+}
+
+/// A rounding function whose result over a decimal has PostgreSQL's scale:
+/// the constant second argument when `scaled` (0 without one, never
+/// negative), else 0. Other types are DataFusion's function unchanged.
+///
+/// Its arguments are coerced as DataFusion's function coerces them, except
+/// that an integer scale keeps its type (a cast would hide a constant scale
+/// from the result type); it is cast when the function runs.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DecimalScale {
+    inner: Arc<ScalarUDF>,
+    aliases: Vec<String>,
+    scaled: bool,
+    signature: Signature,
+}
+
+impl DecimalScale {
+    fn new(inner: Arc<ScalarUDF>, aliases: &[&str], scaled: bool) -> Self {
+        let mut all = inner.aliases().to_vec();
+        all.extend(aliases.iter().map(|a| a.to_string()));
+        let signature = Signature::user_defined(inner.signature().volatility);
+        DecimalScale {
+            inner,
+            aliases: all,
+            scaled,
+            signature,
+        }
+    }
+
+    /// The types DataFusion's function is called with.
+    fn inner_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        coerced_types(&self.inner, args)
+    }
+
+    /// The result type over a decimal argument: `None` when the scale is not
+    /// a constant, or the argument not a decimal.
+    fn decimal_type(
+        &self,
+        arg: &DataType,
+        scale: Option<&datafusion::common::ScalarValue>,
+    ) -> Option<DataType> {
+        let (precision, from) = match arg {
+            DataType::Decimal128(p, s) => (*p, *s),
+            _ => return None,
+        };
+        let to: i8 = match (self.scaled, scale) {
+            (false, _) | (true, None) => 0,
+            (true, Some(v)) if v.is_null() => return None,
+            (true, Some(v)) => {
+                let n = v.cast_to(&DataType::Int64).ok()?;
+                match n {
+                    datafusion::common::ScalarValue::Int64(Some(n)) => n.clamp(0, 38) as i8,
+                    _ => return None,
+                }
+            }
+        };
+        // The integer digits, one more for a carry (9.9 rounds to 10).
+        let whole = (precision as i16 - from as i16).max(1) + 1;
+        let precision = (whole + to as i16).clamp(1, 38) as u8;
+        Some(DataType::Decimal128(precision, to))
+    }
+
+    /// DataFusion's result field, for arguments given in this function's types.
+    fn inner_field(
+        &self,
+        arg_fields: &[FieldRef],
+        scalars: &[Option<&datafusion::common::ScalarValue>],
+    ) -> Result<FieldRef> {
+        let given: Vec<DataType> = arg_fields.iter().map(|f| f.data_type().clone()).collect();
+        let types = self.inner_types(&given)?;
+        let fields: Vec<FieldRef> = arg_fields
+            .iter()
+            .zip(&types)
+            .map(|(f, t)| Arc::new(f.as_ref().clone().with_data_type(t.clone())))
+            .collect();
+        let cast: Vec<Option<datafusion::common::ScalarValue>> = scalars
+            .iter()
+            .zip(&types)
+            .map(|(s, t)| s.and_then(|s| s.cast_to(t).ok()))
+            .collect();
+        let cast_refs: Vec<Option<&datafusion::common::ScalarValue>> =
+            cast.iter().map(|s| s.as_ref()).collect();
+        self.inner.return_field_from_args(ReturnFieldArgs {
+            arg_fields: &fields,
+            scalar_arguments: &cast_refs,
+        })
+    }
+
+    fn scale_argument<'a>(
+        &self,
+        scalars: &[Option<&'a datafusion::common::ScalarValue>],
+    ) -> Result<Option<&'a datafusion::common::ScalarValue>, ()> {
+        match scalars.get(1) {
+            None => Ok(None),
+            Some(Some(v)) => Ok(Some(*v)),
+            // A scale from a column: DataFusion's type.
+            Some(None) => Err(()),
+        }
+    }
+}
+
+impl ScalarUDFImpl for DecimalScale {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let mut types = self.inner_types(args)?;
+        for (t, given) in types.iter_mut().zip(args).skip(1) {
+            if given.is_integer() {
+                *t = given.clone();
+            }
+        }
+        Ok(types)
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(args)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let inner = self.inner_field(args.arg_fields, args.scalar_arguments)?;
+        let decimal = self
+            .scale_argument(args.scalar_arguments)
+            .ok()
+            .and_then(|scale| self.decimal_type(args.arg_fields[0].data_type(), scale));
+        Ok(match decimal {
+            Some(t) => Arc::new(Field::new(self.name(), t, inner.is_nullable())),
+            None => inner,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let wanted = args.return_field.data_type().clone();
+        let given: Vec<DataType> = args
+            .arg_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let types = self.inner_types(&given)?;
+        let values = args
+            .args
+            .into_iter()
+            .zip(&types)
+            .map(|(v, t)| v.cast_to(t, None))
+            .collect::<Result<Vec<_>>>()?;
+        let fields: Vec<FieldRef> = args
+            .arg_fields
+            .iter()
+            .zip(&types)
+            .map(|(f, t)| Arc::new(f.as_ref().clone().with_data_type(t.clone())))
+            .collect();
+        let scalars = scalar_arguments(&values);
+        let return_field = self.inner.return_field_from_args(ReturnFieldArgs {
+            arg_fields: &fields,
+            scalar_arguments: &scalars,
+        })?;
+        drop(scalars);
+        let value = self.inner.invoke_with_args(ScalarFunctionArgs {
+            args: values,
+            arg_fields: fields,
+            number_rows: args.number_rows,
+            return_field,
+            config_options: args.config_options,
+        })?;
+        // A decimal result is rescaled to PostgreSQL's scale (exactly: the
+        // digits dropped are zeros once rounded).
+        value.cast_to(&wanted, None)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
 }
 
 /// `date_part(field, source)` returning `double precision`.
@@ -58,14 +270,7 @@ impl ScalarUDFImpl for DatePart {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalars: Vec<_> = args
-            .args
-            .iter()
-            .map(|a| match a {
-                ColumnarValue::Scalar(s) => Some(s),
-                ColumnarValue::Array(_) => None,
-            })
-            .collect();
+        let scalars = scalar_arguments(&args.args);
         let return_field = self.inner.return_field_from_args(ReturnFieldArgs {
             arg_fields: &args.arg_fields,
             scalar_arguments: &scalars,

@@ -7,6 +7,8 @@
 //!   days, `date + 365 * INTERVAL '1 day'`) and `EXTRACT` (a numeric);
 //! - [`functions`]: `sign`, `ceiling`, `date_part` returning `double precision`,
 //!   and [`interval_mul`];
+//! - [`formatting`]: `to_char`, `to_date` and `to_timestamp` with
+//!   PostgreSQL's templates (`'0000'`, `'YYYY-MM-DD'`);
 //! - [`date_input`]: date literals read as PostgreSQL reads them
 //!   (`DATE '01-jan-2011'`);
 //! - [`subquery_values`]: an analyzer rule for `EXISTS` and `IN (subquery)`
@@ -16,7 +18,8 @@
 //! - [`result_schema`]: the result's schema as announced before execution
 //!   (the analyzed plan's), and batches made to match it;
 //! - [`float_text`]: floats as PostgreSQL writes them;
-//! - [`interval_text`]: intervals as PostgreSQL writes them;
+//! - [`interval_text`]: intervals as PostgreSQL writes them, and
+//!   [`datetime_text`] timestamps and times;
 //! - [`column_names`]: PostgreSQL's names for unaliased output expressions
 //!   (`count`, `case`, `?column?`).
 //!
@@ -24,7 +27,9 @@
 
 pub mod column_names;
 pub mod date_input;
+pub mod datetime_text;
 pub mod float_text;
+pub mod formatting;
 pub mod functions;
 pub mod interval_mul;
 pub mod interval_text;
@@ -48,11 +53,15 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
     builder
         .with_expr_planners(planners)
         .with_analyzer_rule(Arc::new(subquery_values::SubqueriesAsValues))
+        .with_analyzer_rule(Arc::new(date_input::DateCasts))
 }
 
 /// Registers PostgreSQL's functions (names and types) on a context.
 pub fn register(ctx: &SessionContext) {
     for f in functions::functions() {
+        ctx.register_udf(f);
+    }
+    for f in formatting::functions() {
         ctx.register_udf(f);
     }
     ctx.register_udf(interval_mul::interval_mul().as_ref().clone());

@@ -1,6 +1,7 @@
 //! What a failed plan lacks: a table or function the statement names that
 //! the session does not know, found by looking each name up (DataFusion
-//! reports both as untyped planning errors).
+//! reports both as untyped planning errors). A known function called with
+//! arguments it does not accept is typed by its error (`ErrorKind::of`).
 
 use std::ops::ControlFlow;
 
@@ -177,7 +178,7 @@ mod tests {
                 ErrorKind::UndefinedFunction,
             ),
             ("SELECT b FROM t", ErrorKind::UndefinedColumn),
-            ("SELECT sqrt(a, a, a) FROM t", ErrorKind::Planning),
+            ("SELECT sqrt(a, a, a) FROM t", ErrorKind::UndefinedFunction),
             (
                 "SELECT * FROM no_such_series(1, 3)",
                 ErrorKind::UndefinedFunction,

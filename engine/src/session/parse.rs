@@ -22,6 +22,7 @@ impl Session {
                     text: sql.trim().to_owned(),
                 }]);
             }
+            check_chains(sql)?;
             Ok(
                 DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?
                     .into_iter()
@@ -34,6 +35,86 @@ impl Session {
         }
         parsed
     }
+}
+
+/// The longest chain of set operations, joins or binary operators a text
+/// may hold. The parser reads such chains in a loop but builds them as
+/// trees as deep as the chain, which planning then walks recursively; a
+/// chain of thousands would exhaust a thread's stack and end the process.
+/// (Nesting by parentheses and subqueries is bounded by the parser itself.)
+pub const MAX_CHAIN: usize = 1000;
+
+/// Refuses text whose chains exceed [`MAX_CHAIN`] (SQLSTATE 54001, as
+/// PostgreSQL's "statement is too complex"), counted on its tokens before
+/// anything is built from them.
+fn check_chains(sql: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        // The parser reports the error, with its position.
+        return Ok(());
+    };
+    let (mut relations, mut operators) = (0usize, 0usize);
+    let (mut most_relations, mut most_operators) = (0usize, 0usize);
+    for token in &tokens {
+        match token {
+            Token::Word(w) => match w.keyword {
+                Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT | Keyword::JOIN => {
+                    relations += 1;
+                    most_relations = most_relations.max(relations);
+                }
+                Keyword::AND | Keyword::OR | Keyword::IS | Keyword::LIKE | Keyword::ILIKE => {
+                    operators += 1;
+                }
+                Keyword::SELECT
+                | Keyword::FROM
+                | Keyword::WHERE
+                | Keyword::WHEN
+                | Keyword::THEN
+                | Keyword::ELSE
+                | Keyword::END
+                | Keyword::ON
+                | Keyword::HAVING => operators = 0,
+                _ => {}
+            },
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Caret
+            | Token::Ampersand
+            | Token::Pipe => operators += 1,
+            Token::Comma | Token::LParen | Token::RParen => operators = 0,
+            Token::SemiColon => {
+                (relations, operators) = (0, 0);
+            }
+            _ => {}
+        }
+        most_operators = most_operators.max(operators);
+    }
+    let (what, n) = if most_relations > MAX_CHAIN {
+        ("set operations and joins in a row", most_relations)
+    } else if most_operators > MAX_CHAIN {
+        ("operators in one expression", most_operators)
+    } else {
+        return Ok(());
+    };
+    Err(EngineError::Refused {
+        code: "54001",
+        rule: "statement size",
+        message: format!(
+            "statement is too complex: {n} {what}, at most {MAX_CHAIN}; \
+             split it into steps (WITH, or saved results) [rule: statement size]"
+        ),
+    })
 }
 
 /// The statement as the audit log records it.
