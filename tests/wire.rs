@@ -260,17 +260,29 @@ fn statements_too_long_to_plan_are_refused_and_the_server_stays_up() {
     };
     let plus = |n: usize| format!("SELECT {}", vec!["1"; n].join(" + "));
     for sql in [union(5000), plus(20000)] {
-        let out = Command::new("psql")
+        // Longer than one command-line argument may be: sent on stdin.
+        let mut child = Command::new("psql")
             .args([
                 server.conninfo().as_str(),
                 "-X",
                 "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
                 "VERBOSITY=verbose",
-                "-c",
-                &sql,
+                "-f",
+                "-",
             ])
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(sql.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("54001"), "{err}");
     }

@@ -220,7 +220,9 @@ fn to_char(value: &ArrayRef, template: &StringArray) -> Result<StringArray> {
                 out.push(if v.is_null(i) || template.is_null(i) {
                     None
                 } else {
-                    let d = epoch() + chrono::TimeDelta::days(v.value(i) as i64);
+                    let d = epoch()
+                        .checked_add_signed(chrono::TimeDelta::days(v.value(i) as i64))
+                        .ok_or_else(|| exec_datafusion_err!("to_char: date out of range"))?;
                     Some(datetime_text(
                         &d.and_time(Default::default()),
                         template.value(i),
