@@ -162,36 +162,28 @@ impl ScalarUDFImpl for Formatting {
         let template = template.as_string::<i32>();
         let out: ArrayRef = match self.kind {
             Kind::ToChar => Arc::new(to_char(&value, template)?),
-            Kind::ToDate => {
+            Kind::ToDate | Kind::ToTimestamp => {
                 let text = cast(&value, &DataType::Utf8)?;
                 let text = text.as_string::<i32>();
-                let mut days = Vec::with_capacity(rows);
-                for i in 0..rows {
-                    days.push(if text.is_null(i) || template.is_null(i) {
-                        None
-                    } else {
-                        let t = parse(text.value(i), template.value(i))?;
-                        Some((t.date() - epoch()).num_days() as i32)
-                    });
+                let read = per_row(
+                    rows,
+                    |i| text.is_valid(i) && template.is_valid(i),
+                    |i| parse(text.value(i), template.value(i)),
+                )?;
+                if self.kind == Kind::ToDate {
+                    let days = read
+                        .iter()
+                        .map(|t| t.map(|t| (t.date() - epoch()).num_days() as i32));
+                    Arc::new(Date32Array::from(days.collect::<Vec<_>>()))
+                } else {
+                    let micros = read
+                        .iter()
+                        .map(|t| t.map(|t| t.and_utc().timestamp_micros()));
+                    Arc::new(
+                        TimestampMicrosecondArray::from(micros.collect::<Vec<_>>())
+                            .with_timezone("+00:00"),
+                    )
                 }
-                Arc::new(Date32Array::from(days))
-            }
-            Kind::ToTimestamp => {
-                let text = cast(&value, &DataType::Utf8)?;
-                let text = text.as_string::<i32>();
-                let mut micros = Vec::with_capacity(rows);
-                for i in 0..rows {
-                    micros.push(if text.is_null(i) || template.is_null(i) {
-                        None
-                    } else {
-                        Some(
-                            parse(text.value(i), template.value(i))?
-                                .and_utc()
-                                .timestamp_micros(),
-                        )
-                    });
-                }
-                Arc::new(TimestampMicrosecondArray::from(micros).with_timezone("+00:00"))
             }
         };
         if scalar {
@@ -210,78 +202,69 @@ fn epoch() -> NaiveDate {
     NaiveDate::default()
 }
 
+/// `f(i)` for each row `i` where `valid(i)`, NULL elsewhere.
+fn per_row<T>(
+    n: usize,
+    valid: impl Fn(usize) -> bool,
+    f: impl Fn(usize) -> Result<T>,
+) -> Result<Vec<Option<T>>> {
+    (0..n).map(|i| valid(i).then(|| f(i)).transpose()).collect()
+}
+
 fn to_char(value: &ArrayRef, template: &StringArray) -> Result<StringArray> {
+    use datafusion::arrow::datatypes::{
+        Date32Type, Decimal128Type, Float64Type, Int64Type, TimestampMicrosecondType,
+    };
     let n = value.len();
-    let mut out = Vec::with_capacity(n);
-    match value.data_type() {
+    let valid = |i: usize| value.is_valid(i) && template.is_valid(i);
+    let out = match value.data_type() {
         DataType::Date32 => {
-            let v = value.as_primitive::<datafusion::arrow::datatypes::Date32Type>();
-            for i in 0..n {
-                out.push(if v.is_null(i) || template.is_null(i) {
-                    None
-                } else {
-                    let d = epoch()
-                        .checked_add_signed(chrono::TimeDelta::days(v.value(i) as i64))
-                        .ok_or_else(|| exec_datafusion_err!("to_char: date out of range"))?;
-                    Some(datetime_text(
-                        &d.and_time(Default::default()),
-                        template.value(i),
-                    ))
-                });
-            }
+            let v = value.as_primitive::<Date32Type>();
+            per_row(n, valid, |i| {
+                let d = epoch()
+                    .checked_add_signed(chrono::TimeDelta::days(v.value(i) as i64))
+                    .ok_or_else(|| exec_datafusion_err!("to_char: date out of range"))?;
+                Ok(datetime_text(
+                    &d.and_time(Default::default()),
+                    template.value(i),
+                ))
+            })?
         }
         DataType::Timestamp(..) => {
             let v = cast(value, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-            let v = v.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-            for i in 0..n {
-                out.push(if v.is_null(i) || template.is_null(i) {
-                    None
-                } else {
-                    let t = chrono::DateTime::from_timestamp_micros(v.value(i))
-                        .ok_or_else(|| exec_datafusion_err!("to_char: timestamp out of range"))?
-                        .naive_utc();
-                    Some(datetime_text(&t, template.value(i)))
-                });
-            }
+            let v = v.as_primitive::<TimestampMicrosecondType>();
+            per_row(n, valid, |i| {
+                let t = chrono::DateTime::from_timestamp_micros(v.value(i))
+                    .ok_or_else(|| exec_datafusion_err!("to_char: timestamp out of range"))?;
+                Ok(datetime_text(&t.naive_utc(), template.value(i)))
+            })?
         }
         DataType::Decimal128(_, scale) => {
-            let v = value.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
-            for i in 0..n {
-                out.push(if v.is_null(i) || template.is_null(i) {
-                    None
-                } else {
-                    let d = Digits::decimal(v.value(i), *scale);
-                    Some(number_text(d, template.value(i), false))
-                });
-            }
+            let v = value.as_primitive::<Decimal128Type>();
+            per_row(n, valid, |i| {
+                Ok(number_text(
+                    Digits::decimal(v.value(i), *scale),
+                    template.value(i),
+                    false,
+                ))
+            })?
         }
         DataType::Int64 => {
-            let v = value.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-            for i in 0..n {
-                out.push(if v.is_null(i) || template.is_null(i) {
-                    None
-                } else {
-                    Some(number_text(
-                        Digits::decimal(v.value(i) as i128, 0),
-                        template.value(i),
-                        false,
-                    ))
-                });
-            }
+            let v = value.as_primitive::<Int64Type>();
+            per_row(n, valid, |i| {
+                let d = Digits::decimal(v.value(i) as i128, 0);
+                Ok(number_text(d, template.value(i), false))
+            })?
         }
         DataType::Float64 => {
-            let v = value.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
-            for i in 0..n {
-                out.push(if v.is_null(i) || template.is_null(i) {
-                    None
-                } else {
-                    Some(float_number_text(v.value(i), template.value(i)))
-                });
-            }
+            let v = value.as_primitive::<Float64Type>();
+            per_row(n, valid, |i| {
+                Ok(float_number_text(v.value(i), template.value(i)))
+            })?
         }
-        DataType::Null => out.resize(n, None::<String>),
+        DataType::Null => vec![None::<String>; n],
         other => return exec_err!("to_char does not format {other}"),
-    }
+    };
     Ok(StringArray::from(out))
 }
 
