@@ -30,10 +30,10 @@ use datafusion::logical_expr::{
 pub fn functions() -> Vec<ScalarUDF> {
     use datafusion::functions::datetime;
     vec![
-        ScalarUDF::new_from_impl(Formatting::new(Kind::ToChar, datetime::to_char())),
-        ScalarUDF::new_from_impl(Formatting::new(Kind::ToDate, datetime::to_date())),
+        ScalarUDF::new_from_impl(Formatting::new(Kind::Char, datetime::to_char())),
+        ScalarUDF::new_from_impl(Formatting::new(Kind::Date, datetime::to_date())),
         ScalarUDF::new_from_impl(Formatting::new(
-            Kind::ToTimestamp,
+            Kind::Timestamp,
             datetime::to_timestamp(&datafusion::common::config::ConfigOptions::default()),
         )),
     ]
@@ -41,9 +41,9 @@ pub fn functions() -> Vec<ScalarUDF> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
-    ToChar,
-    ToDate,
-    ToTimestamp,
+    Char,
+    Date,
+    Timestamp,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -69,20 +69,20 @@ impl Formatting {
             return false;
         }
         match self.kind {
-            Kind::ToChar => {
+            Kind::Char => {
                 args[0].is_numeric()
                     || matches!(args[0], DataType::Date32 | DataType::Timestamp(..))
                     || args[0].is_null()
             }
-            Kind::ToDate | Kind::ToTimestamp => true,
+            Kind::Date | Kind::Timestamp => true,
         }
     }
 
     fn our_type(&self) -> DataType {
         match self.kind {
-            Kind::ToChar => DataType::Utf8,
-            Kind::ToDate => DataType::Date32,
-            Kind::ToTimestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            Kind::Char => DataType::Utf8,
+            Kind::Date => DataType::Date32,
+            Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
         }
     }
 }
@@ -105,18 +105,18 @@ impl ScalarUDFImpl for Formatting {
             return super::functions::coerced_types(&self.inner, args);
         }
         let first = match (self.kind, &args[0]) {
-            (Kind::ToChar, DataType::Decimal128(..) | DataType::Float64 | DataType::Date32) => {
+            (Kind::Char, DataType::Decimal128(..) | DataType::Float64 | DataType::Date32) => {
                 args[0].clone()
             }
-            (Kind::ToChar, DataType::Timestamp(..)) => {
+            (Kind::Char, DataType::Timestamp(..)) => {
                 DataType::Timestamp(TimeUnit::Microsecond, None)
             }
-            (Kind::ToChar, DataType::Float32) => DataType::Float64,
-            (Kind::ToChar, t) if t.is_integer() || t.is_null() => DataType::Int64,
-            (Kind::ToChar, DataType::Decimal32(p, s) | DataType::Decimal64(p, s)) => {
+            (Kind::Char, DataType::Float32) => DataType::Float64,
+            (Kind::Char, t) if t.is_integer() || t.is_null() => DataType::Int64,
+            (Kind::Char, DataType::Decimal32(p, s) | DataType::Decimal64(p, s)) => {
                 DataType::Decimal128(*p, *s)
             }
-            (Kind::ToChar, _) => DataType::Float64,
+            (Kind::Char, _) => DataType::Float64,
             _ => DataType::Utf8,
         };
         Ok(vec![first, DataType::Utf8])
@@ -161,8 +161,8 @@ impl ScalarUDFImpl for Formatting {
         let template = cast(&args.args[1].to_array(rows)?, &DataType::Utf8)?;
         let template = template.as_string::<i32>();
         let out: ArrayRef = match self.kind {
-            Kind::ToChar => Arc::new(to_char(&value, template)?),
-            Kind::ToDate | Kind::ToTimestamp => {
+            Kind::Char => Arc::new(to_char(&value, template)?),
+            Kind::Date | Kind::Timestamp => {
                 let text = cast(&value, &DataType::Utf8)?;
                 let text = text.as_string::<i32>();
                 let read = per_row(
@@ -170,7 +170,7 @@ impl ScalarUDFImpl for Formatting {
                     |i| text.is_valid(i) && template.is_valid(i),
                     |i| parse(text.value(i), template.value(i)),
                 )?;
-                if self.kind == Kind::ToDate {
+                if self.kind == Kind::Date {
                     let days = read
                         .iter()
                         .map(|t| t.map(|t| (t.date() - epoch()).num_days() as i32));
@@ -769,22 +769,23 @@ fn parse(text: &str, template: &str) -> Result<NaiveDateTime> {
     let mut pm = None::<bool>;
     let mut ordinal = None::<u32>;
     for (k, part) in parts.iter().enumerate() {
-        let (name, _) = match part {
+        let name = match part {
             DatePart::Text(s) => {
                 for c in s.chars() {
                     if c == ' ' {
                         while at < input.len() && input[at] == ' ' {
                             at += 1;
                         }
-                    } else if at < input.len() && !input[at].is_ascii_alphanumeric() {
-                        at += 1;
-                    } else if at < input.len() && input[at] == c {
+                    } else if at < input.len()
+                        && (!input[at].is_ascii_alphanumeric() || input[at] == c)
+                    {
+                        // A separator passes any separator, or the same letter.
                         at += 1;
                     }
                 }
                 continue;
             }
-            DatePart::Field { name, written, .. } => (*name, written),
+            DatePart::Field { name, .. } => *name,
         };
         while at < input.len() && input[at] == ' ' {
             at += 1;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::Result;
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature,
@@ -32,7 +32,7 @@ pub fn functions() -> Vec<ScalarUDF> {
 }
 
 /// The constant arguments of a call (`None` for columns).
-fn scalar_arguments(args: &[ColumnarValue]) -> Vec<Option<&datafusion::common::ScalarValue>> {
+fn scalar_arguments(args: &[ColumnarValue]) -> Vec<Option<&ScalarValue>> {
     args.iter()
         .map(|a| match a {
             ColumnarValue::Scalar(s) => Some(s),
@@ -83,18 +83,9 @@ impl DecimalScale {
         }
     }
 
-    /// The types DataFusion's function is called with.
-    fn inner_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
-        coerced_types(&self.inner, args)
-    }
-
     /// The result type over a decimal argument: `None` when the scale is not
     /// a constant, or the argument not a decimal.
-    fn decimal_type(
-        &self,
-        arg: &DataType,
-        scale: Option<&datafusion::common::ScalarValue>,
-    ) -> Option<DataType> {
+    fn decimal_type(&self, arg: &DataType, scale: Option<&ScalarValue>) -> Option<DataType> {
         let (precision, from) = match arg {
             DataType::Decimal128(p, s) => (*p, *s),
             _ => return None,
@@ -105,7 +96,7 @@ impl DecimalScale {
             (true, Some(v)) => {
                 let n = v.cast_to(&DataType::Int64).ok()?;
                 match n {
-                    datafusion::common::ScalarValue::Int64(Some(n)) => n.clamp(0, 38) as i8,
+                    ScalarValue::Int64(Some(n)) => n.clamp(0, 38) as i8,
                     _ => return None,
                 }
             }
@@ -120,22 +111,21 @@ impl DecimalScale {
     fn inner_field(
         &self,
         arg_fields: &[FieldRef],
-        scalars: &[Option<&datafusion::common::ScalarValue>],
+        scalars: &[Option<&ScalarValue>],
     ) -> Result<FieldRef> {
         let given: Vec<DataType> = arg_fields.iter().map(|f| f.data_type().clone()).collect();
-        let types = self.inner_types(&given)?;
+        let types = coerced_types(&self.inner, &given)?;
         let fields: Vec<FieldRef> = arg_fields
             .iter()
             .zip(&types)
             .map(|(f, t)| Arc::new(f.as_ref().clone().with_data_type(t.clone())))
             .collect();
-        let cast: Vec<Option<datafusion::common::ScalarValue>> = scalars
+        let cast: Vec<Option<ScalarValue>> = scalars
             .iter()
             .zip(&types)
             .map(|(s, t)| s.and_then(|s| s.cast_to(t).ok()))
             .collect();
-        let cast_refs: Vec<Option<&datafusion::common::ScalarValue>> =
-            cast.iter().map(|s| s.as_ref()).collect();
+        let cast_refs: Vec<Option<&ScalarValue>> = cast.iter().map(|s| s.as_ref()).collect();
         self.inner.return_field_from_args(ReturnFieldArgs {
             arg_fields: &fields,
             scalar_arguments: &cast_refs,
@@ -144,8 +134,8 @@ impl DecimalScale {
 
     fn scale_argument<'a>(
         &self,
-        scalars: &[Option<&'a datafusion::common::ScalarValue>],
-    ) -> Result<Option<&'a datafusion::common::ScalarValue>, ()> {
+        scalars: &[Option<&'a ScalarValue>],
+    ) -> Result<Option<&'a ScalarValue>, ()> {
         match scalars.get(1) {
             None => Ok(None),
             Some(Some(v)) => Ok(Some(*v)),
@@ -169,7 +159,7 @@ impl ScalarUDFImpl for DecimalScale {
     }
 
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
-        let mut types = self.inner_types(args)?;
+        let mut types = coerced_types(&self.inner, args)?;
         for (t, given) in types.iter_mut().zip(args).skip(1) {
             if given.is_integer() {
                 *t = given.clone();
@@ -201,7 +191,7 @@ impl ScalarUDFImpl for DecimalScale {
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let types = self.inner_types(&given)?;
+        let types = coerced_types(&self.inner, &given)?;
         let values = args
             .args
             .into_iter()
@@ -375,11 +365,11 @@ impl Extract {
         .clone()
     }
 
-    fn field(value: Option<&datafusion::common::ScalarValue>) -> Option<&str> {
+    fn field(value: Option<&ScalarValue>) -> Option<&str> {
         match value? {
-            datafusion::common::ScalarValue::Utf8(Some(f))
-            | datafusion::common::ScalarValue::Utf8View(Some(f))
-            | datafusion::common::ScalarValue::LargeUtf8(Some(f)) => Some(f.as_str()),
+            ScalarValue::Utf8(Some(f))
+            | ScalarValue::Utf8View(Some(f))
+            | ScalarValue::LargeUtf8(Some(f)) => Some(f.as_str()),
             _ => None,
         }
     }
@@ -390,9 +380,7 @@ impl Extract {
         field: &str,
         args: &ScalarFunctionArgs,
     ) -> Result<datafusion::arrow::array::ArrayRef> {
-        let field = ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(
-            field.to_owned(),
-        )));
+        let field = ColumnarValue::Scalar(ScalarValue::Utf8(Some(field.to_owned())));
         let return_field = {
             let f = match &field {
                 ColumnarValue::Scalar(s) => Some(s),
@@ -524,7 +512,7 @@ impl ScalarUDFImpl for Extract {
         };
         Ok(match (scalar, out) {
             (true, ColumnarValue::Array(a)) => {
-                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&a, 0)?)
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&a, 0)?)
             }
             (_, out) => out,
         })
