@@ -131,11 +131,7 @@ impl ScalarUDFImpl for Formatting {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let types: Vec<DataType> = args
-            .arg_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+        let types = super::functions::types_of(args.arg_fields);
         if self.ours(&types) {
             Ok(Arc::new(Field::new(self.name(), self.our_type(), true)))
         } else {
@@ -144,11 +140,7 @@ impl ScalarUDFImpl for Formatting {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let types: Vec<DataType> = args
-            .arg_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+        let types = super::functions::types_of(&args.arg_fields);
         if !self.ours(&types) {
             return self.inner.invoke_with_args(args);
         }

@@ -41,6 +41,11 @@ fn scalar_arguments(args: &[ColumnarValue]) -> Vec<Option<&ScalarValue>> {
         .collect()
 }
 
+/// The types of a call's argument fields.
+pub(super) fn types_of(fields: &[FieldRef]) -> Vec<DataType> {
+    fields.iter().map(|f| f.data_type().clone()).collect()
+}
+
 /// The types `udf`'s own signature coerces `args` to.
 pub(super) fn coerced_types(udf: &ScalarUDF, args: &[DataType]) -> Result<Vec<DataType>> {
     let fields: Vec<FieldRef> = args
@@ -113,8 +118,7 @@ impl DecimalScale {
         arg_fields: &[FieldRef],
         scalars: &[Option<&ScalarValue>],
     ) -> Result<FieldRef> {
-        let given: Vec<DataType> = arg_fields.iter().map(|f| f.data_type().clone()).collect();
-        let types = coerced_types(&self.inner, &given)?;
+        let types = coerced_types(&self.inner, &types_of(arg_fields))?;
         let fields: Vec<FieldRef> = arg_fields
             .iter()
             .zip(&types)
@@ -186,12 +190,7 @@ impl ScalarUDFImpl for DecimalScale {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let wanted = args.return_field.data_type().clone();
-        let given: Vec<DataType> = args
-            .arg_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
-        let types = coerced_types(&self.inner, &given)?;
+        let types = coerced_types(&self.inner, &types_of(&args.arg_fields))?;
         let values = args
             .args
             .into_iter()
