@@ -46,7 +46,7 @@ fn generated(seed: u64, renumber: Option<u64>, codes: Codes) -> PathBuf {
 }
 
 /// Every study of the library.
-const STUDIES: &[&str] = &[
+pub const STUDIES: &[&str] = &[
     "feasibility_funnel",
     "hip_fracture_long_term_care",
     "nsaid_gi_bleed_new_users",

@@ -50,6 +50,11 @@ impl Server {
     /// The demo store (or `--store`), with extra `serve` arguments (listening
     /// on a free loopback port unless `--listen` is among them).
     pub fn start_with(extra: &[&str]) -> Server {
+        Server::start_with_env(extra, &[])
+    }
+
+    /// As [`Server::start_with`], with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let (cache, state) = dirs();
         let listen: &[&str] = if extra.contains(&"--listen") {
             &[]
@@ -62,6 +67,7 @@ impl Server {
             .args(extra)
             .env("TSUNAGU_CACHE_DIR", cache)
             .env("TSUNAGU_STATE_DIR", state)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

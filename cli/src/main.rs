@@ -39,6 +39,41 @@ struct StoreArgs {
     memory_limit: Option<usize>,
 }
 
+#[derive(clap::Args, Clone)]
+struct ClusterArgs {
+    /// Run statements on these workers (`tsunagu worker`), comma-separated
+    /// host:port; statements are still parsed, checked and rewritten for
+    /// privacy here.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// File holding the cluster's shared secret (default: the
+    /// TSUNAGU_CLUSTER_SECRET environment variable).
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Bytes of a scan's files one task reads, per core (default 16M): a
+    /// smaller scan runs as one task, on one worker.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    cluster_task_bytes: Option<usize>,
+}
+
+impl ClusterArgs {
+    /// The engine option running plans on the workers given, if any.
+    async fn distribute(&self) -> Result<Option<tsunagu_engine::Distribute>, String> {
+        if self.cluster.is_empty() {
+            return Ok(None);
+        }
+        let secret = cluster_secret(self.cluster_secret_file.as_deref())?;
+        let workers = tsunagu_cluster::Workers::new(&self.cluster).map_err(|e| e.to_string())?;
+        workers.probe().await;
+        let task_bytes = self
+            .cluster_task_bytes
+            .unwrap_or(tsunagu_cluster::TASK_BYTES);
+        Ok(Some(tsunagu_cluster::coordinator(
+            workers, secret, task_bytes,
+        )))
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Write a deterministic synthetic store.
@@ -94,6 +129,24 @@ enum Cmd {
         /// A folder of dashboard files (`*.toml`) served beside the built-in ones.
         #[arg(long, requires = "http")]
         dashboards: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Run plan fragments for `tsunagu serve --cluster` over the same store.
+    Worker {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on (gRPC).
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: String,
+        /// File holding the cluster's shared secret (default: the
+        /// TSUNAGU_CLUSTER_SECRET environment variable).
+        #[arg(long, value_name = "FILE")]
+        cluster_secret_file: Option<PathBuf>,
+        /// Allow listening on a non-loopback address (plan fragments and
+        /// rows then cross the network unencrypted).
+        #[arg(long)]
+        allow_plaintext_on_network: bool,
     },
     /// Projects: create, approve, add members, show, close, report.
     Project {
@@ -194,6 +247,8 @@ enum Cmd {
         /// The query.
         #[arg(allow_hyphen_values = true, required_unless_present = "file")]
         query: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 }
 
@@ -410,9 +465,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// The cluster's shared secret, from `file` or else the environment.
+fn cluster_secret(file: Option<&std::path::Path>) -> Result<tsunagu_cluster::Secret, String> {
+    let text = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read the cluster secret {}: {e}", f.display()))?,
+        None => std::env::var("TSUNAGU_CLUSTER_SECRET").map_err(|_| {
+            "a cluster needs a shared secret: --cluster-secret-file FILE or \
+             TSUNAGU_CLUSTER_SECRET"
+                .to_string()
+        })?,
+    };
+    tsunagu_cluster::Secret::new(&text).map_err(|e| e.to_string())
+}
+
 async fn open(
     args: &StoreArgs,
     policy: Option<tsunagu_engine::Policy>,
+) -> Result<(Engine, PathBuf), String> {
+    open_distributed(args, policy, None).await
+}
+
+async fn open_distributed(
+    args: &StoreArgs,
+    policy: Option<tsunagu_engine::Policy>,
+    distribute: Option<tsunagu_engine::Distribute>,
 ) -> Result<(Engine, PathBuf), String> {
     let path = match &args.store {
         Some(p) => p.clone(),
@@ -425,6 +502,7 @@ async fn open(
         memory_limit: args.memory_limit,
         target_partitions: None,
         policy,
+        distribute,
         ..Default::default()
     };
     let engine = Engine::open(&path, options)
@@ -572,6 +650,33 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Cmd::Worker {
+            store,
+            listen,
+            cluster_secret_file,
+            allow_plaintext_on_network,
+        } => {
+            let secret = cluster_secret(cluster_secret_file.as_deref())?;
+            let addr: std::net::SocketAddr = listen
+                .parse()
+                .map_err(|e| format!("worker address {listen}: {e}"))?;
+            if !addr.ip().is_loopback() && !allow_plaintext_on_network {
+                return Err(format!(
+                    "{listen} is reachable from the network, and plan fragments and rows \
+                     would cross it unencrypted: listen on 127.0.0.1 or allow it explicitly \
+                     with --allow-plaintext-on-network"
+                ));
+            }
+            let (engine, path) = open(&store, None).await?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            println!("tsunagu: worker for {} on {addr}", path.display());
+            tsunagu_cluster::serve_worker(engine, listener, secret)
+                .await
+                .map_err(|e| e.to_string())
+        }
         Cmd::Serve {
             store,
             listen,
@@ -582,7 +687,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             allow_plaintext_on_network,
             http,
             dashboards,
+            cluster,
         } => {
+            let distribute = cluster.distribute().await?;
             let config = match &config {
                 Some(p) => ServerConfig::load(p)?,
                 None => ServerConfig::default(),
@@ -647,7 +754,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                     ));
                 }
             }
-            let (engine, path) = open(&store, config.privacy.clone()).await?;
+            let (engine, path) =
+                open_distributed(&store, config.privacy.clone(), distribute).await?;
             let engine = Arc::new(engine);
             // New deliveries are taken in while serving.
             let current = tsunagu_engine::current::Current::new(engine.clone());
@@ -863,6 +971,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             project,
             file,
             query,
+            cluster,
         } => {
             let query = match (file, query) {
                 (Some(f), _) => {
@@ -871,7 +980,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 (None, Some(q)) => q,
                 (None, None) => return Err("no query given".into()),
             };
-            let (engine, _) = open(&store, None).await?;
+            let (engine, _) = open_distributed(&store, None, cluster.distribute().await?).await?;
             let session = match &user {
                 Some(u) => engine.session_as(u, role),
                 None => engine.session(),

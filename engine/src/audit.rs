@@ -761,6 +761,7 @@ impl futures::Stream for Audited {
                 }
                 if this.release.is_some() && class != "resources" {
                     // An analyst learns nothing from why a query failed on the data.
+                    log::debug!("a statement failed on the data: {e}");
                     return Poll::Ready(Some(Err(datafusion::error::DataFusionError::Execution(
                         "the query failed while reading the data (details are withheld from analysts)".into(),
                     ))));

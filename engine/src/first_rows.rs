@@ -244,13 +244,7 @@ fn replaced(
     } else {
         Arc::clone(sort.input())
     };
-    let order_by: Vec<_> = expr.order_by().to_vec();
-    let first = Arc::new(FirstRowExec::new(
-        input,
-        expr.partition_by().to_vec(),
-        order_by,
-        Arc::clone(plan),
-    )?) as Arc<dyn ExecutionPlan>;
+    let first = Arc::new(FirstRowExec::over(input, Arc::clone(plan))?) as Arc<dyn ExecutionPlan>;
     if !ordered {
         return Ok(Some(first));
     }
@@ -274,6 +268,32 @@ pub struct FirstRowExec {
 }
 
 impl FirstRowExec {
+    /// The first rows of `input` in each partition of `window`, a
+    /// `row_number()` window (or its running form) over `input`'s rows.
+    pub(crate) fn over(
+        input: Arc<dyn ExecutionPlan>,
+        window: Arc<dyn ExecutionPlan>,
+    ) -> Result<FirstRowExec> {
+        let numbering = match window.downcast_ref::<RunningWindowExec>() {
+            Some(running) => running.replaced(),
+            None => &window,
+        };
+        let Some(w) = numbering.downcast_ref::<BoundedWindowAggExec>() else {
+            return internal_err!("first rows of a window, not of {}", numbering.name());
+        };
+        let [expr] = w.window_expr() else {
+            return internal_err!("first rows of a window with one function");
+        };
+        let partition_by = expr.partition_by().to_vec();
+        let order_by = expr.order_by().to_vec();
+        FirstRowExec::new(input, partition_by, order_by, window)
+    }
+
+    /// The window operator this one stands in for.
+    pub(crate) fn replaced(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.window
+    }
+
     fn new(
         input: Arc<dyn ExecutionPlan>,
         partition_by: Vec<Arc<dyn PhysicalExpr>>,

@@ -92,6 +92,47 @@ impl PhysicalOptimizerRule for SoundJoinOrderings {
     }
 }
 
+/// Takes the [`Unordered`] nodes out of a finished plan, each operator
+/// keeping the properties it was planned with. Plans cut into stages for a
+/// cluster need this: the distributed planner recognises DataFusion's own
+/// join shapes (a collected build side under a hash join), which an
+/// `Unordered` node between them hides. Run it last.
+#[derive(Debug, Default)]
+pub struct WithoutUnordered;
+
+impl PhysicalOptimizerRule for WithoutUnordered {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let children = node.children();
+            if !children.iter().any(|c| c.is::<Unordered>()) {
+                return Ok(Transformed::no(node));
+            }
+            let inputs = children
+                .into_iter()
+                .map(|c| match c.downcast_ref::<Unordered>() {
+                    Some(u) => Arc::clone(&u.input),
+                    None => Arc::clone(c),
+                })
+                .collect();
+            let kept = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep);
+            Ok(Transformed::yes(node.replace_children(inputs, kept)?))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "without_unordered"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
 /// `join` over new children, its properties computed from them.
 fn rebuilt(
     join: Arc<dyn ExecutionPlan>,

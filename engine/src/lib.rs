@@ -35,6 +35,7 @@ pub mod join_order;
 pub mod join_orderings;
 pub mod person_sort;
 pub mod pg_dialect;
+pub mod plan_codec;
 pub mod privacy;
 pub mod projects;
 pub mod quality;
@@ -51,6 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tsunagu_catalog::{Store, StoreOptions};
 
@@ -81,6 +83,30 @@ pub struct EngineOptions {
     pub policy: Option<Policy>,
     /// Where the audit log is kept (default: `audit/` in the store's state folder).
     pub audit_dir: Option<PathBuf>,
+    /// Plans run on a cluster: applied to each session's state after
+    /// Tsunagu's own planner and rules (see the `tsunagu-cluster` crate).
+    /// Statements are parsed, checked and rewritten for privacy here, on the
+    /// logical plan, before any of it is distributed.
+    pub distribute: Option<Distribute>,
+}
+
+/// A change to a session's state that makes its plans run elsewhere (a
+/// distributed planner, with where its workers are).
+#[derive(Clone)]
+pub struct Distribute(pub Arc<dyn Fn(SessionStateBuilder) -> SessionStateBuilder + Send + Sync>);
+
+impl std::fmt::Debug for Distribute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Distribute")
+    }
+}
+
+/// The functions a store's sessions call, by kind: what a process running
+/// plan fragments of those sessions registers (see [`Engine::functions`]).
+pub struct Functions {
+    pub scalar: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
+    pub aggregate: Vec<Arc<datafusion::logical_expr::AggregateUDF>>,
+    pub window: Vec<Arc<datafusion::logical_expr::WindowUDF>>,
 }
 
 /// The memory pool under a limit: spilling operators share it fairly, so
@@ -263,9 +289,30 @@ impl Engine {
             .with_optimizer_rule(Arc::new(join_order::LookupsThroughBridges))
             .with_optimizer_rule(Arc::new(cohort_algebra::CohortSetOperations))
             .with_optimizer_rule(Arc::new(tsunagu_udfs::graph::PathFilters));
-        let ctx = SessionContext::new_with_state(pg_dialect::install(state).build());
+        let mut state = pg_dialect::install(state);
+        if let Some(distribute) = &self.options.distribute {
+            let state_for_stages = repeated_subplans::without_sharing(state)
+                .with_physical_optimizer_rule(Arc::new(join_orderings::WithoutUnordered));
+            state = (distribute.0)(state_for_stages);
+        }
+        let ctx = SessionContext::new_with_state(state.build());
         pg_dialect::register(&ctx);
         ctx
+    }
+
+    /// Every function a session of this store can call: DataFusion's,
+    /// PostgreSQL's and Tsunagu's, with the store's own (vocabulary, keys).
+    pub fn functions(&self) -> Result<Functions> {
+        let ctx = self.context();
+        self.register(&ctx)?;
+        let state = ctx.state();
+        Ok(Functions {
+            scalar: state.scalar_functions().values().cloned().collect(),
+            aggregate: (state.aggregate_functions().values().cloned())
+                .chain(privacy::plan_functions())
+                .collect(),
+            window: state.window_functions().values().cloned().collect(),
+        })
     }
 
     /// A steward session for the local user (whoever reads the files owns them).

@@ -36,7 +36,7 @@ pub(super) struct Contributions {
 }
 
 impl Contributions {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Contributions {
             signature: Signature::variadic_any(Volatility::Immutable),
         }

@@ -13,6 +13,55 @@
 //! The model is written down in docs/PRIVACY.md.
 
 mod contributions;
+
+/// Functions the privacy layer and projects put in a statement's plan with
+/// state of that statement (its policy, counters of what was released, a
+/// project's key or population): plans holding them run where they were
+/// made.
+const STATEMENT_FUNCTIONS: &[&str] = &[
+    "tsunagu_keep",
+    "tsunagu_release",
+    "tsunagu_release_set",
+    "tsunagu_person_hash",
+    "tsunagu_pseudonym",
+    "tsunagu_in_population",
+];
+
+/// Whether `plan` calls a function holding state of its statement (see
+/// [`STATEMENT_FUNCTIONS`]), in any expression or subquery.
+pub fn holds_statement_state(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        let _ = node.apply_expressions(|e| {
+            e.apply(|x| {
+                if let Expr::ScalarFunction(f) = x
+                    && STATEMENT_FUNCTIONS.contains(&f.name())
+                {
+                    found = true;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        });
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
+/// The privacy layer's functions that hold no state of a statement, as the
+/// rewrite puts them in plans: what a process running plan fragments of a
+/// guarded statement registers.
+pub fn plan_functions() -> Vec<std::sync::Arc<datafusion::logical_expr::AggregateUDF>> {
+    vec![std::sync::Arc::new(
+        datafusion::logical_expr::AggregateUDF::new_from_impl(contributions::Contributions::new()),
+    )]
+}
 pub mod functions;
 mod policy;
 mod release;

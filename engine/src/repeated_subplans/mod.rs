@@ -51,6 +51,17 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
         .with_query_planner(Arc::new(SharingQueryPlanner))
 }
 
+/// Removes subplan sharing from a session state built by [`install`]: each
+/// occurrence is planned and computed on its own. Plans cut into stages
+/// for a cluster need this, as their stages are trees: two occurrences of
+/// one shared node would become two stages, only one of which would run.
+pub fn without_sharing(mut builder: SessionStateBuilder) -> SessionStateBuilder {
+    if let Some(rules) = builder.optimizer_rules() {
+        rules.retain(|r| r.name() != ShareRepeatedSubplans.name());
+    }
+    builder
+}
+
 /// A subplan computed once for all of its occurrences in a query.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
 pub struct SharedPlan {

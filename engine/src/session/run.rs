@@ -64,6 +64,7 @@ impl Session {
         }
         if (prepared.release.is_some() || self.role() != Role::Steward) && class == "execution" {
             // An analyst learns nothing from why a statement failed on the data.
+            log::debug!("a statement failed on the data: {e}");
             return EngineError::DataFusion(datafusion::error::DataFusionError::Execution(
                 "the query failed while reading the data (details are withheld from analysts)"
                     .into(),

@@ -1,0 +1,192 @@
+//! Tsunagu on a cluster, on [`datafusion_distributed`]: `tsunagu serve
+//! --cluster` plans each statement as on one machine — parsed, checked and
+//! rewritten for privacy on the logical plan — and the physical plan is then
+//! cut into stages that run on workers (`tsunagu worker`) and stream rows to
+//! each other over Arrow Flight.
+//!
+//! - [`coordinator`] gives the engine option that distributes each
+//!   session's plans over a list of workers, skipping those not answering.
+//! - [`serve_worker`] runs a worker over an opened store: it registers the
+//!   store's functions and Tsunagu's plan nodes ([`PlanCodec`]), and takes
+//!   plan fragments only from callers holding the cluster's secret.
+
+mod workers;
+
+use std::sync::Arc;
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionState;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext};
+use http::{HeaderMap, HeaderValue};
+use tsunagu_engine::plan_codec::PlanCodec;
+use tsunagu_engine::{Distribute, Engine};
+
+pub use workers::Workers;
+
+/// The request header carrying the cluster's secret.
+pub const SECRET_HEADER: &str = "x-tsunagu-cluster-secret";
+
+/// Errors of the cluster's own setup (a worker's address, its secret).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("worker address {0:?}: {1}")]
+    Address(String, String),
+    #[error("cluster secret: {0}")]
+    Secret(String),
+    #[error("worker: {0}")]
+    Serve(String),
+    #[error(transparent)]
+    Engine(#[from] tsunagu_engine::EngineError),
+}
+
+/// A cluster's shared secret: at least 16 characters, sent by the
+/// coordinator with every plan fragment and checked by every worker.
+#[derive(Clone)]
+pub struct Secret(HeaderValue);
+
+impl Secret {
+    pub fn new(text: &str) -> Result<Secret, ClusterError> {
+        let text = text.trim();
+        if text.chars().count() < 16 {
+            return Err(ClusterError::Secret(
+                "must have at least 16 characters".into(),
+            ));
+        }
+        let mut value = HeaderValue::from_str(text).map_err(|_| {
+            ClusterError::Secret("must be printable ASCII without line breaks".into())
+        })?;
+        value.set_sensitive(true);
+        Ok(Secret(value))
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(SECRET_HEADER, self.0.clone());
+        headers
+    }
+
+    /// Whether `headers` carry this secret (compared in constant time).
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let Some(given) = headers.get(SECRET_HEADER) else {
+            return false;
+        };
+        let (a, b) = (given.as_bytes(), self.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    }
+}
+
+/// How many bytes of a scan's files one task reads, unless given (a scan
+/// of fewer bytes than this per core runs as one task).
+pub const TASK_BYTES: usize = 16 * 1024 * 1024;
+
+/// The engine option that runs each session's plans on `workers`, a scan
+/// split in tasks of about `task_bytes` per core.
+pub fn coordinator(workers: Workers, secret: Secret, task_bytes: usize) -> Distribute {
+    Distribute(Arc::new(move |mut builder| {
+        let local = builder.query_planner().clone();
+        let builder = builder
+            .with_distributed_worker_resolver(workers.clone())
+            .with_distributed_user_codec(PlanCodec)
+            .with_distributed_planner();
+        // None of these can fail: the header's name is not a reserved one,
+        // and the options are a flag (EXPLAIN ANALYZE shows bytes moved) and
+        // a positive number.
+        let builder = match builder.with_distributed_passthrough_headers(secret.headers()) {
+            Ok(b) => b,
+            Err(e) => panic!("the cluster secret header is refused: {e}"),
+        };
+        let builder = match builder.with_distributed_metrics_collection(true) {
+            Ok(b) => b,
+            Err(e) => panic!("metrics collection is refused: {e}"),
+        };
+        let mut builder = match builder
+            .with_distributed_file_scan_config_bytes_per_partition(task_bytes.max(1))
+        {
+            Ok(b) => b,
+            Err(e) => panic!("the bytes per task are refused: {e}"),
+        };
+        match (local, builder.query_planner().clone()) {
+            (Some(local), Some(distributed)) => {
+                builder.with_query_planner(Arc::new(Choose { local, distributed }))
+            }
+            _ => builder,
+        }
+    }))
+}
+
+/// Plans a statement on the cluster, unless its plan holds functions with
+/// state of the statement (what the privacy layer releases, and how much):
+/// those run on the coordinator, where the release is recorded.
+#[derive(Debug)]
+struct Choose {
+    local: Arc<dyn QueryPlanner + Send + Sync>,
+    distributed: Arc<dyn QueryPlanner + Send + Sync>,
+}
+
+#[async_trait::async_trait]
+impl QueryPlanner for Choose {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        state: &dyn datafusion::catalog::Session,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        if tsunagu_engine::privacy::holds_statement_state(plan) {
+            self.local.create_physical_plan(plan, state).await
+        } else {
+            self.distributed.create_physical_plan(plan, state).await
+        }
+    }
+}
+
+/// Serves plan fragments of `engine`'s store on `listener` until the
+/// process ends. Fragments are taken only with `secret`; the worker passes it on to
+/// the workers it reads from.
+pub async fn serve_worker(
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    secret: Secret,
+) -> Result<(), ClusterError> {
+    let functions = Arc::new(engine.functions()?);
+    let forwarded = secret.clone();
+    let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
+        let functions = functions.clone();
+        let forwarded = forwarded.clone();
+        async move {
+            if !forwarded.admits(&ctx.headers) {
+                return Err(DataFusionError::Plan(
+                    "plan fragment refused: it does not carry the cluster's secret".into(),
+                ));
+            }
+            let builder = ctx
+                .builder
+                .with_scalar_functions(functions.scalar.clone())
+                .with_aggregate_functions(functions.aggregate.clone())
+                .with_window_functions(functions.window.clone())
+                .with_distributed_user_codec(PlanCodec)
+                .with_distributed_passthrough_headers(forwarded.headers())?;
+            Ok::<SessionState, DataFusionError>(builder.build())
+        }
+    });
+    let gate = secret.clone();
+    let service = tonic::service::interceptor::InterceptedService::new(
+        worker.into_worker_server(),
+        move |request: tonic::Request<()>| {
+            let headers = request.metadata().clone().into_headers();
+            if gate.admits(&headers) {
+                Ok(request)
+            } else {
+                Err(tonic::Status::unauthenticated(
+                    "not a member of this Tsunagu cluster",
+                ))
+            }
+        },
+    );
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+        .await
+        .map_err(|e| ClusterError::Serve(e.to_string()))
+}

@@ -1,0 +1,100 @@
+//! Where the workers are, and which of them answer.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use datafusion::error::DataFusionError;
+use datafusion_distributed::WorkerResolver;
+use url::Url;
+
+use crate::ClusterError;
+
+/// How often each worker's port is tried.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// A fixed list of workers, of which plans use those whose port accepted
+/// a connection at the last probe: a stopped worker fails the statements
+/// running on it, and the next statements run on the others.
+#[derive(Clone)]
+pub struct Workers {
+    all: Arc<Vec<Url>>,
+    up: Arc<RwLock<Vec<Url>>>,
+}
+
+impl Workers {
+    /// Workers at `addresses` (`host:port` or `http://host:port`), probed
+    /// in the background from now on (needs a Tokio runtime).
+    pub fn new(addresses: &[String]) -> Result<Workers, ClusterError> {
+        let mut all = Vec::new();
+        for a in addresses {
+            let text = if a.contains("://") {
+                a.clone()
+            } else {
+                format!("http://{a}")
+            };
+            let url =
+                Url::parse(&text).map_err(|e| ClusterError::Address(a.clone(), e.to_string()))?;
+            if url.scheme() != "http" || url.host_str().is_none() || url.port().is_none() {
+                return Err(ClusterError::Address(
+                    a.clone(),
+                    "expected host:port".into(),
+                ));
+            }
+            all.push(url);
+        }
+        if all.is_empty() {
+            return Err(ClusterError::Address(
+                String::new(),
+                "no workers given".into(),
+            ));
+        }
+        let workers = Workers {
+            up: Arc::new(RwLock::new(all.clone())),
+            all: Arc::new(all),
+        };
+        let probed = workers.clone();
+        tokio::spawn(async move {
+            loop {
+                probed.probe().await;
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+        });
+        Ok(workers)
+    }
+
+    /// Tries every worker's port once and keeps those that accepted.
+    pub async fn probe(&self) {
+        let mut up = Vec::new();
+        for url in self.all.iter() {
+            let (Some(host), Some(port)) = (url.host_str(), url.port()) else {
+                continue;
+            };
+            let connect = tokio::net::TcpStream::connect((host, port));
+            if let Ok(Ok(_)) = tokio::time::timeout(PROBE_EVERY, connect).await {
+                up.push(url.clone());
+            }
+        }
+        if up.len() != self.up.read().map_or(0, |u| u.len()) {
+            log::info!("cluster: {} of {} workers answer", up.len(), self.all.len());
+        }
+        *self.up.write().unwrap_or_else(|p| p.into_inner()) = up;
+    }
+
+    /// Every worker given.
+    pub fn all(&self) -> &[Url] {
+        &self.all
+    }
+}
+
+impl WorkerResolver for Workers {
+    fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
+        let up = self.up.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if up.is_empty() {
+            return Err(DataFusionError::Execution(format!(
+                "none of the cluster's {} workers answers",
+                self.all.len()
+            )));
+        }
+        Ok(up)
+    }
+}

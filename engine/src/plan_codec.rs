@@ -1,0 +1,231 @@
+//! Tsunagu's execution plan nodes as bytes, so plan fragments holding them
+//! can run on another process (a cluster worker).
+//!
+//! DataFusion's own nodes are written by `datafusion-proto`; this codec adds
+//! the four Tsunagu puts into plans:
+//!
+//! - [`SharedExec`] and [`Unordered`] pass their input's rows through
+//!   unchanged (one computes a repeated subplan once in this process, the
+//!   other only changes what the planner is told about orderings). A worker
+//!   runs their input in their place.
+//! - [`RunningWindowExec`] and [`FirstRowExec`] are written as the window
+//!   operator they stand in for (its input left out) and rebuilt from it.
+//!   A running window that cannot be rebuilt runs as that window operator,
+//!   which gives the same rows.
+//! - DataFusion's `PartialSortExec` (a sort of input already sorted on a
+//!   prefix of the keys, which `datafusion-proto` 55 does not write) is
+//!   written as the full sort with the prefix's length.
+
+use std::sync::Arc;
+
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::sorts::partial_sort::PartialSortExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+use datafusion_proto::physical_plan::{
+    AsExecutionPlan, PhysicalExtensionCodec, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf::PhysicalPlanNode;
+use prost::Message;
+
+use crate::first_rows::FirstRowExec;
+use crate::join_orderings::Unordered;
+use crate::repeated_subplans::SharedExec;
+use crate::running_window::RunningWindowExec;
+
+/// Encodes and decodes Tsunagu's plan nodes (see the module docs). Register
+/// it wherever plans are written or read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PlanCodec;
+
+/// The first byte of an encoded node: which node it is.
+const PASS_THROUGH: u8 = 1;
+const RUNNING_WINDOW: u8 = 2;
+const FIRST_ROWS: u8 = 3;
+const PARTIAL_SORT: u8 = 4;
+
+fn recompute() -> ReplaceChildrenOptions {
+    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
+}
+
+impl PlanCodec {
+    /// `window` (or another operator) with its inputs replaced by empty ones
+    /// of the same schema, written with this codec.
+    fn window_bytes(&self, window: &Arc<dyn ExecutionPlan>, buf: &mut Vec<u8>) -> Result<()> {
+        let inputs = window
+            .children()
+            .into_iter()
+            .map(|c| Arc::new(EmptyExec::new(c.schema())) as Arc<dyn ExecutionPlan>)
+            .collect();
+        let bare = Arc::clone(window).replace_children(inputs, recompute())?;
+        let node = PhysicalPlanNode::try_from_physical_plan(bare, self)?;
+        node.encode(buf)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+    }
+
+    fn window_of(&self, bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+        let node = PhysicalPlanNode::decode(bytes)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        node.try_into_physical_plan(ctx, self)
+    }
+}
+
+impl PhysicalExtensionCodec for PlanCodec {
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        if node.is::<SharedExec>() || node.is::<Unordered>() {
+            buf.push(PASS_THROUGH);
+            return Ok(());
+        }
+        if let Some(running) = node.downcast_ref::<RunningWindowExec>() {
+            buf.push(RUNNING_WINDOW);
+            return self.window_bytes(running.replaced(), buf);
+        }
+        if let Some(first) = node.downcast_ref::<FirstRowExec>() {
+            buf.push(FIRST_ROWS);
+            return self.window_bytes(first.replaced(), buf);
+        }
+        if let Some(sort) = node.downcast_ref::<PartialSortExec>() {
+            buf.push(PARTIAL_SORT);
+            buf.extend_from_slice(&(sort.common_prefix_length() as u64).to_le_bytes());
+            let full = SortExec::new(sort.expr().clone(), Arc::clone(sort.input()))
+                .with_preserve_partitioning(sort.preserve_partitioning())
+                .with_fetch(sort.fetch());
+            return self.window_bytes(&(Arc::new(full) as Arc<dyn ExecutionPlan>), buf);
+        }
+        internal_err!("no codec writes the plan node {}", node.name())
+    }
+
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        _converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = inputs else {
+            return internal_err!("a Tsunagu plan node has one input, not {}", inputs.len());
+        };
+        match buf.split_first() {
+            Some((&PASS_THROUGH, _)) => Ok(Arc::clone(input)),
+            Some((&RUNNING_WINDOW, rest)) => {
+                let window = self
+                    .window_of(rest, ctx)?
+                    .replace_children(vec![Arc::clone(input)], recompute())?;
+                Ok(match RunningWindowExec::of(&window)? {
+                    Some(running) => Arc::new(running),
+                    None => window,
+                })
+            }
+            Some((&FIRST_ROWS, rest)) => {
+                let window = self.window_of(rest, ctx)?;
+                Ok(Arc::new(FirstRowExec::over(Arc::clone(input), window)?))
+            }
+            Some((&PARTIAL_SORT, rest)) if rest.len() >= 8 => {
+                let (prefix, sort) = rest.split_at(8);
+                let prefix = u64::from_le_bytes(prefix.try_into().unwrap_or_default()) as usize;
+                let full = self.window_of(sort, ctx)?;
+                let Some(full) = full.downcast_ref::<SortExec>() else {
+                    return internal_err!("a partial sort written as {}", full.name());
+                };
+                Ok(Arc::new(
+                    PartialSortExec::new(full.expr().clone(), Arc::clone(input), prefix.max(1))
+                        .with_preserve_partitioning(full.preserve_partitioning())
+                        .with_fetch(full.fetch()),
+                ))
+            }
+            _ => internal_err!("an encoded plan node of unknown kind"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::execution::session_state::SessionStateBuilder;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    fn rules_context() -> SessionContext {
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(2))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::running_window::RunningWindows))
+            .with_physical_optimizer_rule(Arc::new(crate::first_rows::FirstRows));
+        SessionContext::new_with_state(state.build())
+    }
+
+    /// Plans `sql` on a context with Tsunagu's rules, writes the plan to
+    /// bytes and reads it back, and runs both: the rows must agree, and
+    /// `node` must have been in the plan written.
+    async fn round_trip(sql: &str, node: &str) {
+        let ctx = rules_context();
+        ctx.sql(
+            "CREATE TABLE t AS SELECT * FROM (VALUES \
+             (1, DATE '2020-01-03', 5), (1, DATE '2020-01-01', 7), (2, DATE '2020-02-01', 1), \
+             (2, DATE '2020-01-09', 4), (3, DATE '2021-01-01', 2)) v(person_id, d, x)",
+        )
+        .await
+        .unwrap();
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let shown = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string();
+        assert!(shown.contains(node), "{node} not in\n{shown}");
+        let node_bytes = PhysicalPlanNode::try_from_physical_plan(plan.clone(), &PlanCodec)
+            .unwrap()
+            .encode_to_vec();
+        let read = PhysicalPlanNode::decode(node_bytes.as_slice())
+            .unwrap()
+            .try_into_physical_plan(&SessionContext::new().task_ctx(), &PlanCodec)
+            .unwrap();
+        let rows = |p: Arc<dyn ExecutionPlan>| async {
+            let batches = datafusion::physical_plan::collect(p, ctx.task_ctx())
+                .await
+                .unwrap();
+            let mut lines: Vec<String> =
+                datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                    .unwrap()
+                    .to_string()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect();
+            lines.sort();
+            lines
+        };
+        let before = rows(plan).await;
+        assert!(before.len() > 4, "{before:?}");
+        assert_eq!(before, rows(read).await);
+    }
+
+    #[tokio::test]
+    async fn running_windows_are_read_back_and_give_the_same_rows() {
+        round_trip(
+            "SELECT person_id, d, sum(x) OVER (PARTITION BY person_id ORDER BY d \
+             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS s FROM t",
+            "RunningWindowExec",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn first_rows_are_read_back_and_give_the_same_rows() {
+        round_trip(
+            "SELECT person_id, d FROM (SELECT person_id, d, row_number() OVER \
+             (PARTITION BY person_id ORDER BY d) AS rn FROM t) WHERE rn = 1",
+            "FirstRowExec",
+        )
+        .await;
+    }
+}
