@@ -189,15 +189,19 @@ fn studies_on_a_cluster_answer_as_on_one_machine_and_a_stopped_worker_fails_only
 
 #[test]
 fn workers_take_plans_only_from_a_coordinator_holding_the_cluster_secret() {
-    let worker = Worker::start(SECRET);
-    let intruder = coordinator(&[&worker], "another-secret-0123456789abcdef");
+    // Two workers, so that the plan is cut into stages run by them.
+    let (w1, w2) = (Worker::start(SECRET), Worker::start(SECRET));
+    let intruder = coordinator(&[&w1, &w2], "another-secret-0123456789abcdef");
     let sql = study("feasibility_funnel");
     let (ok, _, err) = psql(&intruder, "steward", &sql, LIMIT);
     assert!(!ok, "a plan without the cluster's secret ran");
-    assert!(err.contains("ERROR"), "{err}");
+    assert!(
+        err.contains("not a member of this Tsunagu cluster"),
+        "{err}"
+    );
     assert!(!err.contains(SECRET), "{err}");
     // The worker is still up and serves its own cluster.
-    let cluster = coordinator(&[&worker], SECRET);
+    let cluster = coordinator(&[&w1, &w2], SECRET);
     let (ok, rows, err) = psql(&cluster, "steward", &sql, LIMIT);
     assert!(ok, "{err}");
     assert!(!rows.is_empty());
