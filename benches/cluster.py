@@ -29,6 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 STUDIES = REPO / "sql" / "studies"
 SECRET = "benchmark-cluster-secret-0123456789"
+# Extra coordinator arguments (--cluster-task-bytes), set from the command line.
+COORDINATOR_ARGS = []
 UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
 
 
@@ -49,15 +51,20 @@ def start_workers(binary, store, state, n):
     return procs, addrs
 
 
-def run(binary, store, state, sql_file, runs, cluster):
+def run(binary, store, state, sql_file, runs, cluster, timeout=900):
     args = [str(binary), "sql", "--store", str(store), "--state", str(state), "--csv",
             "--repeat", str(runs + 1), "--timing", "-f", str(sql_file)]
     if cluster:
-        args += ["--cluster", ",".join(cluster)]
+        args += ["--cluster", ",".join(cluster)] + COORDINATOR_ARGS
     env = dict(os.environ, TSUNAGU_CLUSTER_SECRET=SECRET)
-    out = subprocess.run(args, capture_output=True, text=True, env=env)
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"no answer within {timeout} s"
     if out.returncode != 0:
-        raise RuntimeError(f"tsunagu sql failed on {sql_file.name}: {out.stderr}")
+        if not cluster:
+            raise RuntimeError(f"tsunagu sql failed on {sql_file.name}: {out.stderr}")
+        return None, out.stderr.strip()
     times = [float(m) / 1e3 for m in re.findall(r"run \d+: ([0-9.]+) ms", out.stderr)][1:]
     return statistics.median(times) * 1e3, out.stdout
 
@@ -70,8 +77,8 @@ def bytes_moved(binary, store, state, sql_file, cluster):
         f.write(";\n".join(before + ["EXPLAIN ANALYZE " + last.strip()]) + ";\n")
     env = dict(os.environ, TSUNAGU_CLUSTER_SECRET=SECRET)
     out = subprocess.run([str(binary), "sql", "--store", str(store), "--state", str(state),
-                          "--csv", "--cluster", ",".join(cluster), "-f", f.name],
-                         capture_output=True, text=True, env=env)
+                          "--csv", "--cluster", ",".join(cluster), *COORDINATOR_ARGS, "-f", f.name],
+                         capture_output=True, text=True, env=env, timeout=900)
     os.unlink(f.name)
     total = 0.0
     for value, unit in re.findall(r"bytes_transferred=([0-9.]+)\s*([KMGT]?B)", out.stdout):
@@ -86,9 +93,14 @@ def main():
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tsunagu-bench")
     p.add_argument("--tsunagu", type=Path, default=REPO / "target" / "release" / "tsunagu")
     p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--task-bytes", default=None,
+                   help="--cluster-task-bytes for the coordinator (default: Tsunagu's)")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--timeout", type=int, default=900, help="seconds a query may take on the cluster")
     a = p.parse_args()
     counts = [int(n) for n in a.workers.split(",")]
+    if a.task_bytes:
+        COORDINATOR_ARGS.extend(["--cluster-task-bytes", a.task_bytes])
     store = a.work / f"store-{a.persons}"
     state = a.work / f"state-{a.persons}"
     if not (store / "rwd.toml").exists():
@@ -105,14 +117,17 @@ def main():
         try:
             time.sleep(0.5)
             for f in files:
-                results[f.name][n] = run(a.tsunagu, store, state, f, a.runs, addrs)
-                if n == max(counts) and not f.name.endswith(".plain.sql"):
+                results[f.name][n] = run(a.tsunagu, store, state, f, a.runs, addrs, a.timeout)
+                if (n == max(counts) and not f.name.endswith(".plain.sql")
+                        and results[f.name][n][0] is not None):
                     moved[f.name] = bytes_moved(a.tsunagu, store, state, f, addrs)
         finally:
             for w in procs:
                 w.kill()
                 w.wait()
-    agree = all(r[n][1] == r["alone"][1] for r in results.values() for n in counts)
+    # A failed run is reported as such; answers that came back must agree.
+    agree = all(r[n][1] == r["alone"][1] for r in results.values() for n in counts
+                if r[n][0] is not None)
     head = ["query", "alone ms"] + [f"{n} worker{'s' if n > 1 else ''}" for n in counts] + [
         f"MB moved ({max(counts)} workers)"]
     rows = []
@@ -121,6 +136,9 @@ def main():
         cells = [name, f"{alone:.0f}"]
         for n in counts:
             ms, out = r[n]
+            if ms is None:
+                cells.append("failed")
+                continue
             mark = "" if out == r["alone"][1] else " (differs)"
             cells.append(f"{ms:.0f} ({ms / alone:.2f}x){mark}")
         cells.append(f"{moved[name] / 1e6:.1f}" if name in moved else "")
