@@ -129,7 +129,7 @@ def main():
     agree = all(r[n][1] == r["alone"][1] for r in results.values() for n in counts
                 if r[n][0] is not None)
     head = ["query", "alone ms"] + [f"{n} worker{'s' if n > 1 else ''}" for n in counts] + [
-        f"MB moved ({max(counts)} workers)"]
+        f"kB moved ({max(counts)} workers)"]
     rows = []
     for name, r in results.items():
         alone = r["alone"][0]
@@ -141,7 +141,7 @@ def main():
                 continue
             mark = "" if out == r["alone"][1] else " (differs)"
             cells.append(f"{ms:.0f} ({ms / alone:.2f}x){mark}")
-        cells.append(f"{moved[name] / 1e6:.1f}" if name in moved else "")
+        cells.append(f"{moved[name] / 1e3:.1f}" if name in moved else "")
         rows.append(cells)
     if a.markdown:
         print("| " + " | ".join(head) + " |")
