@@ -93,10 +93,11 @@ impl PhysicalOptimizerRule for SoundJoinOrderings {
 }
 
 /// Takes the [`Unordered`] nodes out of a finished plan, each operator
-/// keeping the properties it was planned with. Plans cut into stages for a
-/// cluster need this: the distributed planner recognises DataFusion's own
-/// join shapes (a collected build side under a hash join), which an
-/// `Unordered` node between them hides. Run it last.
+/// keeping the properties it was planned with. The node matters only while
+/// the plan is optimized; plans cut into stages for a cluster go without
+/// it, so that the distributed planner, which reasons about DataFusion's
+/// own operators (where a build side is collected, where a stage can be
+/// cut), sees joins over their inputs as DataFusion built them. Run it last.
 #[derive(Debug, Default)]
 pub struct WithoutUnordered;
 
