@@ -190,3 +190,51 @@ pub async fn serve_worker(
         .await
         .map_err(|e| ClusterError::Serve(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_long_enough_and_admits_only_itself() {
+        assert!(Secret::new("short").is_err());
+        assert!(Secret::new("sixteen chars ok\nno").is_err());
+        let secret = Secret::new("  a-secret-of-24-characters \n").unwrap();
+        assert!(secret.admits(&secret.headers()));
+        let mut other = HeaderMap::new();
+        other.insert(
+            SECRET_HEADER,
+            HeaderValue::from_static("a-secret-of-24-characterZ"),
+        );
+        assert!(!secret.admits(&other));
+        other.insert(
+            SECRET_HEADER,
+            HeaderValue::from_static("a-secret-of-24-character"),
+        );
+        assert!(!secret.admits(&other));
+        assert!(!secret.admits(&HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn worker_addresses_are_host_and_port() {
+        let workers = Workers::new(&["127.0.0.1:1".into(), "http://localhost:2".into()]).unwrap();
+        let urls: Vec<String> = workers.all().iter().map(|u| u.to_string()).collect();
+        assert_eq!(urls, ["http://127.0.0.1:1/", "http://localhost:2/"]);
+        for bad in ["127.0.0.1", "https://h:1", "not an address:x"] {
+            let e = Workers::new(&[bad.to_string()])
+                .err()
+                .expect(bad)
+                .to_string();
+            assert!(e.contains("worker address"), "{e}");
+        }
+        assert!(Workers::new(&[]).is_err());
+        // Nothing listens on port 1: after a probe, no worker is offered.
+        let down = Workers::new(&["127.0.0.1:1".into()]).unwrap();
+        down.probe().await;
+        let e = datafusion_distributed::WorkerResolver::get_urls(&down).unwrap_err();
+        assert!(
+            e.to_string().contains("none of the cluster's 1 workers"),
+            "{e}"
+        );
+    }
+}
