@@ -54,6 +54,9 @@ pub enum CatalogError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading or writing a store on object storage failed.
+    #[error("object storage {url}: {message}")]
+    ObjectStore { url: String, message: String },
     /// An error from the query engine while deriving state.
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
@@ -109,6 +112,14 @@ impl CatalogError {
         CatalogError::State {
             path: path.into(),
             source,
+        }
+    }
+
+    /// An error reading or writing `url` on object storage.
+    pub fn object_store(url: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        CatalogError::ObjectStore {
+            url: url.into(),
+            message: message.to_string(),
         }
     }
 

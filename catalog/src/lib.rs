@@ -22,6 +22,7 @@ pub mod files;
 pub mod layout;
 pub mod linkage;
 pub mod manifest;
+pub mod object_storage;
 pub mod prefectures;
 pub mod source_codes;
 pub mod state;

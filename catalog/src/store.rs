@@ -22,6 +22,7 @@ use crate::files::{self, DeliveredTable, FileFormat};
 use crate::layout::{self, PersonRanges};
 use crate::linkage::{PersonIndex, index_dir, linkage_table, read_links};
 use crate::manifest::Manifest;
+use crate::object_storage::{FileUrls, ObjectStorage};
 use crate::source_codes::SourceCodes;
 use crate::state;
 use crate::tables::{self, TableDef};
@@ -55,6 +56,10 @@ pub struct ShownTable {
 /// An opened store: checked, indexed, ready to register on any `SessionContext`.
 #[derive(Debug)]
 pub struct Store {
+    /// The location given to [`Store::open`]: a folder or an object-storage URL.
+    location: PathBuf,
+    /// The store's objects, when it is on object storage.
+    object_storage: Option<Arc<ObjectStorage>>,
     root: PathBuf,
     manifest: Manifest,
     state_dir: PathBuf,
@@ -83,17 +88,76 @@ type Opening = std::result::Result<(Vec<TableDef>, PersonIndex), String>;
 impl Store {
     /// Opens the store in `root`, deriving its state on first open, reusing
     /// it after, and growing it when the only change is new deliveries.
+    ///
+    /// `root` is a folder, or an `s3://bucket/prefix` URL of a store on
+    /// object storage (see [`crate::object_storage`]).
     pub async fn open(root: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        if let Some(url) = crate::object_storage::store_url(root.as_ref()) {
+            return Self::open_object_storage(url, options).await;
+        }
         let root = root.as_ref().to_path_buf();
+        Self::open_folder(&root, options, &FileUrls::default()).await
+    }
+
+    async fn open_folder(root: &Path, options: StoreOptions, urls: &FileUrls) -> Result<Store> {
         loop {
             // `None`: another process put the same state in place first; open theirs.
-            if let Some(store) = Self::try_open(&root, options.clone()).await? {
+            if let Some(store) = Self::try_open(root, options.clone(), urls).await? {
                 return Ok(store);
             }
         }
     }
 
-    async fn try_open(root: &Path, options: StoreOptions) -> Result<Option<Store>> {
+    /// Opens a store on object storage from its local mirror, with the
+    /// derived state beside the store: fetched when another machine derived
+    /// it, written there when derived here.
+    async fn open_object_storage(url: &str, options: StoreOptions) -> Result<Store> {
+        let remote = Arc::new(ObjectStorage::from_env(url)?);
+        let state_dir = options
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| state::default_state_dir(Path::new(remote.url().as_str())));
+        let mirror = state_dir.join("objects");
+        remote.mirror(&mirror).await?;
+        let derived_root = state_dir.join("derived");
+        std::fs::create_dir_all(&derived_root)
+            .map_err(|e| CatalogError::state(&derived_root, e))?;
+        let fingerprint = state::fingerprint(&mirror)?;
+        if !derived_root
+            .join(&fingerprint)
+            .join("complete.json")
+            .is_file()
+        {
+            remote.fetch_state(&derived_root, &fingerprint).await?;
+        }
+        let urls = remote.file_urls(&mirror, &derived_root);
+        let options = StoreOptions {
+            state_dir: Some(state_dir),
+        };
+        let mut store = Self::open_folder(&mirror, options.clone(), &urls).await?;
+        let derived = derived_root.join(&store.fingerprint);
+        if let Some(theirs) = remote.publish_state(&derived, &store.fingerprint).await? {
+            // Another machine published this state first: every machine
+            // must number persons as it did.
+            if (theirs.lineage.as_str(), theirs.generation) != (store.lineage(), store.generation())
+            {
+                let _ = std::fs::remove_dir_all(&derived);
+                remote
+                    .fetch_state(&derived_root, &store.fingerprint)
+                    .await?;
+                store = Self::open_folder(&mirror, options, &urls).await?;
+            }
+        }
+        store.location = PathBuf::from(url);
+        store.object_storage = Some(remote);
+        Ok(store)
+    }
+
+    async fn try_open(
+        root: &Path,
+        options: StoreOptions,
+        urls: &FileUrls,
+    ) -> Result<Option<Store>> {
         let root = root.to_path_buf();
         if !root.is_dir() {
             return Err(CatalogError::manifest(
@@ -120,8 +184,10 @@ impl Store {
                 _ => (fingerprint.clone(), 0),
             };
             let codes = SourceCodes::load(&root, &manifest, &tables).await?;
-            let shown = build_shown(&tables, &index, &codes)?;
+            let shown = build_shown(&tables, &index, &codes, urls)?;
             return Ok(Some(Store {
+                location: root.clone(),
+                object_storage: None,
                 root,
                 manifest,
                 state_dir,
@@ -192,8 +258,10 @@ impl Store {
                                 return Ok(None);
                             };
                             let new_persons = index.persons().saturating_sub(old_persons);
-                            let shown = build_shown(&tables, &index, &codes)?;
+                            let shown = build_shown(&tables, &index, &codes, urls)?;
                             return Ok(Some(Store {
+                                location: root.clone(),
+                                object_storage: None,
                                 root,
                                 manifest,
                                 state_dir,
@@ -259,8 +327,10 @@ impl Store {
         else {
             return Ok(None);
         };
-        let shown = build_shown(&tables, &index, &codes)?;
+        let shown = build_shown(&tables, &index, &codes, urls)?;
         Ok(Some(Store {
+            location: root.clone(),
+            object_storage: None,
             root,
             manifest,
             state_dir,
@@ -402,7 +472,19 @@ impl Store {
         self.generation
     }
 
-    /// The store folder.
+    /// Where the store was opened from: its folder, or its object-storage
+    /// URL. Opening this location again opens the same store.
+    pub fn location(&self) -> &Path {
+        &self.location
+    }
+
+    /// The client plans need to read the store's files, and the URL to
+    /// register it under, when the store is on object storage.
+    pub fn object_store_client(&self) -> Option<(url::Url, Arc<dyn object_store::ObjectStore>)> {
+        self.object_storage.as_ref().map(|o| o.client())
+    }
+
+    /// The store folder (for a store on object storage, its local mirror).
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -634,11 +716,27 @@ async fn distinct_keys(tables: &[TableDef], source: &str) -> Result<LargeStringA
 }
 
 /// Builds the plans of every shown table, and the `linked` unions.
+///
+/// `urls`: the files plans read from object storage instead of locally.
 fn build_shown(
     tables: &[TableDef],
     index: &PersonIndex,
     codes: &SourceCodes,
+    urls: &FileUrls,
 ) -> Result<Vec<ShownTable>> {
+    let read_from = |t: &TableDef| {
+        let mut t = t.clone();
+        t.files = t.files.iter().map(|f| urls.of(f)).collect();
+        t.person_files = t.person_files.iter().map(|f| urls.of(f)).collect();
+        t
+    };
+    let remote: Vec<TableDef>;
+    let tables = if urls.is_empty() {
+        tables
+    } else {
+        remote = tables.iter().map(read_from).collect();
+        &remote
+    };
     let mut shown = Vec::new();
     for t in tables {
         shown.push(ShownTable {

@@ -150,18 +150,24 @@ pub async fn serve_worker(
     secret: Secret,
 ) -> Result<(), ClusterError> {
     let functions = Arc::new(engine.functions()?);
+    // Fragments of a store on object storage read its files from there.
+    let client = engine.store().object_store_client();
     let forwarded = secret.clone();
     let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
         let functions = functions.clone();
         let forwarded = forwarded.clone();
+        let client = client.clone();
         async move {
             if !forwarded.admits(&ctx.headers) {
                 return Err(DataFusionError::Plan(
                     "plan fragment refused: it does not carry the cluster's secret".into(),
                 ));
             }
-            let builder = ctx
-                .builder
+            let mut builder = ctx.builder;
+            if let Some((url, store)) = client {
+                builder = builder.with_object_store(&url, store);
+            }
+            let builder = builder
                 .with_scalar_functions(functions.scalar.clone())
                 .with_aggregate_functions(functions.aggregate.clone())
                 .with_window_functions(functions.window.clone())

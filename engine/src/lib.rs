@@ -179,6 +179,9 @@ impl Engine {
         let store = Arc::new(store);
         let policy = Arc::new(policy);
         let runtime = runtime.build_arc()?;
+        if let Some((url, client)) = store.object_store_client() {
+            runtime.register_object_store(&url, client);
+        }
         let graph = Arc::new(graph::KnowledgeGraph::new(
             store.clone(),
             session_config(&options),
@@ -222,7 +225,7 @@ impl Engine {
     /// what runs on it.
     pub async fn reopen(&self) -> Result<Engine> {
         let store = Store::open(
-            self.store.root(),
+            self.store.location(),
             StoreOptions {
                 state_dir: Some(self.store.state_dir().to_owned()),
             },
