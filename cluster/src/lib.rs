@@ -134,10 +134,23 @@ impl QueryPlanner for Choose {
         state: &dyn datafusion::catalog::Session,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         if tsunagu_engine::privacy::holds_statement_state(plan) {
-            self.local.create_physical_plan(plan, state).await
-        } else {
-            self.distributed.create_physical_plan(plan, state).await
+            return self.local.create_physical_plan(plan, state).await;
         }
+        // DataFusion 55's join dynamic filters wait for every probe partition
+        // of a CollectLeft join. A range-partitioned scan cut into tasks has
+        // empty partitions; a join above that skips its probe side for them
+        // never lets those report, and the statement hangs. Plans for the
+        // cluster are made without them.
+        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
+            return self.distributed.create_physical_plan(plan, state).await;
+        };
+        let mut state = state.clone();
+        state
+            .config_mut()
+            .options_mut()
+            .optimizer
+            .enable_join_dynamic_filter_pushdown = false;
+        self.distributed.create_physical_plan(plan, &state).await
     }
 }
 

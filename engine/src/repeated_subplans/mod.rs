@@ -56,8 +56,13 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
 /// for a cluster need this, as their stages are trees: two occurrences of
 /// one shared node would become two stages, only one of which would run.
 pub fn without_sharing(mut builder: SessionStateBuilder) -> SessionStateBuilder {
+    let sharing = ShareRepeatedSubplans.name();
+    // `install` sets the optimizer's rules; rules added later are kept apart.
+    if let Some(optimizer) = builder.optimizer() {
+        optimizer.rules.retain(|r| r.name() != sharing);
+    }
     if let Some(rules) = builder.optimizer_rules() {
-        rules.retain(|r| r.name() != ShareRepeatedSubplans.name());
+        rules.retain(|r| r.name() != sharing);
     }
     builder
 }
@@ -697,6 +702,18 @@ mod tests {
         // Three occurrences of one shared subplan.
         assert_eq!(nodes.len(), 3, "{nodes:?}");
         assert!(nodes.iter().all(|n| n.0 == nodes[0].0));
+    }
+
+    /// Plans for a cluster: the repeated CTE is planned once per occurrence.
+    #[tokio::test]
+    async fn without_sharing_plans_each_occurrence_on_its_own() {
+        let state =
+            super::without_sharing(install(SessionStateBuilder::new().with_default_features()));
+        let ctx = SessionContext::new_with_state(state.build());
+        ctx.register_table("t", table()).unwrap();
+        let (rows, nodes) = run(&ctx, REPEATED).await;
+        assert!(nodes.is_empty(), "{nodes:?}");
+        assert_eq!(rows, run(&context(false, None), REPEATED).await.0);
     }
 
     /// A shared join (whose build side runs once per plan) read by two
