@@ -271,18 +271,41 @@ fn adversarial_cases() -> Vec<(String, String)> {
         .collect()
 }
 
-/// What psql printed, rows in sorted order (the corpus has no ORDER BY),
-/// without the position of the statement in its input.
-fn outcome((ok, rows, err): (bool, String, String)) -> (bool, String, String) {
-    let mut lines: Vec<&str> = rows.lines().collect();
-    lines.sort_unstable();
-    let rows = lines.join("\n");
-    let err = err
-        .lines()
-        .map(|l| l.strip_prefix("psql:<stdin>:1: ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (ok, rows, err)
+/// Marks the end of a case's output in [`corpus_outcomes`].
+const END_OF_CASE: &str = "-- end of case --";
+
+/// The outcome of each case, run in one analyst session: its rows in sorted
+/// order (the corpus has no ORDER BY) and its error, if any.
+fn corpus_outcomes(server: &Server, cases: &[(String, String)]) -> Vec<String> {
+    let mut input = String::new();
+    for (_, sql) in cases {
+        let sql = sql.trim_end_matches(';');
+        input.push_str(&format!("{sql};\n\\echo '{END_OF_CASE}'\n"));
+    }
+    let mut child = Command::new("sh")
+        .args(["-c", "psql \"$1\" -X -A -t -f - 2>&1", "psql"])
+        .arg(server.conninfo_as("analyst", DEMO_PASSWORD))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("psql is installed");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("psql output");
+    writer.join().expect("writer").expect("statements written");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut outcomes: Vec<String> = text
+        .split(END_OF_CASE)
+        .map(|block| {
+            let mut lines: Vec<&str> = block.lines().filter(|l| !l.is_empty()).collect();
+            lines.sort_unstable();
+            lines.join("\n")
+        })
+        .collect();
+    // After the last marker: nothing.
+    assert_eq!(outcomes.pop().as_deref(), Some(""), "{text}");
+    assert_eq!(outcomes.len(), cases.len(), "{text}");
+    outcomes
 }
 
 #[test]
@@ -293,6 +316,19 @@ fn studies_on_a_cluster_over_object_storage_answer_as_on_one_machine_and_a_stopp
     let url = "s3://rwd/stores/demo";
     let env_owned = s3.env();
     let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // A prefix holding no store is refused, naming the URL.
+    let out = Command::new(tsunagu())
+        .args(["sql", "--store", "s3://rwd/stores/none", "SELECT 1"])
+        .envs(env.iter().copied())
+        .env("TSUNAGU_STATE_DIR", state_dir())
+        .output()
+        .expect("tsunagu runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("s3://rwd/stores/none/"),
+        "{err}"
+    );
+    assert!(err.contains("no rwd.toml"), "{err}");
     let users = tempfile::tempdir().expect("a temporary folder");
     let config = users.path().join("server.toml");
     crate::privacy::add_user(&config, "steward", "steward", DEMO_PASSWORD);
@@ -370,9 +406,13 @@ fn studies_on_a_cluster_over_object_storage_answer_as_on_one_machine_and_a_stopp
     // numbers, refusals and their messages.
     let cases = adversarial_cases();
     assert!(cases.len() > 100, "{} cases", cases.len());
-    for (expected, sql) in &cases {
-        let one = outcome(psql(&alone, "analyst", sql, LIMIT));
-        let many = outcome(psql(&cluster, "analyst", sql, LIMIT));
+    let one = corpus_outcomes(&alone, &cases);
+    let many = corpus_outcomes(&cluster, &cases);
+    assert!(
+        one.iter().any(|o| o.contains("ERROR")),
+        "no case refused: {one:?}"
+    );
+    for (((expected, sql), one), many) in cases.iter().zip(&one).zip(&many) {
         assert_eq!(many, one, "{expected} | {sql}");
     }
 

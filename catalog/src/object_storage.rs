@@ -172,6 +172,12 @@ impl ObjectStorage {
             }
             wanted.push(local);
         }
+        if !wanted.iter().any(|f| f == &dir.join("rwd.toml")) {
+            return Err(CatalogError::object_store(
+                self.url.as_str(),
+                "no store here: there is no rwd.toml under this prefix",
+            ));
+        }
         remove_others(dir, &wanted)
     }
 
