@@ -315,7 +315,11 @@ fn studies_on_a_cluster_over_object_storage_answer_as_on_one_machine_and_a_stopp
     s3.upload(&demo_folder(), "rwd", "stores/demo");
     let url = "s3://rwd/stores/demo";
     let env_owned = s3.env();
-    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The servers on object storage share a state folder (and so a noise
+    // key) of their own, apart from the one other tests look into.
+    let s3_state = state_dir().to_string_lossy().into_owned();
+    env.push(("TSUNAGU_STATE_DIR", &s3_state));
     // A prefix holding no store is refused, naming the URL.
     let out = Command::new(tsunagu())
         .args(["sql", "--store", "s3://rwd/stores/none", "SELECT 1"])
