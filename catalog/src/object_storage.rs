@@ -399,7 +399,7 @@ mod tests {
     #[test]
     fn a_store_url_is_s3_with_a_bucket() {
         for bad in ["http://b/p", "s3:///p", "s3://b/p?x=1", "not a url"] {
-            let e = ObjectStorage::from_env(bad).err().expect(bad).to_string();
+            let e = ObjectStorage::from_env(bad).expect_err(bad).to_string();
             assert!(e.contains(bad), "{e}");
         }
         let s = ObjectStorage::from_env("s3://bucket/a/store").unwrap();
