@@ -13,7 +13,7 @@ Build the binary first:
     python3 benches/cluster.py --persons 100000
 
 usage: cluster.py [--persons N] [--runs R] [--work DIR] [--tsunagu BIN]
-                  [--workers 1,2,4] [--markdown]
+                  [--workers 1,2,4] [--markdown] [--rwd-only]
 """
 
 import argparse
@@ -31,7 +31,7 @@ STUDIES = REPO / "sql" / "studies"
 SECRET = "benchmark-cluster-secret-0123456789"
 # Extra coordinator arguments (--cluster-task-bytes), set from the command line.
 COORDINATOR_ARGS = []
-UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
+UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
 def start_workers(binary, store, state, n):
@@ -70,7 +70,8 @@ def run(binary, store, state, sql_file, runs, cluster, timeout=900):
 
 
 def bytes_moved(binary, store, state, sql_file, cluster):
-    """Bytes through the network boundaries of the study's last statement."""
+    """Bytes through the network boundaries of the study's last statement,
+    and bytes its scans read from the store's files."""
     text = sql_file.read_text().strip().rstrip(";")
     *before, last = [s for s in text.split(";\n") if s.strip()]
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
@@ -80,10 +81,11 @@ def bytes_moved(binary, store, state, sql_file, cluster):
                           "--csv", "--cluster", ",".join(cluster), *COORDINATOR_ARGS, "-f", f.name],
                          capture_output=True, text=True, env=env, timeout=900)
     os.unlink(f.name)
-    total = 0.0
-    for value, unit in re.findall(r"bytes_transferred=([0-9.]+)\s*([KMGT]?B)", out.stdout):
-        total += float(value) * UNITS[unit]
-    return total
+    def total(metric):
+        # EXPLAIN ANALYZE writes "5.3 KB" for bytes moved, "8.12 M" for bytes scanned.
+        found = re.findall(metric + r"=([0-9.]+)\s*([KMGT]?)B?\b", out.stdout)
+        return sum(float(value) * UNITS[unit] for value, unit in found)
+    return total("bytes_transferred"), total("bytes_scanned")
 
 
 def main():
@@ -96,6 +98,8 @@ def main():
     p.add_argument("--task-bytes", default=None,
                    help="--cluster-task-bytes for the coordinator (default: Tsunagu's)")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--rwd-only", action="store_true",
+                   help="the studies only, not their plain-SQL twins (for large stores)")
     p.add_argument("--timeout", type=int, default=900, help="seconds a query may take on the cluster")
     a = p.parse_args()
     counts = [int(n) for n in a.workers.split(",")]
@@ -109,7 +113,8 @@ def main():
     # Derive the state once, before any worker opens the store.
     subprocess.run([str(a.tsunagu), "sql", "--store", str(store), "--state", str(state), "SELECT 1"],
                    check=True, capture_output=True)
-    files = sorted(STUDIES.glob("*.sql"))
+    files = sorted(f for f in STUDIES.glob("*.sql")
+                   if not (a.rwd_only and f.name.endswith(".plain.sql")))
     results = {f.name: {"alone": run(a.tsunagu, store, state, f, a.runs, None)} for f in files}
     moved = {}
     for n in counts:
@@ -129,7 +134,7 @@ def main():
     agree = all(r[n][1] == r["alone"][1] for r in results.values() for n in counts
                 if r[n][0] is not None)
     head = ["query", "alone ms"] + [f"{n} worker{'s' if n > 1 else ''}" for n in counts] + [
-        f"kB moved ({max(counts)} workers)"]
+        f"kB moved ({max(counts)} workers)", "MB scanned"]
     rows = []
     for name, r in results.items():
         alone = r["alone"][0]
@@ -141,7 +146,8 @@ def main():
                 continue
             mark = "" if out == r["alone"][1] else " (differs)"
             cells.append(f"{ms:.0f} ({ms / alone:.2f}x){mark}")
-        cells.append(f"{moved[name] / 1e3:.1f}" if name in moved else "")
+        cells.append(f"{moved[name][0] / 1e3:.1f}" if name in moved else "")
+        cells.append(f"{moved[name][1] / 1e6:.1f}" if name in moved else "")
         rows.append(cells)
     if a.markdown:
         print("| " + " | ".join(head) + " |")

@@ -81,12 +81,13 @@ pub struct PersonRanges {
 impl PersonRanges {
     const FILE: &str = "ranges.json";
 
-    /// Ranges for a store of `persons`: one per core of this machine, the
-    /// partitions DataFusion plans with by default. (More ranges than cores
-    /// would run more tasks than cores for every query, and starve other
-    /// sessions; fewer leave cores idle.)
-    pub fn for_persons(persons: u64) -> Self {
-        let count = std::thread::available_parallelism().map_or(1, usize::from);
+    /// `count` ranges for a store of `persons`, by default one per core of
+    /// this machine, the partitions DataFusion plans with by default. (More
+    /// ranges than cores run more tasks than cores for every query on one
+    /// machine, and starve other sessions; fewer leave cores idle. On a
+    /// cluster, the ranges are the tasks a scan is cut into.)
+    pub fn for_persons(persons: u64, count: Option<usize>) -> Self {
+        let count = count.filter(|&c| c > 0).unwrap_or_else(cores);
         PersonRanges {
             count,
             width: persons.div_ceil(count as u64).max(1),

@@ -33,6 +33,10 @@ use crate::views;
 pub struct StoreOptions {
     /// Where derived state is kept; by default a folder under the user's state directory.
     pub state_dir: Option<PathBuf>,
+    /// How many person ranges the layout is cut into when the state is
+    /// derived (default: one per core of this machine). A cluster wants at
+    /// least one per core of its workers; state already derived keeps its own.
+    pub person_ranges: Option<usize>,
 }
 
 /// Schema of the vocabulary tables.
@@ -76,8 +80,9 @@ pub struct Store {
 enum Mode {
     /// Read the state as it is.
     Reuse,
-    /// Derive everything.
-    Derive,
+    /// Derive everything, the layout cut into this many person ranges
+    /// (default: one per core).
+    Derive { ranges: Option<usize> },
     /// Grow hard-linked earlier state by new files (absolute paths).
     Extend { files: Vec<PathBuf> },
 }
@@ -133,6 +138,7 @@ impl Store {
         let urls = remote.file_urls(&mirror, &derived_root);
         let options = StoreOptions {
             state_dir: Some(state_dir),
+            ..options
         };
         let mut store = Self::open_folder(&mirror, options.clone(), &urls).await?;
         let derived = derived_root.join(&store.fingerprint);
@@ -288,7 +294,16 @@ impl Store {
             }
         }
         let work = state::temp_sibling(&derived);
-        let (tables, index) = match Self::open_in(&root, &manifest, &work, Mode::Derive).await {
+        let (tables, index) = match Self::open_in(
+            &root,
+            &manifest,
+            &work,
+            Mode::Derive {
+                ranges: options.person_ranges,
+            },
+        )
+        .await
+        {
             Ok(Ok(x)) => x,
             Ok(Err(why)) => {
                 let _ = std::fs::remove_dir_all(&work);
@@ -345,7 +360,7 @@ impl Store {
     }
 
     async fn open_in(root: &Path, manifest: &Manifest, work: &Path, mode: Mode) -> Result<Opening> {
-        let reuse = !matches!(mode, Mode::Derive);
+        let reuse = !matches!(mode, Mode::Derive { .. });
         let mut tables = Vec::new();
         for source in &manifest.sources {
             for delivered in files::discover(&root.join(&source.path), &source.path)? {
@@ -374,7 +389,7 @@ impl Store {
         let sources = source_names(manifest);
         let index = match &mode {
             Mode::Reuse => PersonIndex::load(&index_dir(work), &sources)?,
-            Mode::Derive => {
+            Mode::Derive { .. } => {
                 let mut keys = Vec::new();
                 for s in &sources {
                     keys.push((s.clone(), distinct_keys(&tables, s).await?));
@@ -419,8 +434,8 @@ impl Store {
             }
         };
         let ranges = match &mode {
-            Mode::Derive => {
-                let ranges = PersonRanges::for_persons(index.persons());
+            Mode::Derive { ranges } => {
+                let ranges = PersonRanges::for_persons(index.persons(), *ranges);
                 ranges.save(&layout::layout_dir(work))?;
                 ranges
             }
@@ -433,7 +448,7 @@ impl Store {
             let dir = layout::copy_dir(work, t);
             t.person_files = match &mode {
                 Mode::Reuse => layout::copy_files(&dir)?,
-                Mode::Derive => layout::write_copy(t, keys.clone(), &dir, &ranges).await?,
+                Mode::Derive { .. } => layout::write_copy(t, keys.clone(), &dir, &ranges).await?,
                 Mode::Extend { files, .. } => {
                     if only_files(t, files).is_some() {
                         if !layout::same_columns(t, &dir)? {

@@ -37,6 +37,10 @@ struct StoreArgs {
     /// Memory limit for query execution, e.g. 4G or 512M (default: none).
     #[arg(long, value_parser = parse_size)]
     memory_limit: Option<usize>,
+    /// Person ranges the layout is cut into when the state is derived
+    /// (default: one per core here; for a cluster, one per worker core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    person_ranges: Option<u32>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -499,6 +503,7 @@ async fn open_distributed(
     };
     let options = EngineOptions {
         state_dir: args.state.clone(),
+        person_ranges: args.person_ranges.map(|n| n as usize),
         memory_limit: args.memory_limit,
         target_partitions: None,
         policy,

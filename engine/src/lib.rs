@@ -75,6 +75,9 @@ pub const CATALOG: &str = "tsunagu";
 pub struct EngineOptions {
     /// Where derived state is kept (default: under the user's state directory).
     pub state_dir: Option<PathBuf>,
+    /// How many person ranges the layout is cut into when the state is
+    /// derived (default: one per core; see [`StoreOptions`]).
+    pub person_ranges: Option<usize>,
     /// Memory limit for query execution in bytes (default: none).
     pub memory_limit: Option<usize>,
     /// Parallelism of query execution (default: the number of cores).
@@ -149,6 +152,7 @@ impl Engine {
             path,
             StoreOptions {
                 state_dir: options.state_dir.clone(),
+                person_ranges: options.person_ranges,
             },
         )
         .await?;
@@ -228,6 +232,7 @@ impl Engine {
             self.store.location(),
             StoreOptions {
                 state_dir: Some(self.store.state_dir().to_owned()),
+                person_ranges: self.options.person_ranges,
             },
         )
         .await?;

@@ -267,10 +267,15 @@ pub fn repeated_names(statement: &mut DFStatement, every_expression: bool) -> Ou
     names
 }
 
-/// Rewrites date constants and set-returning functions in a parsed statement.
+/// Rewrites date constants and set-returning functions in a parsed statement
+/// (and in the statement an `EXPLAIN` shows).
 pub fn rewrite(statement: &mut DFStatement) {
-    if let DFStatement::Statement(s) = statement {
-        let _ = s.visit(&mut SetReturningFunctions);
-        let _ = s.visit(&mut DateConstants);
+    match statement {
+        DFStatement::Statement(s) => {
+            let _ = s.visit(&mut SetReturningFunctions);
+            let _ = s.visit(&mut DateConstants);
+        }
+        DFStatement::Explain(e) => rewrite(&mut e.statement),
+        _ => {}
     }
 }
