@@ -250,10 +250,11 @@ fn psql_sees_errors_with_sqlstate() {
     assert!(out.ends_with('t') || out.contains("\nt"), "{out}");
 }
 
-/// Long chains (thousands of `UNION ALL` branches or `+` terms) are parsed
-/// into trees as deep as the chain: past the limit they are refused with
-/// 54001 instead of exhausting a stack and ending the server, and at the
-/// limit they answer (hand-computed counts and sums).
+/// Long chains (thousands of `UNION ALL` branches, `+` terms or tables in
+/// `FROM`) are parsed into trees as deep as the chain: past the limit they
+/// are refused with 54001 instead of exhausting a stack (or holding a core
+/// for minutes) and the server keeps serving; at the limit they answer
+/// (hand-computed counts and sums).
 #[test]
 fn statements_too_long_to_plan_are_refused_and_the_server_stays_up() {
     let server = Server::start();
@@ -265,7 +266,16 @@ fn statements_too_long_to_plan_are_refused_and_the_server_stays_up() {
         )
     };
     let plus = |n: usize| format!("SELECT {}", vec!["1"; n].join(" + "));
-    for sql in [union(5000), plus(20000)] {
+    // Tables joined by commas: planning time grows faster than the square
+    // of their number, so past 250 they are refused before planning.
+    let commas = |n: usize| {
+        let tables: Vec<String> = (1..n).map(|i| format!("(VALUES (1)) t{i}(x)")).collect();
+        format!(
+            "SELECT count(*) FROM (VALUES (1), (2)) t0(x), {}",
+            tables.join(", ")
+        )
+    };
+    for sql in [union(5000), plus(20000), commas(3000)] {
         // Longer than one command-line argument may be: sent on stdin.
         let mut child = Command::new("psql")
             .args([
@@ -299,6 +309,10 @@ fn statements_too_long_to_plan_are_refused_and_the_server_stays_up() {
     let (ok, out, err) = server.psql(&plus(1000));
     assert!(ok, "{err}");
     assert_eq!(out, "1000");
+    // 251 relations are 250 joins: 2 rows times 1 row, 250 times.
+    let (ok, out, err) = server.psql(&commas(251));
+    assert!(ok, "{err}");
+    assert_eq!(out, "2");
 }
 
 #[test]

@@ -60,7 +60,7 @@ pub use error::{DamagedFile, EngineError, Result};
 
 /// The stack of the threads that plan and run statements. Plans are
 /// walked recursively, and a statement's chains are bounded
-/// (`session::parse::MAX_CHAIN`); an embedding application's own runtime
+/// (`session::parse::MAX_CHAIN`, `MAX_JOINS`); an embedding application's own runtime
 /// should give its threads as much.
 pub const STACK_SIZE: usize = 64 << 20;
 pub use privacy::{Policy, Role};

@@ -179,10 +179,52 @@ impl OptimizerRule for ShareRepeatedSubplans {
 /// Subtrees that compare equal but read different tables are left out:
 /// plans compare scans by name, and every call of a table function
 /// (`cohort('a')`, `cohort('b')`) scans a table of the function's name.
+///
+/// Subtrees are first counted by [`fingerprint`], computed once per node;
+/// only those whose fingerprint repeats are hashed and compared whole.
+/// Hashing every subtree whole costs the size of each, which grows with
+/// the square of a plan's depth (a chain of hundreds of joins).
 fn occurrences(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
+    let mut prints = HashMap::new();
+    let mut by_print: HashMap<u64, usize> = HashMap::new();
+    visit_occurrences(plan, |n| {
+        *by_print.entry(fingerprint(n, &mut prints)?).or_default() += 1;
+        Ok(())
+    })?;
     let mut counts: HashMap<LogicalPlan, usize> = HashMap::new();
+    if !by_print.values().any(|&c| c >= 2) {
+        return Ok(counts);
+    }
     let mut tables: HashMap<LogicalPlan, Vec<usize>> = HashMap::new();
     let mut ambiguous = HashSet::new();
+    visit_occurrences(plan, |n| {
+        if by_print.get(&fingerprint(n, &mut prints)?) < Some(&2) {
+            return Ok(());
+        }
+        let read = scanned_tables(n)?;
+        match tables.get(n) {
+            Some(t) if *t != read => {
+                ambiguous.insert(n.clone());
+            }
+            Some(_) => {}
+            None => {
+                tables.insert(n.clone(), read);
+            }
+        }
+        *counts.entry(n.clone()).or_default() += 1;
+        Ok(())
+    })?;
+    counts.retain(|p, _| !ambiguous.contains(p));
+    Ok(counts)
+}
+
+/// Calls `f` on every subtree that may be shared, in the order
+/// [`occurrences`] counts them: scans, empty relations and values are left
+/// out, and a shared node's inside is visited once.
+fn visit_occurrences(
+    plan: &LogicalPlan,
+    mut f: impl FnMut(&LogicalPlan) -> Result<()>,
+) -> Result<()> {
     let mut seen = HashSet::new();
     plan.apply_with_subqueries(|n| {
         if let Some(s) = SharedPlan::of(n) {
@@ -196,22 +238,39 @@ fn occurrences(plan: &LogicalPlan) -> Result<HashMap<LogicalPlan, usize>> {
             n,
             LogicalPlan::TableScan(_) | LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_)
         ) {
-            let read = scanned_tables(n)?;
-            match tables.get(n) {
-                Some(t) if *t != read => {
-                    ambiguous.insert(n.clone());
-                }
-                Some(_) => {}
-                None => {
-                    tables.insert(n.clone(), read);
-                }
-            }
-            *counts.entry(n.clone()).or_default() += 1;
+            f(n)?;
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    counts.retain(|p, _| !ambiguous.contains(p));
-    Ok(counts)
+    Ok(())
+}
+
+/// A hash of a subtree, made of the node's own text (as EXPLAIN shows it)
+/// and its inputs' and subqueries' fingerprints, each computed once and
+/// kept by node address. Equal subtrees have equal fingerprints; unequal
+/// ones rarely do, and are told apart by comparing them whole.
+fn fingerprint(plan: &LogicalPlan, prints: &mut HashMap<*const LogicalPlan, u64>) -> Result<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let address = plan as *const LogicalPlan;
+    if let Some(&print) = prints.get(&address) {
+        return Ok(print);
+    }
+    let mut hasher = DefaultHasher::new();
+    plan.display().to_string().hash(&mut hasher);
+    for input in plan.inputs() {
+        fingerprint(input, prints)?.hash(&mut hasher);
+    }
+    plan.apply_subqueries(|sub| {
+        fingerprint(sub, prints)?.hash(&mut hasher);
+        Ok(TreeNodeRecursion::Jump)
+    })?;
+    let print = hasher.finish();
+    // A subquery node is made for the walk and dropped after it: its
+    // address may be reused by another.
+    if !matches!(plan, LogicalPlan::Subquery(_)) {
+        prints.insert(address, print);
+    }
+    Ok(print)
 }
 
 /// The tables a subtree scans, in order, by the identity of their providers.

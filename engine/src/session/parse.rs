@@ -44,9 +44,16 @@ impl Session {
 /// (Nesting by parentheses and subqueries is bounded by the parser itself.)
 pub const MAX_CHAIN: usize = 1000;
 
-/// Refuses text whose chains exceed [`MAX_CHAIN`] (SQLSTATE 54001, as
-/// PostgreSQL's "statement is too complex"), counted on its tokens before
-/// anything is built from them.
+/// The most tables (or subqueries) one statement may join, by `JOIN` or
+/// by commas in `FROM`. Planning time grows faster than the square of
+/// the number of joins (a second at 250 in a release build, minutes at
+/// 1000), so a longer chain would hold a core for that long.
+pub const MAX_JOINS: usize = 250;
+
+/// Refuses text whose chains exceed [`MAX_CHAIN`], or that joins more
+/// than [`MAX_JOINS`] relations (SQLSTATE 54001, as PostgreSQL's
+/// "statement is too complex"), counted on its tokens before anything is
+/// built from them.
 fn check_chains(sql: &str) -> Result<()> {
     use datafusion::sql::sqlparser::keywords::Keyword;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -54,22 +61,43 @@ fn check_chains(sql: &str) -> Result<()> {
         // The parser reports the error, with its position.
         return Ok(());
     };
-    let (mut relations, mut operators) = (0usize, 0usize);
-    let (mut most_relations, mut most_operators) = (0usize, 0usize);
+    let (mut relations, mut operators, mut joins) = (0usize, 0usize, 0usize);
+    let (mut most_relations, mut most_operators, mut most_joins) = (0usize, 0usize, 0usize);
+    // Per parenthesis depth: whether the text there is in a FROM clause,
+    // where a comma joins one more relation.
+    let mut in_from = vec![false];
     for token in &tokens {
         match token {
             Token::Word(w) => match w.keyword {
                 Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT | Keyword::JOIN => {
                     relations += 1;
                     most_relations = most_relations.max(relations);
+                    if w.keyword == Keyword::JOIN {
+                        joins += 1;
+                    } else {
+                        set_last(&mut in_from, false);
+                    }
                 }
+                Keyword::FROM => {
+                    set_last(&mut in_from, true);
+                    operators = 0;
+                }
+                Keyword::GROUP
+                | Keyword::ORDER
+                | Keyword::LIMIT
+                | Keyword::OFFSET
+                | Keyword::FETCH
+                | Keyword::WINDOW
+                | Keyword::QUALIFY
+                | Keyword::RETURNING => set_last(&mut in_from, false),
                 Keyword::AND | Keyword::OR | Keyword::IS | Keyword::LIKE | Keyword::ILIKE => {
                     operators += 1;
                 }
-                Keyword::SELECT
-                | Keyword::FROM
-                | Keyword::WHERE
-                | Keyword::WHEN
+                Keyword::SELECT | Keyword::WHERE => {
+                    set_last(&mut in_from, false);
+                    operators = 0;
+                }
+                Keyword::WHEN
                 | Keyword::THEN
                 | Keyword::ELSE
                 | Keyword::END
@@ -92,18 +120,41 @@ fn check_chains(sql: &str) -> Result<()> {
             | Token::Caret
             | Token::Ampersand
             | Token::Pipe => operators += 1,
-            Token::Comma | Token::LParen | Token::RParen => operators = 0,
+            Token::Comma => {
+                operators = 0;
+                if in_from.last() == Some(&true) {
+                    joins += 1;
+                }
+            }
+            Token::LParen => {
+                operators = 0;
+                in_from.push(false);
+            }
+            Token::RParen => {
+                operators = 0;
+                if in_from.len() > 1 {
+                    in_from.pop();
+                }
+            }
             Token::SemiColon => {
-                (relations, operators) = (0, 0);
+                (relations, operators, joins) = (0, 0, 0);
+                in_from = vec![false];
             }
             _ => {}
         }
         most_operators = most_operators.max(operators);
+        most_joins = most_joins.max(joins);
     }
-    let (what, n) = if most_relations > MAX_CHAIN {
-        ("set operations and joins in a row", most_relations)
+    let (what, n, most) = if most_relations > MAX_CHAIN {
+        (
+            "set operations and joins in a row",
+            most_relations,
+            MAX_CHAIN,
+        )
     } else if most_operators > MAX_CHAIN {
-        ("operators in one expression", most_operators)
+        ("operators in one expression", most_operators, MAX_CHAIN)
+    } else if most_joins > MAX_JOINS {
+        ("joins in one statement", most_joins, MAX_JOINS)
     } else {
         return Ok(());
     };
@@ -111,10 +162,16 @@ fn check_chains(sql: &str) -> Result<()> {
         code: "54001",
         rule: "statement size",
         message: format!(
-            "statement is too complex: {n} {what}, at most {MAX_CHAIN}; \
+            "statement is too complex: {n} {what}, at most {most}; \
              split it into steps (WITH, or saved results) [rule: statement size]"
         ),
     })
+}
+
+fn set_last(flags: &mut [bool], value: bool) {
+    if let Some(last) = flags.last_mut() {
+        *last = value;
+    }
 }
 
 /// The statement as the audit log records it.
@@ -274,4 +331,44 @@ pub(super) fn result_command(sql: &str) -> Result<Option<Statement>> {
         ));
     }
     Ok(Some(Statement::ReleaseResult { name, purpose }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(tables: usize, separator: &str) -> String {
+        let from: Vec<String> = (0..tables).map(|i| format!("t t{i}")).collect();
+        format!("SELECT count(*) FROM {}", from.join(separator))
+    }
+
+    #[test]
+    fn joins_by_keyword_or_comma_are_counted_against_the_limit() {
+        for separator in [", ", " JOIN ", " CROSS JOIN ", ", LATERAL "] {
+            assert!(
+                check_chains(&joined(MAX_JOINS + 1, separator)).is_ok(),
+                "{separator}"
+            );
+            let err = check_chains(&joined(MAX_JOINS + 2, separator)).unwrap_err();
+            assert!(err.to_string().contains("joins in one statement"), "{err}");
+        }
+        // Each statement of a text is counted on its own.
+        let two = format!("{}; {}", joined(200, ", "), joined(200, ", "));
+        assert!(check_chains(&two).is_ok());
+    }
+
+    #[test]
+    fn commas_outside_from_do_not_count_as_joins() {
+        let columns: Vec<String> = (0..2000).map(|i| format!("c{i}")).collect();
+        let columns = columns.join(", ");
+        let sql = format!(
+            "WITH a AS (SELECT 1 AS c FROM t), b AS (SELECT 2 AS c FROM t) \
+             SELECT {columns}, coalesce({columns}), substring(x FROM 1 FOR 2) \
+             FROM t WHERE x IN ({columns}) GROUP BY {columns} ORDER BY {columns}"
+        );
+        check_chains(&sql).unwrap();
+        // A FROM inside parentheses ends with them.
+        let sql = format!("SELECT extract(year FROM d), {columns} FROM t");
+        check_chains(&sql).unwrap();
+    }
 }
