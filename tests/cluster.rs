@@ -406,6 +406,32 @@ fn studies_on_a_cluster_over_object_storage_answer_as_on_one_machine_and_a_stopp
             assert_eq!(rows, rows_alone, "{name} as {user}: the cluster disagrees");
         }
     }
+    // Rows of persons, as a steward lists them: plans that end partitioned
+    // by person ranges, or merge such partitions, which the stage
+    // boundaries take only without the ranges declared.
+    for sql in [
+        "SELECT person_id, count(*) FROM ndb.drug_exposure WHERE person_id < 500 GROUP BY person_id",
+        "SELECT person_id, count(*) FROM ndb.drug_exposure GROUP BY person_id ORDER BY 2 DESC, 1 LIMIT 5",
+        "SELECT person_id, drug_exposure_start_date FROM ndb.drug_exposure WHERE person_id < 40 ORDER BY 1, 2",
+    ] {
+        let (ok_alone, rows_alone, err_alone) = psql(&alone, "steward", sql, LIMIT);
+        assert!(ok_alone, "{sql} on one machine: {err_alone}");
+        let (ok, rows, err) = psql(&cluster, "steward", sql, LIMIT);
+        assert!(ok, "{sql} on the cluster: {err}");
+        let sorted = |rows: &str| {
+            let mut lines: Vec<&str> = rows.lines().collect();
+            if !sql.contains("ORDER BY") {
+                lines.sort_unstable();
+            }
+            lines.join("\n")
+        };
+        assert!(rows_alone.lines().count() >= 5, "{sql}: {rows_alone}");
+        assert_eq!(
+            sorted(&rows),
+            sorted(&rows_alone),
+            "{sql}: the cluster disagrees"
+        );
+    }
     // Every case of the adversarial corpus has the same outcome: released
     // numbers, refusals and their messages.
     let cases = adversarial_cases();
@@ -448,6 +474,20 @@ fn studies_on_a_cluster_over_object_storage_answer_as_on_one_machine_and_a_stopp
         assert!(ok, "{name} after a worker stopped: {err}");
         assert_eq!(rows, rows_alone, "{name} after a worker stopped");
     }
+    // An analyst's statement runs on the workers too (its release on the
+    // coordinator): with the last worker stopped, it fails (run on the
+    // coordinator alone, it would answer).
+    let sql = study("feasibility_funnel");
+    let (_, rows_alone, _) = psql(&alone, "analyst", &sql, LIMIT);
+    let (ok, rows, err) = psql(&cluster, "analyst", &sql, LIMIT);
+    assert!(ok, "as analyst after a worker stopped: {err}");
+    assert_eq!(rows, rows_alone, "as analyst after a worker stopped");
+    let mut w1 = w1;
+    let _ = w1.child.kill();
+    let _ = w1.child.wait();
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok, _, err) = psql(&cluster, "analyst", &sql, LIMIT);
+    assert!(!ok && err.contains("ERROR"), "{err}");
 }
 
 #[test]

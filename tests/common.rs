@@ -159,7 +159,28 @@ pub async fn count(engine: &Engine, sql: &str) -> i64 {
 pub fn tsunagu() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
+        // Without the variables `cargo test` sets for this package: build
+        // scripts that watch them (ring's, `CARGO_MANIFEST_DIR`) would see
+        // them changed from a build in a shell, and everything above them
+        // (rustls, object_store, DataFusion) would be compiled again.
+        let mut build = Command::new(env!("CARGO"));
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name.as_ref())
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let status = build
             .args(["build", "-q", "-p", "tsunagu-cli", "--bin", "tsunagu"])
             .current_dir(repo())
             .status()

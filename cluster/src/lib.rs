@@ -10,6 +10,7 @@
 //!   store's functions and Tsunagu's plan nodes ([`PlanCodec`]), and takes
 //!   plan fragments only from callers holding the cluster's secret.
 
+mod release;
 mod workers;
 
 use std::sync::Arc;
@@ -88,6 +89,8 @@ pub fn coordinator(workers: Workers, secret: Secret, task_bytes: usize) -> Distr
     Distribute(Arc::new(move |mut builder| {
         let local = builder.query_planner().clone();
         let builder = builder
+            .with_physical_optimizer_rule(Arc::new(release::GatherForRelease))
+            .with_physical_optimizer_rule(Arc::new(UnrangeMerges))
             .with_distributed_worker_resolver(workers.clone())
             .with_distributed_user_codec(PlanCodec)
             .with_distributed_planner();
@@ -117,9 +120,34 @@ pub fn coordinator(workers: Workers, secret: Secret, task_bytes: usize) -> Distr
     }))
 }
 
-/// Plans a statement on the cluster, unless its plan holds functions with
-/// state of the statement (what the privacy layer releases, and how much):
-/// those run on the coordinator, where the release is recorded.
+/// Shows merges of person-range partitions their input without the ranges
+/// (see [`tsunagu_engine::unranged`]): the stage boundary below a merge
+/// cannot take range-partitioned stages.
+#[derive(Debug)]
+struct UnrangeMerges;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for UnrangeMerges {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        tsunagu_engine::unranged::unrange_merges(plan)
+    }
+
+    fn name(&self) -> &str {
+        "unrange_merges"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Plans a statement on the cluster. An analyst's statement runs there too,
+/// its release on the coordinator (see [`release`]); a statement holding a
+/// project's state, or one whose release would land on a worker, runs on
+/// the coordinator alone.
 #[derive(Debug)]
 struct Choose {
     local: Arc<dyn QueryPlanner + Send + Sync>,
@@ -133,7 +161,8 @@ impl QueryPlanner for Choose {
         plan: &LogicalPlan,
         state: &dyn datafusion::catalog::Session,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        if tsunagu_engine::privacy::holds_statement_state(plan) {
+        use tsunagu_engine::privacy;
+        if privacy::holds_state_beyond_release(plan) {
             return self.local.create_physical_plan(plan, state).await;
         }
         // DataFusion 55's join dynamic filters wait for every probe partition
@@ -141,16 +170,24 @@ impl QueryPlanner for Choose {
         // empty partitions; a join above that skips its probe side for them
         // never lets those report, and the statement hangs. Plans for the
         // cluster are made without them.
-        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
-            return self.distributed.create_physical_plan(plan, state).await;
+        let distributed = match state.as_any().downcast_ref::<SessionState>() {
+            None => self.distributed.create_physical_plan(plan, state).await?,
+            Some(session) => {
+                let mut session = session.clone();
+                session
+                    .config_mut()
+                    .options_mut()
+                    .optimizer
+                    .enable_join_dynamic_filter_pushdown = false;
+                self.distributed
+                    .create_physical_plan(plan, &session)
+                    .await?
+            }
         };
-        let mut state = state.clone();
-        state
-            .config_mut()
-            .options_mut()
-            .optimizer
-            .enable_join_dynamic_filter_pushdown = false;
-        self.distributed.create_physical_plan(plan, &state).await
+        if release::on_workers(&distributed) {
+            return self.local.create_physical_plan(plan, state).await;
+        }
+        Ok(distributed)
     }
 }
 

@@ -46,6 +46,7 @@ pub mod running_window;
 pub mod session;
 mod spill_retry;
 pub mod table_calls;
+pub mod unranged;
 mod vocabulary;
 
 use std::path::{Path, PathBuf};
@@ -315,7 +316,9 @@ impl Engine {
         self.register(&ctx)?;
         let state = ctx.state();
         Ok(Functions {
-            scalar: state.scalar_functions().values().cloned().collect(),
+            scalar: (state.scalar_functions().values().cloned())
+                .chain(privacy::plan_scalar_functions())
+                .collect(),
             aggregate: (state.aggregate_functions().values().cloned())
                 .chain(privacy::plan_functions())
                 .collect(),

@@ -4,9 +4,10 @@
 //! DataFusion's own nodes are written by `datafusion-proto`; this codec adds
 //! the four Tsunagu puts into plans:
 //!
-//! - [`SharedExec`] and [`Unordered`] pass their input's rows through
+//! - [`SharedExec`], [`Unordered`] and [`Unranged`] pass their input's rows through
 //!   unchanged (one computes a repeated subplan once in this process, the
-//!   other only changes what the planner is told about orderings). A worker
+//!   others only change what the planner is told about orderings and
+//!   partitions). A worker
 //!   runs their input in their place.
 //! - [`RunningWindowExec`] and [`FirstRowExec`] are written as the window
 //!   operator they stand in for (its input left out) and rebuilt from it.
@@ -34,6 +35,7 @@ use crate::first_rows::FirstRowExec;
 use crate::join_orderings::Unordered;
 use crate::repeated_subplans::SharedExec;
 use crate::running_window::RunningWindowExec;
+use crate::unranged::Unranged;
 
 /// Encodes and decodes Tsunagu's plan nodes (see the module docs). Register
 /// it wherever plans are written or read.
@@ -79,7 +81,7 @@ impl PhysicalExtensionCodec for PlanCodec {
         buf: &mut Vec<u8>,
         _converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        if node.is::<SharedExec>() || node.is::<Unordered>() {
+        if node.is::<SharedExec>() || node.is::<Unordered>() || node.is::<Unranged>() {
             buf.push(PASS_THROUGH);
             return Ok(());
         }

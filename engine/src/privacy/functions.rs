@@ -159,7 +159,7 @@ const CONSTANT_ARGUMENTS: &[(&str, &[usize])] = &[
 
 /// Scalar built-ins the rewrite makes total (`make_date` returns NULL for
 /// an impossible date; numeric arguments of `power` are computed in floating point).
-const HARDENED: &[&str] = &["make_date", "power"];
+const HARDENED: &[&str] = &["make_date", "power", super::total::TOTAL_MAKE_DATE];
 
 /// Scalar built-ins refused to analysts, and why.
 const REFUSED: &[(&str, &str)] = &[

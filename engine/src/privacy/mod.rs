@@ -27,9 +27,44 @@ const STATEMENT_FUNCTIONS: &[&str] = &[
     "tsunagu_in_population",
 ];
 
+/// The functions among [`STATEMENT_FUNCTIONS`] that take what any machine
+/// can compute (aggregates, person numbers) and must run where the
+/// statement was guarded: the release and the keyed person hash that seeds
+/// its noise. The others (a project's pseudonyms and population) are
+/// applied to rows of persons where they are read.
+const RELEASE_FUNCTIONS: &[&str] = &[
+    "tsunagu_keep",
+    "tsunagu_release",
+    "tsunagu_release_set",
+    "tsunagu_person_hash",
+];
+
+/// Whether a function of this name holds state of its statement.
+pub fn is_statement_function(name: &str) -> bool {
+    STATEMENT_FUNCTIONS.contains(&name)
+}
+
+/// Whether a function of this name is one of the release functions (see
+/// [`RELEASE_FUNCTIONS`]).
+pub fn is_release_function(name: &str) -> bool {
+    RELEASE_FUNCTIONS.contains(&name)
+}
+
 /// Whether `plan` calls a function holding state of its statement (see
 /// [`STATEMENT_FUNCTIONS`]), in any expression or subquery.
 pub fn holds_statement_state(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    calls_any(plan, is_statement_function)
+}
+
+/// Whether `plan` calls a function holding state of its statement other
+/// than the release functions (a project's key or population).
+pub fn holds_state_beyond_release(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    calls_any(plan, |name| {
+        is_statement_function(name) && !is_release_function(name)
+    })
+}
+
+fn calls_any(plan: &datafusion::logical_expr::LogicalPlan, which: impl Fn(&str) -> bool) -> bool {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::Expr;
     let mut found = false;
@@ -37,7 +72,7 @@ pub fn holds_statement_state(plan: &datafusion::logical_expr::LogicalPlan) -> bo
         let _ = node.apply_expressions(|e| {
             e.apply(|x| {
                 if let Expr::ScalarFunction(f) = x
-                    && STATEMENT_FUNCTIONS.contains(&f.name())
+                    && which(f.name())
                 {
                     found = true;
                     return Ok(TreeNodeRecursion::Stop);
@@ -52,6 +87,12 @@ pub fn holds_statement_state(plan: &datafusion::logical_expr::LogicalPlan) -> bo
         })
     });
     found
+}
+
+/// The privacy layer's scalar functions that hold no state of a
+/// statement, as the rewrite puts them in plans (the total `make_date`).
+pub fn plan_scalar_functions() -> Vec<std::sync::Arc<datafusion::logical_expr::ScalarUDF>> {
+    vec![std::sync::Arc::new(total::make_date_udf())]
 }
 
 /// The privacy layer's functions that hold no state of a statement, as the

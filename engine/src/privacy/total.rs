@@ -12,6 +12,8 @@ use datafusion::logical_expr::{
 };
 
 /// `make_date(year, month, day)` that returns NULL for an impossible date.
+/// It has a name of its own: functions travel to a cluster's workers by
+/// name, and under `make_date` a worker would run DataFusion's, which fails.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct MakeDate {
     signature: Signature,
@@ -19,7 +21,7 @@ struct MakeDate {
 
 impl ScalarUDFImpl for MakeDate {
     fn name(&self) -> &str {
-        "make_date"
+        TOTAL_MAKE_DATE
     }
     fn signature(&self) -> &Signature {
         &self.signature
@@ -48,11 +50,19 @@ impl ScalarUDFImpl for MakeDate {
     }
 }
 
+/// The name of the total `make_date`.
+pub(super) const TOTAL_MAKE_DATE: &str = "tsunagu_make_date";
+
+/// The total `make_date`, as a function to register.
+pub(super) fn make_date_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(MakeDate {
+        signature: Signature::exact(vec![DataType::Int32; 3], Volatility::Immutable),
+    })
+}
+
 /// The total `make_date` over the original arguments.
 pub(super) fn make_date(args: Vec<Expr>) -> Expr {
-    let udf = ScalarUDF::new_from_impl(MakeDate {
-        signature: Signature::exact(vec![DataType::Int32; 3], Volatility::Immutable),
-    });
+    let udf = make_date_udf();
     let args = args
         .into_iter()
         .map(|a| {
