@@ -29,7 +29,8 @@ async function session(user) {
     for (const r of res.rows) {
       // int8 comes back as a string in node-postgres; numbers must parse as integers.
       if (!/^\d+$/.test(String(r.persons)) || Number(r.persons) < 1000) throw new Error(`persons ${r.persons}`);
-      if (typeof r.mean_year !== 'number' || r.mean_year < 1940) throw new Error(`mean_year ${r.mean_year}`);
+      // avg of integers is a numeric, which node-postgres gives as text (as from PostgreSQL).
+      if (typeof r.mean_year !== 'string' || !(Number(r.mean_year) > 1940 && Number(r.mean_year) < 2000)) throw new Error(`mean_year ${r.mean_year}`);
       if (!(r.as_of instanceof Date) || r.as_of.getFullYear() !== 2020) throw new Error(`as_of ${r.as_of}`);
     }
     const who = await client.query('SELECT current_user AS u');

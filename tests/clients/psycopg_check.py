@@ -178,6 +178,27 @@ def intervals_and_float_arrays_as_postgresql_sends_them():
                 assert row[5] == [1.0, 2.5, 0.1, 1e20] and row[6] == [0.5, None], (binary, row)
 
 
+# Sums of bigint and averages of integers are numeric; a sum of integer
+# constants is a bigint (PostgreSQL 15.18: numeric, numeric, bigint with
+# `3`, `1.5000000000000000`, `1`).
+SUMS_SQL = (
+    "SELECT sum(x), avg(x), sum(CASE WHEN x > 1 THEN 1 ELSE 0 END) "
+    "FROM (VALUES (1::bigint), (2::bigint)) t(x)"
+)
+
+
+@check
+def sums_and_averages_typed_as_postgresql_types_them():
+    with connect() as conn:
+        for binary in (False, True):
+            with conn.cursor(binary=binary) as cur:
+                cur.execute(SUMS_SQL)
+                assert [d.type_code for d in cur.description] == [1700, 1700, 20], cur.description
+                row = cur.fetchone()
+                assert row == (decimal.Decimal(3), decimal.Decimal("1.5"), 1), (binary, row)
+                assert isinstance(row[1], decimal.Decimal), row
+
+
 @check
 def two_columns_of_the_same_name():
     with connect() as conn:

@@ -131,7 +131,8 @@ fn date_cast(e: Expr) -> Result<Transformed<Expr>> {
         Expr::TryCast(c) => (c.expr.as_ref(), c.field.data_type()),
         _ => return Ok(Transformed::no(e)),
     };
-    if *to != ArrowType::Date32 {
+    let timestamp = matches!(to, ArrowType::Timestamp(..));
+    if *to != ArrowType::Date32 && !timestamp {
         return Ok(Transformed::no(e));
     }
     let text = match inner {
@@ -143,6 +144,24 @@ fn date_cast(e: Expr) -> Result<Transformed<Expr>> {
         ) => t,
         _ => return Ok(Transformed::no(e)),
     };
+    if timestamp {
+        // `2010-01-01 10:00`: PostgreSQL's seconds are optional.
+        let Some(with_seconds) = with_seconds(text) else {
+            return Ok(Transformed::no(e));
+        };
+        let literal = Expr::Literal(ScalarValue::Utf8(Some(with_seconds)), None);
+        return Ok(Transformed::yes(match e {
+            Expr::Cast(c) => Expr::Cast(datafusion::logical_expr::Cast {
+                expr: Box::new(literal),
+                field: c.field,
+            }),
+            Expr::TryCast(c) => Expr::TryCast(datafusion::logical_expr::TryCast {
+                expr: Box::new(literal),
+                field: c.field,
+            }),
+            other => other,
+        }));
+    }
     let Some(date) = to_iso(text.as_str()).and_then(|iso| iso.parse::<NaiveDate>().ok()) else {
         return Ok(Transformed::no(e));
     };
@@ -153,9 +172,36 @@ fn date_cast(e: Expr) -> Result<Transformed<Expr>> {
     )))
 }
 
+/// An ISO date and time given to the minute (`2010-01-01 10:00`), with
+/// `:00` seconds added.
+fn with_seconds(text: &str) -> Option<String> {
+    let t = text.trim();
+    let (date, time) = t.split_once([' ', 'T'])?;
+    let (h, m) = time.split_once(':')?;
+    let digits = |s: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    (date.parse::<NaiveDate>().is_ok() && digits(h, 1..=2) && digits(m, 2..=2))
+        .then(|| format!("{date} {h:0>2}:{m}:00"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_to_the_minute() {
+        assert_eq!(
+            with_seconds("2010-01-01 10:00").as_deref(),
+            Some("2010-01-01 10:00:00")
+        );
+        assert_eq!(
+            with_seconds("2010-01-01T9:05").as_deref(),
+            Some("2010-01-01 09:05:00")
+        );
+        assert_eq!(with_seconds("2010-01-01 10:00:00"), None);
+        assert_eq!(with_seconds("2010-01-01"), None);
+    }
 
     fn ymd(y: i32, m: u32, d: u32) -> Option<NaiveDate> {
         NaiveDate::from_ymd_opt(y, m, d)

@@ -28,7 +28,66 @@ pub fn functions() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(DatePart {
             inner: datetime::date_part(),
         }),
+        ScalarUDF::new_from_impl(Mod::new()),
     ]
+}
+
+/// `mod(a, b)`: the remainder of `a / b` with the sign of `a`, as `a % b`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Mod {
+    signature: Signature,
+}
+
+impl Mod {
+    fn new() -> Self {
+        Mod {
+            signature: Signature::user_defined(datafusion::logical_expr::Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Mod {
+    fn name(&self) -> &str {
+        "mod"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let [a, b] = args else {
+            return datafusion::common::plan_err!("mod takes two numbers");
+        };
+        let integer = |t: &DataType| t.is_integer() || t.is_null();
+        let common = if integer(a) && integer(b) {
+            DataType::Int64
+        } else if (a.is_numeric() || a.is_null()) && (b.is_numeric() || b.is_null()) {
+            DataType::Float64
+        } else {
+            return datafusion::common::plan_err!("mod takes two numbers, not {a} and {b}");
+        };
+        Ok(vec![common.clone(), common])
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args.first().cloned().unwrap_or(DataType::Int64))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [a, b] = args.args.as_slice() else {
+            return datafusion::common::exec_err!("mod takes two numbers");
+        };
+        let scalar = matches!((a, b), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)));
+        let n = args.number_rows;
+        let out =
+            datafusion::arrow::compute::kernels::numeric::rem(&a.to_array(n)?, &b.to_array(n)?)?;
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    }
 }
 
 /// The constant arguments of a call (`None` for columns).
@@ -507,6 +566,17 @@ impl ScalarUDFImpl for Extract {
                 )?;
                 scaled(micros.as_ref())?
             }
+            // Counted from the year as PostgreSQL counts them (no year 0).
+            (_, "century" | "decade" | "millennium") => {
+                let years = cast(self.date_part("year", &args)?.as_ref(), &DataType::Int64)?;
+                numeric(
+                    years
+                        .as_primitive::<Int64Type>()
+                        .iter()
+                        .map(|y| y.map(|y| i128::from(years_field(&field, y))))
+                        .collect(),
+                )?
+            }
             _ => ColumnarValue::Array(cast(self.date_part(&field, &args)?.as_ref(), &target)?),
         };
         Ok(match (scalar, out) {
@@ -518,9 +588,32 @@ impl ScalarUDFImpl for Extract {
     }
 }
 
+/// The century, decade or millennium of a year, as PostgreSQL's
+/// `timestamp_part` computes them (`year <= 0` is before Christ).
+fn years_field(field: &str, year: i64) -> i64 {
+    match field {
+        "century" if year > 0 => (year + 99) / 100,
+        "century" => -((99 - (year - 1)) / 100),
+        "millennium" if year > 0 => (year + 999) / 1000,
+        "millennium" => -((999 - (year - 1)) / 1000),
+        _ if year >= 0 => year / 10,
+        _ => -((8 - (year - 1)) / 10),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PostgreSQL 15's `EXTRACT(CENTURY | MILLENNIUM | DECADE FROM DATE ...)`.
+    #[test]
+    fn centuries_decades_and_millennia_as_postgresql_counts_them() {
+        assert_eq!(years_field("century", 2000), 20);
+        assert_eq!(years_field("century", 2001), 21);
+        assert_eq!(years_field("millennium", 2000), 2);
+        assert_eq!(years_field("millennium", 2001), 3);
+        assert_eq!(years_field("decade", 2011), 201);
+    }
 
     /// PostgreSQL 15's `EXTRACT(field FROM INTERVAL ...)`, by psql.
     #[test]

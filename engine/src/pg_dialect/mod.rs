@@ -20,6 +20,8 @@
 //! - [`float_text`]: floats as PostgreSQL writes them;
 //! - [`interval_text`]: intervals as PostgreSQL writes them, and
 //!   [`datetime_text`] timestamps and times;
+//! - [`numeric_aggregates`]: an analyzer rule for `sum` of `bigint` and
+//!   `avg` of integers as `numeric`;
 //! - [`column_names`]: PostgreSQL's names for unaliased output expressions
 //!   (`count`, `case`, `?column?`).
 //!
@@ -33,6 +35,7 @@ pub mod formatting;
 pub mod functions;
 pub mod interval_mul;
 pub mod interval_text;
+pub mod numeric_aggregates;
 pub mod operators;
 pub mod result_schema;
 pub mod rewrite;
@@ -43,15 +46,26 @@ use std::sync::Arc;
 use datafusion::execution::SessionStateDefaults;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::planner::ExprPlanner;
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::optimizer::analyzer::Analyzer;
+use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
 use datafusion::prelude::SessionContext;
 
 /// Installs PostgreSQL's planning on a session state being built (after
-/// `with_default_features`): its operators first, its analyzer rules last.
+/// `with_default_features`): its operators first; the aggregates' types
+/// before DataFusion's type coercion, its other analyzer rules last.
 pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
     let mut planners: Vec<Arc<dyn ExprPlanner>> = vec![Arc::new(operators::PgOperators)];
     planners.extend(SessionStateDefaults::default_expr_planners());
+    let mut rules = Analyzer::new().rules;
+    let coercion = rules
+        .iter()
+        .position(|r| r.name() == AnalyzerRule::name(&TypeCoercion::new()))
+        .unwrap_or(0);
+    rules.insert(coercion, Arc::new(numeric_aggregates::NumericAggregates));
     builder
         .with_expr_planners(planners)
+        .with_analyzer_rules(rules)
         .with_analyzer_rule(Arc::new(subquery_values::SubqueriesAsValues))
         .with_analyzer_rule(Arc::new(date_input::DateCasts))
 }
@@ -65,4 +79,11 @@ pub fn register(ctx: &SessionContext) {
         ctx.register_udf(f);
     }
     ctx.register_udf(interval_mul::interval_mul().as_ref().clone());
+    ctx.register_udaf(numeric_aggregates::numeric_avg().as_ref().clone());
+    ctx.register_udaf(
+        datafusion::functions_aggregate::variance::var_samp_udaf()
+            .as_ref()
+            .clone()
+            .with_aliases(["variance"]),
+    );
 }

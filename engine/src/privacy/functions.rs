@@ -158,8 +158,8 @@ const CONSTANT_ARGUMENTS: &[(&str, &[usize])] = &[
 ];
 
 /// Scalar built-ins the rewrite makes total (`make_date` returns NULL for
-/// an impossible date; numeric arguments of `power` are computed in floating point).
-const HARDENED: &[&str] = &["make_date", "power", super::total::TOTAL_MAKE_DATE];
+/// an impossible date; `mod` by zero is NULL; numeric arguments of `power` are computed in floating point).
+const HARDENED: &[&str] = &["make_date", "mod", "power", super::total::TOTAL_MAKE_DATE];
 
 /// Scalar built-ins refused to analysts, and why.
 const REFUSED: &[(&str, &str)] = &[
@@ -258,6 +258,7 @@ const AGGREGATES: &[&str] = &[
     "stddev_pop",
     "string_agg",
     "sum",
+    "tsunagu_numeric_avg",
     "var",
     "var_pop",
     "regr_avgx",

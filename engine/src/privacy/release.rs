@@ -19,6 +19,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, Int64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+
 use datafusion::common::{Column, Result, ScalarValue, exec_err};
 use datafusion::functions_aggregate::bit_and_or_xor::bit_xor_udaf;
 use datafusion::functions_aggregate::count::count_udaf;
@@ -33,6 +34,7 @@ use sha2::{Digest, Sha256};
 use super::Policy;
 use super::contributions::{Contributions, HEAD, PER_MOMENT};
 use super::unique::is_unique_on;
+use crate::pg_dialect::numeric_aggregates::{NUMERIC_AVG, postgres_type};
 
 /// Counters of what a statement's releases withheld (for the audit log).
 #[derive(Debug, Default)]
@@ -598,6 +600,7 @@ pub(super) fn is_releasable(name: &str) -> bool {
             | "approx_distinct"
             | "sum"
             | "avg"
+            | NUMERIC_AVG
             | "stddev"
             | "stddev_pop"
             | "var"
@@ -673,7 +676,10 @@ fn plan_of(
     output: &DataType,
     is_id: IsId,
 ) -> std::result::Result<Plan, String> {
-    let name = f.func.name().to_ascii_lowercase();
+    let name = match f.func.name().to_ascii_lowercase() {
+        n if n == NUMERIC_AVG => "avg".to_string(),
+        n => n,
+    };
     let args = &f.params.args;
     let filter = f.params.filter.as_deref().cloned();
     let arg = args.first().cloned();
@@ -744,7 +750,7 @@ fn plan_of(
             let x = one(arg);
             Plan::Number {
                 stat: Stat::Sum,
-                integer: output.is_integer(),
+                integer: output.is_integer() || matches!(output, DataType::Decimal128(_, 0)),
                 moments: vec![sum(x, filter)],
                 contributes: (0, true),
                 always: false,
@@ -1083,7 +1089,10 @@ fn finish(
         let value = if matches!(plans[i - n_groups], Plan::Bitmap { .. }) {
             value
         } else {
-            cast(value, field.data_type().clone())
+            // PostgreSQL's type where it differs (a numeric sum or average).
+            let to = postgres_type(&aggregate.aggr_expr[i - n_groups], &aggregate.input)
+                .unwrap_or_else(|| field.data_type().clone());
+            cast(value, to)
         };
         exprs.push(value.alias_qualified(qualifier.cloned(), field.name()));
     }

@@ -422,7 +422,7 @@ fn correlates_person(e: &Expr, persons: &[Column], outer: &[Column]) -> bool {
 }
 
 /// Division, casts and functions that cannot fail on data: `a / b` divides
-/// by `NULLIF(b, 0)`, casts become `TRY_CAST`, `make_date` returns NULL for
+/// by `NULLIF(b, 0)` (and `mod(a, b)` is `a % NULLIF(b, 0)`), casts become `TRY_CAST`, `make_date` returns NULL for
 /// impossible dates, `power` computes in floating point; `rb_cardinality`
 /// is released like a count.
 pub(super) fn harden(plan: LogicalPlan, masks: &Masks) -> DfResult<LogicalPlan> {
@@ -453,6 +453,17 @@ pub(super) fn harden(plan: LogicalPlan, masks: &Masks) -> DfResult<LogicalPlan> 
                 Expr::ScalarFunction(mut f) => match f.func.name() {
                     "rb_cardinality" if f.args.len() == 1 => {
                         Ok(Transformed::yes(masks.release_set(f.args.remove(0))))
+                    }
+                    "mod" if f.args.len() == 2 => {
+                        let right = datafusion::functions::expr_fn::nullif(
+                            f.args.remove(1),
+                            datafusion::logical_expr::lit(0),
+                        );
+                        Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                            left: Box::new(f.args.remove(0)),
+                            op: Operator::Modulo,
+                            right: Box::new(right),
+                        })))
                     }
                     "make_date" if f.args.len() == 3 => {
                         Ok(Transformed::yes(super::total::make_date(f.args)))

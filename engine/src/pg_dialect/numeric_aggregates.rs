@@ -1,0 +1,574 @@
+//! `sum` and `avg` of integers with PostgreSQL's result types.
+//!
+//! PostgreSQL sums a `bigint` into a `numeric` and averages any integer
+//! into a `numeric`; DataFusion answers `bigint` and `double precision`.
+//! [`NumericAggregates`], an analyzer rule that runs before type coercion,
+//! plans grouped aggregates as PostgreSQL types them:
+//!
+//! - `sum(x)` of a `bigint` is the sum of `x` as a `numeric` (a decimal of
+//!   scale 0), except when `x` is built from integer constants only
+//!   (`sum(CASE WHEN ... THEN 1 ELSE 0 END)`, or a column so computed in a
+//!   subquery, a `WITH` or `VALUES`): PostgreSQL reads those constants as
+//!   `integer` and sums them into a `bigint`;
+//! - `avg(x)` of an integer is [`tsunagu_numeric_avg`](NUMERIC_AVG): the
+//!   exact quotient rounded as PostgreSQL's `numeric_div` rounds it
+//!   (`select_div_scale`: sixteen significant digits, more for averages
+//!   below one), written with twenty digits after the point
+//!   (`2.50000000000000000000` where PostgreSQL writes `2.5000000000000000`).
+//!
+//! Window aggregates (`sum(x) OVER (...)`) are typed the same way;
+//! `avg(DISTINCT x)` keeps DataFusion's type.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Int64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::{Column, DataFusionError, Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{
+    Accumulator, Aggregate, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, ExprSchemable,
+    GroupsAccumulator, LogicalPlan, Signature, Volatility, Window, WindowFunctionDefinition, cast,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+/// The name of the `numeric` average of integers.
+pub const NUMERIC_AVG: &str = "tsunagu_numeric_avg";
+
+/// The type of the `numeric` average: 38 digits, 20 after the point.
+pub const AVG_TYPE: DataType = DataType::Decimal128(38, AVG_SCALE as i8);
+const AVG_SCALE: u32 = 20;
+
+/// The type a `bigint` is summed as: every `bigint` fits in 20 digits.
+const SUM_INPUT: DataType = DataType::Decimal128(20, 0);
+
+/// The `numeric` average of integers, as an aggregate function.
+pub fn numeric_avg() -> Arc<AggregateUDF> {
+    static AVG: LazyLock<Arc<AggregateUDF>> =
+        LazyLock::new(|| Arc::new(AggregateUDF::new_from_impl(NumericAvg::new())));
+    AVG.clone()
+}
+
+/// The analyzer rule; see the module's documentation.
+#[derive(Debug, Default)]
+pub struct NumericAggregates;
+
+impl AnalyzerRule for NumericAggregates {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        if !has_aggregate_to_retype(&plan)? {
+            return Ok(plan);
+        }
+        // Every node above a retyped aggregate takes its new output types.
+        plan.transform_up_with_subqueries(|p| match p {
+            LogicalPlan::Aggregate(a) => retype(a),
+            LogicalPlan::Window(w) => retype_window(w),
+            other => other.recompute_schema().map(Transformed::yes),
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "pg_numeric_aggregates"
+    }
+}
+
+/// Whether the plan, or a subquery in it, holds an aggregate to retype.
+fn has_aggregate_to_retype(plan: &LogicalPlan) -> Result<bool> {
+    let mut found = false;
+    plan.apply_with_subqueries(|p| {
+        found = aggregate_to_retype(p);
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    Ok(found)
+}
+
+fn aggregate_to_retype(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Aggregate(a) => a.aggr_expr.iter().any(|e| retyped(e, &a.input).is_some()),
+        LogicalPlan::Window(w) => w.window_expr.iter().any(|e| retyped(e, &w.input).is_some()),
+        _ => false,
+    }
+}
+
+/// The aggregate (or window aggregate) expression as PostgreSQL types it,
+/// if that differs.
+fn retyped(e: &Expr, input: &LogicalPlan) -> Option<Expr> {
+    let (inner, alias) = match e {
+        Expr::Alias(a) => (a.expr.as_ref(), Some(a)),
+        other => (other, None),
+    };
+    let (name, args, distinct) = match inner {
+        Expr::AggregateFunction(f) => (f.func.name(), &f.params.args, f.params.distinct),
+        Expr::WindowFunction(w) => match &w.fun {
+            WindowFunctionDefinition::AggregateUDF(f) => {
+                (f.name(), &w.params.args, w.params.distinct)
+            }
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let [arg] = args.as_slice() else {
+        return None;
+    };
+    let arg_type = arg.get_type(input.schema()).ok()?;
+    let mut e2 = inner.clone();
+    match name {
+        "sum"
+            if matches!(arg_type, DataType::Int64 | DataType::UInt64)
+                && !of_constants(arg, input, 0) =>
+        {
+            let cast_arg = vec![cast(arg.clone(), SUM_INPUT)];
+            match &mut e2 {
+                Expr::AggregateFunction(f) => f.params.args = cast_arg,
+                Expr::WindowFunction(w) => w.params.args = cast_arg,
+                _ => return None,
+            }
+        }
+        "avg" if arg_type.is_integer() && !distinct => match &mut e2 {
+            Expr::AggregateFunction(f) => f.func = numeric_avg(),
+            Expr::WindowFunction(w) => {
+                w.fun = WindowFunctionDefinition::AggregateUDF(numeric_avg())
+            }
+            _ => return None,
+        },
+        _ => return None,
+    }
+    Some(match alias {
+        Some(a) => e2.alias_qualified(a.relation.clone(), a.name.clone()),
+        None => e2,
+    })
+}
+
+/// The type PostgreSQL gives an aggregate of `input` where it differs from
+/// DataFusion's (the analysts' release casts to it).
+pub fn postgres_type(e: &Expr, input: &LogicalPlan) -> Option<DataType> {
+    retyped(e, input)?.get_type(input.schema()).ok()
+}
+
+/// How deep [`of_constants`] follows a column to where it is computed.
+const ORIGIN_DEPTH: usize = 32;
+
+/// Whether an integer expression's values all come from integer constants
+/// (which PostgreSQL reads as `integer`): a constant, a `CASE` or
+/// `coalesce` of them, or a column computed so below (in a subquery, a
+/// `WITH`, a `VALUES` list).
+fn of_constants(e: &Expr, input: &LogicalPlan, depth: usize) -> bool {
+    match e {
+        Expr::Literal(v, _) => match v {
+            ScalarValue::Int64(Some(v)) => i32::try_from(*v).is_ok(),
+            ScalarValue::Int64(None) | ScalarValue::Null => true,
+            _ => false,
+        },
+        Expr::Case(c) => {
+            c.when_then_expr
+                .iter()
+                .all(|(_, then)| of_constants(then, input, depth))
+                && c.else_expr
+                    .as_deref()
+                    .is_none_or(|x| of_constants(x, input, depth))
+        }
+        Expr::Alias(a) => of_constants(&a.expr, input, depth),
+        Expr::Negative(x) => of_constants(x, input, depth),
+        Expr::ScalarFunction(f) if f.name() == "coalesce" => {
+            f.args.iter().all(|x| of_constants(x, input, depth))
+        }
+        Expr::Column(c) if depth < ORIGIN_DEPTH => column_of_constants(input, c, depth + 1),
+        _ => false,
+    }
+}
+
+/// Whether the column `c` of `plan` is computed from integer constants.
+fn column_of_constants(plan: &LogicalPlan, c: &Column, depth: usize) -> bool {
+    let Ok(i) = plan.schema().index_of_column(c) else {
+        return false;
+    };
+    let input_column = |input: &LogicalPlan| {
+        let (q, f) = input.schema().qualified_field(i);
+        Column::new(q.cloned(), f.name())
+    };
+    match plan {
+        LogicalPlan::Projection(p) => of_constants(&p.expr[i], &p.input, depth),
+        LogicalPlan::SubqueryAlias(s) => {
+            column_of_constants(&s.input, &input_column(&s.input), depth + 1)
+        }
+        LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::Repartition(_)
+        | LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(_)) => {
+            let input = plan.inputs()[0];
+            column_of_constants(input, &input_column(input), depth + 1)
+        }
+        LogicalPlan::Window(w) if i < w.input.schema().fields().len() => {
+            column_of_constants(&w.input, &input_column(&w.input), depth + 1)
+        }
+        LogicalPlan::Union(u) => u
+            .inputs
+            .iter()
+            .all(|input| column_of_constants(input, &input_column(input), depth + 1)),
+        LogicalPlan::Values(v) => v
+            .values
+            .iter()
+            .all(|row| of_constants(&row[i], plan, ORIGIN_DEPTH)),
+        _ => false,
+    }
+}
+
+fn retype(a: Aggregate) -> Result<Transformed<LogicalPlan>> {
+    let names = NamePreserver::new_for_projection();
+    let mut changed = false;
+    let aggr_expr = a
+        .aggr_expr
+        .iter()
+        .map(|e| match retyped(e, &a.input) {
+            Some(e2) => {
+                changed = true;
+                names.save(e).restore(e2)
+            }
+            None => e.clone(),
+        })
+        .collect();
+    if !changed {
+        // Its input may have changed types below it.
+        return LogicalPlan::Aggregate(a)
+            .recompute_schema()
+            .map(Transformed::yes);
+    }
+    Aggregate::try_new(a.input, a.group_expr, aggr_expr)
+        .map(|a| Transformed::yes(LogicalPlan::Aggregate(a)))
+}
+
+fn retype_window(w: Window) -> Result<Transformed<LogicalPlan>> {
+    let names = NamePreserver::new_for_projection();
+    let window_expr = w
+        .window_expr
+        .iter()
+        .map(|e| match retyped(e, &w.input) {
+            Some(e2) => names.save(e).restore(e2),
+            None => e.clone(),
+        })
+        .collect();
+    Window::try_new(window_expr, w.input).map(|w| Transformed::yes(LogicalPlan::Window(w)))
+}
+
+/// `tsunagu_numeric_avg(x)`: the average of integers as PostgreSQL's `numeric`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NumericAvg {
+    signature: Signature,
+}
+
+impl NumericAvg {
+    fn new() -> Self {
+        NumericAvg {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl AggregateUDFImpl for NumericAvg {
+    fn name(&self) -> &str {
+        NUMERIC_AVG
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        match args {
+            [t] if t.is_integer() || t.is_null() => Ok(vec![DataType::Int64]),
+            _ => plan_err!("{NUMERIC_AVG} takes one integer"),
+        }
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(AVG_TYPE)
+    }
+    fn accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Single(Sums::default())))
+    }
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![
+            Arc::new(Field::new(
+                format_state_name(args.name, "sum"),
+                DataType::Decimal128(38, 0),
+                false,
+            )),
+            Arc::new(Field::new(
+                format_state_name(args.name, "count"),
+                DataType::Int64,
+                false,
+            )),
+        ])
+    }
+    fn groups_accumulator_supported(&self, _: AccumulatorArgs) -> bool {
+        true
+    }
+    fn create_groups_accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(Sums::default()))
+    }
+}
+
+/// Each group's exact sum and count of non-NULL values.
+#[derive(Debug, Default)]
+struct Sums {
+    sum: Vec<i128>,
+    count: Vec<i64>,
+}
+
+fn take<T>(v: &mut Vec<T>, emit: EmitTo) -> Vec<T> {
+    match emit {
+        EmitTo::All => std::mem::take(v),
+        EmitTo::First(n) => {
+            let rest = v.split_off(n.min(v.len()));
+            std::mem::replace(v, rest)
+        }
+    }
+}
+
+impl Sums {
+    fn resize(&mut self, groups: usize) {
+        self.sum.resize(groups, 0);
+        self.count.resize(groups, 0);
+    }
+
+    fn state_arrays(&mut self, emit: EmitTo) -> Result<Vec<ArrayRef>> {
+        let sum =
+            Decimal128Array::from(take(&mut self.sum, emit)).with_precision_and_scale(38, 0)?;
+        let count = Int64Array::from(take(&mut self.count, emit));
+        Ok(vec![Arc::new(sum), Arc::new(count)])
+    }
+
+    fn averages(&mut self, emit: EmitTo) -> Result<ArrayRef> {
+        let sum = take(&mut self.sum, emit);
+        let count = take(&mut self.count, emit);
+        let values = sum
+            .iter()
+            .zip(&count)
+            .map(|(&s, &n)| (n > 0).then(|| average(s, n)).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(
+            Decimal128Array::from(values).with_precision_and_scale(38, AVG_SCALE as i8)?,
+        ))
+    }
+}
+
+fn skip(filter: Option<&BooleanArray>, row: usize) -> bool {
+    filter.is_some_and(|f| !f.is_valid(row) || !f.value(row))
+}
+
+impl GroupsAccumulator for Sums {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.resize(total_num_groups);
+        let Some(x) = values
+            .first()
+            .and_then(|v| v.as_primitive_opt::<Int64Type>())
+        else {
+            return exec_err!("{NUMERIC_AVG}: expected Int64 values");
+        };
+        for (row, &g) in group_indices.iter().enumerate() {
+            if x.is_valid(row) && !skip(opt_filter, row) {
+                self.sum[g] += x.value(row) as i128;
+                self.count[g] += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        self.averages(emit_to)
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        self.state_arrays(emit_to)
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.resize(total_num_groups);
+        let (Some(sum), Some(count)) = (
+            values
+                .first()
+                .and_then(|v| v.as_primitive_opt::<datafusion::arrow::datatypes::Decimal128Type>()),
+            values
+                .get(1)
+                .and_then(|v| v.as_primitive_opt::<Int64Type>()),
+        ) else {
+            return exec_err!("{NUMERIC_AVG}: unexpected state");
+        };
+        for (row, &g) in group_indices.iter().enumerate() {
+            self.sum[g] += sum.value(row);
+            self.count[g] += count.value(row);
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let rows = values.first().map_or(0, |v| v.len());
+        let mut each = Sums::default();
+        let indices: Vec<usize> = (0..rows).collect();
+        each.update_batch(values, &indices, opt_filter, rows)?;
+        each.state_arrays(EmitTo::All)
+    }
+
+    fn size(&self) -> usize {
+        self.sum.capacity() * 16 + self.count.capacity() * 8
+    }
+}
+
+/// The aggregate without GROUP BY: one group.
+#[derive(Debug)]
+struct Single(Sums);
+
+impl Accumulator for Single {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let rows = values.first().map_or(0, |v| v.len());
+        self.0.update_batch(values, &vec![0; rows], None, 1)
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        self.0.resize(1);
+        let (s, n) = (self.0.sum[0], self.0.count[0]);
+        let value = if n > 0 { Some(average(s, n)?) } else { None };
+        Ok(ScalarValue::Decimal128(value, 38, AVG_SCALE as i8))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.0.size()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        self.0.resize(1);
+        Ok(vec![
+            ScalarValue::Decimal128(Some(self.0.sum[0]), 38, 0),
+            ScalarValue::Int64(Some(self.0.count[0])),
+        ])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let rows = states.first().map_or(0, |v| v.len());
+        self.0.merge_batch(states, &vec![0; rows], 1)
+    }
+
+    /// Rows leaving a sliding window frame.
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.0.resize(1);
+        let Some(x) = values
+            .first()
+            .and_then(|v| v.as_primitive_opt::<Int64Type>())
+        else {
+            return exec_err!("{NUMERIC_AVG}: expected Int64 values");
+        };
+        for v in x.iter().flatten() {
+            self.0.sum[0] -= v as i128;
+            self.0.count[0] -= 1;
+        }
+        Ok(())
+    }
+
+    fn supports_retract_batch(&self) -> bool {
+        true
+    }
+}
+
+/// The first base-10000 digit of `v` and its weight, as `numeric` stores it.
+fn weight_and_first_digit(mut v: u128) -> (i32, u128) {
+    if v == 0 {
+        return (0, 0);
+    }
+    let mut weight = 0;
+    while v >= 10_000 {
+        v /= 10_000;
+        weight += 1;
+    }
+    (weight, v)
+}
+
+/// PostgreSQL's scale of `sum / count` (`select_div_scale` in numeric.c,
+/// with both operands of scale 0).
+fn division_scale(sum: i128, count: i64) -> u32 {
+    let (w1, d1) = weight_and_first_digit(sum.unsigned_abs());
+    let (w2, d2) = weight_and_first_digit(count.unsigned_abs() as u128);
+    let mut weight = w1 - w2;
+    if d1 <= d2 {
+        weight -= 1;
+    }
+    (16 - weight * 4).clamp(0, 1000) as u32
+}
+
+/// `sum / count` rounded (half away from zero) at PostgreSQL's scale, as a
+/// decimal of scale [`AVG_SCALE`].
+fn average(sum: i128, count: i64) -> Result<i128> {
+    let overflow = || DataFusionError::Execution("numeric field overflow in avg".to_string());
+    let scale = division_scale(sum, count).min(AVG_SCALE);
+    let c = count as i128;
+    let a = sum.unsigned_abs() as i128;
+    let mut q = a / c;
+    let mut rem = a % c;
+    for _ in 0..scale {
+        rem *= 10;
+        q = q
+            .checked_mul(10)
+            .and_then(|q| q.checked_add(rem / c))
+            .ok_or_else(overflow)?;
+        rem %= c;
+    }
+    if rem * 2 >= c {
+        q += 1;
+    }
+    let q = q
+        .checked_mul(10i128.pow(AVG_SCALE - scale))
+        .filter(|q| *q < 10i128.pow(38))
+        .ok_or_else(overflow)?;
+    Ok(if sum < 0 { -q } else { q })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(sum: i128, count: i64) -> String {
+        let v = average(sum, count).unwrap();
+        let s = format!("{:021}", v.abs());
+        let (i, f) = s.split_at(s.len() - AVG_SCALE as usize);
+        let f = &f[..division_scale(sum, count).min(AVG_SCALE) as usize];
+        format!(
+            "{}{i}{}{f}",
+            if v < 0 { "-" } else { "" },
+            if f.is_empty() { "" } else { "." }
+        )
+    }
+
+    /// PostgreSQL 15.18's answers to `SELECT avg(x) FROM (VALUES ...)`, as psql prints them.
+    #[test]
+    fn averages_as_postgresql_writes_them() {
+        assert_eq!(text(3, 2), "1.5000000000000000");
+        assert_eq!(text(3, 3), "1.00000000000000000000");
+        assert_eq!(text(9, 3), "3.0000000000000000");
+        assert_eq!(text(2, 3), "0.66666666666666666667");
+        assert_eq!(text(-2, 3), "-0.66666666666666666667");
+        assert_eq!(text(0, 4), "0.00000000000000000000");
+        assert_eq!(text(123_456_789, 2), "61728394.500000000000");
+        assert_eq!(text(50_001, 2), "25000.500000000000");
+    }
+}
