@@ -5,6 +5,7 @@
 //!
 //! - [`operators`]: an `ExprPlanner` for date arithmetic (`date - date` is
 //!   days, `date + 365 * INTERVAL '1 day'`) and `EXTRACT` (a numeric);
+//! - [`age`]: `age(a, b)`, the symbolic difference of two timestamps;
 //! - [`functions`]: `sign`, `ceiling`, `date_part` returning `double precision`,
 //!   and [`interval_mul`];
 //! - [`formatting`]: `to_char`, `to_date` and `to_timestamp` with
@@ -27,6 +28,7 @@
 //!
 //! `docs/SQL_API.md` lists what is matched and what still differs.
 
+pub mod age;
 pub mod column_names;
 pub mod date_input;
 pub mod datetime_text;
@@ -79,6 +81,7 @@ pub fn register(ctx: &SessionContext) {
         ctx.register_udf(f);
     }
     ctx.register_udf(interval_mul::interval_mul().as_ref().clone());
+    ctx.register_udf(age::age());
     ctx.register_udaf(numeric_aggregates::numeric_avg().as_ref().clone());
     ctx.register_udaf(
         datafusion::functions_aggregate::variance::var_samp_udaf()

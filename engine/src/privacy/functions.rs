@@ -93,6 +93,7 @@ const TOTAL_SCALARS: &[&str] = &[
     "current_date",
     "current_time",
     "now",
+    "age",
     "date_part",
     "date_trunc",
     // Arrays (within a person: episodes, per-person lists).
