@@ -101,7 +101,10 @@ fn days_in_month(year: i32, month: u32) -> i64 {
 
 /// `a - b` field by field, borrowing as PostgreSQL's `timestamp_age` does.
 fn symbolic_difference(a: NaiveDateTime, b: NaiveDateTime) -> IntervalMonthDayNano {
-    let field = |f: fn(&NaiveDateTime) -> i64| f(&a) - f(&b);
+    // Computed from the later moment back, then given the sign.
+    let flip = a < b;
+    let sign: i64 = if flip { -1 } else { 1 };
+    let field = |f: fn(&NaiveDateTime) -> i64| sign * (f(&a) - f(&b));
     let mut usec = field(|t| (t.nanosecond() / 1000) as i64);
     let mut sec = field(|t| t.second() as i64);
     let mut min = field(|t| t.minute() as i64);
@@ -109,15 +112,6 @@ fn symbolic_difference(a: NaiveDateTime, b: NaiveDateTime) -> IntervalMonthDayNa
     let mut mday = field(|t| t.day() as i64);
     let mut mon = field(|t| t.month() as i64);
     let mut year = field(|t| t.year() as i64);
-    let flip = a < b;
-    let sign = |v: &mut i64| *v = -*v;
-    if flip {
-        for v in [
-            &mut usec, &mut sec, &mut min, &mut hour, &mut mday, &mut mon, &mut year,
-        ] {
-            sign(v);
-        }
-    }
     while usec < 0 {
         usec += 1_000_000;
         sec -= 1;
@@ -148,15 +142,12 @@ fn symbolic_difference(a: NaiveDateTime, b: NaiveDateTime) -> IntervalMonthDayNa
         mon += 12;
         year -= 1;
     }
-    if flip {
-        for v in [
-            &mut usec, &mut sec, &mut min, &mut hour, &mut mday, &mut mon, &mut year,
-        ] {
-            sign(v);
-        }
-    }
     let micros = ((hour * 60 + min) * 60 + sec) * 1_000_000 + usec;
-    IntervalMonthDayNano::new((year * 12 + mon) as i32, mday as i32, micros * 1000)
+    IntervalMonthDayNano::new(
+        (sign * (year * 12 + mon)) as i32,
+        (sign * mday) as i32,
+        sign * micros * 1000,
+    )
 }
 
 #[cfg(test)]
