@@ -22,7 +22,8 @@
 //! - [`interval_text`]: intervals as PostgreSQL writes them, and
 //!   [`datetime_text`] timestamps and times;
 //! - [`numeric_aggregates`]: an analyzer rule for `sum` of `bigint` and
-//!   `avg` of integers as `numeric`;
+//!   `avg` of integers as `numeric`, and [`numeric_division`] for a
+//!   `numeric` divided at PostgreSQL's scale;
 //! - [`column_names`]: PostgreSQL's names for unaliased output expressions
 //!   (`count`, `case`, `?column?`).
 //!
@@ -38,6 +39,7 @@ pub mod functions;
 pub mod interval_mul;
 pub mod interval_text;
 pub mod numeric_aggregates;
+pub mod numeric_division;
 pub mod operators;
 pub mod result_schema;
 pub mod rewrite;
@@ -64,6 +66,7 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
         .iter()
         .position(|r| r.name() == AnalyzerRule::name(&TypeCoercion::new()))
         .unwrap_or(0);
+    rules.insert(coercion, Arc::new(numeric_division::NumericDivision));
     rules.insert(coercion, Arc::new(numeric_aggregates::NumericAggregates));
     builder
         .with_expr_planners(planners)
@@ -82,6 +85,7 @@ pub fn register(ctx: &SessionContext) {
     }
     ctx.register_udf(interval_mul::interval_mul().as_ref().clone());
     ctx.register_udf(age::age());
+    ctx.register_udf(numeric_division::numeric_div().as_ref().clone());
     ctx.register_udaf(numeric_aggregates::numeric_avg().as_ref().clone());
     ctx.register_udaf(
         datafusion::functions_aggregate::variance::var_samp_udaf()

@@ -14,7 +14,8 @@
 //!   exact quotient rounded as PostgreSQL's `numeric_div` rounds it
 //!   (`select_div_scale`: sixteen significant digits, more for averages
 //!   below one), written with twenty digits after the point
-//!   (`2.50000000000000000000` where PostgreSQL writes `2.5000000000000000`).
+//!   (`2.50000000000000000000` where PostgreSQL writes `2.5000000000000000`);
+//!   an average beyond 38 digits (18 before the point) is NULL.
 //!
 //! Window aggregates (`sum(x) OVER (...)`) are typed the same way;
 //! `avg(DISTINCT x)` keeps DataFusion's type.
@@ -27,7 +28,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
-use datafusion::common::{Column, DataFusionError, Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{Column, Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
@@ -351,8 +352,8 @@ impl Sums {
         let values = sum
             .iter()
             .zip(&count)
-            .map(|(&s, &n)| (n > 0).then(|| average(s, n)).transpose())
-            .collect::<Result<Vec<_>>>()?;
+            .map(|(&s, &n)| if n > 0 { average(s, n) } else { None })
+            .collect::<Vec<_>>();
         Ok(Arc::new(
             Decimal128Array::from(values).with_precision_and_scale(38, AVG_SCALE as i8)?,
         ))
@@ -449,7 +450,7 @@ impl Accumulator for Single {
     fn evaluate(&mut self) -> Result<ScalarValue> {
         self.0.resize(1);
         let (s, n) = (self.0.sum[0], self.0.count[0]);
-        let value = if n > 0 { Some(average(s, n)?) } else { None };
+        let value = if n > 0 { average(s, n) } else { None };
         Ok(ScalarValue::Decimal128(value, 38, AVG_SCALE as i8))
     }
 
@@ -491,56 +492,74 @@ impl Accumulator for Single {
     }
 }
 
-/// The first base-10000 digit of `v` and its weight, as `numeric` stores it.
-fn weight_and_first_digit(mut v: u128) -> (i32, u128) {
-    if v == 0 {
+/// The weight and first digit of `x / 10^scale` in base 10000, as
+/// PostgreSQL's `numeric` stores it (digits aligned at the point).
+fn weight_and_first_digit(x: u128, scale: u32) -> (i64, u128) {
+    if x == 0 {
         return (0, 0);
     }
-    let mut weight = 0;
-    while v >= 10_000 {
-        v /= 10_000;
-        weight += 1;
-    }
-    (weight, v)
+    let digits = x.ilog10() as i64 + 1;
+    let weight = (digits - 1 - scale as i64).div_euclid(4);
+    let shift = scale as i64 + 4 * weight;
+    let first = if shift >= 0 {
+        x / 10u128.pow(shift as u32)
+    } else {
+        x * 10u128.pow((-shift) as u32)
+    };
+    (weight, first)
 }
 
-/// PostgreSQL's scale of `sum / count` (`select_div_scale` in numeric.c,
-/// with both operands of scale 0).
-fn division_scale(sum: i128, count: i64) -> u32 {
-    let (w1, d1) = weight_and_first_digit(sum.unsigned_abs());
-    let (w2, d2) = weight_and_first_digit(count.unsigned_abs() as u128);
+/// The display scale of `x / 10^scale`: its scale without trailing zeros.
+fn display_scale(x: u128, scale: u32) -> u32 {
+    let mut s = scale;
+    let mut x = x;
+    while s > 0 && x % 10 == 0 && x != 0 {
+        x /= 10;
+        s -= 1;
+    }
+    s
+}
+
+/// PostgreSQL's scale of the quotient `x / y` of two decimals given as
+/// (value, scale): `select_div_scale` in numeric.c.
+pub(super) fn division_scale_of((x, sx): (i128, u32), (y, sy): (i128, u32)) -> u32 {
+    let (x, y) = (x.unsigned_abs(), y.unsigned_abs());
+    let (w1, d1) = weight_and_first_digit(x, sx);
+    let (w2, d2) = weight_and_first_digit(y, sy);
     let mut weight = w1 - w2;
     if d1 <= d2 {
         weight -= 1;
     }
-    (16 - weight * 4).clamp(0, 1000) as u32
+    let scale = (16 - weight * 4)
+        .max(display_scale(x, sx) as i64)
+        .max(display_scale(y, sy) as i64);
+    scale.clamp(0, 1000) as u32
 }
 
-/// `sum / count` rounded (half away from zero) at PostgreSQL's scale, as a
-/// decimal of scale [`AVG_SCALE`].
-fn average(sum: i128, count: i64) -> Result<i128> {
-    let overflow = || DataFusionError::Execution("numeric field overflow in avg".to_string());
-    let scale = division_scale(sum, count).min(AVG_SCALE);
-    let c = count as i128;
-    let a = sum.unsigned_abs() as i128;
-    let mut q = a / c;
-    let mut rem = a % c;
-    for _ in 0..scale {
-        rem *= 10;
-        q = q
-            .checked_mul(10)
-            .and_then(|q| q.checked_add(rem / c))
-            .ok_or_else(overflow)?;
-        rem %= c;
+/// `num / den` with `digits` digits after the point, rounded half away from
+/// zero, as an integer of that scale; `None` when it does not fit.
+pub(super) fn rounded_quotient(num: u128, den: u128, digits: u32) -> Option<u128> {
+    let mut q = num / den;
+    let mut rem = num % den;
+    for _ in 0..digits {
+        rem = rem.checked_mul(10)?;
+        q = q.checked_mul(10)?.checked_add(rem / den)?;
+        rem %= den;
     }
-    if rem * 2 >= c {
-        q += 1;
+    if rem >= den - rem {
+        q = q.checked_add(1)?;
     }
-    let q = q
-        .checked_mul(10i128.pow(AVG_SCALE - scale))
-        .filter(|q| *q < 10i128.pow(38))
-        .ok_or_else(overflow)?;
-    Ok(if sum < 0 { -q } else { q })
+    Some(q)
+}
+
+/// `sum / count` rounded at PostgreSQL's scale, as a decimal of scale
+/// [`AVG_SCALE`]; `None` beyond 38 digits.
+fn average(sum: i128, count: i64) -> Option<i128> {
+    let scale = division_scale_of((sum, 0), (count as i128, 0)).min(AVG_SCALE);
+    let q = rounded_quotient(sum.unsigned_abs(), count.unsigned_abs() as u128, scale)?;
+    let q = q.checked_mul(10u128.pow(AVG_SCALE - scale))?;
+    let q = i128::try_from(q).ok().filter(|q| *q < 10i128.pow(38))?;
+    Some(if sum < 0 { -q } else { q })
 }
 
 #[cfg(test)]
@@ -548,10 +567,10 @@ mod tests {
     use super::*;
 
     fn text(sum: i128, count: i64) -> String {
-        let v = average(sum, count).unwrap();
+        let v = average(sum, count).expect("an average in range");
         let s = format!("{:021}", v.abs());
         let (i, f) = s.split_at(s.len() - AVG_SCALE as usize);
-        let f = &f[..division_scale(sum, count).min(AVG_SCALE) as usize];
+        let f = &f[..division_scale_of((sum, 0), (count as i128, 0)).min(AVG_SCALE) as usize];
         format!(
             "{}{i}{}{f}",
             if v < 0 { "-" } else { "" },

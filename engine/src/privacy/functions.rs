@@ -159,8 +159,14 @@ const CONSTANT_ARGUMENTS: &[(&str, &[usize])] = &[
 ];
 
 /// Scalar built-ins the rewrite makes total (`make_date` returns NULL for
-/// an impossible date; `mod` by zero is NULL; numeric arguments of `power` are computed in floating point).
-const HARDENED: &[&str] = &["make_date", "mod", "power", super::total::TOTAL_MAKE_DATE];
+/// an impossible date; `mod` and a numeric division by zero are NULL; numeric arguments of `power` are computed in floating point).
+const HARDENED: &[&str] = &[
+    "make_date",
+    "mod",
+    "power",
+    super::total::TOTAL_MAKE_DATE,
+    crate::pg_dialect::numeric_division::NUMERIC_DIV,
+];
 
 /// Scalar built-ins refused to analysts, and why.
 const REFUSED: &[(&str, &str)] = &[

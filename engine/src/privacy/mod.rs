@@ -218,6 +218,7 @@ mod tests {
     /// `t(person_id, v, code)`: person-level; `r(code, label)`: reference data.
     async fn context() -> SessionContext {
         let ctx = SessionContext::new();
+        crate::pg_dialect::register(&ctx);
         let t = Arc::new(Schema::new(vec![
             Field::new("person_id", DataType::Int64, false),
             Field::new("v", DataType::Int64, true),
@@ -424,6 +425,32 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn divisions_by_a_zero_of_the_data_are_null_for_analysts() {
+        // v is 0 for persons 0, 7, 14, ...: unguarded, the statement fails.
+        let sql = "SELECT code, count(mod(100, v)) AS m, count(tsunagu_numeric_div(100, v)) AS d \
+                   FROM t GROUP BY code ORDER BY code";
+        let ctx = context().await;
+        let unguarded = ctx.sql(sql).await.unwrap().collect().await;
+        assert!(unguarded.is_err(), "{unguarded:?}");
+        // Guarded, a zero divisor is NULL: both count the persons whose v is
+        // not 0, the same persons, released alike.
+        let (text, shown) = released(sql).await;
+        assert!(text.matches("nullif").count() >= 2, "{text}");
+        let rows: Vec<Vec<&str>> = shown
+            .lines()
+            .filter(|l| l.starts_with("| c") && !l.starts_with("| code"))
+            .map(|l| {
+                l.split('|')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(rows.len(), 3, "{shown}");
+        assert!(rows.iter().all(|r| r.len() == 3 && r[1] == r[2]), "{shown}");
     }
 
     #[tokio::test]

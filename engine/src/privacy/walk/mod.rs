@@ -17,6 +17,7 @@ use datafusion::logical_expr::{
 
 use super::release::{self, Masks};
 use super::{Policy, Refusal, TableRole};
+use crate::pg_dialect::numeric_division::NUMERIC_DIV;
 use datafusion::arrow::datatypes::DataType;
 use tsunagu_udfs::Disclosure;
 
@@ -422,7 +423,8 @@ fn correlates_person(e: &Expr, persons: &[Column], outer: &[Column]) -> bool {
 }
 
 /// Division, casts and functions that cannot fail on data: `a / b` divides
-/// by `NULLIF(b, 0)` (and `mod(a, b)` is `a % NULLIF(b, 0)`), casts become `TRY_CAST`, `make_date` returns NULL for
+/// by `NULLIF(b, 0)` (and `mod(a, b)` is `a % NULLIF(b, 0)`, a numeric
+/// division divides by `NULLIF(b, 0)`), casts become `TRY_CAST`, `make_date` returns NULL for
 /// impossible dates, `power` computes in floating point; `rb_cardinality`
 /// is released like a count.
 pub(super) fn harden(plan: LogicalPlan, masks: &Masks) -> DfResult<LogicalPlan> {
@@ -453,6 +455,14 @@ pub(super) fn harden(plan: LogicalPlan, masks: &Masks) -> DfResult<LogicalPlan> 
                 Expr::ScalarFunction(mut f) => match f.func.name() {
                     "rb_cardinality" if f.args.len() == 1 => {
                         Ok(Transformed::yes(masks.release_set(f.args.remove(0))))
+                    }
+                    NUMERIC_DIV if f.args.len() == 2 => {
+                        let right = datafusion::functions::expr_fn::nullif(
+                            f.args.remove(1),
+                            datafusion::logical_expr::lit(0),
+                        );
+                        f.args.push(right);
+                        Ok(Transformed::yes(Expr::ScalarFunction(f)))
                     }
                     "mod" if f.args.len() == 2 => {
                         let right = datafusion::functions::expr_fn::nullif(
