@@ -24,6 +24,7 @@
 //! - [`numeric_aggregates`]: an analyzer rule for `sum` of `bigint` and
 //!   `avg` of integers as `numeric`, and [`numeric_division`] for a
 //!   `numeric` divided at PostgreSQL's scale;
+//! - [`percentile_disc`]: `percentile_disc(f) WITHIN GROUP (ORDER BY x)`;
 //! - [`column_names`]: PostgreSQL's names for unaliased output expressions
 //!   (`count`, `case`, `?column?`).
 //!
@@ -41,6 +42,7 @@ pub mod interval_text;
 pub mod numeric_aggregates;
 pub mod numeric_division;
 pub mod operators;
+pub mod percentile_disc;
 pub mod result_schema;
 pub mod rewrite;
 pub mod subquery_values;
@@ -87,6 +89,7 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(age::age());
     ctx.register_udf(numeric_division::numeric_div().as_ref().clone());
     ctx.register_udaf(numeric_aggregates::numeric_avg().as_ref().clone());
+    ctx.register_udaf(percentile_disc::percentile_disc().as_ref().clone());
     ctx.register_udaf(
         datafusion::functions_aggregate::variance::var_samp_udaf()
             .as_ref()

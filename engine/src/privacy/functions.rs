@@ -261,6 +261,7 @@ const AGGREGATES: &[&str] = &[
     "min",
     "nth_value",
     "percentile_cont",
+    "percentile_disc",
     "stddev",
     "stddev_pop",
     "string_agg",
