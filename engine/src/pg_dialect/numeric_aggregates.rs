@@ -513,7 +513,7 @@ fn weight_and_first_digit(x: u128, scale: u32) -> (i64, u128) {
 fn display_scale(x: u128, scale: u32) -> u32 {
     let mut s = scale;
     let mut x = x;
-    while s > 0 && x % 10 == 0 && x != 0 {
+    while s > 0 && x != 0 && x.is_multiple_of(10) {
         x /= 10;
         s -= 1;
     }
