@@ -25,7 +25,7 @@ use std::io::{BufReader, BufWriter};
 
 use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
 use datafusion::arrow::compute::{
-    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+    concat_batches, take_record_batch,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -425,6 +425,34 @@ impl Buckets {
         Ok(())
     }
 
+    /// The rows of `batch` in (person, event date) order, rows without a
+    /// person or a date after the others, ties in their order in `batch`.
+    fn order_of(&self, batch: &RecordBatch) -> Result<UInt32Array> {
+        let persons = batch.column(self.person_at).as_primitive::<Int64Type>();
+        // Dates and timestamps alike, as their integer values.
+        let dates = self
+            .date_at
+            .map(|d| datafusion::arrow::compute::cast(batch.column(d), &DataType::Int64))
+            .transpose()?;
+        let dates = dates.as_ref().map(|d| d.as_primitive::<Int64Type>());
+        // (person, date missing, date shifted to unsigned, row): compared as
+        // integers instead of through Arrow's comparators.
+        let mut keys: Vec<(u64, bool, u64, u32)> = (0..batch.num_rows())
+            .map(|i| {
+                let person = if persons.is_valid(i) {
+                    persons.value(i) as u64
+                } else {
+                    u64::MAX
+                };
+                let date = dates.filter(|d| d.is_valid(i)).map(|d| d.value(i));
+                let shifted = date.map_or(0, |d| (d as u64) ^ (1 << 63));
+                (person, date.is_none(), shifted, i as u32)
+            })
+            .collect();
+        keys.sort_unstable();
+        Ok(keys.into_iter().map(|k| k.3).collect())
+    }
+
     /// Writes range `r`'s file from its buckets, each sorted in memory, and
     /// removes them.
     fn write_range(self, r: usize, writers: usize) -> Result<()> {
@@ -432,10 +460,6 @@ impl Buckets {
         let file = File::create(&path).map_err(|e| CatalogError::state(&path, e))?;
         let mut out = ArrowWriter::try_new(file, self.schema.clone(), Some(writer_properties()))
             .map_err(datafusion::error::DataFusionError::from)?;
-        let ascending = SortOptions {
-            descending: false,
-            nulls_first: false,
-        };
         for j in 0..self.per_range as usize {
             let bucket = r * self.per_range as usize + j;
             let mut batches = Vec::new();
@@ -455,17 +479,7 @@ impl Buckets {
             }
             let all = concat_batches(&self.schema, &batches)?;
             drop(batches);
-            let mut keys = vec![SortColumn {
-                values: all.column(self.person_at).clone(),
-                options: Some(ascending),
-            }];
-            if let Some(d) = self.date_at {
-                keys.push(SortColumn {
-                    values: all.column(d).clone(),
-                    options: Some(ascending),
-                });
-            }
-            let order = lexsort_to_indices(&keys, None)?;
+            let order = self.order_of(&all)?;
             let sorted = take_record_batch(&all, &order)?;
             out.write(&sorted)
                 .map_err(datafusion::error::DataFusionError::from)?;
@@ -599,5 +613,55 @@ impl ScalarUDFImpl for KeyUdf {
             }
             ColumnarValue::Scalar(_) => exec_err!("{}: unexpected result", self.name()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Date32Array;
+
+    #[test]
+    fn rows_are_ordered_by_person_then_date_with_missing_ones_last() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(PERSON_ID, DataType::Int64, true),
+            Field::new("d", DataType::Date32, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![
+                    Some(2),
+                    None,
+                    Some(1),
+                    Some(2),
+                    Some(1),
+                    Some(2),
+                    Some(1),
+                ])),
+                Arc::new(Date32Array::from(vec![
+                    Some(5),
+                    Some(0),
+                    None,
+                    Some(-3),
+                    Some(7),
+                    Some(5),
+                    Some(-1),
+                ])),
+            ],
+        )
+        .unwrap();
+        let buckets = Buckets {
+            dir: PathBuf::new(),
+            ranges: PersonRanges::for_persons(3, Some(1)),
+            per_range: 1,
+            schema,
+            person_at: 0,
+            date_at: Some(1),
+        };
+        let order = buckets.order_of(&batch).unwrap();
+        // Person 1: dates -1, 7, missing; person 2: -3, then the two 5s in
+        // their order; the row without a person last.
+        assert_eq!(order.values().to_vec(), vec![6, 4, 2, 3, 0, 5, 1]);
     }
 }

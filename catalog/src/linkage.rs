@@ -186,8 +186,8 @@ impl PersonIndex {
                 ));
             };
             let src = &sources[link.source];
-            if let Some(pos) = src.position(link.person_key) {
-                present.push((link.link_key, src_idx, pos, row));
+            if let Some(pos) = src.position_of(link.person_key) {
+                present.push((link.link_key, src_idx, pos as usize, row));
             }
         }
         present.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));

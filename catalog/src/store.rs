@@ -4,15 +4,22 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, LargeStringArray};
-use datafusion::arrow::compute::concat;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, LargeStringArray,
+};
+use datafusion::arrow::compute::{cast, filter, is_not_null, sort};
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::error::DataFusionError;
+use datafusion::physical_expr_common::binary_map::{ArrowBytesSet, OutputType};
+use datafusion::physical_plan::{ExecutionPlanProperties, SendableRecordBatchStream};
+use futures::StreamExt;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
 };
 use datafusion::common::Column;
-use datafusion::logical_expr::{Expr, LogicalPlan, cast as cast_expr, col};
+use datafusion::logical_expr::{Expr, LogicalPlan, cast as cast_expr};
 use datafusion::prelude::SessionContext;
 
 use crate::csv_import;
@@ -315,6 +322,7 @@ impl Store {
             }
         };
         // Checked before the state is kept.
+        let started = std::time::Instant::now();
         let codes = match SourceCodes::load(&root, &manifest, &tables).await {
             Ok(c) => c,
             Err(e) => {
@@ -322,6 +330,7 @@ impl Store {
                 return Err(e);
             }
         };
+        log::info!("source codes read in {:.1?}", started.elapsed());
         let lineage = deliveries::new_lineage(&fingerprint);
         let built = Built {
             store: root.to_string_lossy().into_owned(),
@@ -390,10 +399,12 @@ impl Store {
         let index = match &mode {
             Mode::Reuse => PersonIndex::load(&index_dir(work), &sources)?,
             Mode::Derive { .. } => {
+                let started = std::time::Instant::now();
                 let mut keys = Vec::new();
                 for s in &sources {
                     keys.push((s.clone(), distinct_keys(&tables, s).await?));
                 }
+                log::info!("distinct person keys read in {:.1?}", started.elapsed());
                 let index = match &manifest.linkage {
                     Some(rel) => {
                         let link = linkage_table(root, rel, work, false)?;
@@ -404,6 +415,7 @@ impl Store {
                     None => PersonIndex::build(keys, std::iter::empty(), Path::new("-"), false)?,
                 };
                 index.save(&index_dir(work))?;
+                log::info!("person index built in {:.1?}", started.elapsed());
                 index
             }
             Mode::Extend { files, .. } => {
@@ -448,7 +460,18 @@ impl Store {
             let dir = layout::copy_dir(work, t);
             t.person_files = match &mode {
                 Mode::Reuse => layout::copy_files(&dir)?,
-                Mode::Derive { .. } => layout::write_copy(t, keys.clone(), &dir, &ranges).await?,
+                Mode::Derive { .. } => {
+                    let started = std::time::Instant::now();
+                    let files = layout::write_copy(t, keys.clone(), &dir, &ranges).await?;
+                    log::info!(
+                        "person layout of {}.{} ({} rows) written in {:.1?}",
+                        t.schema,
+                        t.name,
+                        t.rows,
+                        started.elapsed()
+                    );
+                    files
+                }
                 Mode::Extend { files, .. } => {
                     if only_files(t, files).is_some() {
                         if !layout::same_columns(t, &dir)? {
@@ -702,32 +725,66 @@ fn load_table(
 /// The sorted distinct person keys of one source, as text.
 async fn distinct_keys(tables: &[TableDef], source: &str) -> Result<LargeStringArray> {
     let ctx = SessionContext::new();
-    let mut union = None;
+    let mut keys = ArrowBytesSet::<i64>::new(OutputType::Utf8);
     for t in tables.iter().filter(|t| t.schema == source) {
         let Some(key) = &t.key else { continue };
         let key_col = Expr::Column(Column::new_unqualified(key));
-        let df = ctx
+        let plan = ctx
             .read_table(t.file_provider()?)?
-            .select(vec![cast_expr(key_col, DataType::LargeUtf8).alias("k")])?;
-        union = Some(match union {
-            None => df,
-            Some(u) => df.union(u)?,
-        });
+            .select(vec![cast_expr(key_col, DataType::Utf8).alias("k")])?
+            .create_physical_plan()
+            .await?;
+        let mut tasks = Vec::new();
+        for p in 0..plan.output_partitioning().partition_count() {
+            let stream = plan.execute(p, ctx.task_ctx())?;
+            tasks.push(SpawnedTask::spawn(distinct_of(stream)));
+        }
+        for task in tasks {
+            let found = task
+                .join_unwind()
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??;
+            keys.insert(&found);
+        }
     }
-    let Some(df) = union else {
-        return Ok(LargeStringArray::from(Vec::<&str>::new()));
+    let keys = keys.into_state();
+    let keys = keys.as_string::<i64>();
+    let known = if keys.null_count() > 0 {
+        filter(keys, &is_not_null(keys)?)?
+    } else {
+        Arc::new(keys.clone())
     };
-    let batches = df
-        .filter(col("k").is_not_null())?
-        .aggregate(vec![col("k")], vec![])?
-        .sort(vec![col("k").sort(true, false)])?
-        .collect()
-        .await?;
-    let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(0).as_ref()).collect();
-    if parts.is_empty() {
-        return Ok(LargeStringArray::from(Vec::<&str>::new()));
+    Ok(sort(&known, None)?.as_string::<i64>().clone())
+}
+
+/// The distinct non-null keys of one stream of a key column. Deliveries
+/// are usually grouped by person: only the first row of each run of equal
+/// keys is hashed.
+async fn distinct_of(mut stream: SendableRecordBatchStream) -> Result<ArrayRef> {
+    let mut set = ArrowBytesSet::<i64>::new(OutputType::Utf8);
+    let mut last: Option<String> = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let column = batch.column(0).as_string::<i32>();
+        let mut first = BooleanBufferBuilder::new(column.len());
+        for i in 0..column.len() {
+            let head = column.is_valid(i)
+                && if i == 0 {
+                    last.as_deref() != Some(column.value(0))
+                } else {
+                    !column.is_valid(i - 1) || column.value(i - 1) != column.value(i)
+                };
+            first.append(head);
+        }
+        last = column
+            .len()
+            .checked_sub(1)
+            .filter(|&i| column.is_valid(i))
+            .map(|i| column.value(i).to_owned());
+        let heads = filter(column, &BooleanArray::new(first.finish(), None))?;
+        set.insert(&cast(&heads, &DataType::LargeUtf8)?);
     }
-    Ok(concat(&parts)?.as_string::<i64>().clone())
+    Ok(set.into_state())
 }
 
 /// Builds the plans of every shown table, and the `linked` unions.
