@@ -36,8 +36,14 @@ impl Worker {
     }
 
     fn start_with(secret: &str, args: &[&str], env: &[(&str, &Path)]) -> Worker {
+        let listen: &[&str] = if args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(tsunagu())
-            .args(["worker", "--listen", "127.0.0.1:0"])
+            .arg("worker")
+            .args(listen)
             .args(args)
             .envs(env.iter().copied())
             .env("TSUNAGU_CLUSTER_SECRET", secret)
@@ -55,7 +61,9 @@ impl Worker {
                     .and_then(|rest| rest.rsplit_once(" on "))
                     .map(|(_, addr)| addr.trim().to_owned())
             })
-            .expect("the worker prints its address");
+            .expect("the worker prints its address")
+            // Listening on every interface: reached on loopback.
+            .replace("0.0.0.0:", "127.0.0.1:");
         std::thread::spawn(move || for _ in lines {});
         Worker { child, addr }
     }
@@ -508,4 +516,145 @@ fn workers_take_plans_only_from_a_coordinator_holding_the_cluster_secret() {
     let (ok, rows, err) = psql(&cluster, "steward", &sql, LIMIT);
     assert!(ok, "{err}");
     assert!(!rows.is_empty());
+}
+
+/// Writes a certificate authority and a worker certificate it signs, for
+/// `localhost` and 127.0.0.1, into `dir`: (authority, certificate, key).
+fn cluster_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("worker.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .expect("extensions written");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tsunagu test cluster CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "worker.key",
+        "-out",
+        "worker.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "worker.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "worker.ext",
+        "-out",
+        "worker.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("worker.pem"),
+        dir.join("worker.key"),
+    )
+}
+
+#[test]
+fn workers_over_tls_answer_as_one_machine_and_take_no_plaintext() {
+    let dir = state_dir();
+    let (ca, cert, key) = cluster_certificates(&dir);
+    let (ca, cert, key) = (
+        ca.to_string_lossy().into_owned(),
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    let (cache, state) = dirs();
+    let env = [
+        ("TSUNAGU_CACHE_DIR", cache.as_path()),
+        ("TSUNAGU_STATE_DIR", state.as_path()),
+    ];
+    let tls = [
+        "--tls-cert",
+        cert.as_str(),
+        "--tls-key",
+        key.as_str(),
+        "--cluster-ca",
+        ca.as_str(),
+    ];
+    // Reachable from the network without --allow-plaintext-on-network:
+    // it serves TLS only.
+    let mut args = tls.to_vec();
+    args.extend(["--listen", "0.0.0.0:0"]);
+    let w1 = Worker::start_with(SECRET, &args, &env);
+    let w2 = Worker::start_with(SECRET, &tls, &env);
+    let alone = Server::start_with(&[]);
+    let cluster = coordinator_with(&[&w1, &w2], SECRET, &["--cluster-ca", &ca], &[]);
+    for name in ["feasibility_funnel", "hip_fracture_long_term_care"] {
+        let sql = study(name);
+        let (ok, want, err) = psql(&alone, "steward", &sql, LIMIT);
+        assert!(ok && !want.is_empty(), "{name} alone: {err}");
+        let (ok, got, err) = psql(&cluster, "steward", &sql, LIMIT);
+        assert!(ok, "{name} over TLS: {err}");
+        assert_eq!(got, want, "{name}");
+    }
+    // The plan was cut into stages run by the workers, over TLS.
+    let (ok, plan, err) = psql(
+        &cluster,
+        "steward",
+        "EXPLAIN ANALYZE SELECT gender_concept_id, count(*) FROM ndb.person GROUP BY 1",
+        LIMIT,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        plan.contains("Stage 1") && plan.contains("tasks=2"),
+        "{plan}"
+    );
+    // A coordinator without the authority speaks plaintext to them: refused.
+    let plain = coordinator(&[&w1, &w2], SECRET);
+    let (ok, _, err) = psql(&plain, "steward", &study("feasibility_funnel"), LIMIT);
+    assert!(!ok, "a plaintext coordinator ran a plan on TLS workers");
+    assert!(!err.contains(SECRET), "{err}");
+    // And one trusting another authority does not accept their certificate.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (other_ca, _, _) = cluster_certificates(&other);
+    let stranger = coordinator_with(
+        &[&w1, &w2],
+        SECRET,
+        &["--cluster-ca", &other_ca.to_string_lossy()],
+        &[],
+    );
+    let (ok, _, err) = psql(&stranger, "steward", &study("feasibility_funnel"), LIMIT);
+    assert!(!ok, "a certificate of another authority was accepted");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
 }

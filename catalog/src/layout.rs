@@ -24,9 +24,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter};
 
 use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
-use datafusion::arrow::compute::{
-    concat_batches, take_record_batch,
-};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;

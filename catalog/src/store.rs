@@ -8,19 +8,19 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, LargeStringArray,
 };
 use datafusion::arrow::compute::{cast, filter, is_not_null, sort};
-use datafusion::common::runtime::SpawnedTask;
-use datafusion::error::DataFusionError;
-use datafusion::physical_expr_common::binary_map::{ArrowBytesSet, OutputType};
-use datafusion::physical_plan::{ExecutionPlanProperties, SendableRecordBatchStream};
-use futures::StreamExt;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
 };
 use datafusion::common::Column;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Expr, LogicalPlan, cast as cast_expr};
+use datafusion::physical_expr_common::binary_map::{ArrowBytesSet, OutputType};
+use datafusion::physical_plan::{ExecutionPlanProperties, SendableRecordBatchStream};
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 
 use crate::csv_import;
 use crate::deliveries::{self, Built, Opened};

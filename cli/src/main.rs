@@ -58,6 +58,11 @@ struct ClusterArgs {
     /// smaller scan runs as one task, on one worker.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     cluster_task_bytes: Option<usize>,
+    /// Certificate authority (PEM) the workers' certificates are checked
+    /// against: the workers are then reached over TLS (`tsunagu worker
+    /// --tls-cert`).
+    #[arg(long, value_name = "FILE")]
+    cluster_ca: Option<PathBuf>,
 }
 
 impl ClusterArgs {
@@ -67,13 +72,20 @@ impl ClusterArgs {
             return Ok(None);
         }
         let secret = cluster_secret(self.cluster_secret_file.as_deref())?;
-        let workers = tsunagu_cluster::Workers::new(&self.cluster).map_err(|e| e.to_string())?;
+        let tls = self
+            .cluster_ca
+            .as_deref()
+            .map(tsunagu_cluster::ClientTls::from_ca_file)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let workers = tsunagu_cluster::Workers::new(&self.cluster, tls.is_some())
+            .map_err(|e| e.to_string())?;
         workers.probe().await;
         let task_bytes = self
             .cluster_task_bytes
             .unwrap_or(tsunagu_cluster::TASK_BYTES);
         Ok(Some(tsunagu_cluster::coordinator(
-            workers, secret, task_bytes,
+            workers, secret, task_bytes, tls,
         )))
     }
 }
@@ -147,8 +159,20 @@ enum Cmd {
         /// TSUNAGU_CLUSTER_SECRET environment variable).
         #[arg(long, value_name = "FILE")]
         cluster_secret_file: Option<PathBuf>,
-        /// Allow listening on a non-loopback address (plan fragments and
-        /// rows then cross the network unencrypted).
+        /// Serve over TLS with this certificate chain (PEM); the
+        /// coordinator then needs `--cluster-ca`.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The TLS certificate's private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Certificate authority (PEM) the other workers' certificates are
+        /// checked against when this one reads from them (default: the
+        /// certificate of `--tls-cert`, for a cluster sharing one).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        cluster_ca: Option<PathBuf>,
+        /// Allow listening on a non-loopback address without TLS (plan
+        /// fragments and rows then cross the network unencrypted).
         #[arg(long)]
         allow_plaintext_on_network: bool,
     },
@@ -659,17 +683,27 @@ async fn run(cli: Cli) -> Result<(), String> {
             store,
             listen,
             cluster_secret_file,
+            tls_cert,
+            tls_key,
+            cluster_ca,
             allow_plaintext_on_network,
         } => {
             let secret = cluster_secret(cluster_secret_file.as_deref())?;
             let addr: std::net::SocketAddr = listen
                 .parse()
                 .map_err(|e| format!("worker address {listen}: {e}"))?;
-            if !addr.ip().is_loopback() && !allow_plaintext_on_network {
+            let tls = match (&tls_cert, &tls_key) {
+                (Some(cert), Some(key)) => Some(
+                    tsunagu_cluster::WorkerTls::from_files(cert, key, cluster_ca.as_deref())
+                        .map_err(|e| e.to_string())?,
+                ),
+                _ => None,
+            };
+            if !addr.ip().is_loopback() && tls.is_none() && !allow_plaintext_on_network {
                 return Err(format!(
                     "{listen} is reachable from the network, and plan fragments and rows \
-                     would cross it unencrypted: listen on 127.0.0.1 or allow it explicitly \
-                     with --allow-plaintext-on-network"
+                     would cross it unencrypted: serve with --tls-cert and --tls-key, listen \
+                     on 127.0.0.1, or allow it explicitly with --allow-plaintext-on-network"
                 ));
             }
             let (engine, path) = open(&store, None).await?;
@@ -678,7 +712,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             println!("tsunagu: worker for {} on {addr}", path.display());
-            tsunagu_cluster::serve_worker(engine, listener, secret)
+            tsunagu_cluster::serve_worker(engine, listener, secret, tls)
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -11,6 +11,7 @@
 //!   plan fragments only from callers holding the cluster's secret.
 
 mod release;
+mod tls;
 mod workers;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use http::{HeaderMap, HeaderValue};
 use tsunagu_engine::plan_codec::PlanCodec;
 use tsunagu_engine::{Distribute, Engine};
 
+pub use tls::{ClientTls, WorkerTls};
 pub use workers::Workers;
 
 /// The request header carrying the cluster's secret.
@@ -39,6 +41,8 @@ pub enum ClusterError {
     Secret(String),
     #[error("worker: {0}")]
     Serve(String),
+    #[error("cluster TLS: {0}")]
+    Tls(String),
     #[error(transparent)]
     Engine(#[from] tsunagu_engine::EngineError),
 }
@@ -84,10 +88,19 @@ impl Secret {
 pub const TASK_BYTES: usize = 16 * 1024 * 1024;
 
 /// The engine option that runs each session's plans on `workers`, a scan
-/// split in tasks of about `task_bytes` per core.
-pub fn coordinator(workers: Workers, secret: Secret, task_bytes: usize) -> Distribute {
+/// split in tasks of about `task_bytes` per core; over TLS with `tls`
+/// (the workers then given as `https://` addresses).
+pub fn coordinator(
+    workers: Workers,
+    secret: Secret,
+    task_bytes: usize,
+    tls: Option<ClientTls>,
+) -> Distribute {
     Distribute(Arc::new(move |mut builder| {
         let local = builder.query_planner().clone();
+        if let Some(tls) = &tls {
+            builder = builder.with_distributed_channel_resolver(tls.clone());
+        }
         let builder = builder
             .with_physical_optimizer_rule(Arc::new(release::GatherForRelease))
             .with_physical_optimizer_rule(Arc::new(UnrangeMerges))
@@ -193,12 +206,15 @@ impl QueryPlanner for Choose {
 
 /// Serves plan fragments of `engine`'s store on `listener` until the
 /// process ends. Fragments are taken only with `secret`; the worker passes it on to
-/// the workers it reads from.
+/// the workers it reads from. With `tls`, it serves over TLS and reads from
+/// the other workers over TLS.
 pub async fn serve_worker(
     engine: Engine,
     listener: tokio::net::TcpListener,
     secret: Secret,
+    tls: Option<WorkerTls>,
 ) -> Result<(), ClusterError> {
+    let peers = tls.as_ref().map(|t| t.client.clone());
     let functions = Arc::new(engine.functions()?);
     // Fragments of a store on object storage read its files from there.
     let client = engine.store().object_store_client();
@@ -207,6 +223,7 @@ pub async fn serve_worker(
         let functions = functions.clone();
         let forwarded = forwarded.clone();
         let client = client.clone();
+        let peers = peers.clone();
         async move {
             if !forwarded.admits(&ctx.headers) {
                 return Err(DataFusionError::Plan(
@@ -216,6 +233,9 @@ pub async fn serve_worker(
             let mut builder = ctx.builder;
             if let Some((url, store)) = client {
                 builder = builder.with_object_store(&url, store);
+            }
+            if let Some(peers) = peers {
+                builder = builder.with_distributed_channel_resolver(peers);
             }
             let builder = builder
                 .with_scalar_functions(functions.scalar.clone())
@@ -240,9 +260,17 @@ pub async fn serve_worker(
             }
         },
     );
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls.server)
+            .map_err(|e| ClusterError::Tls(e.to_string()))?;
+    }
+    server
         .add_service(service)
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
         .await
         .map_err(|e| ClusterError::Serve(e.to_string()))
 }
@@ -273,19 +301,29 @@ mod tests {
 
     #[tokio::test]
     async fn worker_addresses_are_host_and_port() {
-        let workers = Workers::new(&["127.0.0.1:1".into(), "http://localhost:2".into()]).unwrap();
+        let workers =
+            Workers::new(&["127.0.0.1:1".into(), "http://localhost:2".into()], false).unwrap();
         let urls: Vec<String> = workers.all().iter().map(|u| u.to_string()).collect();
         assert_eq!(urls, ["http://127.0.0.1:1/", "http://localhost:2/"]);
+        let tls =
+            Workers::new(&["127.0.0.1:1".into(), "https://localhost:2".into()], true).unwrap();
+        let urls: Vec<String> = tls.all().iter().map(|u| u.to_string()).collect();
+        assert_eq!(urls, ["https://127.0.0.1:1/", "https://localhost:2/"]);
         for bad in ["127.0.0.1", "https://h:1", "not an address:x"] {
-            let e = Workers::new(&[bad.to_string()])
+            let e = Workers::new(&[bad.to_string()], false)
                 .err()
                 .expect(bad)
                 .to_string();
             assert!(e.contains("worker address"), "{e}");
         }
-        assert!(Workers::new(&[]).is_err());
+        // Over TLS, a plain http:// address is refused, not downgraded.
+        let e = Workers::new(&["http://h:1".into()], true)
+            .err()
+            .expect("http over TLS");
+        assert!(e.to_string().contains("uses TLS"), "{e}");
+        assert!(Workers::new(&[], false).is_err());
         // Nothing listens on port 1: after a probe, no worker is offered.
-        let down = Workers::new(&["127.0.0.1:1".into()]).unwrap();
+        let down = Workers::new(&["127.0.0.1:1".into()], false).unwrap();
         down.probe().await;
         let e = datafusion_distributed::WorkerResolver::get_urls(&down).unwrap_err();
         assert!(

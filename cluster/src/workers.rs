@@ -22,19 +22,31 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Workers at `addresses` (`host:port` or `http://host:port`), probed
-    /// in the background from now on (needs a Tokio runtime).
-    pub fn new(addresses: &[String]) -> Result<Workers, ClusterError> {
+    /// Workers at `addresses` (`host:port`, or with the scheme `http://`,
+    /// or `https://` when `tls`), probed in the background from now on
+    /// (needs a Tokio runtime).
+    pub fn new(addresses: &[String], tls: bool) -> Result<Workers, ClusterError> {
+        let scheme = if tls { "https" } else { "http" };
         let mut all = Vec::new();
         for a in addresses {
             let text = if a.contains("://") {
                 a.clone()
             } else {
-                format!("http://{a}")
+                format!("{scheme}://{a}")
             };
             let url =
                 Url::parse(&text).map_err(|e| ClusterError::Address(a.clone(), e.to_string()))?;
-            if url.scheme() != "http" || url.host_str().is_none() || url.port().is_none() {
+            if url.scheme() != scheme {
+                return Err(ClusterError::Address(
+                    a.clone(),
+                    if tls {
+                        "the cluster uses TLS: give host:port or https://host:port".into()
+                    } else {
+                        "give host:port, or a CA certificate for https://host:port".into()
+                    },
+                ));
+            }
+            if url.host_str().is_none() || url.port().is_none() {
                 return Err(ClusterError::Address(
                     a.clone(),
                     "expected host:port".into(),
