@@ -17,7 +17,8 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr as LogicalExpr, LogicalPlan};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Ident, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
+    DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, SelectItem, SetExpr,
+    Statement, TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -269,6 +270,87 @@ pub fn repeated_names(statement: &mut DFStatement, every_expression: bool) -> Ou
 
 /// Rewrites date constants and set-returning functions in a parsed statement
 /// (and in the statement an `EXPLAIN` shows).
+/// PostgreSQL's prefix operators `@` (absolute value), `|/` (square root)
+/// and `||/` (cube root) as the functions DataFusion has, and `age(x)` as
+/// `age(current_date, x)`. Applied after PostgreSQL's output names are
+/// taken, so `SELECT @ x` is still named `?column?`.
+struct PrefixOperators;
+
+/// `name(args...)` as parsed.
+fn call(name: &str, args: Vec<Expr>) -> Option<Expr> {
+    let placeholders = vec!["NULL"; args.len()].join(", ");
+    let mut e = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&format!("{name}({placeholders})"))
+        .ok()?
+        .parse_expr()
+        .ok()?;
+    if let Expr::Function(f) = &mut e
+        && let FunctionArguments::List(list) = &mut f.args
+    {
+        for (slot, a) in list.args.iter_mut().zip(args) {
+            *slot = FunctionArg::Unnamed(FunctionArgExpr::Expr(a));
+        }
+    }
+    Some(e)
+}
+
+impl VisitorMut for PrefixOperators {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let replaced = match expr {
+            Expr::UnaryOp { op, expr: inner } => {
+                let name = match op {
+                    UnaryOperator::PGAbs => "abs",
+                    UnaryOperator::PGSquareRoot => "sqrt",
+                    UnaryOperator::PGCubeRoot => "cbrt",
+                    _ => return ControlFlow::Continue(()),
+                };
+                call(name, vec![Expr::Nested(inner.clone())])
+            }
+            Expr::Function(f)
+                if f.name.0.len() == 1
+                    && f.name.0[0].as_ident().is_some_and(|i| {
+                        i.quote_style.is_none() && i.value.eq_ignore_ascii_case("age")
+                    }) =>
+            {
+                match &f.args {
+                    FunctionArguments::List(list)
+                        if list.args.len() == 1 && list.duplicate_treatment.is_none() =>
+                    {
+                        let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = &list.args[0] else {
+                            return ControlFlow::Continue(());
+                        };
+                        // PostgreSQL: from midnight of the current date.
+                        let today = Parser::new(&PostgreSqlDialect {})
+                            .try_with_sql("CAST(CURRENT_DATE AS TIMESTAMP)")
+                            .and_then(|mut p| p.parse_expr());
+                        today.ok().and_then(|t| call("age", vec![t, x.clone()]))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(e) = replaced {
+            *expr = e;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Rewrites PostgreSQL's prefix operators and one-argument `age` (see
+/// [`PrefixOperators`]); run after the output names are taken.
+pub fn rewrite_operators(statement: &mut DFStatement) {
+    match statement {
+        DFStatement::Statement(s) => {
+            let _ = s.visit(&mut PrefixOperators);
+        }
+        DFStatement::Explain(e) => rewrite_operators(&mut e.statement),
+        _ => {}
+    }
+}
+
 pub fn rewrite(statement: &mut DFStatement) {
     match statement {
         DFStatement::Statement(s) => {

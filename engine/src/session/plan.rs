@@ -187,6 +187,7 @@ impl Session {
         crate::designs::expand(&mut statement)?;
         pg_dialect::rewrite::rewrite(&mut statement);
         let postgres = pg_dialect::column_names::postgres_names(&statement);
+        pg_dialect::rewrite::rewrite_operators(&mut statement);
         let mut retry = statement.clone();
         let mut names = rewrite::repeated_names(&mut statement, false);
         let written = retry.clone();
