@@ -17,8 +17,8 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr as LogicalExpr, LogicalPlan};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, SelectItem, SetExpr,
-    Statement, TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
+    DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Query, SelectItem,
+    SetExpr, Statement, TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -337,6 +337,46 @@ impl VisitorMut for PrefixOperators {
         }
         ControlFlow::Continue(())
     }
+
+    /// `generate_series(...)` as an item of a select list gives rows, as in
+    /// PostgreSQL, not one list: `unnest(generate_series(...))`.
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        fn series_to_rows(body: &mut SetExpr) {
+            match body {
+                SetExpr::Select(select) => {
+                    for item in select.projection.iter_mut() {
+                        let e = match item {
+                            SelectItem::UnnamedExpr(e) => e,
+                            SelectItem::ExprWithAlias { expr, .. } => expr,
+                            _ => continue,
+                        };
+                        if is_call_of(e, "generate_series")
+                            && let Some(rows) = call("unnest", vec![e.clone()])
+                        {
+                            *e = rows;
+                        }
+                    }
+                }
+                SetExpr::SetOperation { left, right, .. } => {
+                    series_to_rows(left);
+                    series_to_rows(right);
+                }
+                SetExpr::Query(q) => series_to_rows(&mut q.body),
+                _ => {}
+            }
+        }
+        series_to_rows(&mut query.body);
+        ControlFlow::Continue(())
+    }
+}
+
+/// Whether `e` calls the function `name` (unqualified, unquoted).
+fn is_call_of(e: &Expr, name: &str) -> bool {
+    matches!(e, Expr::Function(f)
+        if f.name.0.len() == 1
+            && f.name.0[0]
+                .as_ident()
+                .is_some_and(|i| i.quote_style.is_none() && i.value.eq_ignore_ascii_case(name)))
 }
 
 /// Rewrites PostgreSQL's prefix operators and one-argument `age` (see
