@@ -39,6 +39,7 @@ pub mod formatting;
 pub mod functions;
 pub mod interval_mul;
 pub mod interval_text;
+pub mod lateral;
 pub mod numeric_aggregates;
 pub mod numeric_division;
 pub mod operators;

@@ -394,6 +394,7 @@ pub fn rewrite_operators(statement: &mut DFStatement) {
 pub fn rewrite(statement: &mut DFStatement) {
     match statement {
         DFStatement::Statement(s) => {
+            super::lateral::rewrite(s);
             let _ = s.visit(&mut SetReturningFunctions);
             let _ = s.visit(&mut DateConstants);
         }
