@@ -190,7 +190,9 @@ impl PersonIndex {
                 present.push((link.link_key, src_idx, pos as usize, row));
             }
         }
-        present.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        // In link key order: the keys' first eight bytes compared as an
+        // integer first, so most comparisons do not read the key's text.
+        present.sort_unstable_by_key(|&(key, src, pos, _)| (prefix(key), key, src, pos));
         let mut next: u64 = 0;
         let mut last: Option<&str> = None;
         for &(link_key, src_idx, pos, row) in &present {
@@ -493,6 +495,15 @@ fn unnumbered(keys: Vec<(String, LargeStringArray)>) -> HashMap<String, SourceKe
         .collect()
 }
 
+/// The first eight bytes of `key` (zero-padded) as a big-endian integer:
+/// ordered as the keys are, up to ties.
+fn prefix(key: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
+}
+
 /// Numbers the keys still without a number from `next` on, sources by name
 /// and keys in their order; the next free number.
 fn number_unlinked(
@@ -753,6 +764,30 @@ pub(crate) fn read_links<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_prefixes_order_keys_as_their_bytes_do() {
+        let keys = [
+            "",
+            "a",
+            "a\0",
+            "a\0\0\0\0\0\0\0b",
+            "ab",
+            "abcdefgh",
+            "abcdefgh0",
+            "abcdefgi",
+            "b",
+            "\u{e9}",
+            "ff",
+            "f0",
+        ];
+        for a in keys {
+            for b in keys {
+                let by_prefix = (prefix(a), a).cmp(&(prefix(b), b));
+                assert_eq!(by_prefix, a.as_bytes().cmp(b.as_bytes()), "{a:?} {b:?}");
+            }
+        }
+    }
 
     fn keys(v: &[&str]) -> LargeStringArray {
         LargeStringArray::from(v.to_vec())
