@@ -94,14 +94,15 @@ fn rewrite_select(select: &mut Select, laterals: &mut Laterals) {
                 hidden.push(done);
             } else {
                 // Left as written: put back where it was.
-                let join = select.from[i - 1].joins.pop().expect("just pushed");
-                select.from.insert(
-                    i,
-                    TableWithJoins {
-                        relation: join.relation,
-                        joins: Vec::new(),
-                    },
-                );
+                if let Some(join) = select.from[i - 1].joins.pop() {
+                    select.from.insert(
+                        i,
+                        TableWithJoins {
+                            relation: join.relation,
+                            joins: Vec::new(),
+                        },
+                    );
+                }
                 i += 1;
             }
         } else {
@@ -520,7 +521,8 @@ fn integer(e: &Expr) -> Option<u64> {
     }
 }
 
-fn parse_expr(sql: &str) -> Option<Expr> {
+/// An expression parsed as PostgreSQL writes it.
+pub(super) fn parse_expr(sql: &str) -> Option<Expr> {
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(sql)
         .ok()?

@@ -279,11 +279,7 @@ struct PrefixOperators;
 /// `name(args...)` as parsed.
 fn call(name: &str, args: Vec<Expr>) -> Option<Expr> {
     let placeholders = vec!["NULL"; args.len()].join(", ");
-    let mut e = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&format!("{name}({placeholders})"))
-        .ok()?
-        .parse_expr()
-        .ok()?;
+    let mut e = super::lateral::parse_expr(&format!("{name}({placeholders})"))?;
     if let Expr::Function(f) = &mut e
         && let FunctionArguments::List(list) = &mut f.args
     {
@@ -322,10 +318,8 @@ impl VisitorMut for PrefixOperators {
                             return ControlFlow::Continue(());
                         };
                         // PostgreSQL: from midnight of the current date.
-                        let today = Parser::new(&PostgreSqlDialect {})
-                            .try_with_sql("CAST(CURRENT_DATE AS TIMESTAMP)")
-                            .and_then(|mut p| p.parse_expr());
-                        today.ok().and_then(|t| call("age", vec![t, x.clone()]))
+                        let today = super::lateral::parse_expr("CAST(CURRENT_DATE AS TIMESTAMP)");
+                        today.and_then(|t| call("age", vec![t, x.clone()]))
                     }
                     _ => None,
                 }
