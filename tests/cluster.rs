@@ -521,18 +521,7 @@ fn workers_take_plans_only_from_a_coordinator_holding_the_cluster_secret() {
 /// Writes a certificate authority and a worker certificate it signs, for
 /// `localhost` and 127.0.0.1, into `dir`: (authority, certificate, key).
 fn cluster_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| crate::common::openssl(dir, args);
     std::fs::write(
         dir.join("worker.ext"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",

@@ -156,6 +156,21 @@ pub async fn count(engine: &Engine, sql: &str) -> i64 {
 }
 
 /// The `tsunagu` binary, built once per test run.
+/// Runs `openssl` with `args` in `dir` (test certificates), failing the
+/// test with its message if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn tsunagu() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {

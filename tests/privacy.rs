@@ -439,9 +439,9 @@ async fn analyst_cohorts_are_person_sets_measured_under_the_rules() {
 
 /// Writes a self-signed certificate and key into `dir`.
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
-    let out = Command::new("openssl")
-        .args([
+    crate::common::openssl(
+        dir,
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -452,18 +452,12 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
             "-subj",
             "/CN=localhost",
             "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            "server.key",
+            "-out",
+            "server.crt",
+        ],
     );
-    (cert, key)
+    (dir.join("server.crt"), dir.join("server.key"))
 }
 
 pub(crate) fn add_user(config: &Path, name: &str, role: &str, password: &str) {
