@@ -262,3 +262,138 @@ async fn a_delivery_is_taken_in_without_renumbering_and_answers_as_a_rebuild() {
         .to_string();
     assert!(err.contains("numbered differently"), "{err}");
 }
+
+/// Every study of `sql/studies/` and its plain twin.
+fn studies() -> Vec<(String, String)> {
+    let dir = crate::common::repo().join("sql/studies");
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    out.sort();
+    assert!(out.len() >= 14, "{out:?}");
+    out
+}
+
+async fn open_deferred(store: &Path, state: &Path) -> Engine {
+    Engine::open(
+        store,
+        EngineOptions {
+            state_dir: Some(state.to_owned()),
+            defer_layout: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{} does not open: {e}", store.display()))
+}
+
+/// Steward answers to every study and query, and an analyst's released
+/// answers to the studies.
+async fn answers(engine: &Engine) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for sql in QUERIES {
+        out.push((sql.to_string(), query(engine, sql).await));
+    }
+    let analyst = engine
+        .session_as("layout-tester", tsunagu_engine::Role::Analyst)
+        .unwrap();
+    for (name, sql) in studies() {
+        out.push((name.clone(), query(engine, &sql).await));
+        let released = match analyst.sql(&sql).await {
+            Ok(batches) => crate::common::lines(&batches),
+            Err(e) => vec![format!("refused: {e}")],
+        };
+        out.push((format!("{name} as analyst"), released));
+    }
+    out
+}
+
+/// A store opened with its layout left for later answers at once, from the
+/// delivered files, exactly as with the layout: before the layout is
+/// written, after a delivery taken in meanwhile, and once written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_answers_before_its_layout_is_written_and_the_same_after() {
+    let dir = temp_folder("tsunagu-deferred-");
+    let (store, second) = (dir.join("store"), dir.join("second"));
+    split_store(&store, &second).await;
+    let state = state_dir();
+
+    let deferred = open_deferred(&store, &state).await;
+    let pending = deferred.store().pending_layout().len();
+    // Every person-level table of the three sources.
+    assert!(pending >= 15, "{pending}");
+    let layout = state
+        .join("derived")
+        .join(deferred.store().fingerprint())
+        .join("layout");
+    assert!(!layout.join("ndb").exists(), "no copy is written yet");
+    let with_layout = open(&store, &state_dir()).await;
+    assert!(with_layout.store().pending_layout().is_empty());
+    let expected = answers(&with_layout).await;
+    let found = answers(&deferred).await;
+    for ((what, a), (_, b)) in expected.iter().zip(&found) {
+        if !what.ends_with("as analyst") {
+            assert_eq!(a, b, "{what}");
+        }
+    }
+    assert!(
+        expected.iter().filter(|(_, rows)| !rows.is_empty()).count() > 20,
+        "{expected:?}"
+    );
+
+    // A delivery lands while the layout is pending: taken in, still pending.
+    copy_tree(&second, &store);
+    let grown = deferred.reopen().await.unwrap();
+    assert!(matches!(grown.store().opened(), Opened::Extended { .. }));
+    assert!(!grown.store().pending_layout().is_empty());
+    let rebuilt = open(&store, &state_dir()).await;
+    let expected = answers(&rebuilt).await;
+    let found = answers(&grown).await;
+    for ((what, a), (_, b)) in expected.iter().zip(&found) {
+        if !what.ends_with("as analyst") {
+            assert_eq!(a, b, "{what}");
+        }
+    }
+
+    // Written in the background, then switched to: the same answers (the
+    // analyst's too: same state, same key, same persons), nothing left over.
+    let current = tsunagu_engine::current::Current::new(std::sync::Arc::new(grown));
+    let mut version = current.version();
+    current.complete_layout();
+    tokio::time::timeout(std::time::Duration::from_secs(300), version.changed())
+        .await
+        .expect("the layout is written within 5 minutes")
+        .unwrap();
+    let complete = current.get();
+    assert!(complete.store().pending_layout().is_empty());
+    assert_eq!(
+        complete.store().fingerprint(),
+        rebuilt.store().fingerprint()
+    );
+    assert_eq!(answers(&complete).await, found);
+    assert!(!state.join("layout-work").exists());
+    let copies = state
+        .join("derived")
+        .join(complete.store().fingerprint())
+        .join("layout/ndb/drug_exposure");
+    assert!(copies.is_dir(), "{}", copies.display());
+
+    // State left pending is completed by an open that does not defer.
+    let other = state_dir();
+    drop(open_deferred(&store, &other).await);
+    let completed = open(&store, &other).await;
+    assert!(completed.store().pending_layout().is_empty());
+    let found = answers(&completed).await;
+    for ((what, a), (_, b)) in expected.iter().zip(&found) {
+        if !what.ends_with("as analyst") {
+            assert_eq!(a, b, "{what}");
+        }
+    }
+}

@@ -146,6 +146,24 @@ pub fn copy_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Removes the work folders of copies (named `….<process id>`) left in
+/// `work_root` by processes no longer running.
+pub fn remove_abandoned(work_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(work_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.rsplit('.').next().and_then(|p| p.parse::<u32>().ok());
+        let gone = pid.is_some_and(|p| {
+            Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{p}")).exists()
+        });
+        if gone {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// True when the copy in `dir` has the columns (names and types) the table
 /// is read with now.
 pub fn same_columns(def: &TableDef, dir: &Path) -> Result<bool> {

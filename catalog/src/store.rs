@@ -44,6 +44,13 @@ pub struct StoreOptions {
     /// derived (default: one per core of this machine). A cluster wants at
     /// least one per core of its workers; state already derived keeps its own.
     pub person_ranges: Option<usize>,
+    /// Leave the person layout for later: when the state is derived (or
+    /// grown by a delivery), the copies are not written and the tables read
+    /// the delivered files, keys looked up per row, until
+    /// [`Store::write_layout`] has written them and the store is opened
+    /// again. Without it, open writes every copy still missing before it
+    /// returns. Stores on object storage always write theirs.
+    pub defer_layout: bool,
 }
 
 /// Schema of the vocabulary tables.
@@ -89,9 +96,9 @@ enum Mode {
     Reuse,
     /// Derive everything, the layout cut into this many person ranges
     /// (default: one per core).
-    Derive { ranges: Option<usize> },
+    Derive { ranges: Option<usize>, defer: bool },
     /// Grow hard-linked earlier state by new files (absolute paths).
-    Extend { files: Vec<PathBuf> },
+    Extend { files: Vec<PathBuf>, defer: bool },
 }
 
 /// The tables and index of an opened state, or why earlier state cannot grow.
@@ -114,10 +121,94 @@ impl Store {
     async fn open_folder(root: &Path, options: StoreOptions, urls: &FileUrls) -> Result<Store> {
         loop {
             // `None`: another process put the same state in place first; open theirs.
-            if let Some(store) = Self::try_open(root, options.clone(), urls).await? {
+            let Some(store) = Self::try_open(root, options.clone(), urls).await? else {
+                continue;
+            };
+            if options.defer_layout || store.pending_layout().is_empty() {
+                return Ok(store);
+            }
+            // State left with its layout pending (by a server): written now.
+            store.write_layout().await?;
+            let options = StoreOptions {
+                state_dir: Some(store.state_dir.clone()),
+                ..options.clone()
+            };
+            if let Some(store) = Self::try_open(root, options, urls).await? {
                 return Ok(store);
             }
         }
+    }
+
+    /// The person-level tables whose copy in the person layout is not
+    /// written yet (see [`StoreOptions::defer_layout`]): they read the
+    /// delivered files.
+    pub fn pending_layout(&self) -> Vec<&TableDef> {
+        self.tables
+            .iter()
+            .filter(|t| t.key.is_some() && self.index.source(&t.schema).is_some())
+            .filter(|t| t.person_files.is_empty())
+            .collect()
+    }
+
+    /// Writes the copies [`Store::pending_layout`] lists into this store's
+    /// derived state, each in a work folder first and moved into place
+    /// whole; the number written. This store keeps reading the delivered
+    /// files: open the store again to read the copies.
+    pub async fn write_layout(&self) -> Result<usize> {
+        let derived = self.state_dir.join("derived").join(&self.fingerprint);
+        let ranges = PersonRanges::load(&layout::layout_dir(&derived))?;
+        let work_root = self.state_dir.join("layout-work");
+        layout::remove_abandoned(&work_root);
+        let mut written = 0;
+        for t in self.pending_layout() {
+            let Some(keys) = self.index.source(&t.schema) else {
+                continue;
+            };
+            let dir = layout::copy_dir(&derived, t);
+            if !layout::copy_files(&dir)?.is_empty() {
+                continue; // written meanwhile by another process
+            }
+            let work = work_root.join(format!(
+                "{}.{}.{}.{}",
+                self.fingerprint,
+                t.schema,
+                t.name,
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&work);
+            let started = std::time::Instant::now();
+            if let Err(e) = layout::write_copy(t, keys.clone(), &work, &ranges).await {
+                let _ = std::fs::remove_dir_all(&work);
+                return Err(e);
+            }
+            let parent = dir.parent().unwrap_or(&derived);
+            let placed = std::fs::create_dir_all(parent).and_then(|()| {
+                // A folder left empty or partial by an earlier run is replaced.
+                if dir.is_dir() && layout::copy_files(&dir).is_ok_and(|f| f.is_empty()) {
+                    std::fs::remove_dir_all(&dir)?;
+                }
+                std::fs::rename(&work, &dir)
+            });
+            match placed {
+                Ok(()) => written += 1,
+                Err(_) if !layout::copy_files(&dir)?.is_empty() => {
+                    let _ = std::fs::remove_dir_all(&work);
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&work);
+                    return Err(CatalogError::state(&dir, e));
+                }
+            }
+            log::info!(
+                "person layout of {}.{} ({} rows) written in {:.1?}",
+                t.schema,
+                t.name,
+                t.rows,
+                started.elapsed()
+            );
+        }
+        let _ = std::fs::remove_dir(&work_root);
+        Ok(written)
     }
 
     /// Opens a store on object storage from its local mirror, with the
@@ -143,8 +234,10 @@ impl Store {
             remote.fetch_state(&derived_root, &fingerprint).await?;
         }
         let urls = remote.file_urls(&mirror, &derived_root);
+        // The state is published with its layout.
         let options = StoreOptions {
             state_dir: Some(state_dir),
+            defer_layout: false,
             ..options
         };
         let mut store = Self::open_folder(&mirror, options.clone(), &urls).await?;
@@ -227,7 +320,10 @@ impl Store {
                     let absolute = files.iter().map(|f| root.join(f)).collect();
                     let opened = match deliveries::link_tree(&old_dir, &work) {
                         Ok(()) => {
-                            let mode = Mode::Extend { files: absolute };
+                            let mode = Mode::Extend {
+                                files: absolute,
+                                defer: options.defer_layout,
+                            };
                             Self::open_in(&root, &manifest, &work, mode).await
                         }
                         Err(e) => Err(e),
@@ -307,6 +403,7 @@ impl Store {
             &work,
             Mode::Derive {
                 ranges: options.person_ranges,
+                defer: options.defer_layout,
             },
         )
         .await
@@ -446,7 +543,7 @@ impl Store {
             }
         };
         let ranges = match &mode {
-            Mode::Derive { ranges } => {
+            Mode::Derive { ranges, .. } => {
                 let ranges = PersonRanges::for_persons(index.persons(), *ranges);
                 ranges.save(&layout::layout_dir(work))?;
                 ranges
@@ -460,7 +557,8 @@ impl Store {
             let dir = layout::copy_dir(work, t);
             t.person_files = match &mode {
                 Mode::Reuse => layout::copy_files(&dir)?,
-                Mode::Derive { .. } => {
+                Mode::Derive { defer: true, .. } => Vec::new(),
+                Mode::Derive { defer: false, .. } => {
                     let started = std::time::Instant::now();
                     let files = layout::write_copy(t, keys.clone(), &dir, &ranges).await?;
                     log::info!(
@@ -472,9 +570,12 @@ impl Store {
                     );
                     files
                 }
-                Mode::Extend { files, .. } => {
-                    if only_files(t, files).is_some() {
-                        if !layout::same_columns(t, &dir)? {
+                Mode::Extend { files, defer } => {
+                    if only_files(t, files).is_none() {
+                        layout::copy_files(&dir)?
+                    } else {
+                        let written = !layout::copy_files(&dir)?.is_empty();
+                        if written && !layout::same_columns(t, &dir)? {
                             return Ok(Err(format!(
                                 "the new files of {}.{} change its columns",
                                 t.schema, t.name
@@ -482,10 +583,15 @@ impl Store {
                         }
                         // Every range may gain rows: the table's copy is
                         // written again (the old one stays in the old state).
-                        std::fs::remove_dir_all(&dir).map_err(|e| CatalogError::state(&dir, e))?;
-                        layout::write_copy(t, keys.clone(), &dir, &ranges).await?
-                    } else {
-                        layout::copy_files(&dir)?
+                        if dir.exists() {
+                            std::fs::remove_dir_all(&dir)
+                                .map_err(|e| CatalogError::state(&dir, e))?;
+                        }
+                        if *defer {
+                            Vec::new()
+                        } else {
+                            layout::write_copy(t, keys.clone(), &dir, &ranges).await?
+                        }
                     }
                 }
             };

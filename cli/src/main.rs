@@ -145,6 +145,11 @@ enum Cmd {
         /// A folder of dashboard files (`*.toml`) served beside the built-in ones.
         #[arg(long, requires = "http")]
         dashboards: Option<PathBuf>,
+        /// On a store's first open, write the person layout before serving
+        /// (by default the server answers at once from the delivered files
+        /// and writes the layout in the background; a cluster always waits).
+        #[arg(long)]
+        wait_for_layout: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -511,13 +516,14 @@ async fn open(
     args: &StoreArgs,
     policy: Option<tsunagu_engine::Policy>,
 ) -> Result<(Engine, PathBuf), String> {
-    open_distributed(args, policy, None).await
+    open_distributed(args, policy, None, false).await
 }
 
 async fn open_distributed(
     args: &StoreArgs,
     policy: Option<tsunagu_engine::Policy>,
     distribute: Option<tsunagu_engine::Distribute>,
+    defer_layout: bool,
 ) -> Result<(Engine, PathBuf), String> {
     let path = match &args.store {
         Some(p) => p.clone(),
@@ -532,6 +538,7 @@ async fn open_distributed(
         target_partitions: None,
         policy,
         distribute,
+        defer_layout,
         ..Default::default()
     };
     let engine = Engine::open(&path, options)
@@ -726,9 +733,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             allow_plaintext_on_network,
             http,
             dashboards,
+            wait_for_layout,
             cluster,
         } => {
             let distribute = cluster.distribute().await?;
+            // Workers read the layout the coordinator plans on: a cluster waits.
+            let defer_layout = !wait_for_layout && distribute.is_none();
             let config = match &config {
                 Some(p) => ServerConfig::load(p)?,
                 None => ServerConfig::default(),
@@ -794,11 +804,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
             }
             let (engine, path) =
-                open_distributed(&store, config.privacy.clone(), distribute).await?;
+                open_distributed(&store, config.privacy.clone(), distribute, defer_layout).await?;
             let engine = Arc::new(engine);
             // New deliveries are taken in while serving.
             let current = tsunagu_engine::current::Current::new(engine.clone());
             current.watch(std::time::Duration::from_secs(2));
+            current.complete_layout();
             let dashboard_list = match &http {
                 Some(_) => Some(
                     tsunagu_dashboard::load(&engine, dashboards.as_deref())
@@ -1019,7 +1030,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 (None, Some(q)) => q,
                 (None, None) => return Err("no query given".into()),
             };
-            let (engine, _) = open_distributed(&store, None, cluster.distribute().await?).await?;
+            let (engine, _) =
+                open_distributed(&store, None, cluster.distribute().await?, false).await?;
             let session = match &user {
                 Some(u) => engine.session_as(u, role),
                 None => engine.session(),

@@ -62,6 +62,53 @@ impl Current {
         Ok(Some(opened))
     }
 
+    /// Writes the person layout the current store left pending (see
+    /// [`crate::EngineOptions::defer_layout`]) in the background, then
+    /// switches to the store opened again, reading it. Work already running
+    /// finishes on the delivered files; nothing is written when no copy is
+    /// pending.
+    pub fn complete_layout(self: &Arc<Self>) {
+        let engine = self.get();
+        let pending = engine.store().pending_layout().len();
+        if pending == 0 {
+            return;
+        }
+        log::info!("writing the person layout of {pending} tables in the background");
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            if let Err(e) = engine.store().write_layout().await {
+                log::warn!("the person layout could not be written: {e}");
+                eprintln!("tsunagu: the person layout could not be written: {e}");
+                return;
+            }
+            let Some(current) = weak.upgrade() else {
+                return;
+            };
+            let _one = current.refreshing.lock().await;
+            // A delivery taken in meanwhile has its own state (and its own
+            // layout to complete).
+            if current.get().store().fingerprint() != engine.store().fingerprint() {
+                return;
+            }
+            match engine.reopen().await {
+                Ok(next) => {
+                    *current.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                    current.version.send_modify(|v| *v += 1);
+                    log::info!("person layout written in {:.1?}", started.elapsed());
+                    println!(
+                        "tsunagu: person layout written in {:.1?}; queries read it from now on",
+                        started.elapsed()
+                    );
+                }
+                Err(e) => {
+                    log::warn!("the store could not be opened with its layout: {e}");
+                    eprintln!("tsunagu: the store could not be opened with its layout: {e}");
+                }
+            }
+        });
+    }
+
     /// Looks for changed files every `every` until `self` is dropped. A
     /// change is taken in once the files look the same twice in a row (a
     /// delivery still being copied is left alone); a change that could not
@@ -98,7 +145,10 @@ impl Current {
                     continue;
                 }
                 match current.refresh().await {
-                    Ok(Some(opened)) => log::info!("store changed: {}", describe(&opened)),
+                    Ok(Some(opened)) => {
+                        log::info!("store changed: {}", describe(&opened));
+                        current.complete_layout();
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         log::warn!("store changed but could not be opened again: {e}");

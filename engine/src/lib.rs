@@ -92,6 +92,10 @@ pub struct EngineOptions {
     /// Statements are parsed, checked and rewritten for privacy here, on the
     /// logical plan, before any of it is distributed.
     pub distribute: Option<Distribute>,
+    /// Open without waiting for the person layout (see
+    /// [`StoreOptions::defer_layout`]); [`current::Current::complete_layout`]
+    /// writes it while the engine serves.
+    pub defer_layout: bool,
 }
 
 /// A change to a session's state that makes its plans run elsewhere (a
@@ -154,6 +158,7 @@ impl Engine {
             StoreOptions {
                 state_dir: options.state_dir.clone(),
                 person_ranges: options.person_ranges,
+                defer_layout: options.defer_layout,
             },
         )
         .await?;
@@ -234,6 +239,7 @@ impl Engine {
             StoreOptions {
                 state_dir: Some(self.store.state_dir().to_owned()),
                 person_ranges: self.options.person_ranges,
+                defer_layout: self.options.defer_layout,
             },
         )
         .await?;
