@@ -646,3 +646,57 @@ fn under_load_a_third_user_keeps_answering_and_memory_stays_under_its_ceiling() 
     assert!(peak > 0 && peak < ceiling, "peak RSS {peak} over {ceiling}");
     drop(held);
 }
+
+/// The first open of a served store answers from the delivered files while
+/// the person layout is written behind; once it is in place, the same
+/// statements give the same answers as a server that waited for it.
+#[test]
+fn a_server_answers_at_once_and_writes_the_person_layout_behind() {
+    let dir = crate::common::temp_folder("tsunagu-layout-serve-");
+    let config = config(&dir, "");
+    let sql = "SELECT count(*), count(DISTINCT person_id), min(condition_start_date), \
+               max(person_id) FROM cdm.condition_occurrence; \
+               SELECT gender_concept_id, count(*) FROM cdm.person GROUP BY 1 ORDER BY 1";
+    let state = state_dir();
+    let server = serve(&config, &state, &[]);
+    let early = psql(server.port, "sam", "sam-secret", sql);
+    assert!(early.ok, "{}", early.stderr);
+    // Every person-level table's copy lands in the state folder.
+    let derived = std::fs::read_dir(state.join("derived"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("complete.json").is_file())
+        .expect("the state is derived");
+    let copies = [
+        "condition_occurrence",
+        "drug_exposure",
+        "person",
+        "visit_occurrence",
+    ]
+    .map(|t| {
+        derived
+            .join("layout/cdm")
+            .join(t)
+            .join("range-00000.parquet")
+    });
+    let started = Instant::now();
+    while !copies.iter().all(|c| c.is_file()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the person layout is not written: {copies:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!state.join("layout-work").exists());
+    std::thread::sleep(Duration::from_millis(500));
+    let late = psql(server.port, "sam", "sam-secret", sql);
+    assert!(late.ok, "{}", late.stderr);
+    assert_eq!(early.stdout, late.stdout);
+
+    let waited = serve(&config, &state_dir(), &["--wait-for-layout"]);
+    let expected = psql(waited.port, "sam", "sam-secret", sql);
+    assert!(expected.ok, "{}", expected.stderr);
+    assert_eq!(early.stdout, expected.stdout);
+    assert!(expected.stdout.lines().count() >= 3, "{}", expected.stdout);
+}
