@@ -293,6 +293,7 @@ pub async fn write_copy(
     let Some(key) = &def.key else {
         return Ok(Vec::new());
     };
+    let started = std::time::Instant::now();
     std::fs::create_dir_all(dir).map_err(|e| CatalogError::state(dir, e))?;
     let ctx = SessionContext::new();
     let position = ScalarUDF::new_from_impl(KeyUdf::new(Op::Position, &def.schema, keys.clone()));
@@ -360,6 +361,13 @@ pub async fn write_copy(
     for task in tasks {
         task.join_unwind().await.map_err(join_error)??;
     }
+    log::info!(
+        "person layout of {}.{} ({} rows) written in {:.1?}",
+        def.schema,
+        def.name,
+        def.rows,
+        started.elapsed()
+    );
     copy_files(dir)
 }
 

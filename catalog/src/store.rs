@@ -176,7 +176,6 @@ impl Store {
                 std::process::id()
             ));
             let _ = std::fs::remove_dir_all(&work);
-            let started = std::time::Instant::now();
             if let Err(e) = layout::write_copy(t, keys.clone(), &work, &ranges).await {
                 let _ = std::fs::remove_dir_all(&work);
                 return Err(e);
@@ -199,13 +198,6 @@ impl Store {
                     return Err(CatalogError::state(&dir, e));
                 }
             }
-            log::info!(
-                "person layout of {}.{} ({} rows) written in {:.1?}",
-                t.schema,
-                t.name,
-                t.rows,
-                started.elapsed()
-            );
         }
         let _ = std::fs::remove_dir(&work_root);
         Ok(written)
@@ -559,16 +551,7 @@ impl Store {
                 Mode::Reuse => layout::copy_files(&dir)?,
                 Mode::Derive { defer: true, .. } => Vec::new(),
                 Mode::Derive { defer: false, .. } => {
-                    let started = std::time::Instant::now();
-                    let files = layout::write_copy(t, keys.clone(), &dir, &ranges).await?;
-                    log::info!(
-                        "person layout of {}.{} ({} rows) written in {:.1?}",
-                        t.schema,
-                        t.name,
-                        t.rows,
-                        started.elapsed()
-                    );
-                    files
+                    layout::write_copy(t, keys.clone(), &dir, &ranges).await?
                 }
                 Mode::Extend { files, defer } => {
                     if only_files(t, files).is_none() {
