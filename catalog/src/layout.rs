@@ -147,7 +147,8 @@ pub fn copy_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Removes the work folders of copies (named `….<process id>`) left in
-/// `work_root` by processes no longer running.
+/// `work_root` by processes no longer running. Where `/proc` is missing
+/// (not Linux) nothing is removed.
 pub fn remove_abandoned(work_root: &Path) {
     let Ok(entries) = std::fs::read_dir(work_root) else {
         return;

@@ -95,9 +95,10 @@ enum Mode {
     /// Read the state as it is.
     Reuse,
     /// Derive everything, the layout cut into this many person ranges
-    /// (default: one per core).
+    /// (default: one per core); `defer`: the copies are left pending.
     Derive { ranges: Option<usize>, defer: bool },
-    /// Grow hard-linked earlier state by new files (absolute paths).
+    /// Grow hard-linked earlier state by new files (absolute paths);
+    /// `defer`: the copies of tables that grew are left pending.
     Extend { files: Vec<PathBuf>, defer: bool },
 }
 
