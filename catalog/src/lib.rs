@@ -19,6 +19,7 @@ pub mod csv_import;
 pub mod deliveries;
 pub mod error;
 pub mod files;
+mod key_set;
 pub mod layout;
 pub mod linkage;
 pub mod manifest;

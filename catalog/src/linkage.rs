@@ -174,9 +174,10 @@ impl PersonIndex {
             link_error(linkage_file, lines, row, column, problem)
         };
         let order: Vec<String> = keys.iter().map(|(s, _)| s.clone()).collect();
-        let mut sources = unnumbered(keys);
-        // (link key, source, position of key in that source)
-        let mut present: Vec<(&'a str, usize, usize, u64)> = Vec::new();
+        // (person key, link key, source) of each row, and the row's place.
+        let mut rows: Vec<(&'a str, &'a str, u32)> = Vec::new();
+        let mut places: Vec<u64> = Vec::new();
+        let started = std::time::Instant::now();
         for (row, link) in links {
             let Some(src_idx) = order.iter().position(|s| s == link.source) else {
                 return Err(at(
@@ -185,37 +186,69 @@ impl PersonIndex {
                     "the row names a source that the manifest does not declare".into(),
                 ));
             };
-            let src = &sources[link.source];
-            if let Some(pos) = src.position_of(link.person_key) {
-                present.push((link.link_key, src_idx, pos as usize, row));
-            }
+            rows.push((link.person_key, link.link_key, src_idx as u32));
+            places.push(row);
         }
+        if rows.len() >= u32::MAX as usize {
+            return Err(CatalogError::malformed(
+                linkage_file,
+                None,
+                None,
+                "the linkage table has more rows than the index can hold (2^32 - 1)",
+            ));
+        }
+        let sorted_keys: Vec<&LargeStringArray> = keys.iter().map(|(_, k)| k).collect();
+        let positions = positions_of(&sorted_keys, &rows);
+        log::debug!("linkage rows looked up in {:.1?}", started.elapsed());
+        // (link key prefix, link key, source, position of key in that source, row)
+        let present: Vec<(u64, &'a str, u32, u32, u32)> = rows
+            .iter()
+            .zip(&positions)
+            .enumerate()
+            .filter(|(_, (_, pos))| **pos != u32::MAX)
+            .map(|(i, (&(_, link, src), &pos))| (prefix(link), link, src, pos, i as u32))
+            .collect();
         // In link key order: the keys' first eight bytes compared as an
         // integer first, so most comparisons do not read the key's text.
-        present.sort_unstable_by_key(|&(key, src, pos, _)| (prefix(key), key, src, pos));
+        let present = sort_in_two(present, |a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| a.1.cmp(b.1))
+                .then((a.2, a.3).cmp(&(b.2, b.3)))
+        });
+        log::debug!("linkage rows sorted at {:.1?}", started.elapsed());
+        let mut ids: Vec<Vec<u32>> = keys.iter().map(|(_, k)| vec![u32::MAX; k.len()]).collect();
         let mut next: u64 = 0;
         let mut last: Option<&str> = None;
-        for &(link_key, src_idx, pos, row) in &present {
+        for &(_, link_key, src_idx, pos, i) in &present {
             if last != Some(link_key) {
                 if last.is_some() {
                     next += 1;
                 }
                 last = Some(link_key);
             }
-            let src = sources.get_mut(&order[src_idx]).expect("known source");
-            let current = src.ids[pos];
-            if current != u32::MAX && current as u64 != next {
+            let slot = &mut ids[src_idx as usize][pos as usize];
+            if *slot != u32::MAX && u64::from(*slot) != next {
                 return Err(at(
-                    row,
+                    places[i as usize],
                     "link_key",
                     format!(
                         "a person key of source {} is linked to two different link keys",
-                        order[src_idx]
+                        order[src_idx as usize]
                     ),
                 ));
             }
-            src.ids[pos] = next as u32;
+            *slot = next as u32;
         }
+        drop(present);
+        drop(rows);
+        let mut sources: HashMap<String, SourceKeys> = keys
+            .into_iter()
+            .zip(ids)
+            .map(|((name, keys), ids)| {
+                let lookup = OnceLock::new();
+                (name, SourceKeys { keys, ids, lookup })
+            })
+            .collect();
         let linked = if last.is_some() { next + 1 } else { 0 };
         let next = number_unlinked(&mut sources, linked, linkage_file)?;
         Ok(PersonIndex {
@@ -390,8 +423,12 @@ impl PersonIndex {
             // link shared with earlier state.
             let _ = std::fs::remove_file(&path);
             let file = File::create(&path).map_err(|e| CatalogError::state(&path, e))?;
+            // Keys are distinct, and pseudonyms barely compress: neither
+            // a dictionary nor compression would repay its time.
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .set_column_dictionary_enabled("person_key".into(), false)
+                .set_column_compression("person_key".into(), Compression::UNCOMPRESSED)
                 .build();
             let mut w =
                 ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| io(&e))?;
@@ -495,6 +532,22 @@ fn unnumbered(keys: Vec<(String, LargeStringArray)>) -> HashMap<String, SourceKe
         .collect()
 }
 
+/// `keys` in ascending byte order, sorted on their first eight bytes as
+/// integers and on the text only where those are equal.
+pub(crate) fn sorted_keys(keys: &LargeStringArray) -> Result<LargeStringArray> {
+    let order: Vec<(u64, u32)> = (0..keys.len())
+        .map(|i| (prefix(keys.value(i)), i as u32))
+        .collect();
+    let order = sort_in_two(order, |a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| keys.value(a.1 as usize).cmp(keys.value(b.1 as usize)))
+    });
+    let indices = UInt32Array::from_iter_values(order.into_iter().map(|(_, i)| i));
+    Ok(datafusion::arrow::compute::take(keys, &indices, None)?
+        .as_string::<i64>()
+        .clone())
+}
+
 /// The first eight bytes of `key` (zero-padded) as a big-endian integer:
 /// ordered as the keys are, up to ties.
 fn prefix(key: &str) -> u64 {
@@ -502,6 +555,70 @@ fn prefix(key: &str) -> u64 {
     let n = key.len().min(8);
     bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
     u64::from_be_bytes(bytes)
+}
+
+/// `v` sorted by `cmp`: its two halves sorted on two threads, then merged.
+fn sort_in_two<T, F>(mut v: Vec<T>, cmp: F) -> Vec<T>
+where
+    T: Copy + Send,
+    F: Fn(&T, &T) -> std::cmp::Ordering + Sync,
+{
+    if v.len() < 1 << 16 || std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        v.sort_unstable_by(cmp);
+        return v;
+    }
+    let mid = v.len() / 2;
+    let (a, b) = v.split_at_mut(mid);
+    std::thread::scope(|scope| {
+        scope.spawn(|| a.sort_unstable_by(&cmp));
+        b.sort_unstable_by(&cmp);
+    });
+    let mut out = Vec::with_capacity(v.len());
+    let (mut i, mut j) = (0, mid);
+    while i < mid && j < v.len() {
+        if cmp(&v[j], &v[i]).is_lt() {
+            out.push(v[j]);
+            j += 1;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&v[i..mid]);
+    out.extend_from_slice(&v[j..]);
+    out
+}
+
+/// The position of each row's person key among its source's sorted keys
+/// (`u32::MAX` when the source has no such key). The rows are sorted by
+/// key and merged with the keys: sequential reads instead of one hash
+/// probe, and its cache misses, per row.
+fn positions_of(keys: &[&LargeStringArray], rows: &[(&str, &str, u32)]) -> Vec<u32> {
+    let by_key: Vec<(u32, u64, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, &(key, _, src))| (src, prefix(key), i as u32))
+        .collect();
+    let by_key = sort_in_two(by_key, |a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| rows[a.2 as usize].0.cmp(rows[b.2 as usize].0))
+    });
+    let mut positions = vec![u32::MAX; rows.len()];
+    for run in by_key.chunk_by(|a, b| a.0 == b.0) {
+        let keys = keys[run[0].0 as usize];
+        let mut j = 0;
+        for &(_, p, i) in run {
+            let key = rows[i as usize].0;
+            while j < keys.len() && (prefix(keys.value(j)), keys.value(j)) < (p, key) {
+                j += 1;
+            }
+            if j < keys.len() && keys.value(j) == key {
+                positions[i as usize] = j as u32;
+            }
+        }
+    }
+    positions
 }
 
 /// Numbers the keys still without a number from `next` on, sources by name
@@ -670,10 +787,44 @@ pub(crate) fn read_links<T>(
     rel: &Path,
     use_rows: impl for<'a> FnOnce(&mut dyn Iterator<Item = (u64, LinkRow<'a>)>) -> Result<T>,
 ) -> Result<T> {
-    const COLUMNS: [&str; 3] = ["source", "person_key", "link_key"];
-    let mut columns: Vec<[ArrayRef; 3]> = Vec::new();
-    for f in &link.files {
-        let file = std::fs::File::open(f).map_err(|e| CatalogError::io(rel, e))?;
+    LinkRows::read(link, rel)?.use_rows(use_rows)
+}
+
+/// The rows of a linkage table, read and checked: no value is missing.
+pub(crate) struct LinkRows {
+    columns: Vec<[ArrayRef; 3]>,
+    csv: bool,
+}
+
+impl LinkRows {
+    /// Hands the rows, in file order and numbered, to `use_rows`.
+    pub(crate) fn use_rows<T>(
+        &self,
+        use_rows: impl for<'a> FnOnce(&mut dyn Iterator<Item = (u64, LinkRow<'a>)>) -> Result<T>,
+    ) -> Result<T> {
+        let csv = self.csv;
+        let rows = self.columns.iter().flat_map(|cols| {
+            let (s, p, l) = (
+                cols[0].as_string::<i32>(),
+                cols[1].as_string::<i32>(),
+                cols[2].as_string::<i32>(),
+            );
+            (0..s.len()).map(move |i| LinkRow {
+                source: s.value(i),
+                person_key: p.value(i),
+                link_key: l.value(i),
+            })
+        });
+        let mut numbered = rows
+            .enumerate()
+            .map(|(i, r)| (if csv { i as u64 + 2 } else { i as u64 + 1 }, r));
+        use_rows(&mut numbered)
+    }
+
+    /// Reads the linkage table's files, their row groups in parallel.
+    pub(crate) fn read(link: &LinkageFiles, rel: &Path) -> Result<LinkRows> {
+        const COLUMNS: [&str; 3] = ["source", "person_key", "link_key"];
+        let started = std::time::Instant::now();
         let unreadable = |e: &dyn std::fmt::Display| {
             CatalogError::malformed(
                 rel,
@@ -682,88 +833,193 @@ pub(crate) fn read_links<T>(
                 format!("not a readable linkage table ({e})"),
             )
         };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
-        let schema = builder.schema().clone();
-        let mut idx = [0usize; 3];
-        for (i, c) in COLUMNS.iter().enumerate() {
-            let Some((pos, field)) = schema.column_with_name(c) else {
-                return Err(CatalogError::malformed(
-                    rel,
-                    Some(c),
-                    None,
-                    "the linkage table lacks this column",
-                ));
-            };
-            let t = field.data_type();
-            if !(tables::normalize(t) == Some(DataType::Utf8) || t.is_integer()) {
-                return Err(CatalogError::malformed(
-                    rel,
-                    Some(c),
-                    None,
-                    "the column must be text",
-                ));
+        // Each file's columns, checked, and its row groups: read in parallel.
+        let mut parts: Vec<(&Path, ProjectionMask, usize)> = Vec::new();
+        for f in &link.files {
+            let file = std::fs::File::open(f).map_err(|e| CatalogError::io(rel, e))?;
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
+            let schema = builder.schema().clone();
+            let mut idx = [0usize; 3];
+            for (i, c) in COLUMNS.iter().enumerate() {
+                let Some((pos, field)) = schema.column_with_name(c) else {
+                    return Err(CatalogError::malformed(
+                        rel,
+                        Some(c),
+                        None,
+                        "the linkage table lacks this column",
+                    ));
+                };
+                let t = field.data_type();
+                if !(tables::normalize(t) == Some(DataType::Utf8) || t.is_integer()) {
+                    return Err(CatalogError::malformed(
+                        rel,
+                        Some(c),
+                        None,
+                        "the column must be text",
+                    ));
+                }
+                idx[i] = pos;
             }
-            idx[i] = pos;
+            let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+            for group in 0..builder.metadata().num_row_groups() {
+                parts.push((f.as_path(), mask.clone(), group));
+            }
         }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(1 << 16)
-            .build()
-            .map_err(|e| unreadable(&e))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| unreadable(&e))?;
-            let get = |name: &str| -> Result<ArrayRef> {
-                let a = batch.column_by_name(name).expect("projected");
-                Ok(cast(a, &DataType::Utf8)?)
+        let read_part =
+            |(f, mask, group): &(&Path, ProjectionMask, usize)| -> Result<Vec<[ArrayRef; 3]>> {
+                let file = std::fs::File::open(f).map_err(|e| CatalogError::io(rel, e))?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| unreadable(&e))?
+                    .with_projection(mask.clone())
+                    .with_row_groups(vec![*group])
+                    .with_batch_size(1 << 16)
+                    .build()
+                    .map_err(|e| unreadable(&e))?;
+                let mut columns = Vec::new();
+                for batch in reader {
+                    let batch = batch.map_err(|e| unreadable(&e))?;
+                    let get = |name: &str| -> Result<ArrayRef> {
+                        let a = batch.column_by_name(name).expect("projected");
+                        Ok(cast(a, &DataType::Utf8)?)
+                    };
+                    columns.push([get("source")?, get("person_key")?, get("link_key")?]);
+                }
+                Ok(columns)
             };
-            columns.push([get("source")?, get("person_key")?, get("link_key")?]);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, parts.len().max(1));
+        let read: Vec<Vec<(usize, Result<Vec<[ArrayRef; 3]>>)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let parts = &parts;
+                    let read_part = &read_part;
+                    scope.spawn(move || {
+                        (t..parts.len())
+                            .step_by(threads)
+                            .map(|i| (i, read_part(&parts[i])))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| vec![(0, Err(unreadable(&"a reader failed")))])
+                })
+                .collect()
+        });
+        let mut read: Vec<(usize, Result<Vec<[ArrayRef; 3]>>)> =
+            read.into_iter().flatten().collect();
+        read.sort_by_key(|(i, _)| *i);
+        let mut columns: Vec<[ArrayRef; 3]> = Vec::new();
+        for (_, part) in read {
+            columns.extend(part?);
         }
-    }
-    // Reject NULLs up front, naming the row.
-    let mut row = 0u64;
-    for cols in &columns {
-        for i in 0..cols[0].len() {
-            row += 1;
-            for (c, name) in cols.iter().zip(COLUMNS) {
-                if c.is_null(i) {
-                    let place = if link.csv { row + 1 } else { row };
-                    return Err(if link.csv {
-                        CatalogError::malformed(
-                            rel,
-                            Some(name),
-                            Some(place),
-                            "the value is missing",
-                        )
-                    } else {
-                        CatalogError::malformed_row(rel, Some(name), place, "the value is missing")
-                    });
+        log::debug!("linkage read in {:.1?}", started.elapsed());
+        // Reject NULLs up front, naming the row.
+        let mut row = 0u64;
+        for cols in &columns {
+            if cols.iter().all(|c| c.null_count() == 0) {
+                row += cols[0].len() as u64;
+                continue;
+            }
+            for i in 0..cols[0].len() {
+                row += 1;
+                for (c, name) in cols.iter().zip(COLUMNS) {
+                    if c.is_null(i) {
+                        let place = if link.csv { row + 1 } else { row };
+                        return Err(if link.csv {
+                            CatalogError::malformed(
+                                rel,
+                                Some(name),
+                                Some(place),
+                                "the value is missing",
+                            )
+                        } else {
+                            CatalogError::malformed_row(
+                                rel,
+                                Some(name),
+                                place,
+                                "the value is missing",
+                            )
+                        });
+                    }
                 }
             }
         }
-    }
-    let csv = link.csv;
-    let rows = columns.iter().flat_map(|cols| {
-        let (s, p, l) = (
-            cols[0].as_string::<i32>(),
-            cols[1].as_string::<i32>(),
-            cols[2].as_string::<i32>(),
-        );
-        (0..s.len()).map(move |i| LinkRow {
-            source: s.value(i),
-            person_key: p.value(i),
-            link_key: l.value(i),
+        Ok(LinkRows {
+            columns,
+            csv: link.csv,
         })
-    });
-    let mut numbered = rows
-        .enumerate()
-        .map(|(i, r)| (if csv { i as u64 + 2 } else { i as u64 + 1 }, r));
-    use_rows(&mut numbered)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_positions_equal_a_search_of_each_key() {
+        // Keys sharing long prefixes, keys shorter than a prefix, keys
+        // absent from the source, repeated rows and an empty source.
+        let mut a: Vec<String> = (0..300).map(|i| format!("key-{:05}", i * 7)).collect();
+        a.extend(["", "k", "key-", "\u{e9}t\u{e9}"].map(String::from));
+        a.sort();
+        let b: Vec<String> = vec!["only".into()];
+        let sources = [
+            keys(&a.iter().map(String::as_str).collect::<Vec<_>>()),
+            keys(&[]),
+            keys(&b.iter().map(String::as_str).collect::<Vec<_>>()),
+        ];
+        let wanted: Vec<String> = (0..2200).map(|i| format!("key-{:05}", i)).collect();
+        let mut rows: Vec<(&str, &str, u32)> = Vec::new();
+        for (i, w) in wanted.iter().enumerate().rev() {
+            rows.push((w, "L", (i % 3) as u32));
+        }
+        for extra in ["", "k", "key-", "\u{e9}t\u{e9}", "only", "key-00007", "zz"] {
+            for src in 0..3 {
+                rows.push((extra, "L", src));
+            }
+        }
+        let refs: Vec<&LargeStringArray> = sources.iter().collect();
+        let found = positions_of(&refs, &rows);
+        for (&(key, _, src), &pos) in rows.iter().zip(&found) {
+            let keys = refs[src as usize];
+            let expected = (0..keys.len()).find(|&j| keys.value(j) == key);
+            assert_eq!(
+                expected.map(|j| j as u32).unwrap_or(u32::MAX),
+                pos,
+                "{key:?} in {src}"
+            );
+        }
+        assert!(found.iter().filter(|&&p| p != u32::MAX).count() > 100);
+    }
+
+    #[test]
+    fn sorted_keys_are_in_arrow_sort_order() {
+        let mut v: Vec<String> = (0..500)
+            .map(|i: u64| format!("{:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .collect();
+        v.extend((0..50).map(|i| format!("same-prefix-{}", 49 - i)));
+        v.extend(["", "a", "\u{e9}", "same-pre"].map(String::from));
+        let keys = keys(&v.iter().map(String::as_str).collect::<Vec<_>>());
+        let expected = datafusion::arrow::compute::sort(&keys, None).unwrap();
+        let sorted = sorted_keys(&keys).unwrap();
+        assert_eq!(&sorted as &dyn Array, expected.as_ref());
+    }
+
+    #[test]
+    fn sorting_in_two_halves_sorts() {
+        let v: Vec<(u32, u64)> = (0..200_003u64)
+            .map(|i| ((i % 7) as u32, i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40))
+            .collect();
+        let mut expected = v.clone();
+        expected.sort();
+        assert_eq!(sort_in_two(v, |a, b| a.cmp(b)), expected);
+    }
 
     #[test]
     fn key_prefixes_order_keys_as_their_bytes_do() {

@@ -4,10 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, LargeStringArray,
-};
-use datafusion::arrow::compute::{cast, filter, is_not_null, sort};
+use datafusion::arrow::array::{Array, AsArray, LargeStringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{
@@ -17,7 +14,6 @@ use datafusion::common::Column;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Expr, LogicalPlan, cast as cast_expr};
-use datafusion::physical_expr_common::binary_map::{ArrowBytesSet, OutputType};
 use datafusion::physical_plan::{ExecutionPlanProperties, SendableRecordBatchStream};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -26,8 +22,9 @@ use crate::csv_import;
 use crate::deliveries::{self, Built, Opened};
 use crate::error::{CatalogError, Result};
 use crate::files::{self, DeliveredTable, FileFormat};
+use crate::key_set::KeySet;
 use crate::layout::{self, PersonRanges};
-use crate::linkage::{PersonIndex, index_dir, linkage_table, read_links};
+use crate::linkage::{self, LinkRows, PersonIndex, index_dir, linkage_table, read_links};
 use crate::manifest::Manifest;
 use crate::object_storage::{FileUrls, ObjectStorage};
 use crate::source_codes::SourceCodes;
@@ -490,20 +487,38 @@ impl Store {
             Mode::Reuse => PersonIndex::load(&index_dir(work), &sources)?,
             Mode::Derive { .. } => {
                 let started = std::time::Instant::now();
+                // The linkage is read while the sources' keys are: its
+                // reads overlap their work.
+                let links = manifest.linkage.clone().map(|rel| {
+                    let (root, work) = (root.to_path_buf(), work.to_path_buf());
+                    std::thread::spawn(move || -> Result<(LinkRows, bool)> {
+                        let link = linkage_table(&root, &rel, &work, false)?;
+                        Ok((LinkRows::read(&link, &rel)?, link.csv))
+                    })
+                });
                 let mut keys = Vec::new();
                 for s in &sources {
+                    let t = std::time::Instant::now();
                     keys.push((s.clone(), distinct_keys(&tables, s).await?));
+                    log::debug!("distinct keys of {s} read in {:.1?}", t.elapsed());
                 }
                 log::info!("distinct person keys read in {:.1?}", started.elapsed());
-                let index = match &manifest.linkage {
-                    Some(rel) => {
-                        let link = linkage_table(root, rel, work, false)?;
-                        read_links(&link, rel, |rows| {
-                            PersonIndex::build(keys, rows, rel, link.csv)
-                        })?
+                let index = match (&manifest.linkage, links) {
+                    (Some(rel), Some(reading)) => {
+                        let (links, csv) = reading.join().map_err(|_| {
+                            CatalogError::malformed(
+                                rel,
+                                None,
+                                None,
+                                "the linkage table could not be read",
+                            )
+                        })??;
+                        log::debug!("linkage read at {:.1?}", started.elapsed());
+                        links.use_rows(|rows| PersonIndex::build(keys, rows, rel, csv))?
                     }
-                    None => PersonIndex::build(keys, std::iter::empty(), Path::new("-"), false)?,
+                    _ => PersonIndex::build(keys, std::iter::empty(), Path::new("-"), false)?,
                 };
+                log::debug!("persons numbered at {:.1?}", started.elapsed());
                 index.save(&index_dir(work))?;
                 log::info!("person index built in {:.1?}", started.elapsed());
                 index
@@ -813,9 +828,14 @@ fn load_table(
 }
 
 /// The sorted distinct person keys of one source, as text.
+///
+/// Each of the machine's cores keeps one set for all the source's tables
+/// (a person's key is looked up, not inserted again, in the next table);
+/// the sets are merged once at the end.
 async fn distinct_keys(tables: &[TableDef], source: &str) -> Result<LargeStringArray> {
     let ctx = SessionContext::new();
-    let mut keys = ArrowBytesSet::<i64>::new(OutputType::Utf8);
+    let lanes = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut sets: Vec<KeySet> = (0..lanes).map(|_| KeySet::new()).collect();
     for t in tables.iter().filter(|t| t.schema == source) {
         let Some(key) = &t.key else { continue };
         let key_col = Expr::Column(Column::new_unqualified(key));
@@ -824,57 +844,68 @@ async fn distinct_keys(tables: &[TableDef], source: &str) -> Result<LargeStringA
             .select(vec![cast_expr(key_col, DataType::Utf8).alias("k")])?
             .create_physical_plan()
             .await?;
-        let mut tasks = Vec::new();
+        let mut streams: Vec<Vec<SendableRecordBatchStream>> =
+            (0..lanes).map(|_| Vec::new()).collect();
         for p in 0..plan.output_partitioning().partition_count() {
-            let stream = plan.execute(p, ctx.task_ctx())?;
-            tasks.push(SpawnedTask::spawn(distinct_of(stream)));
+            streams[p % lanes].push(plan.execute(p, ctx.task_ctx())?);
+        }
+        let mut tasks = Vec::new();
+        for (set, streams) in sets.drain(..).zip(streams) {
+            tasks.push(SpawnedTask::spawn(distinct_into(set, streams)));
         }
         for task in tasks {
-            let found = task
-                .join_unwind()
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))??;
-            keys.insert(&found);
+            sets.push(
+                task.join_unwind()
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))??,
+            );
         }
     }
-    let keys = keys.into_state();
-    let keys = keys.as_string::<i64>();
-    let known = if keys.null_count() > 0 {
-        filter(keys, &is_not_null(keys)?)?
-    } else {
-        Arc::new(keys.clone())
-    };
-    Ok(sort(&known, None)?.as_string::<i64>().clone())
+    let merged = std::time::Instant::now();
+    let mut sets = sets.into_iter();
+    let mut keys = sets.next().expect("one set per core");
+    for other in sets {
+        keys.merge(other);
+    }
+    let sorted = linkage::sorted_keys(&keys.into_keys()?)?;
+    log::debug!(
+        "keys of {source} merged and sorted in {:.1?}",
+        merged.elapsed()
+    );
+    Ok(sorted)
 }
 
-/// The distinct non-null keys of one stream of a key column. Deliveries
-/// are usually grouped by person: only the first row of each run of equal
-/// keys is hashed.
-async fn distinct_of(mut stream: SendableRecordBatchStream) -> Result<ArrayRef> {
-    let mut set = ArrowBytesSet::<i64>::new(OutputType::Utf8);
+/// Adds the distinct non-null keys of `streams`, one after the other, to `set`.
+async fn distinct_into(mut set: KeySet, streams: Vec<SendableRecordBatchStream>) -> Result<KeySet> {
+    for stream in streams {
+        distinct_of(stream, &mut set).await?;
+    }
+    Ok(set)
+}
+
+/// Adds the distinct non-null keys of one stream of a key column to `set`.
+/// Deliveries are usually grouped by person: only the first row of each
+/// run of equal keys is added.
+async fn distinct_of(mut stream: SendableRecordBatchStream, set: &mut KeySet) -> Result<()> {
     let mut last: Option<String> = None;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let column = batch.column(0).as_string::<i32>();
-        let mut first = BooleanBufferBuilder::new(column.len());
+        let mut previous = last.as_deref();
         for i in 0..column.len() {
-            let head = column.is_valid(i)
-                && if i == 0 {
-                    last.as_deref() != Some(column.value(0))
-                } else {
-                    !column.is_valid(i - 1) || column.value(i - 1) != column.value(i)
-                };
-            first.append(head);
+            if column.is_null(i) {
+                previous = None;
+                continue;
+            }
+            let key = column.value(i);
+            if previous != Some(key) {
+                set.add(key.as_bytes());
+            }
+            previous = Some(key);
         }
-        last = column
-            .len()
-            .checked_sub(1)
-            .filter(|&i| column.is_valid(i))
-            .map(|i| column.value(i).to_owned());
-        let heads = filter(column, &BooleanArray::new(first.finish(), None))?;
-        set.insert(&cast(&heads, &DataType::LargeUtf8)?);
+        last = previous.map(str::to_owned);
     }
-    Ok(set.into_state())
+    Ok(())
 }
 
 /// Builds the plans of every shown table, and the `linked` unions.
