@@ -109,15 +109,25 @@ impl KeySet {
         }
     }
 
-    /// Adds every key of `other`.
+    /// Adds every key of `other`: the two halves of the partitions on two
+    /// threads.
     pub(crate) fn merge(&mut self, mut other: KeySet) {
-        for (mine, theirs) in self.parts.iter_mut().zip(other.parts.iter_mut()) {
-            mine.flush();
-            theirs.flush();
-            for i in 0..theirs.ends.len() {
-                mine.insert(theirs.hashes[i], theirs.key(i));
+        fn merge_parts(mine: &mut [Part], theirs: &mut [Part]) {
+            for (mine, theirs) in mine.iter_mut().zip(theirs.iter_mut()) {
+                mine.flush();
+                theirs.flush();
+                for i in 0..theirs.ends.len() {
+                    mine.insert(theirs.hashes[i], theirs.key(i));
+                }
             }
         }
+        let half = self.parts.len() / 2;
+        let (mine_a, mine_b) = self.parts.split_at_mut(half);
+        let (theirs_a, theirs_b) = other.parts.split_at_mut(half);
+        std::thread::scope(|scope| {
+            scope.spawn(|| merge_parts(mine_a, theirs_a));
+            merge_parts(mine_b, theirs_b);
+        });
     }
 
     /// The distinct keys, in no particular order.

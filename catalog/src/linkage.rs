@@ -790,6 +790,9 @@ pub(crate) fn read_links<T>(
     LinkRows::read(link, rel)?.use_rows(use_rows)
 }
 
+/// Batches of the linkage's (source, person_key, link_key) columns.
+type Batches = Vec<[ArrayRef; 3]>;
+
 /// The rows of a linkage table, read and checked: no value is missing.
 pub(crate) struct LinkRows {
     columns: Vec<[ArrayRef; 3]>,
@@ -866,31 +869,30 @@ impl LinkRows {
                 parts.push((f.as_path(), mask.clone(), group));
             }
         }
-        let read_part =
-            |(f, mask, group): &(&Path, ProjectionMask, usize)| -> Result<Vec<[ArrayRef; 3]>> {
-                let file = std::fs::File::open(f).map_err(|e| CatalogError::io(rel, e))?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map_err(|e| unreadable(&e))?
-                    .with_projection(mask.clone())
-                    .with_row_groups(vec![*group])
-                    .with_batch_size(1 << 16)
-                    .build()
-                    .map_err(|e| unreadable(&e))?;
-                let mut columns = Vec::new();
-                for batch in reader {
-                    let batch = batch.map_err(|e| unreadable(&e))?;
-                    let get = |name: &str| -> Result<ArrayRef> {
-                        let a = batch.column_by_name(name).expect("projected");
-                        Ok(cast(a, &DataType::Utf8)?)
-                    };
-                    columns.push([get("source")?, get("person_key")?, get("link_key")?]);
-                }
-                Ok(columns)
-            };
+        let read_part = |(f, mask, group): &(&Path, ProjectionMask, usize)| -> Result<Batches> {
+            let file = std::fs::File::open(f).map_err(|e| CatalogError::io(rel, e))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| unreadable(&e))?
+                .with_projection(mask.clone())
+                .with_row_groups(vec![*group])
+                .with_batch_size(1 << 16)
+                .build()
+                .map_err(|e| unreadable(&e))?;
+            let mut columns = Vec::new();
+            for batch in reader {
+                let batch = batch.map_err(|e| unreadable(&e))?;
+                let get = |name: &str| -> Result<ArrayRef> {
+                    let a = batch.column_by_name(name).expect("projected");
+                    Ok(cast(a, &DataType::Utf8)?)
+                };
+                columns.push([get("source")?, get("person_key")?, get("link_key")?]);
+            }
+            Ok(columns)
+        };
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .clamp(1, parts.len().max(1));
-        let read: Vec<Vec<(usize, Result<Vec<[ArrayRef; 3]>>)>> = std::thread::scope(|scope| {
+        let read: Vec<Vec<(usize, Result<Batches>)>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
                     let parts = &parts;
@@ -911,8 +913,7 @@ impl LinkRows {
                 })
                 .collect()
         });
-        let mut read: Vec<(usize, Result<Vec<[ArrayRef; 3]>>)> =
-            read.into_iter().flatten().collect();
+        let mut read: Vec<(usize, Result<Batches>)> = read.into_iter().flatten().collect();
         read.sort_by_key(|(i, _)| *i);
         let mut columns: Vec<[ArrayRef; 3]> = Vec::new();
         for (_, part) in read {
