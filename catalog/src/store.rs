@@ -497,15 +497,28 @@ impl Store {
                     })
                 });
                 let mut keys = Vec::new();
+                let mut failed = None;
                 for s in &sources {
                     let t = std::time::Instant::now();
-                    keys.push((s.clone(), distinct_keys(&tables, s).await?));
+                    match distinct_keys(&tables, s).await {
+                        Ok(found) => keys.push((s.clone(), found)),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
                     log::debug!("distinct keys of {s} read in {:.1?}", t.elapsed());
+                }
+                // The reader writes into the work folder: it is done before
+                // an error leaves the folder to be removed.
+                let links = links.map(|reading| reading.join());
+                if let Some(e) = failed {
+                    return Err(e);
                 }
                 log::info!("distinct person keys read in {:.1?}", started.elapsed());
                 let index = match (&manifest.linkage, links) {
-                    (Some(rel), Some(reading)) => {
-                        let (links, csv) = reading.join().map_err(|_| {
+                    (Some(rel), Some(read)) => {
+                        let (links, csv) = read.map_err(|_| {
                             CatalogError::malformed(
                                 rel,
                                 None,
