@@ -7,22 +7,18 @@
 //! while it is.
 
 use std::hash::BuildHasher;
-use std::sync::OnceLock;
 
 use datafusion::arrow::array::LargeStringArray;
 use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::error::ArrowError;
 use hashbrown::HashTable;
 
+use crate::linkage::hasher;
+
 /// Partitions of the set: the top bits of a key's hash choose one.
 const PARTITION_BITS: u32 = 8;
 /// Keys a partition's buffer holds before they are inserted.
 const PENDING: usize = 2048;
-
-fn hasher() -> &'static hashbrown::DefaultHashBuilder {
-    static H: OnceLock<hashbrown::DefaultHashBuilder> = OnceLock::new();
-    H.get_or_init(hashbrown::DefaultHashBuilder::default)
-}
 
 /// Distinct keys, as bytes.
 pub(crate) struct KeySet {
@@ -42,12 +38,13 @@ struct Part {
     pending_hashes: Vec<u64>,
 }
 
-impl Part {
-    fn key(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
-    }
+/// Key `i` of keys stored one after the other, ending at `ends`.
+fn key_at<'a>(bytes: &'a [u8], ends: &[usize], i: usize) -> &'a [u8] {
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &bytes[start..ends[i]]
+}
 
+impl Part {
     fn insert(&mut self, hash: u64, key: &[u8]) {
         let Part {
             bytes,
@@ -56,12 +53,10 @@ impl Part {
             table,
             ..
         } = self;
-        let at = |i: u32| {
-            let i = i as usize;
-            let start = if i == 0 { 0 } else { ends[i - 1] };
-            &bytes[start..ends[i]]
-        };
-        if table.find(hash, |&i| at(i) == key).is_some() {
+        if table
+            .find(hash, |&i| key_at(bytes, ends, i as usize) == key)
+            .is_some()
+        {
             return;
         }
         let index = ends.len() as u32;
@@ -117,7 +112,7 @@ impl KeySet {
                 mine.flush();
                 theirs.flush();
                 for i in 0..theirs.ends.len() {
-                    mine.insert(theirs.hashes[i], theirs.key(i));
+                    mine.insert(theirs.hashes[i], key_at(&theirs.bytes, &theirs.ends, i));
                 }
             }
         }

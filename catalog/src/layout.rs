@@ -372,7 +372,8 @@ pub async fn write_copy(
     copy_files(dir)
 }
 
-fn cores() -> usize {
+/// The machine's cores (one when unknown).
+pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 

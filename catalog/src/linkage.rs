@@ -50,7 +50,8 @@ impl std::fmt::Debug for SourceKeys {
     }
 }
 
-fn hasher() -> &'static hashbrown::DefaultHashBuilder {
+/// The hasher of person keys, the same for the whole process.
+pub(crate) fn hasher() -> &'static hashbrown::DefaultHashBuilder {
     static H: OnceLock<hashbrown::DefaultHashBuilder> = OnceLock::new();
     H.get_or_init(hashbrown::DefaultHashBuilder::default)
 }
@@ -563,7 +564,7 @@ where
     T: Copy + Send,
     F: Fn(&T, &T) -> std::cmp::Ordering + Sync,
 {
-    if v.len() < 1 << 16 || std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+    if v.len() < 1 << 16 || crate::layout::cores() < 2 {
         v.sort_unstable_by(cmp);
         return v;
     }
@@ -889,9 +890,7 @@ impl LinkRows {
             }
             Ok(columns)
         };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .clamp(1, parts.len().max(1));
+        let threads = crate::layout::cores().clamp(1, parts.len().max(1));
         let read: Vec<Vec<(usize, Result<Batches>)>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {

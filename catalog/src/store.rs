@@ -847,7 +847,7 @@ fn load_table(
 /// the sets are merged once at the end.
 async fn distinct_keys(tables: &[TableDef], source: &str) -> Result<LargeStringArray> {
     let ctx = SessionContext::new();
-    let lanes = std::thread::available_parallelism().map_or(1, usize::from);
+    let lanes = layout::cores();
     let mut sets: Vec<KeySet> = (0..lanes).map(|_| KeySet::new()).collect();
     for t in tables.iter().filter(|t| t.schema == source) {
         let Some(key) = &t.key else { continue };
