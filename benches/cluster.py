@@ -14,6 +14,7 @@ Build the binary first:
 
 usage: cluster.py [--persons N] [--runs R] [--work DIR] [--tsunagu BIN]
                   [--workers 1,2,4] [--markdown] [--rwd-only]
+                  [--only NAME[,NAME...]]
 """
 
 import argparse
@@ -100,6 +101,7 @@ def main():
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--rwd-only", action="store_true",
                    help="the studies only, not their plain-SQL twins (for large stores)")
+    p.add_argument("--only", default=None, help="run only the studies whose file name contains this")
     p.add_argument("--timeout", type=int, default=900, help="seconds a query may take on the cluster")
     a = p.parse_args()
     counts = [int(n) for n in a.workers.split(",")]
@@ -114,7 +116,8 @@ def main():
     subprocess.run([str(a.tsunagu), "sql", "--store", str(store), "--state", str(state), "SELECT 1"],
                    check=True, capture_output=True)
     files = sorted(f for f in STUDIES.glob("*.sql")
-                   if not (a.rwd_only and f.name.endswith(".plain.sql")))
+                   if not (a.rwd_only and f.name.endswith(".plain.sql"))
+                   and (a.only is None or any(o in f.name for o in a.only.split(","))))
     results = {f.name: {"alone": run(a.tsunagu, store, state, f, a.runs, None)} for f in files}
     moved = {}
     for n in counts:

@@ -10,7 +10,9 @@
 //!   (`sum(CASE WHEN ... THEN 1 ELSE 0 END)`, or a column so computed in a
 //!   subquery, a `WITH` or `VALUES`): PostgreSQL reads those constants as
 //!   `integer` and sums them into a `bigint`;
-//! - `avg(x)` of an integer is [`tsunagu_numeric_avg`](NUMERIC_AVG): the
+//! - `avg(x)` of an integer or a `numeric` (a decimal of at most twenty
+//!   digits after the point: `avg(CASE WHEN ... THEN 1.0 ELSE 0 END)`) is
+//!   [`tsunagu_numeric_avg`](NUMERIC_AVG): the
 //!   exact quotient rounded as PostgreSQL's `numeric_div` rounds it
 //!   (`select_div_scale`: sixteen significant digits, more for averages
 //!   below one), written with twenty digits after the point
@@ -134,7 +136,7 @@ fn retyped(e: &Expr, input: &LogicalPlan) -> Option<Expr> {
                 _ => return None,
             }
         }
-        "avg" if arg_type.is_integer() && !distinct => match &mut e2 {
+        "avg" if averaged_exactly(&arg_type) && !distinct => match &mut e2 {
             Expr::AggregateFunction(f) => f.func = numeric_avg(),
             Expr::WindowFunction(w) => {
                 w.fun = WindowFunctionDefinition::AggregateUDF(numeric_avg())
@@ -147,6 +149,23 @@ fn retyped(e: &Expr, input: &LogicalPlan) -> Option<Expr> {
         Some(a) => e2.alias_qualified(a.relation.clone(), a.name.clone()),
         None => e2,
     })
+}
+
+/// Whether `avg` of a `t` is [`NUMERIC_AVG`]: integers, and decimals whose
+/// scale the average's holds.
+fn averaged_exactly(t: &DataType) -> bool {
+    match t {
+        DataType::Decimal128(_, s) => (0..=AVG_SCALE as i8).contains(s),
+        t => t.is_integer(),
+    }
+}
+
+/// The decimal scale of the average's input: 0 for integers.
+fn input_scale(t: &DataType) -> u32 {
+    match t {
+        DataType::Decimal128(_, s) => (*s).max(0) as u32,
+        _ => 0,
+    }
 }
 
 /// The type PostgreSQL gives an aggregate of `input` where it differs from
@@ -261,7 +280,8 @@ fn retype_window(w: Window) -> Result<Transformed<LogicalPlan>> {
     Window::try_new(window_expr, w.input).map(|w| Transformed::yes(LogicalPlan::Window(w)))
 }
 
-/// `tsunagu_numeric_avg(x)`: the average of integers as PostgreSQL's `numeric`.
+/// `tsunagu_numeric_avg(x)`: the average of integers or decimals as
+/// PostgreSQL's `numeric`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct NumericAvg {
     signature: Signature,
@@ -285,20 +305,28 @@ impl AggregateUDFImpl for NumericAvg {
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
         match args {
             [t] if t.is_integer() || t.is_null() => Ok(vec![DataType::Int64]),
-            _ => plan_err!("{NUMERIC_AVG} takes one integer"),
+            [t @ DataType::Decimal128(..)] if averaged_exactly(t) => {
+                Ok(vec![DataType::Decimal128(38, input_scale(t) as i8)])
+            }
+            _ => plan_err!("{NUMERIC_AVG} takes one integer or decimal"),
         }
     }
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
         Ok(AVG_TYPE)
     }
-    fn accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Single(Sums::default())))
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Single(Sums::of(&args))))
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(vec![
             Arc::new(Field::new(
                 format_state_name(args.name, "sum"),
-                DataType::Decimal128(38, 0),
+                DataType::Decimal128(
+                    38,
+                    args.input_fields
+                        .first()
+                        .map_or(0, |f| input_scale(f.data_type())) as i8,
+                ),
                 false,
             )),
             Arc::new(Field::new(
@@ -311,14 +339,18 @@ impl AggregateUDFImpl for NumericAvg {
     fn groups_accumulator_supported(&self, _: AccumulatorArgs) -> bool {
         true
     }
-    fn create_groups_accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(Sums::default()))
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(Sums::of(&args)))
     }
 }
 
-/// Each group's exact sum and count of non-NULL values.
+/// Each group's exact sum (at the input's scale) and count of non-NULL values.
 #[derive(Debug, Default)]
 struct Sums {
+    scale: u32,
     sum: Vec<i128>,
     count: Vec<i64>,
 }
@@ -333,15 +365,39 @@ fn take<T>(v: &mut Vec<T>, emit: EmitTo) -> Vec<T> {
     }
 }
 
+/// The input's values as integers at its scale.
+fn scaled_values(values: &[ArrayRef]) -> Result<Vec<Option<i128>>> {
+    let Some(x) = values.first() else {
+        return exec_err!("{NUMERIC_AVG}: expected one argument");
+    };
+    if let Some(x) = x.as_primitive_opt::<Int64Type>() {
+        return Ok(x.iter().map(|v| v.map(i128::from)).collect());
+    }
+    match x.as_primitive_opt::<datafusion::arrow::datatypes::Decimal128Type>() {
+        Some(x) => Ok(x.iter().collect()),
+        None => exec_err!("{NUMERIC_AVG}: expected integer or decimal values"),
+    }
+}
+
 impl Sums {
+    fn of(args: &AccumulatorArgs) -> Self {
+        Sums {
+            scale: args
+                .expr_fields
+                .first()
+                .map_or(0, |f| input_scale(f.data_type())),
+            ..Sums::default()
+        }
+    }
+
     fn resize(&mut self, groups: usize) {
         self.sum.resize(groups, 0);
         self.count.resize(groups, 0);
     }
 
     fn state_arrays(&mut self, emit: EmitTo) -> Result<Vec<ArrayRef>> {
-        let sum =
-            Decimal128Array::from(take(&mut self.sum, emit)).with_precision_and_scale(38, 0)?;
+        let sum = Decimal128Array::from(take(&mut self.sum, emit))
+            .with_precision_and_scale(38, self.scale as i8)?;
         let count = Int64Array::from(take(&mut self.count, emit));
         Ok(vec![Arc::new(sum), Arc::new(count)])
     }
@@ -352,7 +408,13 @@ impl Sums {
         let values = sum
             .iter()
             .zip(&count)
-            .map(|(&s, &n)| if n > 0 { average(s, n) } else { None })
+            .map(|(&s, &n)| {
+                if n > 0 {
+                    average(s, self.scale, n)
+                } else {
+                    None
+                }
+            })
             .collect::<Vec<_>>();
         Ok(Arc::new(
             Decimal128Array::from(values).with_precision_and_scale(38, AVG_SCALE as i8)?,
@@ -373,15 +435,12 @@ impl GroupsAccumulator for Sums {
         total_num_groups: usize,
     ) -> Result<()> {
         self.resize(total_num_groups);
-        let Some(x) = values
-            .first()
-            .and_then(|v| v.as_primitive_opt::<Int64Type>())
-        else {
-            return exec_err!("{NUMERIC_AVG}: expected Int64 values");
-        };
+        let x = scaled_values(values)?;
         for (row, &g) in group_indices.iter().enumerate() {
-            if x.is_valid(row) && !skip(opt_filter, row) {
-                self.sum[g] += x.value(row) as i128;
+            if let Some(v) = x[row]
+                && !skip(opt_filter, row)
+            {
+                self.sum[g] += v;
                 self.count[g] += 1;
             }
         }
@@ -426,7 +485,10 @@ impl GroupsAccumulator for Sums {
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
         let rows = values.first().map_or(0, |v| v.len());
-        let mut each = Sums::default();
+        let mut each = Sums {
+            scale: self.scale,
+            ..Sums::default()
+        };
         let indices: Vec<usize> = (0..rows).collect();
         each.update_batch(values, &indices, opt_filter, rows)?;
         each.state_arrays(EmitTo::All)
@@ -450,7 +512,11 @@ impl Accumulator for Single {
     fn evaluate(&mut self) -> Result<ScalarValue> {
         self.0.resize(1);
         let (s, n) = (self.0.sum[0], self.0.count[0]);
-        let value = if n > 0 { average(s, n) } else { None };
+        let value = if n > 0 {
+            average(s, self.0.scale, n)
+        } else {
+            None
+        };
         Ok(ScalarValue::Decimal128(value, 38, AVG_SCALE as i8))
     }
 
@@ -461,7 +527,7 @@ impl Accumulator for Single {
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
         self.0.resize(1);
         Ok(vec![
-            ScalarValue::Decimal128(Some(self.0.sum[0]), 38, 0),
+            ScalarValue::Decimal128(Some(self.0.sum[0]), 38, self.0.scale as i8),
             ScalarValue::Int64(Some(self.0.count[0])),
         ])
     }
@@ -474,14 +540,8 @@ impl Accumulator for Single {
     /// Rows leaving a sliding window frame.
     fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         self.0.resize(1);
-        let Some(x) = values
-            .first()
-            .and_then(|v| v.as_primitive_opt::<Int64Type>())
-        else {
-            return exec_err!("{NUMERIC_AVG}: expected Int64 values");
-        };
-        for v in x.iter().flatten() {
-            self.0.sum[0] -= v as i128;
+        for v in scaled_values(values)?.into_iter().flatten() {
+            self.0.sum[0] -= v;
             self.0.count[0] -= 1;
         }
         Ok(())
@@ -552,12 +612,20 @@ pub(super) fn rounded_quotient(num: u128, den: u128, digits: u32) -> Option<u128
     Some(q)
 }
 
-/// `sum / count` rounded at PostgreSQL's scale, as a decimal of scale
-/// [`AVG_SCALE`]; `None` beyond 38 digits.
-fn average(sum: i128, count: i64) -> Option<i128> {
-    let scale = division_scale_of((sum, 0), (count as i128, 0)).min(AVG_SCALE);
-    let q = rounded_quotient(sum.unsigned_abs(), count.unsigned_abs() as u128, scale)?;
-    let q = q.checked_mul(10u128.pow(AVG_SCALE - scale))?;
+/// `sum / 10^scale / count` rounded at PostgreSQL's scale, as a decimal
+/// of scale [`AVG_SCALE`]; `None` beyond 38 digits.
+fn average(sum: i128, scale: u32, count: i64) -> Option<i128> {
+    let digits = division_scale_of((sum, scale), (count as i128, 0)).min(AVG_SCALE);
+    let count = count.unsigned_abs() as u128;
+    let q = match digits.checked_sub(scale) {
+        Some(more) => rounded_quotient(sum.unsigned_abs(), count, more)?,
+        None => rounded_quotient(
+            sum.unsigned_abs(),
+            count.checked_mul(10u128.pow(scale - digits))?,
+            0,
+        )?,
+    };
+    let q = q.checked_mul(10u128.pow(AVG_SCALE - digits))?;
     let q = i128::try_from(q).ok().filter(|q| *q < 10i128.pow(38))?;
     Some(if sum < 0 { -q } else { q })
 }
@@ -567,10 +635,14 @@ mod tests {
     use super::*;
 
     fn text(sum: i128, count: i64) -> String {
-        let v = average(sum, count).expect("an average in range");
+        scaled_text(sum, 0, count)
+    }
+
+    fn scaled_text(sum: i128, scale: u32, count: i64) -> String {
+        let v = average(sum, scale, count).expect("an average in range");
         let s = format!("{:021}", v.abs());
         let (i, f) = s.split_at(s.len() - AVG_SCALE as usize);
-        let f = &f[..division_scale_of((sum, 0), (count as i128, 0)).min(AVG_SCALE) as usize];
+        let f = &f[..division_scale_of((sum, scale), (count as i128, 0)).min(AVG_SCALE) as usize];
         format!(
             "{}{i}{}{f}",
             if v < 0 { "-" } else { "" },
@@ -589,5 +661,17 @@ mod tests {
         assert_eq!(text(0, 4), "0.00000000000000000000");
         assert_eq!(text(123_456_789, 2), "61728394.500000000000");
         assert_eq!(text(50_001, 2), "25000.500000000000");
+    }
+
+    /// PostgreSQL 15.18's answers to `SELECT avg(x) FROM (VALUES ...)` of
+    /// numeric constants: (1.5), (2.5); (1.0), (0.0), (0.0); (0.25), (0.5);
+    /// (1000.125), (0.5); (-0.01), (0.00).
+    #[test]
+    fn averages_of_decimals_as_postgresql_writes_them() {
+        assert_eq!(scaled_text(40, 1, 2), "2.0000000000000000");
+        assert_eq!(scaled_text(10, 1, 3), "0.33333333333333333333");
+        assert_eq!(scaled_text(75, 2, 2), "0.37500000000000000000");
+        assert_eq!(scaled_text(1_000_625, 3, 2), "500.3125000000000000");
+        assert_eq!(scaled_text(-1, 2, 2), "-0.00500000000000000000");
     }
 }

@@ -332,8 +332,9 @@ impl VisitorMut for PrefixOperators {
         ControlFlow::Continue(())
     }
 
-    /// `generate_series(...)` as an item of a select list gives rows, as in
-    /// PostgreSQL, not one list: `unnest(generate_series(...))`.
+    /// `generate_series(...)` in a select list gives rows, as in
+    /// PostgreSQL, not one list: `unnest(generate_series(...))`, also
+    /// inside an expression (`generate_series(1, 3) * 2`).
     fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
         fn series_to_rows(body: &mut SetExpr) {
             match body {
@@ -344,11 +345,7 @@ impl VisitorMut for PrefixOperators {
                             SelectItem::ExprWithAlias { expr, .. } => expr,
                             _ => continue,
                         };
-                        if is_call_of(e, "generate_series")
-                            && let Some(rows) = call("unnest", vec![e.clone()])
-                        {
-                            *e = rows;
-                        }
+                        let _ = e.visit(&mut SeriesToRows::default());
                     }
                 }
                 SetExpr::SetOperation { left, right, .. } => {
@@ -360,6 +357,38 @@ impl VisitorMut for PrefixOperators {
             }
         }
         series_to_rows(&mut query.body);
+        ControlFlow::Continue(())
+    }
+}
+
+/// Wraps each `generate_series(...)` of an expression in `unnest`, except
+/// inside a subquery or an `unnest` already.
+#[derive(Default)]
+struct SeriesToRows {
+    /// For each expression being visited, whether it hides its calls.
+    hides: Vec<bool>,
+}
+
+impl VisitorMut for SeriesToRows {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let hides = matches!(
+            expr,
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
+        ) || is_call_of(expr, "unnest");
+        self.hides.push(hides);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        self.hides.pop();
+        if !self.hides.iter().any(|h| *h)
+            && is_call_of(expr, "generate_series")
+            && let Some(rows) = call("unnest", vec![expr.clone()])
+        {
+            *expr = rows;
+        }
         ControlFlow::Continue(())
     }
 }
