@@ -11,7 +11,7 @@
 //!   subquery, a `WITH` or `VALUES`): PostgreSQL reads those constants as
 //!   `integer` and sums them into a `bigint`;
 //! - `avg(x)` of an integer or a `numeric` (a decimal of at most twenty
-//!   digits after the point: `avg(CASE WHEN ... THEN 1.0 ELSE 0 END)`) is
+//!   digits after the point: `avg(CAST(x AS numeric(5, 1)))`) is
 //!   [`tsunagu_numeric_avg`](NUMERIC_AVG): the
 //!   exact quotient rounded as PostgreSQL's `numeric_div` rounds it
 //!   (`select_div_scale`: sixteen significant digits, more for averages
@@ -365,17 +365,38 @@ fn take<T>(v: &mut Vec<T>, emit: EmitTo) -> Vec<T> {
     }
 }
 
-/// The input's values as integers at its scale.
-fn scaled_values(values: &[ArrayRef]) -> Result<Vec<Option<i128>>> {
-    let Some(x) = values.first() else {
-        return exec_err!("{NUMERIC_AVG}: expected one argument");
-    };
-    if let Some(x) = x.as_primitive_opt::<Int64Type>() {
-        return Ok(x.iter().map(|v| v.map(i128::from)).collect());
+/// The input's values, read as integers at its scale.
+enum Scaled<'a> {
+    Integers(&'a Int64Array),
+    Decimals(&'a Decimal128Array),
+}
+
+impl<'a> Scaled<'a> {
+    fn of(values: &'a [ArrayRef]) -> Result<Self> {
+        let Some(x) = values.first() else {
+            return exec_err!("{NUMERIC_AVG}: expected one argument");
+        };
+        if let Some(x) = x.as_primitive_opt::<Int64Type>() {
+            return Ok(Scaled::Integers(x));
+        }
+        match x.as_primitive_opt::<datafusion::arrow::datatypes::Decimal128Type>() {
+            Some(x) => Ok(Scaled::Decimals(x)),
+            None => exec_err!("{NUMERIC_AVG}: expected integer or decimal values"),
+        }
     }
-    match x.as_primitive_opt::<datafusion::arrow::datatypes::Decimal128Type>() {
-        Some(x) => Ok(x.iter().collect()),
-        None => exec_err!("{NUMERIC_AVG}: expected integer or decimal values"),
+
+    fn len(&self) -> usize {
+        match self {
+            Scaled::Integers(x) => x.len(),
+            Scaled::Decimals(x) => x.len(),
+        }
+    }
+
+    fn get(&self, row: usize) -> Option<i128> {
+        match self {
+            Scaled::Integers(x) => x.is_valid(row).then(|| x.value(row) as i128),
+            Scaled::Decimals(x) => x.is_valid(row).then(|| x.value(row)),
+        }
     }
 }
 
@@ -435,9 +456,9 @@ impl GroupsAccumulator for Sums {
         total_num_groups: usize,
     ) -> Result<()> {
         self.resize(total_num_groups);
-        let x = scaled_values(values)?;
+        let x = Scaled::of(values)?;
         for (row, &g) in group_indices.iter().enumerate() {
-            if let Some(v) = x[row]
+            if let Some(v) = x.get(row)
                 && !skip(opt_filter, row)
             {
                 self.sum[g] += v;
@@ -540,7 +561,8 @@ impl Accumulator for Single {
     /// Rows leaving a sliding window frame.
     fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         self.0.resize(1);
-        for v in scaled_values(values)?.into_iter().flatten() {
+        let x = Scaled::of(values)?;
+        for v in (0..x.len()).filter_map(|row| x.get(row)) {
             self.0.sum[0] -= v;
             self.0.count[0] -= 1;
         }
