@@ -709,6 +709,8 @@ fn session_config(options: &EngineOptions) -> SessionConfig {
     }
     let opts = config.options_mut();
     opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    // `0.1` is a `numeric`, as in PostgreSQL (see pg_dialect::numeric_constants).
+    opts.sql_parser.parse_float_as_decimal = true;
     // Data already hash-partitioned on a subset of the keys (person_id,
     // typically) is grouped and joined where it is, on any number of
     // cores; DataFusion's default does so from four partitions up.

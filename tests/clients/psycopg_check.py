@@ -200,6 +200,19 @@ def sums_and_averages_typed_as_postgresql_types_them():
 
 
 @check
+def numeric_constants_are_exact():
+    # PostgreSQL 15: 0.3, 1000, 33.3333333333333333, 1.5, all numeric (1700).
+    with connect() as conn:
+        for binary in (False, True):
+            with conn.cursor(binary=binary) as cur:
+                cur.execute("SELECT 0.1 + 0.2, 1e3, 100.0 * 1 / 3, 0.5 * 3")
+                assert [d.type_code for d in cur.description] == [1700] * 4, cur.description
+                row = cur.fetchone()
+                assert row == (decimal.Decimal("0.3"), decimal.Decimal(1000),
+                               decimal.Decimal("33.3333333333333333"), decimal.Decimal("1.5")), (binary, row)
+
+
+@check
 def two_columns_of_the_same_name():
     with connect() as conn:
         cur = conn.execute("SELECT count(*), count(*), 1 AS n, 2 AS n FROM ndb.person")

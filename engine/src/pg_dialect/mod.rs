@@ -10,6 +10,7 @@
 //!   and [`interval_mul`];
 //! - [`formatting`]: `to_char`, `to_date` and `to_timestamp` with
 //!   PostgreSQL's templates (`'0000'`, `'YYYY-MM-DD'`);
+//! - [`numeric_constants`]: `0.1` and `1e3` as exact `numeric` constants;
 //! - [`date_input`]: date literals read as PostgreSQL reads them
 //!   (`DATE '01-jan-2011'`);
 //! - [`subquery_values`]: an analyzer rule for `EXISTS` and `IN (subquery)`
@@ -41,6 +42,7 @@ pub mod interval_mul;
 pub mod interval_text;
 pub mod lateral;
 pub mod numeric_aggregates;
+pub mod numeric_constants;
 pub mod numeric_division;
 pub mod operators;
 pub mod percentile_disc;

@@ -403,11 +403,13 @@ fn is_call_of(e: &Expr, name: &str) -> bool {
 }
 
 /// Rewrites PostgreSQL's prefix operators and one-argument `age` (see
-/// [`PrefixOperators`]); run after the output names are taken.
+/// [`PrefixOperators`]) and numeric constants (see
+/// [`super::numeric_constants`]); run after the output names are taken.
 pub fn rewrite_operators(statement: &mut DFStatement) {
     match statement {
         DFStatement::Statement(s) => {
             let _ = s.visit(&mut PrefixOperators);
+            let _ = s.visit(&mut super::numeric_constants::NumericConstants);
         }
         DFStatement::Explain(e) => rewrite_operators(&mut e.statement),
         _ => {}
