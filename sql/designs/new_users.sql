@@ -50,7 +50,7 @@ WITH dispensing AS (
            (CAST(a.cases AS DOUBLE) / a.persons) / (r.c0 / r.n0) AS risk_ratio,
            -- Standard error of log(risk ratio) against the comparator arm.
            CASE WHEN a.arm = 'target'
-                THEN sqrt(1.0 / a.cases - 1.0 / a.persons + 1.0 / r.c0 - 1.0 / r.n0) END AS se
+                THEN sqrt(1.0 / CAST(a.cases AS DOUBLE) - 1.0 / CAST(a.persons AS DOUBLE) + 1.0 / r.c0 - 1.0 / r.n0) END AS se
       FROM arms a CROSS JOIN reference r
 )
 SELECT arm, CASE WHEN arm = 'target' THEN {target.label} ELSE {comparator.label} END AS codes,

@@ -42,7 +42,7 @@ WITH firsts AS (
 ), estimate AS (
     SELECT c.index_first, c.marker_first,
            CAST(c.index_first AS DOUBLE) / c.marker_first AS crude,
-           1.96 * sqrt(1.0 / c.index_first + 1.0 / c.marker_first) AS z_se,
+           1.96 * sqrt(1.0 / CAST(c.index_first AS DOUBLE) + 1.0 / CAST(c.marker_first AS DOUBLE)) AS z_se,
            n.ratio AS null_ratio
       FROM counts c CROSS JOIN null_effect n
 )

@@ -210,6 +210,12 @@ def numeric_constants_are_exact():
                 row = cur.fetchone()
                 assert row == (decimal.Decimal("0.3"), decimal.Decimal(1000),
                                decimal.Decimal("33.3333333333333333"), decimal.Decimal("1.5")), (binary, row)
+                # A double precision meeting a numeric is double precision
+                # (701, and 1022 for its array), as PostgreSQL types it.
+                cur.execute("SELECT CASE WHEN 1 < 2 THEN CAST(1e300 AS double precision) ELSE 0.5 END, "
+                            "ARRAY[CAST(2.5 AS double precision), 0.1]")
+                assert [d.type_code for d in cur.description] == [701, 1022], cur.description
+                assert cur.fetchone() == (1e300, [2.5, 0.1])
 
 
 @check

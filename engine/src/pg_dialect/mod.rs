@@ -10,7 +10,9 @@
 //!   and [`interval_mul`];
 //! - [`formatting`]: `to_char`, `to_date` and `to_timestamp` with
 //!   PostgreSQL's templates (`'0000'`, `'YYYY-MM-DD'`);
-//! - [`numeric_constants`]: `0.1` and `1e3` as exact `numeric` constants;
+//! - [`numeric_constants`]: `0.1` and `1e3` as exact `numeric` constants,
+//!   and [`float_and_numeric`]: a `double precision` meeting a `numeric`
+//!   (in a comparison, `CASE`, `coalesce`, `UNION`) is `double precision`;
 //! - [`date_input`]: date literals read as PostgreSQL reads them
 //!   (`DATE '01-jan-2011'`);
 //! - [`subquery_values`]: an analyzer rule for `EXISTS` and `IN (subquery)`
@@ -24,7 +26,8 @@
 //!   [`datetime_text`] timestamps and times;
 //! - [`numeric_aggregates`]: an analyzer rule for `sum` of `bigint` and
 //!   `avg` of integers as `numeric`, and [`numeric_division`] for a
-//!   `numeric` divided at PostgreSQL's scale;
+//!   `numeric` divided at PostgreSQL's scale, and [`numeric_variance`] for
+//!   `variance` and `stddev` of integers as `numeric`;
 //! - [`percentile_disc`]: `percentile_disc(f) WITHIN GROUP (ORDER BY x)`;
 //! - [`column_names`]: PostgreSQL's names for unaliased output expressions
 //!   (`count`, `case`, `?column?`).
@@ -35,6 +38,7 @@ pub mod age;
 pub mod column_names;
 pub mod date_input;
 pub mod datetime_text;
+pub mod float_and_numeric;
 pub mod float_text;
 pub mod formatting;
 pub mod functions;
@@ -44,6 +48,7 @@ pub mod lateral;
 pub mod numeric_aggregates;
 pub mod numeric_constants;
 pub mod numeric_division;
+pub mod numeric_variance;
 pub mod operators;
 pub mod percentile_disc;
 pub mod result_schema;
@@ -71,6 +76,9 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
         .iter()
         .position(|r| r.name() == AnalyzerRule::name(&TypeCoercion::new()))
         .unwrap_or(0);
+    // In this order: aggregates, then quotients typed as numerics; then
+    // floats meeting numerics; then DataFusion's coercion.
+    rules.insert(coercion, Arc::new(float_and_numeric::FloatsOverNumerics));
     rules.insert(coercion, Arc::new(numeric_division::NumericDivision));
     rules.insert(coercion, Arc::new(numeric_aggregates::NumericAggregates));
     builder
@@ -92,6 +100,14 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(age::age());
     ctx.register_udf(numeric_division::numeric_div().as_ref().clone());
     ctx.register_udaf(numeric_aggregates::numeric_avg().as_ref().clone());
+    for m in [
+        numeric_variance::Moment::VarSamp,
+        numeric_variance::Moment::VarPop,
+        numeric_variance::Moment::StddevSamp,
+        numeric_variance::Moment::StddevPop,
+    ] {
+        ctx.register_udaf(numeric_variance::numeric_moment(m).as_ref().clone());
+    }
     ctx.register_udaf(percentile_disc::percentile_disc().as_ref().clone());
     ctx.register_udaf(
         datafusion::functions_aggregate::variance::var_samp_udaf()

@@ -19,6 +19,9 @@
 //!   (`2.50000000000000000000` where PostgreSQL writes `2.5000000000000000`);
 //!   an average beyond 38 digits (18 before the point) is NULL.
 //!
+//! - `variance`, `var_pop`, `stddev` and `stddev_pop` of an integer or a
+//!   `numeric` are [`numeric_variance`]'s aggregates, a `numeric`.
+//!
 //! Window aggregates (`sum(x) OVER (...)`) are typed the same way;
 //! `avg(DISTINCT x)` keeps DataFusion's type.
 
@@ -39,6 +42,8 @@ use datafusion::logical_expr::{
     GroupsAccumulator, LogicalPlan, Signature, Volatility, Window, WindowFunctionDefinition, cast,
 };
 use datafusion::optimizer::AnalyzerRule;
+
+use super::numeric_variance::{self, Moment};
 
 /// The name of the `numeric` average of integers.
 pub const NUMERIC_AVG: &str = "tsunagu_numeric_avg";
@@ -143,7 +148,16 @@ fn retyped(e: &Expr, input: &LogicalPlan) -> Option<Expr> {
             }
             _ => return None,
         },
-        _ => return None,
+        other => {
+            let moment =
+                Moment::of(other).filter(|_| !distinct && numeric_variance::takes(&arg_type))?;
+            let f = numeric_variance::numeric_moment(moment);
+            match &mut e2 {
+                Expr::AggregateFunction(a) => a.func = f,
+                Expr::WindowFunction(w) => w.fun = WindowFunctionDefinition::AggregateUDF(f),
+                _ => return None,
+            }
+        }
     }
     Some(match alias {
         Some(a) => e2.alias_qualified(a.relation.clone(), a.name.clone()),

@@ -35,6 +35,7 @@ use super::Policy;
 use super::contributions::{Contributions, HEAD, PER_MOMENT};
 use super::unique::is_unique_on;
 use crate::pg_dialect::numeric_aggregates::{NUMERIC_AVG, postgres_type};
+use crate::pg_dialect::numeric_variance::Moment;
 
 /// Counters of what a statement's releases withheld (for the audit log).
 #[derive(Debug, Default)]
@@ -609,6 +610,7 @@ pub(super) fn is_releasable(name: &str) -> bool {
             | "covar_samp"
             | "covar_pop"
     ) || is_bitmap_aggregate(name)
+        || Moment::float_name_of(name).is_some()
 }
 
 /// How an aggregate across persons is computed and released.
@@ -678,7 +680,7 @@ fn plan_of(
 ) -> std::result::Result<Plan, String> {
     let name = match f.func.name().to_ascii_lowercase() {
         n if n == NUMERIC_AVG => "avg".to_string(),
-        n => n,
+        n => Moment::float_name_of(&n).map_or(n, str::to_string),
     };
     let args = &f.params.args;
     let filter = f.params.filter.as_deref().cloned();
