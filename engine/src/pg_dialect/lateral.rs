@@ -11,9 +11,23 @@
 //!   ON x.k0 = p.person_id
 //! ```
 //!
-//! `LEFT JOIN LATERAL (...) ON ...` stays a left join. The outer row is
-//! only referred to by equalities `inner = outer.column`; a subquery that
-//! refers to it otherwise, groups, aggregates, or lists `*` is left as
+//! `LEFT JOIN LATERAL (...) ON ...` stays a left join. A subquery that also
+//! refers to the outer row through other conditions (`c.start_date >=
+//! p.index_date`) takes its first rows per distinct value of the outer
+//! columns it refers to, the outer relations read once more for them:
+//!
+//! ```sql
+//! JOIN (SELECT <items>, o.k0, o.k1 FROM (SELECT <items>, o.k0, o.k1,
+//!         row_number() OVER (PARTITION BY o.k0, o.k1 ORDER BY d) AS rn
+//!       FROM (SELECT DISTINCT p.person_id AS k0, p.index_date AS k1
+//!             FROM <the outer relations>) AS o, ...
+//!       WHERE c.person_id = o.k0 AND c.start_date >= o.k1 AND ...)
+//!       WHERE rn <= 1) AS x
+//!   ON x.k0 = p.person_id AND x.k1 IS NOT DISTINCT FROM p.index_date
+//! ```
+//!
+//! A subquery that refers to the outer row in its select list, `ORDER BY`
+//! or a nested subquery, groups, aggregates, or lists `*` is left as
 //! written. A `*` over the join leaves out the key columns added.
 
 use std::collections::HashSet;
@@ -85,12 +99,14 @@ fn rewrite_select(select: &mut Select, laterals: &mut Laterals) {
             );
         if is_lateral {
             let item = select.from.remove(i);
+            let outer = select.from[i - 1].clone();
             select.from[i - 1].joins.push(Join {
                 relation: item.relation,
                 global: false,
                 join_operator: JoinOperator::CrossJoin(JoinConstraint::None),
             });
-            if let Some(done) = rewrite_join(select.from[i - 1].joins.last_mut(), laterals) {
+            if let Some(done) = rewrite_join(select.from[i - 1].joins.last_mut(), &outer, laterals)
+            {
                 hidden.push(done);
             } else {
                 // Left as written: put back where it was.
@@ -111,7 +127,11 @@ fn rewrite_select(select: &mut Select, laterals: &mut Laterals) {
     }
     for table in select.from.iter_mut() {
         for j in 0..table.joins.len() {
-            if let Some(done) = rewrite_join(table.joins.get_mut(j), laterals) {
+            let outer = TableWithJoins {
+                relation: table.relation.clone(),
+                joins: table.joins[..j].to_vec(),
+            };
+            if let Some(done) = rewrite_join(table.joins.get_mut(j), &outer, laterals) {
                 hidden.push(done);
             }
         }
@@ -153,6 +173,7 @@ fn rewrite_select(select: &mut Select, laterals: &mut Laterals) {
 /// gives its alias and the key columns it added.
 fn rewrite_join(
     join: Option<&mut Join>,
+    outer: &TableWithJoins,
     laterals: &mut Laterals,
 ) -> Option<(Option<Ident>, Vec<Ident>)> {
     let join = join?;
@@ -178,7 +199,7 @@ fn rewrite_join(
         _ => return None,
     };
     let n = laterals.count;
-    let plan = FirstRows::of(subquery, n)?;
+    let plan = FirstRows::of(subquery, n, outer)?;
     let alias_name = alias.as_ref().map(|a| a.name.clone());
     let qualifier = alias_name
         .as_ref()
@@ -188,7 +209,14 @@ fn rewrite_join(
         .keys
         .iter()
         .zip(&plan.outer)
-        .map(|(k, outer)| format!("{qualifier}{k} = {outer}"))
+        .zip(&plan.null_safe)
+        .map(|((k, outer), null_safe)| {
+            if *null_safe {
+                format!("({qualifier}{k} IS NOT DISTINCT FROM {outer})")
+            } else {
+                format!("{qualifier}{k} = {outer}")
+            }
+        })
         .collect();
     if let Some(on) = on {
         condition.push(format!("({on})"));
@@ -217,10 +245,14 @@ struct FirstRows {
     keys: Vec<Ident>,
     /// The outer expression each key equals.
     outer: Vec<Expr>,
+    /// For each key, whether it matches the outer value as `IS NOT
+    /// DISTINCT FROM`: a key taken from the outer row that no equality
+    /// with an inner column constrains (its NULL may have first rows).
+    null_safe: Vec<bool>,
 }
 
 impl FirstRows {
-    fn of(query: &Query, n: usize) -> Option<FirstRows> {
+    fn of(query: &Query, n: usize, outer_from: &TableWithJoins) -> Option<FirstRows> {
         if query.with.is_some() || query.fetch.is_some() || !query.locks.is_empty() {
             return None;
         }
@@ -280,6 +312,8 @@ impl FirstRows {
         let mut keys = Vec::new();
         let mut outer = Vec::new();
         let mut rest = Vec::new();
+        let mut correlated: Vec<Expr> = Vec::new();
+        let mut outer_relation: Option<String> = None;
         if let Some(selection) = &select.selection {
             for c in conjuncts(selection) {
                 if let Expr::BinaryOp {
@@ -301,13 +335,77 @@ impl FirstRows {
                     }
                 }
                 if refers_outside(c, &inner) {
-                    return None;
+                    correlated.push(c.clone());
+                    continue;
                 }
                 rest.push(c.to_string());
             }
         }
-        if keys.is_empty() {
+        if keys.is_empty() && correlated.is_empty() {
             return None;
+        }
+        // Other conditions on the outer row: first rows per distinct value
+        // of the outer columns referred to, read from the outer relations.
+        let mut null_safe = vec![false; keys.len()];
+        if !correlated.is_empty() {
+            let known = names_of(std::slice::from_ref(outer_from));
+            let mut columns: Vec<Expr> = Vec::new();
+            for e in outer.iter().chain(&correlated) {
+                for c in outer_columns(e, &inner)? {
+                    let qualifier = match &c {
+                        Expr::CompoundIdentifier(parts) => {
+                            parts[parts.len() - 2].value.to_lowercase()
+                        }
+                        _ => return None,
+                    };
+                    if !known.contains(&qualifier) {
+                        return None;
+                    }
+                    if !columns.iter().any(|k| same_column(k, &c)) {
+                        columns.push(c);
+                    }
+                }
+            }
+            let relation = Ident::with_quote('"', format!("__tsunagu_lateral{n}_outer"));
+            let names: Vec<Ident> = (0..columns.len())
+                .map(|i| Ident::with_quote('"', format!("__tsunagu_lateral{n}_o{i}")))
+                .collect();
+            let distinct = columns
+                .iter()
+                .zip(&names)
+                .map(|(c, name)| format!("{c} AS {name}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            outer_relation = Some(format!(
+                "(SELECT DISTINCT {distinct} FROM {outer_from}) AS {relation}"
+            ));
+            let as_inner = |e: &Expr| {
+                let mut e = e.clone();
+                let _ = VisitMut::visit(
+                    &mut e,
+                    &mut ToOuterRelation {
+                        columns: &columns,
+                        relation: &relation,
+                        names: &names,
+                    },
+                );
+                e
+            };
+            for (k, o) in keys.iter().zip(&outer) {
+                rest.push(format!("{k} = {}", as_inner(o)));
+            }
+            for c in &correlated {
+                rest.push(as_inner(c).to_string());
+            }
+            keys = names
+                .iter()
+                .map(|name| Expr::CompoundIdentifier(vec![relation.clone(), name.clone()]))
+                .collect();
+            null_safe = columns
+                .iter()
+                .map(|c| !outer.iter().any(|o| same_column(o, c)))
+                .collect();
+            outer = columns;
         }
         let order = match &query.order_by {
             None => String::new(),
@@ -347,10 +445,9 @@ impl FirstRows {
             .collect();
         let rn = Ident::with_quote('"', format!("__tsunagu_lateral{n}_rn"));
         let key_list = keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
-        let from = select
-            .from
-            .iter()
-            .map(|t| t.to_string())
+        let from = outer_relation
+            .into_iter()
+            .chain(select.from.iter().map(|t| t.to_string()))
             .collect::<Vec<_>>()
             .join(", ");
         let mut inner_items = items.clone();
@@ -382,12 +479,18 @@ impl FirstRows {
             sql,
             keys: key_names,
             outer,
+            null_safe,
         })
     }
 }
 
 /// The names rows of a select's `FROM` are qualified with.
 fn inner_names(select: &Select) -> HashSet<String> {
+    names_of(&select.from)
+}
+
+/// The names rows of these relations are qualified with.
+fn names_of(from: &[TableWithJoins]) -> HashSet<String> {
     let mut names = HashSet::new();
     let mut add = |f: &TableFactor| match f {
         TableFactor::Table { name, alias, .. } => {
@@ -410,7 +513,7 @@ fn inner_names(select: &Select) -> HashSet<String> {
         }
         _ => {}
     };
-    for t in &select.from {
+    for t in from {
         add(&t.relation);
         for j in &t.joins {
             add(&j.relation);
@@ -461,6 +564,66 @@ fn refers_outside_order(
 fn is_outer_column(e: &Expr, inner: &HashSet<String>) -> bool {
     matches!(e, Expr::CompoundIdentifier(parts)
         if parts.len() >= 2 && !inner.contains(&parts[parts.len() - 2].value.to_lowercase()))
+}
+
+/// The outer columns `e` refers to; `None` if it refers to the outer row
+/// otherwise (through a subquery).
+fn outer_columns(e: &Expr, inner: &HashSet<String>) -> Option<Vec<Expr>> {
+    struct Columns<'a> {
+        inner: &'a HashSet<String>,
+        found: Vec<Expr>,
+    }
+    impl Visitor for Columns<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+                    ControlFlow::Break(())
+                }
+                e if is_outer_column(e, self.inner) => {
+                    self.found.push(e.clone());
+                    ControlFlow::Continue(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    let mut v = Columns {
+        inner,
+        found: Vec::new(),
+    };
+    if e.visit(&mut v).is_break() {
+        return None;
+    }
+    Some(v.found)
+}
+
+/// Whether two qualified columns are the same (names compared as
+/// PostgreSQL folds unquoted ones).
+fn same_column(a: &Expr, b: &Expr) -> bool {
+    a.to_string().to_lowercase() == b.to_string().to_lowercase()
+}
+
+/// Rewrites outer columns as the columns of the relation of their
+/// distinct values.
+struct ToOuterRelation<'a> {
+    columns: &'a [Expr],
+    relation: &'a Ident,
+    names: &'a [Ident],
+}
+
+impl VisitorMut for ToOuterRelation<'_> {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if !matches!(expr, Expr::CompoundIdentifier(_)) {
+            return ControlFlow::Continue(());
+        }
+        if let Some(i) = self.columns.iter().position(|c| same_column(c, expr)) {
+            *expr = Expr::CompoundIdentifier(vec![self.relation.clone(), self.names[i].clone()]);
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 fn calls_aggregate(e: &Expr) -> bool {
