@@ -268,6 +268,10 @@ impl EngineError {
     /// (SQLSTATE classes 22 and XX), without the values they quote. The one
     /// place values are taken out of errors.
     pub fn client_message(&self) -> String {
+        if matches!(self.kind(), ErrorKind::Overflow) {
+            // Arrow names the operands ("Overflow happened on: 123 * 10").
+            return "value out of range: arithmetic overflow".to_owned();
+        }
         if self.kind().reads_data() {
             scrub(&self.to_string())
         } else {
@@ -321,6 +325,23 @@ mod tests {
             };
             assert_eq!(ErrorKind::of(&e).sqlstate(), want, "{sql}: {e}");
         }
+    }
+
+    #[tokio::test]
+    async fn overflows_name_no_operand() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let sql = "SELECT CAST(98765432109876543210987654321098765432 AS DECIMAL(38, 0)) * 10";
+        let e = match ctx.sql(sql).await {
+            Ok(df) => df.collect().await.expect_err(sql),
+            Err(e) => e,
+        };
+        let e = EngineError::DataFusion(e);
+        assert_eq!(e.sqlstate(), "22003");
+        assert!(
+            !e.client_message().contains("98765"),
+            "{}",
+            e.client_message()
+        );
     }
 
     #[test]
