@@ -16,8 +16,8 @@ WITH years (year) AS (
                 WHEN y.year - p.year_of_birth < 75 THEN '65-74' ELSE '75+' END AS band,
            min(o.observation_period_start_date) AS obs_start
       FROM years y
-      JOIN ndb.observation_period o ON in_window(make_date(y.year, 7, 1), o.observation_period_start_date, 0, o.observation_period_end_date - o.observation_period_start_date)
-      JOIN persons p ON p.person_id = o.person_id
+      JOIN (persons p JOIN ndb.observation_period o ON p.person_id = o.person_id)
+        ON in_window(make_date(y.year, 7, 1), o.observation_period_start_date, 0, o.observation_period_end_date - o.observation_period_start_date)
      GROUP BY y.year, p.person_id, p.sex, band
 ), records AS (
     SELECT person_id, condition_start_date AS day FROM ndb.condition_occurrence WHERE in_concept_set(condition_concept_id, 'ICD10', 'I10')
@@ -32,9 +32,11 @@ WITH years (year) AS (
                  AND (f.first_day IS NULL OR f.first_day >= make_date(p.year, 1, 1)) THEN 1 ELSE 0 END AS at_risk,
            CASE WHEN in_window(f.first_day, make_date(p.year, 1, 1), 0, make_date(p.year, 12, 31) - make_date(p.year, 1, 1))
                  AND in_window(make_date(p.year, 1, 1), p.obs_start, 365, 1000000) THEN 1 ELSE 0 END AS incident
-      FROM population p
-      LEFT JOIN first_record f ON f.person_id = p.person_id
-      LEFT JOIN record_years ry ON ry.person_id = p.person_id AND ry.year = p.year
+      -- Each person-year keeps its row; the smaller sides come first, so
+      -- that the hash joins are built on them.
+      FROM record_years ry
+      RIGHT JOIN (first_record f RIGHT JOIN population p ON f.person_id = p.person_id)
+        ON ry.person_id = p.person_id AND ry.year = p.year
 ), strata AS (
     SELECT year, sex, band, count(*) AS persons, sum(prevalent) AS prevalent, sum(at_risk) AS at_risk, sum(incident) AS incident
       FROM flagged GROUP BY year, sex, band
