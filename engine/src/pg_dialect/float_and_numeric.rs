@@ -191,10 +191,10 @@ fn case(c: &Case, schema: &DFSchema) -> Option<Expr> {
     if let Some(results) = floats(&results, schema) {
         let mut results = results.into_iter();
         for (_, then) in c.when_then_expr.iter_mut() {
-            *then = Box::new(results.next()?);
+            **then = results.next()?;
         }
         if let Some(e) = c.else_expr.as_mut() {
-            *e = Box::new(results.next()?);
+            **e = results.next()?;
         }
         changed = true;
     }
@@ -206,7 +206,7 @@ fn case(c: &Case, schema: &DFSchema) -> Option<Expr> {
             let mut tested = tested.into_iter();
             c.expr = Some(Box::new(tested.next()?));
             for (when, _) in c.when_then_expr.iter_mut() {
-                *when = Box::new(tested.next()?);
+                **when = tested.next()?;
             }
             changed = true;
         }

@@ -67,10 +67,8 @@ fn read(text: &str) -> Option<Constant> {
     if significant.len().max(scale) > MAX_DIGITS {
         return Some(Constant::Float);
     }
-    if exponent.is_none() {
-        // DataFusion reads plain digits exactly (and drops `_` itself).
-        return None;
-    }
+    // DataFusion reads plain digits exactly (and drops `_` itself).
+    exponent?;
     let padded = format!(
         "{}{significant}",
         "0".repeat(scale.saturating_sub(significant.len()))
