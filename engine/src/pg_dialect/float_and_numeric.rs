@@ -12,7 +12,6 @@
 //! results, `coalesce`, `nullif`, `greatest`, `least`, arrays, join keys and
 //! the columns of a `UNION`.
 
-use std::cell::Cell;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
@@ -43,23 +42,11 @@ pub struct FloatsOverNumerics;
 
 impl AnalyzerRule for FloatsOverNumerics {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        // Once a node is retyped, every node visited after it (its ancestors
-        // among them) takes its inputs' new types.
-        let retyped = Cell::new(false);
-        plan.transform_up_with_subqueries(|p| {
-            let t = match p {
-                LogicalPlan::Union(u) => union(u)?,
-                LogicalPlan::Join(j) => join(j)?,
-                p => expressions(p)?,
-            };
-            retyped.set(retyped.get() || t.transformed);
-            if retyped.get() {
-                t.data.recompute_schema().map(Transformed::yes)
-            } else {
-                Ok(t)
-            }
+        super::retype_up(plan, |p| match p {
+            LogicalPlan::Union(u) => union(u),
+            LogicalPlan::Join(j) => join(j),
+            p => expressions(p),
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
@@ -104,15 +91,8 @@ fn floats(exprs: &[Expr], schema: &DFSchema) -> Option<Vec<Expr>> {
 
 /// A plan node's expressions, each where a float and a decimal meet.
 fn expressions(p: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
-    let inputs = p.inputs();
-    let schema = match inputs.as_slice() {
-        [one] => one.schema().as_ref().clone(),
-        [l, r] => {
-            let mut both = l.schema().as_ref().clone();
-            both.merge(r.schema());
-            both
-        }
-        _ => return Ok(Transformed::no(p)),
+    let Some(schema) = super::inputs_schema(&p) else {
+        return Ok(Transformed::no(p));
     };
     let names = NamePreserver::new(&p);
     p.map_expressions(|e| {

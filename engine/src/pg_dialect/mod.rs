@@ -57,8 +57,11 @@ pub mod subquery_values;
 
 use std::sync::Arc;
 
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, Result};
 use datafusion::execution::SessionStateDefaults;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::planner::ExprPlanner;
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::optimizer::analyzer::Analyzer;
@@ -86,6 +89,40 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
         .with_analyzer_rules(rules)
         .with_analyzer_rule(Arc::new(subquery_values::SubqueriesAsValues))
         .with_analyzer_rule(Arc::new(date_input::DateCasts))
+}
+
+/// Rewrites every node of `plan` (subqueries included) bottom-up with `f`.
+/// Once a node is rewritten, every node visited after it (its ancestors
+/// among them) recomputes its schema from its inputs' new types.
+pub(crate) fn retype_up(
+    plan: LogicalPlan,
+    f: impl Fn(LogicalPlan) -> Result<Transformed<LogicalPlan>>,
+) -> Result<LogicalPlan> {
+    let retyped = std::cell::Cell::new(false);
+    plan.transform_up_with_subqueries(|p| {
+        let t = f(p)?;
+        retyped.set(retyped.get() || t.transformed);
+        if retyped.get() {
+            t.data.recompute_schema().map(Transformed::yes)
+        } else {
+            Ok(t)
+        }
+    })
+    .map(|t| t.data)
+}
+
+/// The schema a node's expressions are typed against: its input's, or both
+/// inputs' of a join; `None` for a leaf or a node of more inputs.
+pub(crate) fn inputs_schema(p: &LogicalPlan) -> Option<DFSchema> {
+    match p.inputs().as_slice() {
+        [one] => Some(one.schema().as_ref().clone()),
+        [l, r] => {
+            let mut both = l.schema().as_ref().clone();
+            both.merge(r.schema());
+            Some(both)
+        }
+        _ => None,
+    }
 }
 
 /// Registers PostgreSQL's functions (names and types) on a context.

@@ -10,7 +10,6 @@
 //! rounding, written with twenty digits after the point. A quotient beyond
 //! 38 digits is NULL; division by zero is PostgreSQL's error.
 
-use std::cell::Cell;
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, AsArray, Decimal128Array};
@@ -50,39 +49,17 @@ pub struct NumericDivision;
 
 impl AnalyzerRule for NumericDivision {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        // Once a quotient is retyped, every node visited after it (its
-        // ancestors among them) takes its inputs' new types.
-        let retyped = Cell::new(false);
-        plan.transform_up_with_subqueries(|p| {
-            let inputs = p.inputs();
-            let schema = match inputs.as_slice() {
-                [one] => Some(one.schema().as_ref().clone()),
-                [l, r] => {
-                    let mut both = l.schema().as_ref().clone();
-                    both.merge(r.schema());
-                    Some(both)
-                }
-                _ => None,
-            };
-            let t = match schema {
-                Some(schema) => {
-                    let names = NamePreserver::new(&p);
-                    p.map_expressions(|e| {
-                        let name = names.save(&e);
-                        Ok(e.transform_up(|e| divide(e, &schema))?
-                            .update_data(|e| name.restore(e)))
-                    })?
-                }
-                None => Transformed::no(p),
-            };
-            retyped.set(retyped.get() || t.transformed);
-            if retyped.get() {
-                t.data.recompute_schema().map(Transformed::yes)
-            } else {
-                Ok(t)
+        super::retype_up(plan, |p| match super::inputs_schema(&p) {
+            Some(schema) => {
+                let names = NamePreserver::new(&p);
+                p.map_expressions(|e| {
+                    let name = names.save(&e);
+                    Ok(e.transform_up(|e| divide(e, &schema))?
+                        .update_data(|e| name.restore(e)))
+                })
             }
+            None => Ok(Transformed::no(p)),
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
