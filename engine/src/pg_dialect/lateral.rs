@@ -461,6 +461,8 @@ impl FirstRows {
         let filter = if rest.is_empty() {
             String::new()
         } else {
+            // Each condition parenthesized, whatever its operators.
+            let rest: Vec<String> = rest.iter().map(|c| format!("({c})")).collect();
             format!(" WHERE {}", rest.join(" AND "))
         };
         let outer_items = names
