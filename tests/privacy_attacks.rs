@@ -278,6 +278,28 @@ async fn no_released_row_rests_on_fewer_than_k_persons() {
     );
 }
 
+/// A spread is released about its mean: its noise is one person's share of
+/// the spread, not of the squared values (a year of birth squared is about
+/// 4·10⁶, its spread about 600).
+#[tokio::test]
+async fn spreads_are_released_close_to_the_truth() {
+    for sql in [
+        "SELECT stddev(year_of_birth), variance(year_of_birth), stddev_pop(year_of_birth), var_pop(year_of_birth) FROM ndb.person",
+        "SELECT stddev(year_of_birth), variance(year_of_birth), stddev_pop(year_of_birth), var_pop(year_of_birth) FROM ndb.person GROUP BY gender_concept_id ORDER BY gender_concept_id",
+        "SELECT stddev(CAST(year_of_birth AS double precision) + 1e6), variance(CAST(year_of_birth AS double precision) + 1e6), stddev(month_of_birth), variance(month_of_birth) FROM ndb.person",
+        "SELECT covar_samp(year_of_birth, year_of_birth + month_of_birth), covar_pop(year_of_birth, 2 * year_of_birth), corr(year_of_birth, year_of_birth + month_of_birth) FROM ndb.person",
+    ] {
+        let (released, truth) = (analyst(sql).await, truth(sql).await);
+        assert_eq!(released.len(), truth.len(), "{sql}");
+        for (r, t) in released.iter().zip(&truth) {
+            for (r, t) in r.iter().zip(t) {
+                let (r, t) = (r.expect("released"), t.expect("a value"));
+                assert!((r - t).abs() <= 0.05 * t, "released {r}, truth {t}: {sql}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn one_dominant_person_withholds_a_total() {
     let (_, (y, m, d)) = targets().await;

@@ -24,10 +24,11 @@ use datafusion::common::{Column, Result, ScalarValue, exec_err};
 use datafusion::functions_aggregate::bit_and_or_xor::bit_xor_udaf;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::sum::sum_udaf;
-use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction};
 use datafusion::logical_expr::{
     Aggregate, AggregateUDF, ColumnarValue, Expr, ExprSchemable, Filter, LogicalPlan, Projection,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast, lit, when,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, Window,
+    WindowFunctionDefinition, cast, lit, when,
 };
 use sha2::{Digest, Sha256};
 
@@ -221,6 +222,17 @@ impl Stat {
         ]
         .into_iter()
         .find(|k| k.label() == s)
+    }
+
+    /// For a variance, standard deviation, covariance or correlation,
+    /// released from moments about the means: the moments holding the sums
+    /// of the values (x, and y) and the one holding their count.
+    fn centred(self) -> Option<(&'static [usize], usize)> {
+        match self {
+            Stat::VarSamp | Stat::VarPop | Stat::StddevSamp | Stat::StddevPop => Some((&[0], 2)),
+            Stat::CovarSamp | Stat::CovarPop | Stat::Corr => Some((&[0, 1], 5)),
+            _ => None,
+        }
     }
 
     /// The moment whose per-person values measure dominance.
@@ -957,6 +969,105 @@ fn build(
     finish(aggregate, step1, masks, &plans)
 }
 
+/// The per-person rows with, for each variance, standard deviation,
+/// covariance or correlation, the group's exact means of its values
+/// (`__tsunagu_mean{i}_{k}`), over a window of the group.
+///
+/// Their moments are released about those means: the noise of a released
+/// total is scaled by the largest person's contribution, and a person's
+/// `Σx²` (`1966²` for a year of birth) dwarfs the spread it measures, so
+/// `Σx² - (Σx)²/n` from noisy raw moments is mostly noise. About the mean, a
+/// person contributes `Σ(x - mean)²`, which is what one person changes of
+/// the spread.
+fn centred_moments(
+    step1: LogicalPlan,
+    n_groups: usize,
+    plans: &[Plan],
+    names: &[Vec<String>],
+) -> Result<LogicalPlan> {
+    let centred: Vec<(usize, &[usize], usize)> = plans
+        .iter()
+        .enumerate()
+        .filter_map(|(i, plan)| match plan {
+            Plan::Number { stat, .. } => stat.centred().map(|(sums, n)| (i, sums, n)),
+            Plan::Bitmap { .. } => None,
+        })
+        .collect();
+    if centred.is_empty() {
+        return Ok(step1);
+    }
+    let schema = step1.schema().clone();
+    let groups: Vec<Expr> = (0..n_groups)
+        .map(|g| Expr::Column(Column::from(schema.qualified_field(g))))
+        .collect();
+    let col = |n: &str| Expr::Column(Column::from_name(n));
+    let over = |x: Expr| {
+        let mut w =
+            WindowFunction::new(WindowFunctionDefinition::AggregateUDF(sum_udaf()), vec![x]);
+        w.params.partition_by = groups.clone();
+        Expr::from(w)
+    };
+    let mut window = Vec::new();
+    let mut means: Vec<Expr> = schema
+        .iter()
+        .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+        .collect();
+    for (i, sums, n) in centred {
+        let count = format!("__tsunagu_n{i}");
+        window.push(over(f64(col(&names[i][n]))).alias(&count));
+        for (k, &j) in sums.iter().enumerate() {
+            let sum = format!("__tsunagu_sum{i}_{k}");
+            window.push(over(f64(col(&names[i][j]))).alias(&sum));
+            let mean =
+                when(col(&count).gt(lit(0.0)), col(&sum) / col(&count)).otherwise(lit(0.0))?;
+            means.push(mean.alias(format!("__tsunagu_mean{i}_{k}")));
+        }
+    }
+    let window = LogicalPlan::Window(Window::try_new(window, Arc::new(step1))?);
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        means,
+        Arc::new(window),
+    )?))
+}
+
+/// Aggregate `i`'s per-person moments `m` about the group's means: for a
+/// spread Σ(x - a), Σ(x - a)², n; for a covariance or correlation
+/// Σ(x - a), Σ(y - b), Σ(x - a)(y - b), Σ(x - a)², Σ(y - b)², n.
+fn about_the_means(stat: Stat, i: usize, m: &[String]) -> Vec<Expr> {
+    let col = |n: &str| f64(Expr::Column(Column::from_name(n)));
+    let mean = |k: usize| Expr::Column(Column::from_name(format!("__tsunagu_mean{i}_{k}")));
+    // Σ(u - a)(v - b) from Σu, Σv, Σuv and n.
+    let product = |su: Expr, a: Expr, sv: Expr, b: Expr, suv: Expr, n: Expr| {
+        suv - a.clone() * sv - b.clone() * su + a * b * n
+    };
+    if stat.centred().is_some_and(|(sums, _)| sums.len() == 1) {
+        let (s1, s2, n) = (col(&m[0]), col(&m[1]), col(&m[2]));
+        let a = mean(0);
+        return vec![
+            s1.clone() - a.clone() * n.clone(),
+            product(s1.clone(), a.clone(), s1, a, s2, n.clone()),
+            n,
+        ];
+    }
+    let (sx, sy, sxy, sxx, syy, n) = (
+        col(&m[0]),
+        col(&m[1]),
+        col(&m[2]),
+        col(&m[3]),
+        col(&m[4]),
+        col(&m[5]),
+    );
+    let (a, b) = (mean(0), mean(1));
+    vec![
+        sx.clone() - a.clone() * n.clone(),
+        sy.clone() - b.clone() * n.clone(),
+        product(sx.clone(), a.clone(), sy.clone(), b.clone(), sxy, n.clone()),
+        product(sx.clone(), a.clone(), sx, a, sxx, n.clone()),
+        product(sy.clone(), b.clone(), sy, b, syy, n.clone()),
+        n,
+    ]
+}
+
 /// Steps 2 and 3 over the per-person rows of `step1` (the groups, the
 /// person, then each aggregate's moments): across persons, then released.
 fn finish(
@@ -978,6 +1089,7 @@ fn finish(
         })
         .collect();
     let n_groups = aggregate.group_expr.len();
+    let step1 = centred_moments(step1, n_groups, plans, &names)?;
     let schema1 = step1.schema().clone();
     let group2: Vec<Expr> = (0..n_groups)
         .map(|i| Expr::Column(Column::from(schema1.qualified_field(i))))
@@ -1009,7 +1121,11 @@ fn finish(
                 };
                 prep.push(cond.alias(format!("__tsunagu_c{i}")));
             }
-            if *stat != Stat::Persons {
+            if stat.centred().is_some() {
+                for (j, e) in about_the_means(*stat, i, m).into_iter().enumerate() {
+                    prep.push(e.alias(format!("__tsunagu_f{i}_{j}")));
+                }
+            } else if *stat != Stat::Persons {
                 for (j, mj) in m.iter().enumerate() {
                     prep.push(f64(col(mj)).alias(format!("__tsunagu_f{i}_{j}")));
                 }
