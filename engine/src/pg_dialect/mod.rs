@@ -13,6 +13,7 @@
 //! - [`numeric_constants`]: `0.1` and `1e3` as exact `numeric` constants,
 //!   and [`float_and_numeric`]: a `double precision` meeting a `numeric`
 //!   (in a comparison, `CASE`, `coalesce`, `UNION`) is `double precision`;
+//! - [`integer_casts`]: `2.5::int` rounded as PostgreSQL rounds it;
 //! - [`date_input`]: date literals read as PostgreSQL reads them
 //!   (`DATE '01-jan-2011'`);
 //! - [`subquery_values`]: an analyzer rule for `EXISTS` and `IN (subquery)`
@@ -42,6 +43,7 @@ pub mod float_and_numeric;
 pub mod float_text;
 pub mod formatting;
 pub mod functions;
+pub mod integer_casts;
 pub mod interval_mul;
 pub mod interval_text;
 pub mod lateral;
@@ -80,7 +82,9 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
         .position(|r| r.name() == AnalyzerRule::name(&TypeCoercion::new()))
         .unwrap_or(0);
     // In this order: aggregates, then quotients typed as numerics; then
-    // floats meeting numerics; then DataFusion's coercion.
+    // floats meeting numerics; then casts to integers rounded; then
+    // DataFusion's coercion.
+    rules.insert(coercion, Arc::new(integer_casts::RoundedIntegerCasts));
     rules.insert(coercion, Arc::new(float_and_numeric::FloatsOverNumerics));
     rules.insert(coercion, Arc::new(numeric_division::NumericDivision));
     rules.insert(coercion, Arc::new(numeric_aggregates::NumericAggregates));
