@@ -16,10 +16,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, DFSchema, Result};
 use datafusion::logical_expr::expr::{Case, InList, ScalarFunction};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, ExprSchemable, Join, LogicalPlan, Projection, Union, cast,
 };
@@ -91,15 +90,7 @@ fn floats(exprs: &[Expr], schema: &DFSchema) -> Option<Vec<Expr>> {
 
 /// A plan node's expressions, each where a float and a decimal meet.
 fn expressions(p: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
-    let Some(schema) = super::inputs_schema(&p) else {
-        return Ok(Transformed::no(p));
-    };
-    let names = NamePreserver::new(&p);
-    p.map_expressions(|e| {
-        let name = names.save(&e);
-        Ok(e.transform_up(|e| meet(e, &schema))?
-            .update_data(|e| name.restore(e)))
-    })
+    super::rewrite_expressions(p, meet)
 }
 
 /// One expression whose operands a float and a decimal may share.

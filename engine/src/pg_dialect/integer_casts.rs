@@ -9,11 +9,10 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result};
 use datafusion::functions::math::expr_fn::{abs, round, trunc};
 use datafusion::logical_expr::expr::{Cast, TryCast};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, lit, when};
 use datafusion::optimizer::AnalyzerRule;
 
@@ -23,18 +22,8 @@ pub struct RoundedIntegerCasts;
 
 impl AnalyzerRule for RoundedIntegerCasts {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|p| {
-            let Some(schema) = super::inputs_schema(&p) else {
-                return Ok(Transformed::no(p));
-            };
-            let names = NamePreserver::new(&p);
-            p.map_expressions(|e| {
-                let name = names.save(&e);
-                Ok(e.transform_up(|e| rounded(e, &schema))?
-                    .update_data(|e| name.restore(e)))
-            })
-        })
-        .map(|t| t.data)
+        plan.transform_up_with_subqueries(|p| super::rewrite_expressions(p, rounded))
+            .map(|t| t.data)
     }
 
     fn name(&self) -> &str {

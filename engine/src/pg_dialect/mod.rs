@@ -59,12 +59,13 @@ pub mod subquery_values;
 
 use std::sync::Arc;
 
-use datafusion::common::tree_node::Transformed;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result};
 use datafusion::execution::SessionStateDefaults;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::planner::ExprPlanner;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::optimizer::analyzer::Analyzer;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
@@ -115,9 +116,27 @@ pub(crate) fn retype_up(
     .map(|t| t.data)
 }
 
+/// Rewrites each expression of one plan node bottom-up with `f`, given the
+/// schema the node's expressions are typed against, keeping their output
+/// names. A leaf, or a node of more than two inputs, is left as it is.
+pub(crate) fn rewrite_expressions(
+    p: LogicalPlan,
+    f: impl Fn(Expr, &DFSchema) -> Result<Transformed<Expr>>,
+) -> Result<Transformed<LogicalPlan>> {
+    let Some(schema) = inputs_schema(&p) else {
+        return Ok(Transformed::no(p));
+    };
+    let names = NamePreserver::new(&p);
+    p.map_expressions(|e| {
+        let name = names.save(&e);
+        Ok(e.transform_up(|e| f(e, &schema))?
+            .update_data(|e| name.restore(e)))
+    })
+}
+
 /// The schema a node's expressions are typed against: its input's, or both
 /// inputs' of a join; `None` for a leaf or a node of more inputs.
-pub(crate) fn inputs_schema(p: &LogicalPlan) -> Option<DFSchema> {
+fn inputs_schema(p: &LogicalPlan) -> Option<DFSchema> {
     match p.inputs().as_slice() {
         [one] => Some(one.schema().as_ref().clone()),
         [l, r] => {

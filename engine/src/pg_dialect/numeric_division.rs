@@ -16,9 +16,8 @@ use datafusion::arrow::array::{Array, AsArray, Decimal128Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Decimal128Type};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue, plan_err};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs,
     ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -49,17 +48,7 @@ pub struct NumericDivision;
 
 impl AnalyzerRule for NumericDivision {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        super::retype_up(plan, |p| match super::inputs_schema(&p) {
-            Some(schema) => {
-                let names = NamePreserver::new(&p);
-                p.map_expressions(|e| {
-                    let name = names.save(&e);
-                    Ok(e.transform_up(|e| divide(e, &schema))?
-                        .update_data(|e| name.restore(e)))
-                })
-            }
-            None => Ok(Transformed::no(p)),
-        })
+        super::retype_up(plan, |p| super::rewrite_expressions(p, divide))
     }
 
     fn name(&self) -> &str {
