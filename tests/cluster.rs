@@ -440,6 +440,28 @@ fn studies_on_a_cluster_over_object_storage_answer_as_on_one_machine_and_a_stopp
             "{sql}: the cluster disagrees"
         );
     }
+    // Joins on (visit, person) and on the person, partitioned: each task
+    // joins whole person ranges, and no row crosses between workers but
+    // the answer's.
+    let set = "SET datafusion.optimizer.hash_join_single_partition_threshold = 0; \
+               SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0;";
+    let partitioned = format!("{set} {}", crate::stores::WITHIN_PERSONS);
+    let (ok_alone, rows_alone, err_alone) = psql(&alone, "steward", &partitioned, LIMIT);
+    assert!(ok_alone, "on one machine: {err_alone}");
+    assert!(rows_alone.lines().count() >= 20, "{rows_alone}");
+    let (ok, rows, err) = psql(&cluster, "steward", &partitioned, LIMIT);
+    assert!(ok, "on the cluster: {err}");
+    assert_eq!(
+        rows, rows_alone,
+        "joins within person ranges: the cluster disagrees"
+    );
+    let explain = format!("{set} EXPLAIN ANALYZE {}", crate::stores::WITHIN_PERSONS);
+    let (ok, plan, err) = psql(&cluster, "steward", &explain, LIMIT);
+    assert!(ok, "{err}");
+    assert!(plan.contains("within person ranges"), "{plan}");
+    assert!(plan.contains("tasks=2"), "{plan}");
+    assert!(!plan.contains("NetworkShuffleExec"), "{plan}");
+
     // Every case of the adversarial corpus has the same outcome: released
     // numbers, refusals and their messages.
     let cases = adversarial_cases();

@@ -437,6 +437,150 @@ async fn delivered_with_numbers(file: &Path, numbers: &[String], sql: &str) -> V
     crate::common::lines(&batches)
 }
 
+/// Joins on a visit and its person, aggregates by person and a left join
+/// on the person; run with every join partitioned (no table broadcast).
+pub(crate) const WITHIN_PERSONS: &str = "
+    SELECT p.person_id, p.conditions, d.drugs
+      FROM (SELECT c.person_id, count(*) AS conditions
+              FROM ndb.condition_occurrence c
+              JOIN ndb.visit_occurrence v
+                ON c.visit_occurrence_id = v.visit_occurrence_id AND c.person_id = v.person_id
+             WHERE v.visit_concept_id = 9201
+             GROUP BY c.person_id) p
+      LEFT JOIN (SELECT person_id, count(*) AS drugs FROM ndb.drug_exposure GROUP BY person_id) d
+        ON p.person_id = d.person_id
+     ORDER BY p.person_id";
+
+#[tokio::test]
+async fn joins_on_a_visit_and_its_person_run_within_person_ranges() {
+    let store = synthetic();
+    let engine = open(store).await;
+    let session = engine.session().expect("session");
+    for option in [
+        "hash_join_single_partition_threshold",
+        "hash_join_single_partition_threshold_rows",
+    ] {
+        session
+            .sql(&format!("SET datafusion.optimizer.{option} = 0"))
+            .await
+            .expect("sets");
+    }
+    let ranges = engine
+        .store()
+        .tables()
+        .iter()
+        .find(|t| t.schema == "ndb" && t.name == "visit_occurrence")
+        .and_then(|t| t.person_ranges.as_ref())
+        .expect("a person layout")
+        .count;
+    let plan = crate::common::lines(
+        &session
+            .sql(&format!("EXPLAIN {WITHIN_PERSONS}"))
+            .await
+            .expect("explains"),
+    )
+    .join("\n");
+    // The layout's person ranges serve the join on (visit, person), the
+    // aggregate by person and the left join on the person as they are: no
+    // row is repartitioned (a plan expectation written here).
+    assert!(!plan.contains("RepartitionExec"), "{plan}");
+    if ranges > 1 {
+        assert!(plan.contains("within person ranges"), "{plan}");
+    }
+    let ours = crate::common::lines(&session.sql(WITHIN_PERSONS).await.expect("runs"));
+
+    // The same study in plain DataFusion on the delivered files, each
+    // source's person keys mapped to the engine's person numbers.
+    let numbers = query(
+        &engine,
+        "SELECT DISTINCT person_key, person_id FROM ndb.condition_occurrence
+         UNION SELECT DISTINCT person_key, person_id FROM ndb.visit_occurrence
+         UNION SELECT DISTINCT person_key, person_id FROM ndb.drug_exposure",
+    )
+    .await;
+    let theirs = delivered_tables(
+        store,
+        &["condition_occurrence", "visit_occurrence", "drug_exposure"],
+        &numbers,
+        "SELECT p.person_id, p.conditions, d.drugs
+           FROM (SELECT nc.person_id, count(*) AS conditions
+                   FROM condition_occurrence c
+                   JOIN numbers nc ON nc.person_key = c.person_key
+                   JOIN visit_occurrence v ON c.visit_occurrence_id = v.visit_occurrence_id
+                   JOIN numbers nv ON nv.person_key = v.person_key AND nv.person_id = nc.person_id
+                  WHERE v.visit_concept_id = 9201
+                  GROUP BY nc.person_id) p
+           LEFT JOIN (SELECT n.person_id, count(*) AS drugs
+                        FROM drug_exposure e JOIN numbers n ON n.person_key = e.person_key
+                       GROUP BY n.person_id) d
+             ON p.person_id = d.person_id
+          ORDER BY p.person_id",
+    )
+    .await;
+    assert!(ours.len() > 100, "{} persons", ours.len());
+    assert!(
+        ours.iter().any(|l| l.ends_with('|')),
+        "some person has no drug"
+    );
+    assert_eq!(ours.len(), theirs.len());
+    if let Some(i) = (0..ours.len()).find(|&i| ours[i] != theirs[i]) {
+        panic!("row {i}: {} against {}", ours[i], theirs[i]);
+    }
+}
+
+/// `sql` in plain DataFusion over the delivered `ndb` tables `names` of
+/// `store`, with a table `numbers` (person_key, person_id) of `key|id` lines.
+async fn delivered_tables(
+    store: &Path,
+    names: &[&str],
+    numbers: &[String],
+    sql: &str,
+) -> Vec<String> {
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let ctx = datafusion::prelude::SessionContext::new();
+    for name in names {
+        ctx.register_parquet(
+            *name,
+            store
+                .join(format!("ndb/{name}.parquet"))
+                .to_string_lossy()
+                .as_ref(),
+            datafusion::prelude::ParquetReadOptions::default(),
+        )
+        .await
+        .expect("registers");
+    }
+    let (keys, ids): (Vec<&str>, Vec<i64>) = numbers
+        .iter()
+        .map(|l| {
+            let (k, i) = l.split_once('|').expect("key|id");
+            (k, i.parse::<i64>().expect("a number"))
+        })
+        .unzip();
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("person_key", DataType::Utf8, false),
+        Field::new("person_id", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            std::sync::Arc::new(StringArray::from(keys)),
+            std::sync::Arc::new(Int64Array::from(ids)),
+        ],
+    )
+    .expect("a batch");
+    ctx.register_batch("numbers", batch).expect("registers");
+    let batches = ctx
+        .sql(sql)
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("runs");
+    crate::common::lines(&batches)
+}
+
 #[tokio::test]
 async fn the_person_layout_is_split_into_person_ranges_each_sorted_by_person_and_date() {
     let store = synthetic();

@@ -10,6 +10,7 @@
 //!   store's functions and Tsunagu's plan nodes ([`PlanCodec`]), and takes
 //!   plan fragments only from callers holding the cluster's secret.
 
+mod ranges;
 mod release;
 mod tls;
 mod workers;
@@ -106,7 +107,9 @@ pub fn coordinator(
             .with_physical_optimizer_rule(Arc::new(UnrangeMerges))
             .with_distributed_worker_resolver(workers.clone())
             .with_distributed_user_codec(PlanCodec)
-            .with_distributed_planner();
+            .with_distributed_planner()
+            .with_distributed_desired_task_count_handler(ranges::range_tasks(task_bytes.max(1)))
+            .with_distributed_scale_up_leaf_node_handler(ranges::scale_up_ranges);
         // None of these can fail: the header's name is not a reserved one,
         // and the options are a flag (EXPLAIN ANALYZE shows bytes moved) and
         // a positive number.

@@ -33,6 +33,7 @@ pub mod graph;
 mod identity;
 pub mod join_order;
 pub mod join_orderings;
+pub mod person_ranges;
 pub mod person_sort;
 pub mod pg_dialect;
 pub mod plan_codec;
@@ -299,7 +300,8 @@ impl Engine {
             .with_physical_optimizer_rules(physical_rules())
             .with_physical_optimizer_rule(Arc::new(running_window::RunningWindows))
             .with_physical_optimizer_rule(Arc::new(first_rows::FirstRows))
-            .with_physical_optimizer_rule(Arc::new(person_sort::PersonSorts));
+            .with_physical_optimizer_rule(Arc::new(person_sort::PersonSorts))
+            .with_physical_optimizer_rule(Arc::new(person_ranges::KeepPersonRanges));
         let state = repeated_subplans::install(state)
             .with_optimizer_rule(Arc::new(join_order::LookupsThroughBridges))
             .with_optimizer_rule(Arc::new(cohort_algebra::CohortSetOperations))

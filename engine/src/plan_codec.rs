@@ -7,12 +7,13 @@
 //! - [`SharedExec`], [`Unordered`] and [`Unranged`] pass their input's rows through
 //!   unchanged (one computes a repeated subplan once in this process, the
 //!   others only change what the planner is told about orderings and
-//!   partitions). A worker
-//!   runs their input in their place.
+//!   partitions). A worker runs them as a plain pass-through node.
 //! - [`RunningWindowExec`] and [`FirstRowExec`] are written as the window
 //!   operator they stand in for (its input left out) and rebuilt from it.
 //!   A running window that cannot be rebuilt runs as that window operator,
 //!   which gives the same rows.
+//! - [`PersonRangeJoinExec`] is written as the hash join it runs (its
+//!   inputs left out) and the position of the person columns among its keys.
 //! - DataFusion's `PartialSortExec` (a sort of input already sorted on a
 //!   prefix of the keys, which `datafusion-proto` 55 does not write) is
 //!   written as the full sort with the prefix's length.
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::sorts::partial_sort::PartialSortExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
@@ -33,6 +35,7 @@ use prost::Message;
 
 use crate::first_rows::FirstRowExec;
 use crate::join_orderings::Unordered;
+use crate::person_ranges::PersonRangeJoinExec;
 use crate::repeated_subplans::SharedExec;
 use crate::running_window::RunningWindowExec;
 use crate::unranged::Unranged;
@@ -47,6 +50,7 @@ const PASS_THROUGH: u8 = 1;
 const RUNNING_WINDOW: u8 = 2;
 const FIRST_ROWS: u8 = 3;
 const PARTIAL_SORT: u8 = 4;
+const PERSON_RANGE_JOIN: u8 = 5;
 
 fn recompute() -> ReplaceChildrenOptions {
     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
@@ -101,6 +105,24 @@ impl PhysicalExtensionCodec for PlanCodec {
                 .with_fetch(sort.fetch());
             return self.window_bytes(&(Arc::new(full) as Arc<dyn ExecutionPlan>), buf);
         }
+        if let Some(join) = node.downcast_ref::<PersonRangeJoinExec>() {
+            let Some(hash) = join.join().downcast_ref::<HashJoinExec>() else {
+                return internal_err!("a person-range join of {}", join.join().name());
+            };
+            let (left, right) = join.persons();
+            let Some(at) = hash
+                .on()
+                .iter()
+                .position(|(l, r)| l.as_ref() == left.as_ref() && r.as_ref() == right.as_ref())
+            else {
+                return internal_err!(
+                    "a person-range join's person columns are not among its keys"
+                );
+            };
+            buf.push(PERSON_RANGE_JOIN);
+            buf.extend_from_slice(&(at as u64).to_le_bytes());
+            return self.window_bytes(join.join(), buf);
+        }
         internal_err!("no codec writes the plan node {}", node.name())
     }
 
@@ -111,11 +133,30 @@ impl PhysicalExtensionCodec for PlanCodec {
         ctx: &TaskContext,
         _converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let (Some((&PERSON_RANGE_JOIN, rest)), [_, _]) = (buf.split_first(), inputs)
+            && rest.len() >= 8
+        {
+            let (at, join) = rest.split_at(8);
+            let at = u64::from_le_bytes(at.try_into().unwrap_or_default()) as usize;
+            let join = self
+                .window_of(join, ctx)?
+                .replace_children(inputs.to_vec(), recompute())?;
+            let Some(persons) = join
+                .downcast_ref::<HashJoinExec>()
+                .and_then(|j| j.on().get(at).cloned())
+            else {
+                return internal_err!("a person-range join written without its person columns");
+            };
+            return Ok(Arc::new(PersonRangeJoinExec::new(join, persons)?));
+        }
         let [input] = inputs else {
             return internal_err!("a Tsunagu plan node has one input, not {}", inputs.len());
         };
         match buf.split_first() {
-            Some((&PASS_THROUGH, _)) => Ok(Arc::clone(input)),
+            // A pass-through node in their place keeps the fragment's shape
+            // the coordinator's: EXPLAIN ANALYZE matches the workers'
+            // metrics to the coordinator's plan node by node.
+            Some((&PASS_THROUGH, _)) => Ok(Arc::new(Unranged::new(Arc::clone(input)))),
             Some((&RUNNING_WINDOW, rest)) => {
                 let window = self
                     .window_of(rest, ctx)?
