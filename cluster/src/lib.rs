@@ -12,6 +12,7 @@
 
 mod ranges;
 mod release;
+mod shared;
 mod tls;
 mod workers;
 
@@ -25,6 +26,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext};
 use http::{HeaderMap, HeaderValue};
 use tsunagu_engine::plan_codec::PlanCodec;
+use tsunagu_engine::repeated_subplans::FragmentRuns;
 use tsunagu_engine::{Distribute, Engine};
 
 pub use tls::{ClientTls, WorkerTls};
@@ -105,6 +107,7 @@ pub fn coordinator(
         let builder = builder
             .with_physical_optimizer_rule(Arc::new(release::GatherForRelease))
             .with_physical_optimizer_rule(Arc::new(UnrangeMerges))
+            .with_physical_optimizer_rule(Arc::new(shared::ShareWithinStages))
             .with_distributed_worker_resolver(workers.clone())
             .with_distributed_user_codec(PlanCodec)
             .with_distributed_planner()
@@ -234,6 +237,11 @@ pub async fn serve_worker(
                 ));
             }
             let mut builder = ctx.builder;
+            // A session per task: the occurrences of a shared subplan in
+            // the task's fragment read one run.
+            if let Some(config) = builder.config().as_mut() {
+                config.set_extension(Arc::new(FragmentRuns::default()));
+            }
             if let Some((url, store)) = client {
                 builder = builder.with_object_store(&url, store);
             }

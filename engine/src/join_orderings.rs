@@ -28,11 +28,13 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{JoinType, Result, Statistics};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr};
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::CardinalityEffect;
 use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
-use datafusion::physical_plan::joins::{HashJoinExec, SortMergeJoinExec};
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PartitionMode, SortMergeJoinExec,
+};
 use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
@@ -92,12 +94,14 @@ impl PhysicalOptimizerRule for SoundJoinOrderings {
     }
 }
 
-/// Takes the [`Unordered`] nodes out of a finished plan, each operator
-/// keeping the properties it was planned with. The node matters only while
-/// the plan is optimized; plans cut into stages for a cluster go without
-/// it, so that the distributed planner, which reasons about DataFusion's
-/// own operators (where a build side is collected, where a stage can be
-/// cut), sees joins over their inputs as DataFusion built them. Run it last.
+/// Takes the [`Unordered`] nodes off the collected build sides of a
+/// finished plan's joins, each join keeping the properties it was planned
+/// with. Plans cut into stages for a cluster need this: the distributed
+/// planner finds a join's collected build side (to broadcast it) directly
+/// under the join. A collected build side merges its partitions, so shows
+/// no ordering to hide. The other nodes stay: the distributed planner
+/// computes every operator's properties again from its inputs, and a join
+/// would claim again the orderings it does not keep. Run it last.
 #[derive(Debug, Default)]
 pub struct WithoutUnordered;
 
@@ -108,8 +112,12 @@ impl PhysicalOptimizerRule for WithoutUnordered {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
+            let collects = match node.downcast_ref::<HashJoinExec>() {
+                Some(join) => join.mode == PartitionMode::CollectLeft,
+                None => node.is::<NestedLoopJoinExec>() || node.is::<CrossJoinExec>(),
+            };
             let children = node.children();
-            if !children.iter().any(|c| c.is::<Unordered>()) {
+            if !collects || !children.iter().any(|c| c.is::<Unordered>()) {
                 return Ok(Transformed::no(node));
             }
             let inputs = children
@@ -168,7 +176,8 @@ pub struct Unordered {
 }
 
 impl Unordered {
-    fn new(input: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>) -> Unordered {
+    /// `input`, declaring of its orderings only their prefixes made of `keys`.
+    pub fn new(input: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>) -> Unordered {
         let shown = input.properties();
         let kept = shown
             .equivalence_properties()
@@ -182,7 +191,10 @@ impl Unordered {
                     .collect();
                 LexOrdering::new(prefix)
             });
-        let mut equivalences = EquivalenceProperties::new(input.schema());
+        // Equal columns and constants hold in any order; only the
+        // orderings go.
+        let mut equivalences = shown.equivalence_properties().clone();
+        equivalences.clear_orderings();
         equivalences.add_orderings(kept);
         let properties = PlanProperties::new(
             equivalences,
@@ -195,6 +207,13 @@ impl Unordered {
             keys,
             properties: Arc::new(properties),
         }
+    }
+}
+
+impl Unordered {
+    /// The expressions whose orderings are kept.
+    pub fn keys(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.keys
     }
 }
 

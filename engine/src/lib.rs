@@ -308,8 +308,8 @@ impl Engine {
             .with_optimizer_rule(Arc::new(tsunagu_udfs::graph::PathFilters));
         let mut state = pg_dialect::install(state);
         if let Some(distribute) = &self.options.distribute {
-            let state_for_stages = repeated_subplans::without_sharing(state)
-                .with_physical_optimizer_rule(Arc::new(join_orderings::WithoutUnordered));
+            let state_for_stages =
+                state.with_physical_optimizer_rule(Arc::new(join_orderings::WithoutUnordered));
             state = (distribute.0)(state_for_stages);
         }
         let ctx = SessionContext::new_with_state(state.build());

@@ -4,10 +4,14 @@
 //! DataFusion's own nodes are written by `datafusion-proto`; this codec adds
 //! the four Tsunagu puts into plans:
 //!
-//! - [`SharedExec`], [`Unordered`] and [`Unranged`] pass their input's rows through
-//!   unchanged (one computes a repeated subplan once in this process, the
-//!   others only change what the planner is told about orderings and
-//!   partitions). A worker runs them as a plain pass-through node.
+//! - [`Unordered`] and [`Unranged`] pass their input's rows through
+//!   unchanged (they only change what the planner is told about orderings
+//!   and partitions). An `Unordered` is written with its keys' column
+//!   numbers, so the worker's operators see the same orderings; a worker
+//!   runs an `Unranged` as a plain pass-through node.
+//! - [`SharedExec`] is written with the number of its shared subplan. A
+//!   worker's occurrences of one shared subplan in one fragment read one
+//!   run ([`FragmentRuns`]); elsewhere each runs its input.
 //! - [`RunningWindowExec`] and [`FirstRowExec`] are written as the window
 //!   operator they stand in for (its input left out) and rebuilt from it.
 //!   A running window that cannot be rebuilt runs as that window operator,
@@ -22,6 +26,7 @@ use std::sync::Arc;
 
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::sorts::partial_sort::PartialSortExec;
@@ -36,7 +41,7 @@ use prost::Message;
 use crate::first_rows::FirstRowExec;
 use crate::join_orderings::Unordered;
 use crate::person_ranges::PersonRangeJoinExec;
-use crate::repeated_subplans::SharedExec;
+use crate::repeated_subplans::{FragmentRuns, SharedExec};
 use crate::running_window::RunningWindowExec;
 use crate::unranged::Unranged;
 
@@ -51,6 +56,8 @@ const RUNNING_WINDOW: u8 = 2;
 const FIRST_ROWS: u8 = 3;
 const PARTIAL_SORT: u8 = 4;
 const PERSON_RANGE_JOIN: u8 = 5;
+const SHARED: u8 = 6;
+const UNORDERED: u8 = 7;
 
 fn recompute() -> ReplaceChildrenOptions {
     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
@@ -85,7 +92,23 @@ impl PhysicalExtensionCodec for PlanCodec {
         buf: &mut Vec<u8>,
         _converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        if node.is::<SharedExec>() || node.is::<Unordered>() || node.is::<Unranged>() {
+        if let Some(shared) = node.downcast_ref::<SharedExec>() {
+            buf.push(SHARED);
+            buf.extend_from_slice(&shared.id().to_le_bytes());
+            return Ok(());
+        }
+        if let Some(unordered) = node.downcast_ref::<Unordered>() {
+            // The keys by their column numbers; a key of another kind is
+            // left out, which hides more orderings (never one that does not hold).
+            buf.push(UNORDERED);
+            for key in unordered.keys() {
+                if let Some(column) = key.downcast_ref::<Column>() {
+                    buf.extend_from_slice(&(column.index() as u64).to_le_bytes());
+                }
+            }
+            return Ok(());
+        }
+        if node.is::<Unranged>() {
             buf.push(PASS_THROUGH);
             return Ok(());
         }
@@ -157,6 +180,28 @@ impl PhysicalExtensionCodec for PlanCodec {
             // the coordinator's: EXPLAIN ANALYZE matches the workers'
             // metrics to the coordinator's plan node by node.
             Some((&PASS_THROUGH, _)) => Ok(Arc::new(Unranged::new(Arc::clone(input)))),
+            // A worker's operators above it must see the orderings hidden
+            // as the coordinator's did (an aggregate streams by them).
+            Some((&UNORDERED, rest)) => {
+                let schema = input.schema();
+                let keys = rest
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()) as usize)
+                    .filter(|&i| i < schema.fields().len())
+                    .map(|i| Arc::new(Column::new(schema.field(i).name(), i)) as _)
+                    .collect();
+                Ok(Arc::new(Unordered::new(Arc::clone(input), keys)))
+            }
+            // The fragment's occurrences of a shared subplan read one run
+            // when the session holds the fragment's runs (a worker's does).
+            Some((&SHARED, rest)) if rest.len() >= 8 => {
+                let id = u64::from_le_bytes(rest[..8].try_into().unwrap_or_default());
+                let input = Arc::clone(input);
+                match ctx.session_config().get_extension::<FragmentRuns>() {
+                    Some(runs) => Ok(Arc::new(runs.occurrence(id, input)?)),
+                    None => Ok(Arc::new(Unranged::new(input))),
+                }
+            }
             Some((&RUNNING_WINDOW, rest)) => {
                 let window = self
                     .window_of(rest, ctx)?
@@ -192,6 +237,7 @@ impl PhysicalExtensionCodec for PlanCodec {
 mod tests {
     use super::*;
     use datafusion::execution::session_state::SessionStateBuilder;
+    use datafusion::physical_plan::ExecutionPlanProperties;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
     fn rules_context() -> SessionContext {
@@ -226,13 +272,8 @@ mod tests {
             .indent(false)
             .to_string();
         assert!(shown.contains(node), "{node} not in\n{shown}");
-        let node_bytes = PhysicalPlanNode::try_from_physical_plan(plan.clone(), &PlanCodec)
-            .unwrap()
-            .encode_to_vec();
-        let read = PhysicalPlanNode::decode(node_bytes.as_slice())
-            .unwrap()
-            .try_into_physical_plan(&SessionContext::new().task_ctx(), &PlanCodec)
-            .unwrap();
+        let read = read_back(&plan);
+        assert_eq!(orderings(&plan), orderings(&read));
         let rows = |p: Arc<dyn ExecutionPlan>| async {
             let batches = datafusion::physical_plan::collect(p, ctx.task_ctx())
                 .await
@@ -250,6 +291,56 @@ mod tests {
         let before = rows(plan).await;
         assert!(before.len() > 4, "{before:?}");
         assert_eq!(before, rows(read).await);
+    }
+
+    /// `plan` written with the codec and read back.
+    fn read_back(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+        let node_bytes = PhysicalPlanNode::try_from_physical_plan(plan.clone(), &PlanCodec)
+            .unwrap()
+            .encode_to_vec();
+        PhysicalPlanNode::decode(node_bytes.as_slice())
+            .unwrap()
+            .try_into_physical_plan(&SessionContext::new().task_ctx(), &PlanCodec)
+            .unwrap()
+    }
+
+    /// The ordering each node of `plan` declares, in pre-order.
+    fn orderings(plan: &Arc<dyn ExecutionPlan>) -> Vec<Option<String>> {
+        let mut out = vec![plan.output_ordering().map(|o| o.to_string())];
+        for child in plan.children() {
+            out.extend(orderings(child));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn hidden_orderings_stay_hidden_when_read_back() {
+        let ctx = rules_context();
+        ctx.sql("CREATE TABLE t AS SELECT * FROM (VALUES (2, 5), (1, 7), (1, 3)) v(person_id, d)")
+            .await
+            .unwrap();
+        let sorted = ctx
+            .sql("SELECT * FROM t ORDER BY person_id, d")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let person: Arc<dyn datafusion::physical_expr::PhysicalExpr> =
+            Arc::new(Column::new("person_id", 0));
+        for (keys, shown) in [(vec![], None), (vec![person], Some("person_id@0 ASC"))] {
+            let plan: Arc<dyn ExecutionPlan> = Arc::new(Unordered::new(sorted.clone(), keys));
+            let read = read_back(&plan);
+            // What operators above it are told of the order is what the
+            // coordinator planned them with: an aggregate streams by it.
+            assert_eq!(orderings(&plan), orderings(&read));
+            let declared = read.output_ordering().map(|o| o.to_string());
+            match shown {
+                None => assert_eq!(declared, None),
+                Some(prefix) => assert!(declared.is_some_and(|d| d.starts_with(prefix))),
+            }
+            assert!(sorted.output_ordering().is_some());
+        }
     }
 
     #[tokio::test]

@@ -112,6 +112,11 @@ impl SharedExec {
     pub fn id(&self) -> u64 {
         self.run.id
     }
+
+    /// The subplan this occurrence runs when it is the first read.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
 }
 
 impl DisplayAs for SharedExec {

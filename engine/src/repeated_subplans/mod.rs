@@ -52,9 +52,7 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
 }
 
 /// Removes subplan sharing from a session state built by [`install`]: each
-/// occurrence is planned and computed on its own. Plans cut into stages
-/// for a cluster need this, as their stages are trees: two occurrences of
-/// one shared node would become two stages, only one of which would run.
+/// occurrence is planned and computed on its own.
 pub fn without_sharing(mut builder: SessionStateBuilder) -> SessionStateBuilder {
     let sharing = ShareRepeatedSubplans.name();
     // `install` sets the optimizer's rules; rules added later are kept apart.
@@ -65,6 +63,28 @@ pub fn without_sharing(mut builder: SessionStateBuilder) -> SessionStateBuilder 
         rules.retain(|r| r.name() != sharing);
     }
     builder
+}
+
+/// The shared subplans of one plan fragment read on a cluster worker: the
+/// occurrences of one shared subplan in the fragment read one run. Put in
+/// the configuration of the session a fragment is decoded with, one per
+/// fragment (see `plan_codec`).
+#[derive(Debug, Default)]
+pub struct FragmentRuns(std::sync::Mutex<HashMap<u64, Arc<exec::SharedRun>>>);
+
+impl FragmentRuns {
+    /// An occurrence of the shared subplan `id` over `input`, reading the
+    /// run of the fragment's other occurrences of `id`.
+    pub fn occurrence(&self, id: u64, input: Arc<dyn ExecutionPlan>) -> Result<SharedExec> {
+        let run = self
+            .0
+            .lock()
+            .map_err(|_| datafusion::common::DataFusionError::Internal("shared plans".into()))?
+            .entry(id)
+            .or_insert_with(|| Arc::new(exec::SharedRun::new(id)))
+            .clone();
+        Ok(SharedExec::new(input, run))
+    }
 }
 
 /// A subplan computed once for all of its occurrences in a query.
