@@ -88,7 +88,7 @@ fn keep_ranges(
         Partitioning::Range(range) => range.partition_count() >= cores,
         _ => false,
     };
-    let mut removed = false;
+    let mut removed = Vec::with_capacity(children.len());
     let mut candidate: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(children.len());
     for child in &children {
         match child.downcast_ref::<RepartitionExec>() {
@@ -98,12 +98,15 @@ fn keep_ranges(
                     && ranged(r.input()) =>
             {
                 candidate.push(Arc::clone(r.input()));
-                removed = true;
+                removed.push(true);
             }
-            _ => candidate.push(Arc::clone(child)),
+            _ => {
+                candidate.push(Arc::clone(child));
+                removed.push(false);
+            }
         }
     }
-    if !removed {
+    if !removed.contains(&true) {
         return Ok(Transformed::no(node));
     }
     if let Some(join) = node.downcast_ref::<HashJoinExec>() {
@@ -121,7 +124,7 @@ fn keep_ranges(
             join, persons,
         )?)));
     }
-    if !served_within_ranges(&node, &candidate)? || !orderings_kept(&node, &candidate)? {
+    if !served_within_ranges(&node, &candidate, &removed)? || !orderings_kept(&node, &candidate)? {
         return Ok(Transformed::no(node));
     }
     node.replace_children(candidate, recompute())
@@ -168,9 +171,12 @@ fn same_persons(
 }
 
 /// Whether every child of `node` in `children` satisfies what `node` asks
-/// of it, a partitioning on keys being satisfied by ranges of one of them.
-/// Operators asking several children for matching partitions are left as
-/// they are (only hash joins are known to be served, above).
+/// of it, a partitioning on keys being satisfied by ranges of one of them,
+/// and `node` asks for such a partitioning of each child whose repartition
+/// is `removed` (a repartition under an operator asking nothing, such as a
+/// sort below a window, serves an operator further up). Operators asking
+/// several children for matching partitions are left as they are (only
+/// hash joins are known to be served, above).
 #[expect(
     deprecated,
     reason = "operators may still ask for HashPartitioned, KeyPartitioned's former name"
@@ -178,6 +184,7 @@ fn same_persons(
 fn served_within_ranges(
     node: &Arc<dyn ExecutionPlan>,
     children: &[Arc<dyn ExecutionPlan>],
+    removed: &[bool],
 ) -> Result<bool> {
     let required = node.input_distribution_requirements();
     if children.len() > 1 {
@@ -190,11 +197,14 @@ fn served_within_ranges(
         }
     }
     for (i, child) in children.iter().enumerate() {
-        if let Some(Distribution::HashPartitioned(keys) | Distribution::KeyPartitioned(keys)) =
-            required.child_distribution(i)
-            && keys.iter().any(|k| names_grouping_id(k))
-        {
-            return Ok(false);
+        match required.child_distribution(i) {
+            Some(Distribution::HashPartitioned(keys) | Distribution::KeyPartitioned(keys)) => {
+                if keys.iter().any(names_grouping_id) {
+                    return Ok(false);
+                }
+            }
+            _ if removed.get(i) == Some(&true) => return Ok(false),
+            _ => {}
         }
         let satisfied = required
             .child_satisfaction(
