@@ -27,7 +27,7 @@ use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, Worker, Wor
 use http::{HeaderMap, HeaderValue};
 use tsunagu_engine::plan_codec::PlanCodec;
 use tsunagu_engine::repeated_subplans::FragmentRuns;
-use tsunagu_engine::{Distribute, Engine};
+use tsunagu_engine::{Distribute, Engine, Membership};
 
 pub use tls::{ClientTls, WorkerTls};
 pub use workers::Workers;
@@ -99,44 +99,57 @@ pub fn coordinator(
     task_bytes: usize,
     tls: Option<ClientTls>,
 ) -> Distribute {
-    Distribute(Arc::new(move |mut builder| {
-        let local = builder.query_planner().clone();
-        if let Some(tls) = &tls {
-            builder = builder.with_distributed_channel_resolver(tls.clone());
-        }
-        let builder = builder
-            .with_physical_optimizer_rule(Arc::new(release::GatherForRelease))
-            .with_physical_optimizer_rule(Arc::new(UnrangeMerges))
-            .with_physical_optimizer_rule(Arc::new(shared::ShareWithinStages))
-            .with_distributed_worker_resolver(workers.clone())
-            .with_distributed_user_codec(PlanCodec)
-            .with_distributed_planner()
-            .with_distributed_desired_task_count_handler(ranges::range_tasks(task_bytes.max(1)))
-            .with_distributed_scale_up_leaf_node_handler(ranges::scale_up_ranges);
-        // None of these can fail: the header's name is not a reserved one,
-        // and the options are a flag (EXPLAIN ANALYZE shows bytes moved) and
-        // a positive number.
-        let builder = match builder.with_distributed_passthrough_headers(secret.headers()) {
-            Ok(b) => b,
-            Err(e) => panic!("the cluster secret header is refused: {e}"),
-        };
-        let builder = match builder.with_distributed_metrics_collection(true) {
-            Ok(b) => b,
-            Err(e) => panic!("metrics collection is refused: {e}"),
-        };
-        let mut builder = match builder
-            .with_distributed_file_scan_config_bytes_per_partition(task_bytes.max(1))
-        {
-            Ok(b) => b,
-            Err(e) => panic!("the bytes per task are refused: {e}"),
-        };
-        match (local, builder.query_planner().clone()) {
-            (Some(local), Some(distributed)) => {
-                builder.with_query_planner(Arc::new(Choose { local, distributed }))
+    let generation = {
+        let workers = workers.clone();
+        Arc::new(move || workers.generation())
+    };
+    let plan = Arc::new(
+        move |mut builder: datafusion::execution::SessionStateBuilder| {
+            let local = builder.query_planner().clone();
+            if let Some(tls) = &tls {
+                builder = builder.with_distributed_channel_resolver(tls.clone());
             }
-            _ => builder,
-        }
-    }))
+            let builder = builder
+                .with_physical_optimizer_rule(Arc::new(release::GatherForRelease))
+                .with_physical_optimizer_rule(Arc::new(UnrangeMerges))
+                .with_physical_optimizer_rule(Arc::new(shared::ShareWithinStages))
+                .with_distributed_worker_resolver(workers.clone())
+                .with_distributed_user_codec(PlanCodec)
+                .with_distributed_planner()
+                .with_distributed_desired_task_count_handler(ranges::range_tasks(task_bytes.max(1)))
+                .with_distributed_scale_up_leaf_node_handler(ranges::scale_up_ranges);
+            // None of these can fail: the header's name is not a reserved one,
+            // and the options are a flag (EXPLAIN ANALYZE shows bytes moved) and
+            // a positive number.
+            let builder = match builder.with_distributed_passthrough_headers(secret.headers()) {
+                Ok(b) => b,
+                Err(e) => panic!("the cluster secret header is refused: {e}"),
+            };
+            let builder = match builder.with_distributed_metrics_collection(true) {
+                Ok(b) => b,
+                Err(e) => panic!("metrics collection is refused: {e}"),
+            };
+            let mut builder = match builder
+                .with_distributed_file_scan_config_bytes_per_partition(task_bytes.max(1))
+            {
+                Ok(b) => b,
+                Err(e) => panic!("the bytes per task are refused: {e}"),
+            };
+            match (local, builder.query_planner().clone()) {
+                (Some(local), Some(distributed)) => {
+                    builder.with_query_planner(Arc::new(Choose { local, distributed }))
+                }
+                _ => builder,
+            }
+        },
+    );
+    Distribute {
+        plan,
+        membership: Some(Membership {
+            generation,
+            settle: workers::SETTLE,
+        }),
+    }
 }
 
 /// Shows merges of person-range partitions their input without the ranges

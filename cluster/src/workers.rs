@@ -1,5 +1,6 @@
 //! Where the workers are, and which of them answer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,12 +15,18 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// A fixed list of workers, of which plans use those whose port accepted
 /// a connection at the last probe: a stopped worker fails the statements
-/// running on it, and the next statements run on the others.
+/// running on it (each is run again once, on the others), and the next
+/// statements run on the others.
 #[derive(Clone)]
 pub struct Workers {
     all: Arc<Vec<Url>>,
     up: Arc<RwLock<Vec<Url>>>,
+    /// Counts the changes of `up`.
+    changes: Arc<AtomicU64>,
 }
+
+/// How long after a change of the workers answering the probes have seen it.
+pub const SETTLE: Duration = Duration::from_millis(3 * PROBE_EVERY.as_millis() as u64);
 
 impl Workers {
     /// Workers at `addresses` (`host:port`, or with the scheme `http://`,
@@ -63,6 +70,7 @@ impl Workers {
         let workers = Workers {
             up: Arc::new(RwLock::new(all.clone())),
             all: Arc::new(all),
+            changes: Arc::new(AtomicU64::new(0)),
         };
         let probed = workers.clone();
         tokio::spawn(async move {
@@ -86,10 +94,17 @@ impl Workers {
                 up.push(url.clone());
             }
         }
-        if up.len() != self.up.read().map_or(0, |u| u.len()) {
+        let mut known = self.up.write().unwrap_or_else(|p| p.into_inner());
+        if *known != up {
             log::info!("cluster: {} of {} workers answer", up.len(), self.all.len());
+            self.changes.fetch_add(1, Ordering::Relaxed);
+            *known = up;
         }
-        *self.up.write().unwrap_or_else(|p| p.into_inner()) = up;
+    }
+
+    /// A number that changes whenever a worker stops answering or comes back.
+    pub fn generation(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     /// Every worker given.

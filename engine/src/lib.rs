@@ -43,9 +43,9 @@ pub mod quality;
 mod query_memory;
 pub mod repeated_subplans;
 mod result_cache;
+mod retry;
 pub mod running_window;
 pub mod session;
-mod spill_retry;
 pub mod table_calls;
 pub mod unranged;
 mod vocabulary;
@@ -102,7 +102,31 @@ pub struct EngineOptions {
 /// A change to a session's state that makes its plans run elsewhere (a
 /// distributed planner, with where its workers are).
 #[derive(Clone)]
-pub struct Distribute(pub Arc<dyn Fn(SessionStateBuilder) -> SessionStateBuilder + Send + Sync>);
+pub struct Distribute {
+    /// Adds the distributed planner to a session's state.
+    pub plan: Arc<dyn Fn(SessionStateBuilder) -> SessionStateBuilder + Send + Sync>,
+    /// Tells when the machines plans run on change; a statement failing
+    /// then is run again (see `retry`).
+    pub membership: Option<Membership>,
+}
+
+/// Which machines a cluster's plans run on, as a number that changes
+/// whenever one stops answering or comes back.
+#[derive(Clone)]
+pub struct Membership {
+    /// The current number.
+    pub generation: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// How long the cluster takes to notice a change.
+    pub settle: std::time::Duration,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("settle", &self.settle)
+            .finish()
+    }
+}
 
 impl std::fmt::Debug for Distribute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -308,9 +332,14 @@ impl Engine {
             .with_optimizer_rule(Arc::new(tsunagu_udfs::graph::PathFilters));
         let mut state = pg_dialect::install(state);
         if let Some(distribute) = &self.options.distribute {
-            let state_for_stages =
+            let mut state_for_stages =
                 state.with_physical_optimizer_rule(Arc::new(join_orderings::WithoutUnordered));
-            state = (distribute.0)(state_for_stages);
+            if let (Some(membership), Some(config)) =
+                (&distribute.membership, state_for_stages.config().as_mut())
+            {
+                config.set_extension(Arc::new(membership.clone()));
+            }
+            state = (distribute.plan)(state_for_stages);
         }
         let ctx = SessionContext::new_with_state(state.build());
         pg_dialect::register(&ctx);

@@ -133,7 +133,14 @@ impl Session {
             let df = datafusion::prelude::DataFrame::new(state.clone(), plan.clone());
             (df.execute_stream().await?, state)
         };
-        let stream = crate::spill_retry::with_retry(stream, state, plan.clone());
+        let cluster = state
+            .config()
+            .get_extension::<crate::Membership>()
+            .map(|m| {
+                let now = (m.generation)();
+                (m, now)
+            });
+        let stream = crate::retry::with_retry(stream, state, plan.clone(), cluster);
         let stream = crate::damaged::name_damaged_files(stream, plan, self.roots.clone());
         Ok(result_schema::conformed(stream, prepared.schema()))
     }

@@ -1,11 +1,19 @@
-//! Queries that run out of memory before producing a row are planned again
-//! with operators that spill.
+//! Statements that fail before producing a row are run again when a second
+//! run can succeed.
 //!
-//! Hash joins keep their build side in memory; under a memory limit a large
-//! build side fails the query. When that happens before the first batch
-//! reaches the client, the plan is rebuilt with sort-merge joins (whose
-//! sorts spill to disk) and run again, so the analyst gets the answer later
-//! instead of an error.
+//! - **Out of memory.** Hash joins keep their build side in memory; under a
+//!   memory limit a large build side fails the query. The plan is then
+//!   rebuilt with sort-merge joins (whose sorts spill to disk) and run
+//!   again, so the analyst gets the answer later instead of an error.
+//! - **A cluster's workers changed.** A statement running on a worker that
+//!   stops fails. When the workers answering have changed by the time the
+//!   cluster has noticed ([`Membership::settle`]), the statement is planned
+//!   again, on the workers left, and run once more.
+//!
+//! Either retry happens once, and only before the first batch reaches the
+//! client.
+
+use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -15,29 +23,39 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::DataFrame;
 use futures::{StreamExt, stream};
 
+use crate::Membership;
+
 /// True when `e` is (or wraps) the memory pool refusing a reservation.
 pub fn out_of_memory(e: &DataFusionError) -> bool {
     matches!(e.find_root(), DataFusionError::ResourcesExhausted(_))
 }
 
 enum State {
-    /// Nothing emitted yet: a memory error can still be retried.
-    First(SendableRecordBatchStream, Box<(SessionState, LogicalPlan)>),
+    /// Nothing emitted yet: an error can still be retried.
+    First(
+        SendableRecordBatchStream,
+        Box<(SessionState, LogicalPlan, OnCluster)>,
+    ),
     /// Rows went out, or the retry is running: errors are final.
     Final(SendableRecordBatchStream),
     Done,
 }
 
+/// The cluster a statement runs on, and its membership when it started.
+pub type OnCluster = Option<(Arc<Membership>, u64)>;
+
 /// Wraps the stream of `plan`, retrying it once with spilling joins if it
-/// runs out of memory before its first batch.
+/// runs out of memory before its first batch, and once as it is if it fails
+/// before its first batch while the workers of `cluster` change.
 pub fn with_retry(
     first: SendableRecordBatchStream,
     state: SessionState,
     plan: LogicalPlan,
+    cluster: OnCluster,
 ) -> SendableRecordBatchStream {
     let schema = first.schema();
     let batches = stream::unfold(
-        State::First(first, Box::new((state, plan))),
+        State::First(first, Box::new((state, plan, cluster))),
         |state| async move {
             match state {
                 State::First(mut s, retry) => match s.next().await {
@@ -46,7 +64,7 @@ pub fn with_retry(
                         log::info!(
                             "query out of memory before its first row; planning with spilling joins"
                         );
-                        let (state, plan) = *retry;
+                        let (state, plan, _) = *retry;
                         match spilling(state, plan).await {
                             Ok(mut retry) => {
                                 let next = retry.next().await?;
@@ -55,8 +73,28 @@ pub fn with_retry(
                             Err(_) => Some((Err(e), State::Done)),
                         }
                     }
+                    Some(Err(e)) => {
+                        drop(s);
+                        let (state, plan, cluster) = *retry;
+                        let Some((membership, before)) = cluster else {
+                            return Some((Err(e), State::Done));
+                        };
+                        tokio::time::sleep(membership.settle).await;
+                        if (membership.generation)() == before {
+                            return Some((Err(e), State::Done));
+                        }
+                        log::info!(
+                            "the cluster's workers changed while a statement ran; running it again"
+                        );
+                        match DataFrame::new(state, plan).execute_stream().await {
+                            Ok(mut again) => {
+                                let next = again.next().await?;
+                                Some((next, State::Final(again)))
+                            }
+                            Err(_) => Some((Err(e), State::Done)),
+                        }
+                    }
                     Some(Ok(b)) => Some((Ok(b), State::Final(s))),
-                    Some(Err(e)) => Some((Err(e), State::Done)),
                     None => None,
                 },
                 State::Final(mut s) => {
@@ -91,6 +129,9 @@ mod tests {
     use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::{out_of_memory, with_retry};
+    use datafusion::error::DataFusionError;
+    use datafusion::execution::SendableRecordBatchStream;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 
     /// `rows` rows of (k, v) in batches of 8192, k repeating every `keys`.
     fn table(rows: i64, keys: i64) -> Arc<MemTable> {
@@ -138,7 +179,7 @@ mod tests {
             let plain = ctx.sql(JOIN).await.unwrap().collect().await;
             let df = ctx.sql(JOIN).await.unwrap();
             let plan = df.logical_plan().clone();
-            let stream = with_retry(df.execute_stream().await.unwrap(), ctx.state(), plan);
+            let stream = with_retry(df.execute_stream().await.unwrap(), ctx.state(), plan, None);
             match collect(stream).await {
                 Ok(batches) => {
                     let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
@@ -156,5 +197,47 @@ mod tests {
         }
         // Some limit fails the hash join but not the retried plan.
         assert!(!rescued.is_empty());
+    }
+
+    /// A stream failing at once, as a statement whose worker stopped.
+    fn failing(schema: datafusion::arrow::datatypes::SchemaRef) -> SendableRecordBatchStream {
+        let error = DataFusionError::Execution("worker gone".into());
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter([Err(error)]),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_statement_failing_while_the_workers_change_runs_again() {
+        let ctx = context(64 << 20);
+        let changes = Arc::new(std::sync::atomic::AtomicU64::new(7));
+        let seen = Arc::clone(&changes);
+        let membership = Arc::new(crate::Membership {
+            generation: Arc::new(move || seen.load(std::sync::atomic::Ordering::Relaxed)),
+            settle: std::time::Duration::from_millis(20),
+        });
+        let run = |cluster: super::OnCluster| {
+            let ctx = ctx.clone();
+            async move {
+                let df = ctx.sql(JOIN).await.unwrap();
+                let plan = df.logical_plan().clone();
+                let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+                collect(with_retry(failing(schema), ctx.state(), plan, cluster)).await
+            }
+        };
+        // The same workers: the error stands.
+        let e = run(Some((Arc::clone(&membership), 7))).await.unwrap_err();
+        assert!(e.to_string().contains("worker gone"), "{e}");
+        // Not on a cluster: the error stands.
+        assert!(run(None).await.is_err());
+        // A worker stopped since the statement started: it runs again, and
+        // gives the join's answer.
+        changes.store(8, std::sync::atomic::Ordering::Relaxed);
+        let batches = run(Some((Arc::clone(&membership), 7))).await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("| 400000   | 159999600000 "), "{text}");
     }
 }
