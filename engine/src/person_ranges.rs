@@ -198,11 +198,12 @@ fn served_within_ranges(
     }
     for (i, child) in children.iter().enumerate() {
         match required.child_distribution(i) {
-            Some(Distribution::HashPartitioned(keys) | Distribution::KeyPartitioned(keys)) => {
-                if keys.iter().any(names_grouping_id) {
-                    return Ok(false);
-                }
+            Some(Distribution::HashPartitioned(keys) | Distribution::KeyPartitioned(keys))
+                if keys.iter().any(names_grouping_id) =>
+            {
+                return Ok(false);
             }
+            Some(Distribution::HashPartitioned(_) | Distribution::KeyPartitioned(_)) => {}
             _ if removed.get(i) == Some(&true) => return Ok(false),
             _ => {}
         }
