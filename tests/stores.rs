@@ -397,44 +397,7 @@ async fn file_rows(file: &Path, date: &str) -> Vec<(Option<i64>, Option<i32>)> {
 
 /// Like [`delivered`], with a table `numbers` (person_key, person_id) of `key|id` lines.
 async fn delivered_with_numbers(file: &Path, numbers: &[String], sql: &str) -> Vec<String> {
-    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let ctx = datafusion::prelude::SessionContext::new();
-    ctx.register_parquet(
-        "delivered",
-        file.to_string_lossy().as_ref(),
-        datafusion::prelude::ParquetReadOptions::default(),
-    )
-    .await
-    .expect("registers");
-    let (keys, ids): (Vec<&str>, Vec<i64>) = numbers
-        .iter()
-        .map(|l| {
-            let (k, i) = l.split_once('|').expect("key|id");
-            (k, i.parse::<i64>().expect("a number"))
-        })
-        .unzip();
-    let schema = std::sync::Arc::new(Schema::new(vec![
-        Field::new("person_key", DataType::Utf8, false),
-        Field::new("person_id", DataType::Int64, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            std::sync::Arc::new(StringArray::from(keys)),
-            std::sync::Arc::new(Int64Array::from(ids)),
-        ],
-    )
-    .expect("a batch");
-    ctx.register_batch("numbers", batch).expect("registers");
-    let batches = ctx
-        .sql(sql)
-        .await
-        .expect("plans")
-        .collect()
-        .await
-        .expect("runs");
-    crate::common::lines(&batches)
+    delivered_tables(&[("delivered", file.to_path_buf())], numbers, sql).await
 }
 
 /// Joins on a visit and its person, aggregates by person and a left join
@@ -498,9 +461,13 @@ async fn joins_on_a_visit_and_its_person_run_within_person_ranges() {
          UNION SELECT DISTINCT person_key, person_id FROM ndb.drug_exposure",
     )
     .await;
+    let tables: Vec<(&str, std::path::PathBuf)> =
+        ["condition_occurrence", "visit_occurrence", "drug_exposure"]
+            .into_iter()
+            .map(|name| (name, store.join(format!("ndb/{name}.parquet"))))
+            .collect();
     let theirs = delivered_tables(
-        store,
-        &["condition_occurrence", "visit_occurrence", "drug_exposure"],
+        &tables,
         &numbers,
         "SELECT p.person_id, p.conditions, d.drugs
            FROM (SELECT nc.person_id, count(*) AS conditions
@@ -528,24 +495,20 @@ async fn joins_on_a_visit_and_its_person_run_within_person_ranges() {
     }
 }
 
-/// `sql` in plain DataFusion over the delivered `ndb` tables `names` of
-/// `store`, with a table `numbers` (person_key, person_id) of `key|id` lines.
+/// `sql` in plain DataFusion over the Parquet files `tables` (name, file),
+/// with a table `numbers` (person_key, person_id) of `key|id` lines.
 async fn delivered_tables(
-    store: &Path,
-    names: &[&str],
+    tables: &[(&str, std::path::PathBuf)],
     numbers: &[String],
     sql: &str,
 ) -> Vec<String> {
     use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     let ctx = datafusion::prelude::SessionContext::new();
-    for name in names {
+    for (name, file) in tables {
         ctx.register_parquet(
             *name,
-            store
-                .join(format!("ndb/{name}.parquet"))
-                .to_string_lossy()
-                .as_ref(),
+            file.to_string_lossy().as_ref(),
             datafusion::prelude::ParquetReadOptions::default(),
         )
         .await
