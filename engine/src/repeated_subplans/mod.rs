@@ -51,20 +51,6 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
         .with_query_planner(Arc::new(SharingQueryPlanner))
 }
 
-/// Removes subplan sharing from a session state built by [`install`]: each
-/// occurrence is planned and computed on its own.
-pub fn without_sharing(mut builder: SessionStateBuilder) -> SessionStateBuilder {
-    let sharing = ShareRepeatedSubplans.name();
-    // `install` sets the optimizer's rules; rules added later are kept apart.
-    if let Some(optimizer) = builder.optimizer() {
-        optimizer.rules.retain(|r| r.name() != sharing);
-    }
-    if let Some(rules) = builder.optimizer_rules() {
-        rules.retain(|r| r.name() != sharing);
-    }
-    builder
-}
-
 /// The shared subplans of one plan fragment read on a cluster worker: the
 /// occurrences of one shared subplan in the fragment read one run. Put in
 /// the configuration of the session a fragment is decoded with, one per
@@ -781,18 +767,6 @@ mod tests {
         // Three occurrences of one shared subplan.
         assert_eq!(nodes.len(), 3, "{nodes:?}");
         assert!(nodes.iter().all(|n| n.0 == nodes[0].0));
-    }
-
-    /// Plans for a cluster: the repeated CTE is planned once per occurrence.
-    #[tokio::test]
-    async fn without_sharing_plans_each_occurrence_on_its_own() {
-        let state =
-            super::without_sharing(install(SessionStateBuilder::new().with_default_features()));
-        let ctx = SessionContext::new_with_state(state.build());
-        ctx.register_table("t", table()).unwrap();
-        let (rows, nodes) = run(&ctx, REPEATED).await;
-        assert!(nodes.is_empty(), "{nodes:?}");
-        assert_eq!(rows, run(&context(false, None), REPEATED).await.0);
     }
 
     /// A shared join (whose build side runs once per plan) read by two
