@@ -195,6 +195,34 @@ fn demo_folder() -> PathBuf {
         .expect("the demo store was generated")
 }
 
+/// The bytes the files under `dir` take on disk, and their sizes.
+fn disk_bytes(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = (0, 0);
+    for entry in std::fs::read_dir(dir).expect("a folder") {
+        let path = entry.expect("an entry").path();
+        let meta = std::fs::metadata(&path).expect("metadata");
+        let (stored, apparent) = if meta.is_dir() {
+            disk_bytes(&path)
+        } else {
+            (meta.blocks() * 512, meta.len())
+        };
+        total = (total.0 + stored, total.1 + apparent);
+    }
+    total
+}
+
+/// The one folder in `dir`.
+fn only_folder(dir: &Path) -> PathBuf {
+    let folders: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("a folder")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    folders.into_iter().next().expect("one folder")
+}
+
 /// A server planning on `workers` with `secret`.
 fn coordinator(workers: &[&Worker], secret: &str) -> Server {
     coordinator_with(workers, secret, &[], &[])
@@ -394,6 +422,30 @@ fn studies_on_a_cluster_over_object_storage_answer_as_on_one_machine_and_a_stopp
         derived,
         "a worker derived and wrote its own state"
     );
+    // And they keep no copy of the data: of the store's files the footers
+    // (and the vocabulary) [hand bound: the demo's footers and vocabulary
+    // are under 5% of its files], of the layout nothing but footers.
+    let store_bytes = disk_bytes(&demo_folder()).1;
+    for state in [&state1, &state2] {
+        let store_state = only_folder(state);
+        assert!(
+            !store_state.join("objects").exists() && !store_state.join("derived").exists(),
+            "a worker copied the store whole"
+        );
+        let outline = store_state.join("outline");
+        let (stored, apparent) = disk_bytes(&outline.join("objects"));
+        assert_eq!(apparent, store_bytes, "the outline keeps every file's size");
+        assert!(
+            stored * 20 < store_bytes,
+            "{stored} of {store_bytes} bytes kept"
+        );
+        let layout = only_folder(&outline.join("derived")).join("layout");
+        let (stored, apparent) = disk_bytes(&layout);
+        assert!(
+            stored * 20 < apparent,
+            "{stored} of {apparent} layout bytes kept"
+        );
+    }
 
     // The plans are distributed: stages are cut and run by two tasks, and
     // the person layout is read from object storage.

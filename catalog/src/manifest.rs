@@ -88,6 +88,13 @@ impl Manifest {
         Self::parse(&text, store, &path)
     }
 
+    /// The vocabulary folder manifest text names, unchecked (`None` also
+    /// when the text is no manifest: [`Manifest::parse`] says why).
+    pub fn vocabulary_in(text: &str) -> Option<PathBuf> {
+        let raw: RawManifest = toml::from_str(text).ok()?;
+        raw.vocabulary.map(|v| PathBuf::from(v.path))
+    }
+
     /// Parses manifest text; `store` is the folder the paths are relative to.
     pub fn parse(text: &str, store: &Path, path: &Path) -> Result<Manifest> {
         let raw: RawManifest = toml::from_str(text)

@@ -1,14 +1,16 @@
 //! Stores on S3-compatible object storage.
 //!
 //! A store given as `s3://bucket/prefix` is opened with the same manifest
-//! and the same checks as a folder. Its objects are mirrored into a local
-//! folder (only objects whose size or modification time changed are fetched
-//! again), from which the state is derived. The derived state is kept beside
-//! the store, under `prefix/_tsunagu/derived/<fingerprint>/`: the first
-//! machine to open a store writes it there, later ones fetch it instead of
-//! deriving it again. Plans read the delivered files and the person layout
+//! and the same checks as a folder. The derived state is kept beside the
+//! store, under `prefix/_tsunagu/derived/<fingerprint>/`: the first machine
+//! to open a store copies its objects into a local folder (only objects
+//! whose size or modification time changed are fetched again), derives the
+//! state from them and writes it there. Later machines fetch that state and
+//! keep only an *outline* of the store ([`LocalCopy`]): the manifest and the
+//! vocabulary whole, and of the other files their size, modification time
+//! and Parquet footer. Plans read the delivered files and the person layout
 //! from object storage ([`ObjectStorage::file_urls`]), so the workers of a
-//! cluster need no shared folder.
+//! cluster need no shared folder and no copy of the data.
 //!
 //! The client is configured from the usual `AWS_*` variables (endpoint,
 //! region, keys, `AWS_ALLOW_HTTP`).
@@ -31,6 +33,46 @@ pub const STATE_PREFIX: &str = "_tsunagu";
 
 /// Files at least this large are uploaded in parts.
 const PART_BYTES: usize = 8 << 20;
+
+/// Objects fetched at the same time.
+const PARALLEL_FETCHES: usize = 8;
+
+/// The tail of a Parquet object read first for its footer: most footers fit.
+const FOOTER_HINT: u64 = 64 << 10;
+
+/// How an object is kept in a local folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalCopy {
+    /// All its bytes.
+    Whole,
+    /// A sparse file of the object's size holding only its Parquet footer:
+    /// enough to read its schema and row count, not its rows.
+    Footer,
+    /// A sparse file of the object's size holding nothing.
+    Empty,
+}
+
+/// One object of a store (not of its derived state).
+#[derive(Debug, Clone)]
+pub struct StoreObject {
+    /// The path below the store's prefix.
+    pub rel: String,
+    pub size: u64,
+    pub modified: SystemTime,
+    key: ObjectPath,
+}
+
+impl StoreObject {
+    /// The line [`crate::state::entries`] gives a local copy of this object.
+    pub fn entry(&self) -> String {
+        let nanos = self
+            .modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{}\t{}\t{}", self.rel, self.size, nanos)
+    }
+}
 
 /// The store location when `location` is an object-storage URL.
 pub fn store_url(location: &Path) -> Option<&str> {
@@ -149,14 +191,10 @@ impl ObjectStorage {
         Ok(out)
     }
 
-    /// Brings the store's objects (not its derived state) into `dir`:
-    /// objects whose size or modification time differ from the local copy
-    /// are fetched; local files without an object are removed. A copy keeps
-    /// its object's modification time, so every machine computes the same
-    /// fingerprint.
-    pub async fn mirror(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| CatalogError::state(dir, e))?;
-        let mut wanted = Vec::new();
+    /// The store's objects (not its derived state), sorted by path. A
+    /// prefix without `rwd.toml` holds no store.
+    pub async fn objects(&self) -> Result<Vec<StoreObject>> {
+        let mut out = Vec::new();
         for meta in self.list("").await? {
             let Some(rel) = self.relative(&meta.location) else {
                 continue;
@@ -164,27 +202,91 @@ impl ObjectStorage {
             if rel.starts_with(&format!("{STATE_PREFIX}/")) || rel.ends_with('/') {
                 continue;
             }
-            let local = dir.join(&rel);
-            let modified = SystemTime::from(meta.last_modified);
-            if !unchanged(&local, meta.size, modified) {
-                self.download(&meta.location, &local, Some(modified))
-                    .await?;
-            }
-            wanted.push(local);
+            out.push(StoreObject {
+                rel,
+                size: meta.size,
+                modified: SystemTime::from(meta.last_modified),
+                key: meta.location,
+            });
         }
-        if !wanted.iter().any(|f| f == &dir.join("rwd.toml")) {
+        if !out.iter().any(|o| o.rel == "rwd.toml") {
             return Err(CatalogError::object_store(
                 self.url.as_str(),
                 "no store here: there is no rwd.toml under this prefix",
             ));
         }
-        remove_others(dir, &wanted)
+        out.sort_by(|a, b| a.rel.cmp(&b.rel));
+        Ok(out)
+    }
+
+    /// Brings `objects` into `dir`, each kept as `how` says: objects whose
+    /// size or modification time differ from the local copy, or kept
+    /// otherwise before, are fetched (several at a time). How each is kept
+    /// is recorded in `record` (a whole copy when not recorded). A copy
+    /// keeps its object's size and modification time, so every machine
+    /// computes the same fingerprint. Local files of no object are left; see
+    /// [`ObjectStorage::remove_others`].
+    pub async fn mirror(
+        &self,
+        dir: &Path,
+        record: &Path,
+        objects: &[StoreObject],
+        how: impl Fn(&str) -> LocalCopy,
+    ) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| CatalogError::state(dir, e))?;
+        let mut kept = read_record(record);
+        let mut fetches = Vec::new();
+        for o in objects {
+            let local = dir.join(&o.rel);
+            let copy = how(&o.rel);
+            let was = kept.get(&o.rel).copied().unwrap_or(LocalCopy::Whole);
+            if was != copy || !unchanged(&local, o.size, o.modified) {
+                fetches.push(async move {
+                    self.download(&o.key, &local, o.size, Some(o.modified), copy)
+                        .await
+                        .map(|()| (o.rel.as_str(), copy))
+                });
+            }
+        }
+        let mut running = futures::stream::iter(fetches).buffer_unordered(PARALLEL_FETCHES);
+        let mut failed = None;
+        while let Some(done) = running.next().await {
+            match done {
+                Ok((rel, copy)) => {
+                    kept.insert(rel.to_owned(), copy);
+                }
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        drop(running);
+        write_record(record, &kept)?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Removes the files under `dir` that are copies of none of `objects`,
+    /// and their lines in `record`.
+    pub fn remove_others(dir: &Path, record: &Path, objects: &[StoreObject]) -> Result<()> {
+        let keep: Vec<PathBuf> = objects.iter().map(|o| dir.join(&o.rel)).collect();
+        remove_others(dir, &keep)?;
+        let mut kept = read_record(record);
+        let before = kept.len();
+        kept.retain(|rel, _| objects.iter().any(|o| o.rel == *rel));
+        if kept.len() == before {
+            return Ok(());
+        }
+        write_record(record, &kept)
     }
 
     /// Fetches the derived state of `fingerprint` into
-    /// `derived_root/<fingerprint>` when it is complete on object storage.
-    /// Returns false when there is none.
-    pub async fn fetch_state(&self, derived_root: &Path, fingerprint: &str) -> Result<bool> {
+    /// `derived_root/<fingerprint>` when it is complete on object storage,
+    /// the files of its person layout kept as `layout` says (plans read
+    /// them from object storage). Returns false when there is none.
+    pub async fn fetch_state(
+        &self,
+        derived_root: &Path,
+        fingerprint: &str,
+        layout: LocalCopy,
+    ) -> Result<bool> {
         let rel = format!("{STATE_PREFIX}/derived/{fingerprint}");
         let complete = self.key(&format!("{rel}/complete.json"));
         match self.store.head(&complete).await {
@@ -194,15 +296,32 @@ impl ObjectStorage {
         }
         let target = derived_root.join(fingerprint);
         let work = crate::state::temp_sibling(&target);
-        for meta in self.list(&rel).await? {
+        let listed = self.list(&rel).await?;
+        let mut fetches = Vec::new();
+        for meta in &listed {
             let Some(inner) = self
                 .relative(&meta.location)
                 .and_then(|r| r.strip_prefix(&format!("{rel}/")).map(str::to_owned))
             else {
                 continue;
             };
-            self.download(&meta.location, &work.join(inner), None)
-                .await?;
+            let copy = if inner.starts_with("layout/") && inner.ends_with(".parquet") {
+                layout
+            } else {
+                LocalCopy::Whole
+            };
+            let local = work.join(inner);
+            fetches.push(async move {
+                self.download(&meta.location, &local, meta.size, None, copy)
+                    .await
+            });
+        }
+        let mut running = futures::stream::iter(fetches).buffer_unordered(PARALLEL_FETCHES);
+        while let Some(done) = running.next().await {
+            if let Err(e) = done {
+                let _ = std::fs::remove_dir_all(&work);
+                return Err(e);
+            }
         }
         match std::fs::rename(&work, &target) {
             Ok(()) => Ok(true),
@@ -243,34 +362,93 @@ impl ObjectStorage {
         Ok(None)
     }
 
+    /// Writes object `key` (of `size` bytes) to `local`, kept as `copy`
+    /// says, through a temporary file.
     async fn download(
         &self,
         key: &ObjectPath,
         local: &Path,
+        size: u64,
         modified: Option<SystemTime>,
+        copy: LocalCopy,
     ) -> Result<()> {
-        use std::io::Write;
+        use std::io::{Seek, SeekFrom, Write};
         let parent = local.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| CatalogError::state(parent, e))?;
         let tmp = crate::state::temp_sibling(local);
         let mut file = std::fs::File::create(&tmp).map_err(|e| CatalogError::state(&tmp, e))?;
-        let mut body = self
-            .store
-            .get(key)
-            .await
-            .map_err(|e| self.failed(key, e))?
-            .into_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| self.failed(key, e))?;
-            file.write_all(&chunk)
-                .map_err(|e| CatalogError::state(&tmp, e))?;
+        let written = async {
+            match copy {
+                LocalCopy::Whole => {
+                    let mut body = self
+                        .store
+                        .get(key)
+                        .await
+                        .map_err(|e| self.failed(key, e))?
+                        .into_stream();
+                    while let Some(chunk) = body.next().await {
+                        let chunk = chunk.map_err(|e| self.failed(key, e))?;
+                        file.write_all(&chunk)
+                            .map_err(|e| CatalogError::state(&tmp, e))?;
+                    }
+                }
+                LocalCopy::Footer => {
+                    let footer = self.footer(key, size).await?;
+                    file.set_len(size)
+                        .and_then(|()| file.seek(SeekFrom::Start(size - footer.len() as u64)))
+                        .and_then(|_| file.write_all(&footer))
+                        .map_err(|e| CatalogError::state(&tmp, e))?;
+                }
+                LocalCopy::Empty => file
+                    .set_len(size)
+                    .map_err(|e| CatalogError::state(&tmp, e))?,
+            }
+            if let Some(t) = modified {
+                file.set_modified(t)
+                    .map_err(|e| CatalogError::state(&tmp, e))?;
+            }
+            Ok(())
         }
-        if let Some(t) = modified {
-            file.set_modified(t)
-                .map_err(|e| CatalogError::state(&tmp, e))?;
-        }
+        .await;
         drop(file);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         std::fs::rename(&tmp, local).map_err(|e| CatalogError::state(local, e))
+    }
+
+    /// The last bytes of Parquet object `key` (of `size` bytes): its
+    /// footer's metadata, their length and the closing magic.
+    async fn footer(&self, key: &ObjectPath, size: u64) -> Result<Vec<u8>> {
+        let not_parquet = || self.failed(key, "not a Parquet file (no footer at its end)");
+        if size < 12 {
+            return Err(not_parquet());
+        }
+        let tail = size.min(FOOTER_HINT);
+        let bytes = self
+            .store
+            .get_range(key, size - tail..size)
+            .await
+            .map_err(|e| self.failed(key, e))?;
+        let end = &bytes[bytes.len() - 8..];
+        if &end[4..] != b"PAR1" {
+            return Err(not_parquet());
+        }
+        let metadata = u64::from(u32::from_le_bytes([end[0], end[1], end[2], end[3]]));
+        let wanted = metadata + 8;
+        if wanted > size - 4 {
+            return Err(not_parquet());
+        }
+        if wanted <= tail {
+            return Ok(bytes[bytes.len() - wanted as usize..].to_vec());
+        }
+        let bytes = self
+            .store
+            .get_range(key, size - wanted..size)
+            .await
+            .map_err(|e| self.failed(key, e))?;
+        Ok(bytes.to_vec())
     }
 
     async fn upload(&self, file: &Path, key: &ObjectPath) -> Result<()> {
@@ -342,6 +520,40 @@ impl FileUrls {
     }
 }
 
+/// How the copies of a folder are kept, as recorded: `whole`, `footer` or
+/// `empty`, a tab, the object's path.
+fn read_record(record: &Path) -> std::collections::HashMap<String, LocalCopy> {
+    let text = std::fs::read_to_string(record).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (kind, rel) = l.split_once('\t')?;
+            let copy = match kind {
+                "whole" => LocalCopy::Whole,
+                "footer" => LocalCopy::Footer,
+                "empty" => LocalCopy::Empty,
+                _ => return None,
+            };
+            Some((rel.to_owned(), copy))
+        })
+        .collect()
+}
+
+fn write_record(record: &Path, kept: &std::collections::HashMap<String, LocalCopy>) -> Result<()> {
+    let mut lines: Vec<String> = kept
+        .iter()
+        .map(|(rel, copy)| {
+            let kind = match copy {
+                LocalCopy::Whole => "whole",
+                LocalCopy::Footer => "footer",
+                LocalCopy::Empty => "empty",
+            };
+            format!("{kind}\t{rel}\n")
+        })
+        .collect();
+    lines.sort();
+    crate::state::write_atomic(record, lines.concat().as_bytes())
+}
+
 /// True when `local` exists with `size` bytes and modification time `modified`.
 fn unchanged(local: &Path, size: u64, modified: SystemTime) -> bool {
     std::fs::metadata(local)
@@ -375,6 +587,113 @@ fn remove_others(dir: &Path, keep: &[PathBuf]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use object_store::memory::InMemory;
+
+    /// A store at `s3://b/p/` whose objects are held in memory.
+    fn in_memory() -> (ObjectStorage, Arc<InMemory>) {
+        let objects = Arc::new(InMemory::new());
+        let storage = ObjectStorage {
+            url: Url::parse("s3://b/p/").unwrap(),
+            bucket: Url::parse("s3://b/").unwrap(),
+            prefix: ObjectPath::from("p"),
+            store: objects.clone(),
+        };
+        (storage, objects)
+    }
+
+    fn parquet_bytes(rows: i64) -> Vec<u8> {
+        let batch = RecordBatch::try_from_iter([(
+            "n",
+            Arc::new(Int64Array::from_iter_values(0..rows)) as _,
+        )])
+        .unwrap();
+        let mut out = Vec::new();
+        let mut writer =
+            datafusion::parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None)
+                .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn an_outline_keeps_sizes_times_and_footers_and_so_the_fingerprint() {
+        let (storage, objects) = in_memory();
+        let table = parquet_bytes(50_000);
+        let put = |key: &str, bytes: Vec<u8>| {
+            let objects = objects.clone();
+            let key = ObjectPath::from(key);
+            async move { objects.put(&key, PutPayload::from(bytes)).await.unwrap() }
+        };
+        put("p/rwd.toml", b"[store]\n".to_vec()).await;
+        put("p/ndb/drug.parquet", table.clone()).await;
+        put("p/ndb/visit.csv", b"person_key,day\nA,1\n".to_vec()).await;
+        put("p/_tsunagu/derived/x/complete.json", b"{}".to_vec()).await;
+        put("other/rwd.toml", b"".to_vec()).await;
+        let listed = storage.objects().await.unwrap();
+        let names: Vec<&str> = listed.iter().map(|o| o.rel.as_str()).collect();
+        assert_eq!(names, ["ndb/drug.parquet", "ndb/visit.csv", "rwd.toml"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (copy, record) = (dir.path().join("objects"), dir.path().join("copies.tsv"));
+        let outline = |rel: &str| match Path::new(rel).extension().and_then(|e| e.to_str()) {
+            Some("parquet") => LocalCopy::Footer,
+            Some("csv") => LocalCopy::Empty,
+            _ => LocalCopy::Whole,
+        };
+        storage
+            .mirror(&copy, &record, &listed, outline)
+            .await
+            .unwrap();
+        // Every machine computes the store's fingerprint from an outline.
+        let entries: Vec<String> = listed.iter().map(|o| o.entry()).collect();
+        assert_eq!(
+            crate::state::fingerprint(&copy).unwrap(),
+            crate::state::fingerprint_of(&entries)
+        );
+        // The footer copy: the object's size, its schema and row count, and
+        // none of its other bytes.
+        let local = std::fs::read(copy.join("ndb/drug.parquet")).unwrap();
+        assert_eq!(local.len(), table.len());
+        let (schema, rows) = crate::files::parquet_schema(
+            &copy.join("ndb/drug.parquet"),
+            Path::new("ndb/drug.parquet"),
+        )
+        .unwrap();
+        assert_eq!((schema.field(0).name().as_str(), rows), ("n", 50_000));
+        let footer = u32::from_le_bytes(table[table.len() - 8..table.len() - 4].try_into().unwrap())
+            as usize
+            + 8;
+        assert!(footer < table.len() / 10, "a footer of {footer} bytes");
+        assert!(local[..table.len() - footer].iter().all(|b| *b == 0));
+        assert_eq!(local[table.len() - footer..], table[table.len() - footer..]);
+        let csv = std::fs::read(copy.join("ndb/visit.csv")).unwrap();
+        assert_eq!((csv.len(), csv.iter().all(|b| *b == 0)), (19, true));
+        assert_eq!(std::fs::read(copy.join("rwd.toml")).unwrap(), b"[store]\n");
+
+        // Wanted whole later, a copy kept otherwise is fetched again.
+        storage
+            .mirror(&copy, &record, &listed, |_| LocalCopy::Whole)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(copy.join("ndb/drug.parquet")).unwrap(), table);
+        assert_eq!(
+            std::fs::read(copy.join("ndb/visit.csv")).unwrap(),
+            b"person_key,day\nA,1\n"
+        );
+
+        // An object that is no Parquet file has no footer to keep.
+        let e = storage
+            .mirror(&copy, &record, &listed, |_| LocalCopy::Footer)
+            .await
+            .expect_err("the manifest and the CSV file have no footer")
+            .to_string();
+        let named = ["s3://b/p/rwd.toml", "s3://b/p/ndb/visit.csv"];
+        assert!(named.iter().any(|n| e.contains(n)), "{e}");
+        assert!(e.contains("not a Parquet file"), "{e}");
+    }
 
     #[test]
     fn plans_name_mirrored_and_derived_files_by_their_objects() {

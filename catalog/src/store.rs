@@ -26,7 +26,7 @@ use crate::key_set::KeySet;
 use crate::layout::{self, PersonRanges};
 use crate::linkage::{self, LinkRows, PersonIndex, index_dir, linkage_table, read_links};
 use crate::manifest::Manifest;
-use crate::object_storage::{FileUrls, ObjectStorage};
+use crate::object_storage::{FileUrls, LocalCopy, ObjectStorage, StoreObject};
 use crate::source_codes::SourceCodes;
 use crate::state;
 use crate::tables::{self, TableDef};
@@ -75,6 +75,8 @@ pub struct Store {
     location: PathBuf,
     /// The store's objects, when it is on object storage.
     object_storage: Option<Arc<ObjectStorage>>,
+    /// The local files plans read from object storage instead.
+    urls: FileUrls,
     root: PathBuf,
     manifest: Manifest,
     state_dir: PathBuf,
@@ -201,27 +203,149 @@ impl Store {
         Ok(written)
     }
 
-    /// Opens a store on object storage from its local mirror, with the
-    /// derived state beside the store: fetched when another machine derived
-    /// it, written there when derived here.
+    /// Opens a store on object storage. When its derived state is beside
+    /// it, the state is fetched and the store opened from an outline of its
+    /// objects (`<state>/outline`, see [`crate::object_storage`]). Else the
+    /// objects are copied whole (`<state>/objects`), the state derived (or
+    /// grown from the latest earlier state) and written beside the store.
     async fn open_object_storage(url: &str, options: StoreOptions) -> Result<Store> {
         let remote = Arc::new(ObjectStorage::from_env(url)?);
         let state_dir = options
             .state_dir
             .clone()
             .unwrap_or_else(|| state::default_state_dir(Path::new(remote.url().as_str())));
-        let mirror = state_dir.join("objects");
-        remote.mirror(&mirror).await?;
-        let derived_root = state_dir.join("derived");
-        std::fs::create_dir_all(&derived_root)
-            .map_err(|e| CatalogError::state(&derived_root, e))?;
-        let fingerprint = state::fingerprint(&mirror)?;
-        if !derived_root
+        let objects = remote.objects().await?;
+        let entries: Vec<String> = objects.iter().map(|o| o.entry()).collect();
+        let fingerprint = state::fingerprint_of(&entries);
+        let outline_root = state_dir.join("outline");
+        let outline_derived = outline_root.join("derived");
+        let fetched = outline_derived
             .join(&fingerprint)
             .join("complete.json")
             .is_file()
-        {
-            remote.fetch_state(&derived_root, &fingerprint).await?;
+            || remote
+                .fetch_state(&outline_derived, &fingerprint, LocalCopy::Footer)
+                .await?;
+        let mut store = if fetched {
+            Self::open_outline(&remote, &objects, &outline_root, state_dir).await?
+        } else {
+            Self::derive_object_storage(&remote, &objects, &outline_derived, options, state_dir)
+                .await?
+        };
+        store.location = PathBuf::from(url);
+        store.object_storage = Some(remote);
+        Ok(store)
+    }
+
+    /// Opens the store from an outline in `outline_root` of its `objects`,
+    /// with the state fetched into `outline_root/derived`: the manifest and
+    /// the vocabulary whole, the other Parquet files as their footers, the
+    /// other CSV files as their size (the state holds them as Parquet).
+    /// Nothing is derived from an outline.
+    async fn open_outline(
+        remote: &ObjectStorage,
+        objects: &[StoreObject],
+        outline_root: &Path,
+        state_dir: PathBuf,
+    ) -> Result<Store> {
+        let root = outline_root.join("objects");
+        let derived_root = outline_root.join("derived");
+        let manifest_only: Vec<StoreObject> = objects
+            .iter()
+            .filter(|o| o.rel == "rwd.toml")
+            .cloned()
+            .collect();
+        let record = outline_root.join("copies.tsv");
+        remote
+            .mirror(&root, &record, &manifest_only, |_| LocalCopy::Whole)
+            .await?;
+        let text = std::fs::read_to_string(root.join("rwd.toml")).unwrap_or_default();
+        let vocabulary = Manifest::vocabulary_in(&text);
+        remote
+            .mirror(&root, &record, objects, |rel| {
+                let path = Path::new(rel);
+                let is = |ext: &str| path.extension().is_some_and(|e| e == ext);
+                if vocabulary.as_ref().is_some_and(|v| path.starts_with(v)) {
+                    LocalCopy::Whole
+                } else if is("parquet") {
+                    LocalCopy::Footer
+                } else if is("csv") {
+                    LocalCopy::Empty
+                } else {
+                    LocalCopy::Whole
+                }
+            })
+            .await?;
+        ObjectStorage::remove_others(&root, &record, objects)?;
+        let manifest = Manifest::load(&root)?;
+        let fingerprint = state::fingerprint(&root)?;
+        let derived = derived_root.join(&fingerprint);
+        if !derived.join("complete.json").is_file() {
+            return Err(CatalogError::state(
+                &derived,
+                std::io::Error::other(
+                    "the outline of the store does not match the state fetched for it \
+                     (its files changed while it was opened, or this file system keeps \
+                     no exact modification times): open it again",
+                ),
+            ));
+        }
+        // Of earlier states only the latest stays, for work still running on it.
+        let earlier = std::fs::read_dir(&derived_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy() != fingerprint.as_str())
+            .filter_map(|e| {
+                let completed = std::fs::metadata(e.path().join("complete.json"))
+                    .and_then(|m| m.modified())
+                    .ok()?;
+                Some((completed, e.file_name().to_string_lossy().into_owned()))
+            })
+            .max()
+            .map(|(_, name)| name);
+        remove_stale(&derived_root, &[Some(fingerprint.clone()), earlier]);
+        let urls = remote.file_urls(&root, &derived_root);
+        let store = Self::reuse(root, manifest, state_dir, &derived, fingerprint, &urls).await?;
+        if let Some(t) = store.pending_layout().first() {
+            return Err(CatalogError::state(
+                &derived,
+                std::io::Error::other(format!(
+                    "the state on object storage lacks the person layout of {}.{}",
+                    t.schema, t.name
+                )),
+            ));
+        }
+        Ok(store)
+    }
+
+    /// Opens the store from a whole copy of its `objects` in
+    /// `<state>/objects`, deriving its state, and writes the state beside
+    /// the store. The latest state fetched into `outline_derived` is
+    /// fetched whole first, so that new deliveries grow it and persons keep
+    /// their numbers.
+    async fn derive_object_storage(
+        remote: &ObjectStorage,
+        objects: &[StoreObject],
+        outline_derived: &Path,
+        options: StoreOptions,
+        state_dir: PathBuf,
+    ) -> Result<Store> {
+        let mirror = state_dir.join("objects");
+        let record = state_dir.join("copies.tsv");
+        remote
+            .mirror(&mirror, &record, objects, |_| LocalCopy::Whole)
+            .await?;
+        ObjectStorage::remove_others(&mirror, &record, objects)?;
+        let derived_root = state_dir.join("derived");
+        std::fs::create_dir_all(&derived_root)
+            .map_err(|e| CatalogError::state(&derived_root, e))?;
+        if deliveries::previous(&derived_root).is_none() {
+            if let Some((_, earlier)) = deliveries::previous(outline_derived) {
+                remote
+                    .fetch_state(&derived_root, &earlier.fingerprint, LocalCopy::Whole)
+                    .await?;
+            }
         }
         let urls = remote.file_urls(&mirror, &derived_root);
         // The state is published with its layout.
@@ -239,13 +363,11 @@ impl Store {
             {
                 let _ = std::fs::remove_dir_all(&derived);
                 remote
-                    .fetch_state(&derived_root, &store.fingerprint)
+                    .fetch_state(&derived_root, &store.fingerprint, LocalCopy::Whole)
                     .await?;
                 store = Self::open_folder(&mirror, options, &urls).await?;
             }
         }
-        store.location = PathBuf::from(url);
-        store.object_storage = Some(remote);
         Ok(store)
     }
 
@@ -270,31 +392,9 @@ impl Store {
         let derived_root = state_dir.join("derived");
         let derived = derived_root.join(&fingerprint);
         if derived.join("complete.json").is_file() {
-            let built = Built::read(&derived);
-            let (tables, index) = Self::open_in(&root, &manifest, &derived, Mode::Reuse)
-                .await?
-                .map_err(|why| CatalogError::state(&derived, std::io::Error::other(why)))?;
-            // State of earlier versions has no lineage: numbered from scratch.
-            let (lineage, generation) = match built {
-                Some(b) if !b.lineage.is_empty() => (b.lineage, b.generation),
-                _ => (fingerprint.clone(), 0),
-            };
-            let codes = SourceCodes::load(&root, &manifest, &tables).await?;
-            let shown = build_shown(&tables, &index, &codes, urls)?;
-            return Ok(Some(Store {
-                location: root.clone(),
-                object_storage: None,
-                root,
-                manifest,
-                state_dir,
-                fingerprint,
-                lineage,
-                generation,
-                opened: Opened::Reused,
-                tables,
-                shown,
-                index,
-            }));
+            return Self::reuse(root, manifest, state_dir, &derived, fingerprint, urls)
+                .await
+                .map(Some);
         }
         std::fs::create_dir_all(&derived_root)
             .map_err(|e| CatalogError::state(&derived_root, e))?;
@@ -361,6 +461,7 @@ impl Store {
                             return Ok(Some(Store {
                                 location: root.clone(),
                                 object_storage: None,
+                                urls: urls.clone(),
                                 root,
                                 manifest,
                                 state_dir,
@@ -442,6 +543,7 @@ impl Store {
         Ok(Some(Store {
             location: root.clone(),
             object_storage: None,
+            urls: urls.clone(),
             root,
             manifest,
             state_dir,
@@ -453,6 +555,44 @@ impl Store {
             shown,
             index,
         }))
+    }
+
+    /// The store in `root` with the complete state in `derived`, whose
+    /// fingerprint is `fingerprint`.
+    async fn reuse(
+        root: PathBuf,
+        manifest: Manifest,
+        state_dir: PathBuf,
+        derived: &Path,
+        fingerprint: String,
+        urls: &FileUrls,
+    ) -> Result<Store> {
+        let built = Built::read(derived);
+        let (tables, index) = Self::open_in(&root, &manifest, derived, Mode::Reuse)
+            .await?
+            .map_err(|why| CatalogError::state(derived, std::io::Error::other(why)))?;
+        // State of earlier versions has no lineage: numbered from scratch.
+        let (lineage, generation) = match built {
+            Some(b) if !b.lineage.is_empty() => (b.lineage, b.generation),
+            _ => (fingerprint.clone(), 0),
+        };
+        let codes = SourceCodes::load(&root, &manifest, &tables).await?;
+        let shown = build_shown(&tables, &index, &codes, urls)?;
+        Ok(Store {
+            location: root.clone(),
+            object_storage: None,
+            urls: urls.clone(),
+            root,
+            manifest,
+            state_dir,
+            fingerprint,
+            lineage,
+            generation,
+            opened: Opened::Reused,
+            tables,
+            shown,
+            index,
+        })
     }
 
     async fn open_in(root: &Path, manifest: &Manifest, work: &Path, mode: Mode) -> Result<Opening> {
@@ -640,7 +780,14 @@ impl Store {
         self.object_storage.as_ref().map(|o| o.client())
     }
 
-    /// The store folder (for a store on object storage, its local mirror).
+    /// The name plans give `file`, a file of the store or its state: its
+    /// object's URL when the store is on object storage, where the local
+    /// copy may hold only the file's footer.
+    pub fn read_from(&self, file: &Path) -> PathBuf {
+        self.urls.of(file)
+    }
+
+    /// The store folder (for a store on object storage, its local copy or outline).
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -333,7 +333,10 @@ async fn delivery_lags(ctx: &SessionContext, store: &Store, t: &TableDef) -> Res
             continue;
         };
         let delivered = chrono::DateTime::<chrono::Utc>::from(modified).date_naive();
-        let Some(path) = file.to_str() else { continue };
+        let read_from = store.read_from(file);
+        let Some(path) = read_from.to_str() else {
+            continue;
+        };
         let df = ctx
             .read_parquet(path, datafusion::prelude::ParquetReadOptions::default())
             .await?;
