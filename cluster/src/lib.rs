@@ -26,6 +26,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext};
 use http::{HeaderMap, HeaderValue};
 use tsunagu_engine::plan_codec::PlanCodec;
+use tsunagu_engine::privacy::PersonHashKey;
 use tsunagu_engine::repeated_subplans::FragmentRuns;
 use tsunagu_engine::{Distribute, Engine, Membership};
 
@@ -34,6 +35,29 @@ pub use workers::Workers;
 
 /// The request header carrying the cluster's secret.
 pub const SECRET_HEADER: &str = "x-tsunagu-cluster-secret";
+
+/// The request header carrying the keyed person hash's half of the store's
+/// key (see [`tsunagu_engine::privacy::PERSON_HASH`]), in hexadecimal.
+const PERSON_HASH_HEADER: &str = "x-tsunagu-person-hash-key";
+
+/// The headers a fragment is sent with: the secret, and the person hash's
+/// key when the sender has it.
+fn fragment_headers(secret: &Secret, key: Option<&PersonHashKey>) -> HeaderMap {
+    let mut headers = secret.headers();
+    if let Some(mut value) = key.and_then(|k| HeaderValue::from_str(&k.to_hex()).ok()) {
+        value.set_sensitive(true);
+        headers.insert(PERSON_HASH_HEADER, value);
+    }
+    headers
+}
+
+/// The person hash's key `headers` carry.
+fn person_hash_key(headers: &HeaderMap) -> Option<PersonHashKey> {
+    headers
+        .get(PERSON_HASH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(PersonHashKey::from_hex)
+}
 
 /// Errors of the cluster's own setup (a worker's address, its secret).
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +133,7 @@ pub fn coordinator(
             if let Some(tls) = &tls {
                 builder = builder.with_distributed_channel_resolver(tls.clone());
             }
-            let builder = builder
+            let mut builder = builder
                 .with_physical_optimizer_rule(Arc::new(release::GatherForRelease))
                 .with_physical_optimizer_rule(Arc::new(UnrangeMerges))
                 .with_physical_optimizer_rule(Arc::new(shared::ShareWithinStages))
@@ -121,7 +145,12 @@ pub fn coordinator(
             // None of these can fail: the header's name is not a reserved one,
             // and the options are a flag (EXPLAIN ANALYZE shows bytes moved) and
             // a positive number.
-            let builder = match builder.with_distributed_passthrough_headers(secret.headers()) {
+            let key = builder
+                .config()
+                .as_ref()
+                .and_then(|c| c.get_extension::<PersonHashKey>());
+            let headers = fragment_headers(&secret, key.as_deref());
+            let builder = match builder.with_distributed_passthrough_headers(headers) {
                 Ok(b) => b,
                 Err(e) => panic!("the cluster secret header is refused: {e}"),
             };
@@ -249,6 +278,11 @@ pub async fn serve_worker(
                     "plan fragment refused: it does not carry the cluster's secret".into(),
                 ));
             }
+            // Fragments of an analyst's statement compute the keyed person
+            // hash: with the key the coordinator sent, passed on to the
+            // workers this one reads from.
+            let key = person_hash_key(&ctx.headers);
+            let person_hash = key.map(|k| Arc::new(tsunagu_engine::privacy::person_hash_udf(k)));
             let mut builder = ctx.builder;
             // A session per task: the occurrences of a shared subplan in
             // the task's fragment read one run.
@@ -262,11 +296,18 @@ pub async fn serve_worker(
                 builder = builder.with_distributed_channel_resolver(peers);
             }
             let builder = builder
-                .with_scalar_functions(functions.scalar.clone())
+                .with_scalar_functions(
+                    functions
+                        .scalar
+                        .iter()
+                        .cloned()
+                        .chain(person_hash)
+                        .collect(),
+                )
                 .with_aggregate_functions(functions.aggregate.clone())
                 .with_window_functions(functions.window.clone())
                 .with_distributed_user_codec(PlanCodec)
-                .with_distributed_passthrough_headers(forwarded.headers())?;
+                .with_distributed_passthrough_headers(fragment_headers(&forwarded, key.as_ref()))?;
             Ok::<SessionState, DataFusionError>(builder.build())
         }
     });
@@ -321,6 +362,124 @@ mod tests {
         );
         assert!(!secret.admits(&other));
         assert!(!secret.admits(&HeaderMap::new()));
+    }
+
+    /// The nodes of `plan` the coordinator runs itself: those above every
+    /// network boundary.
+    use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+
+    fn coordinators_nodes(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<dyn ExecutionPlan>>) {
+        use datafusion_distributed::NetworkBoundaryExt;
+        out.push(Arc::clone(plan));
+        if !plan.is_network_boundary() {
+            for c in plan.children() {
+                coordinators_nodes(c, out);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_analysts_aggregate_across_persons_runs_on_the_workers() {
+        let store = tempfile::tempdir().unwrap();
+        let opts = tsunagu_generator::GenerateOptions {
+            persons: 500,
+            seed: 3,
+            threads: 2,
+            renumber: None,
+            codes: tsunagu_generator::Codes::Standard,
+        };
+        tsunagu_generator::generate(&opts, store.path(), &|_, _| {}).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        // Planning names the workers, and sends them nothing: two ports
+        // that accept connections stand for them.
+        let ports: Vec<std::net::TcpListener> = (0..2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addresses: Vec<String> = ports
+            .iter()
+            .map(|p| p.local_addr().unwrap().to_string())
+            .collect();
+        let workers = Workers::new(&addresses, false).unwrap();
+        let secret = Secret::new("a-secret-of-24-characters").unwrap();
+        let engine = Engine::open(
+            store.path(),
+            tsunagu_engine::EngineOptions {
+                state_dir: Some(state.path().to_path_buf()),
+                person_ranges: Some(4),
+                distribute: Some(coordinator(workers, secret, 1, None)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let session = engine
+            .session_as("ann", tsunagu_engine::privacy::Role::Analyst)
+            .unwrap();
+        let sql = "SELECT gender_concept_id, count(*), avg(year_of_birth) \
+                   FROM ndb.person GROUP BY 1";
+        let statement = session.parse(sql).unwrap().remove(0);
+        let prepared = session.plan_statement(statement).await.unwrap();
+        let plan = session
+            .context()
+            .state()
+            .create_physical_plan(&prepared.plan)
+            .await
+            .unwrap();
+        let shown = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(true)
+            .to_string();
+        assert!(!release::on_workers(&plan), "{shown}");
+        let mut mine = Vec::new();
+        coordinators_nodes(&plan, &mut mine);
+        let names: Vec<&str> = mine.iter().map(|n| n.name()).collect();
+        // The statement is distributed, its release on the coordinator ...
+        assert!(names.iter().any(|n| n.starts_with("Network")), "{shown}");
+        assert!(
+            mine.iter()
+                .any(|n| release::calls(n.as_ref(), &|f| f == "tsunagu_keep")),
+            "{shown}"
+        );
+        // ... and the keyed person hash, with the aggregation per person
+        // and across persons, on the workers: what reaches the coordinator
+        // is the groups' partial aggregates.
+        for node in &mine {
+            assert!(
+                !release::calls(node.as_ref(), &|f| f
+                    == tsunagu_engine::privacy::PERSON_HASH),
+                "the person hash runs on the coordinator: {shown}"
+            );
+        }
+        for node in &mine {
+            if let Some(agg) = node.downcast_ref::<AggregateExec>() {
+                let per_person = agg
+                    .group_expr()
+                    .expr()
+                    .iter()
+                    .any(|(_, name)| name.starts_with("__tsunagu_p"));
+                assert!(
+                    !per_person,
+                    "persons are aggregated on the coordinator: {shown}"
+                );
+                assert!(
+                    matches!(
+                        agg.mode(),
+                        AggregateMode::Final | AggregateMode::FinalPartitioned
+                    ),
+                    "rows reach the coordinator unaggregated: {shown}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_person_hash_key_travels_only_with_the_secret_headers() {
+        let secret = Secret::new("a-secret-of-24-characters").unwrap();
+        let key = PersonHashKey::of(&[5; 32]);
+        let headers = fragment_headers(&secret, Some(&key));
+        assert!(secret.admits(&headers));
+        assert_eq!(person_hash_key(&headers), Some(key));
+        assert!(headers.get(PERSON_HASH_HEADER).unwrap().is_sensitive());
+        assert_eq!(person_hash_key(&fragment_headers(&secret, None)), None);
     }
 
     #[tokio::test]

@@ -3,7 +3,11 @@
 //!
 //! The release functions (`tsunagu_keep`, `tsunagu_release`,
 //! `tsunagu_release_set`) hold the statement's policy and count what it
-//! released; workers do not have them. [`GatherForRelease`] gathers the
+//! released; workers do not have them. The keyed person hash that seeds the
+//! noise runs on the workers, which are given its half of the store's key
+//! with every fragment: the aggregation across persons runs there too, and
+//! the coordinator receives each group's partial aggregates, not a row per
+//! group and person. [`GatherForRelease`] gathers the
 //! input of each node calling them into one partition, so the distributed
 //! planner ends the workers' last stage below that node and the node runs
 //! in the coordinator's own stage. [`on_workers`] checks a distributed plan
@@ -24,10 +28,10 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion_distributed::NetworkBoundaryExt;
-use tsunagu_engine::privacy::{is_release_function, is_statement_function};
+use tsunagu_engine::privacy::{is_release_function, runs_only_where_planned};
 
 /// Whether `node`'s own expressions call a function named as `which` accepts.
-fn calls(node: &dyn ExecutionPlan, which: &dyn Fn(&str) -> bool) -> bool {
+pub(crate) fn calls(node: &dyn ExecutionPlan, which: &dyn Fn(&str) -> bool) -> bool {
     let mut found = false;
     let _ = node.apply_expressions(&mut |root| {
         root.apply(|e| {
@@ -191,10 +195,11 @@ fn single_input_merge(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Ex
 }
 
 /// Whether a node of `plan` that runs on workers (below a network
-/// boundary) calls a function holding state of the statement.
+/// boundary) calls a function holding state of the statement that only the
+/// coordinator has.
 pub fn on_workers(plan: &Arc<dyn ExecutionPlan>) -> bool {
     fn walk(node: &Arc<dyn ExecutionPlan>, remote: bool) -> bool {
-        if remote && calls(node.as_ref(), &is_statement_function) {
+        if remote && calls(node.as_ref(), &runs_only_where_planned) {
             return true;
         }
         let below = remote || node.is_network_boundary();

@@ -334,10 +334,14 @@ impl Engine {
         if let Some(distribute) = &self.options.distribute {
             let mut state_for_stages =
                 state.with_physical_optimizer_rule(Arc::new(join_orderings::WithoutUnordered));
-            if let (Some(membership), Some(config)) =
-                (&distribute.membership, state_for_stages.config().as_mut())
-            {
-                config.set_extension(Arc::new(membership.clone()));
+            if let Some(config) = state_for_stages.config().as_mut() {
+                if let Some(membership) = &distribute.membership {
+                    config.set_extension(Arc::new(membership.clone()));
+                }
+                // What the workers need to compute the keyed person hash.
+                config.set_extension(Arc::new(privacy::PersonHashKey::of(
+                    &self.policy.noise_key(),
+                )));
             }
             state = (distribute.plan)(state_for_stages);
         }

@@ -29,15 +29,16 @@ const STATEMENT_FUNCTIONS: &[&str] = &[
 
 /// The functions among [`STATEMENT_FUNCTIONS`] that take what any machine
 /// can compute (aggregates, person numbers) and must run where the
-/// statement was guarded: the release and the keyed person hash that seeds
-/// its noise. The others (a project's pseudonyms and population) are
-/// applied to rows of persons where they are read.
-const RELEASE_FUNCTIONS: &[&str] = &[
-    "tsunagu_keep",
-    "tsunagu_release",
-    "tsunagu_release_set",
-    "tsunagu_person_hash",
-];
+/// statement was guarded: the release. The others are applied to rows of
+/// persons where they are read: a project's pseudonyms and population on
+/// the machine that planned the statement, the keyed person hash that seeds
+/// the noise also on a cluster's workers (see [`PERSON_HASH`]).
+const RELEASE_FUNCTIONS: &[&str] = &["tsunagu_keep", "tsunagu_release", "tsunagu_release_set"];
+
+/// The keyed person hash, the one function holding state of a statement
+/// that a cluster's workers run: they are given its half of the store's
+/// key ([`PersonHashKey`]) and register it with [`person_hash_udf`].
+pub const PERSON_HASH: &str = "tsunagu_person_hash";
 
 /// Whether a function of this name holds state of its statement.
 pub fn is_statement_function(name: &str) -> bool {
@@ -50,17 +51,29 @@ pub fn is_release_function(name: &str) -> bool {
     RELEASE_FUNCTIONS.contains(&name)
 }
 
+/// Whether a function of this name holds state of its statement that only
+/// the machine that planned it has: all but [`PERSON_HASH`].
+pub fn runs_only_where_planned(name: &str) -> bool {
+    is_statement_function(name) && name != PERSON_HASH
+}
+
+/// The keyed person hash under `key`, as a cluster's worker registers it.
+pub fn person_hash_udf(key: PersonHashKey) -> datafusion::logical_expr::ScalarUDF {
+    datafusion::logical_expr::ScalarUDF::new_from_impl(release::PersonHash::new(key))
+}
+
 /// Whether `plan` calls a function holding state of its statement (see
 /// [`STATEMENT_FUNCTIONS`]), in any expression or subquery.
 pub fn holds_statement_state(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
     calls_any(plan, is_statement_function)
 }
 
-/// Whether `plan` calls a function holding state of its statement other
-/// than the release functions (a project's key or population).
+/// Whether `plan` calls a function holding state of its statement that
+/// only this machine has, other than the release functions (a project's key
+/// or population).
 pub fn holds_state_beyond_release(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
     calls_any(plan, |name| {
-        is_statement_function(name) && !is_release_function(name)
+        runs_only_where_planned(name) && !is_release_function(name)
     })
 }
 
@@ -117,7 +130,7 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 
 pub use policy::{NoiseKey, Policy, Role, Stricter, TableRole};
-pub use release::ReleaseStats;
+pub use release::{PersonHashKey, ReleaseStats};
 pub use tsunagu_udfs::Disclosure;
 
 /// The person column every person-level table shows.

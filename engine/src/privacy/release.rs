@@ -148,11 +148,43 @@ fn effective_contributors_at_least(l1: f64, l2: f64, k: u64) -> bool {
     r * r >= k as f64
 }
 
+/// The half of the store's key the keyed person hash uses: what the
+/// workers of a cluster are given to compute it where the rows are. The
+/// noise is drawn with the whole key, so they cannot draw it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PersonHashKey([u8; 16]);
+
+impl std::fmt::Debug for PersonHashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PersonHashKey(..)")
+    }
+}
+
+impl PersonHashKey {
+    /// The person hash's half of `key`.
+    pub fn of(key: &[u8; 32]) -> PersonHashKey {
+        let mut half = [0; 16];
+        half.copy_from_slice(&key[..16]);
+        PersonHashKey(half)
+    }
+
+    /// The key as 32 hexadecimal digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A key given as 32 hexadecimal digits.
+    pub fn from_hex(text: &str) -> Option<PersonHashKey> {
+        let bytes = hex::decode(text.trim()).ok()?;
+        Some(PersonHashKey(bytes.try_into().ok()?))
+    }
+}
+
 /// `a.person_id`'s keyed hash: XORed over a set it identifies the set, and
-/// only the engine can compute it.
-pub(super) fn person_hash(key: &[u8; 32], p: i64) -> i64 {
-    let k0 = u64::from_le_bytes(key[0..8].try_into().unwrap_or_default());
-    let k1 = u64::from_le_bytes(key[8..16].try_into().unwrap_or_default());
+/// only the engine (and a cluster's workers, given `key`) can compute it.
+pub(super) fn person_hash(key: &PersonHashKey, p: i64) -> i64 {
+    let k0 = u64::from_le_bytes(key.0[0..8].try_into().unwrap_or_default());
+    let k1 = u64::from_le_bytes(key.0[8..16].try_into().unwrap_or_default());
     let mix = |mut z: u64| {
         z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -305,10 +337,19 @@ struct ReleaseSet {
 }
 
 /// `tsunagu_person_hash(person_id)`: the keyed person hash.
-#[derive(Debug)]
-struct PersonHash {
-    params: Arc<Params>,
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(super) struct PersonHash {
+    key: PersonHashKey,
     signature: Signature,
+}
+
+impl PersonHash {
+    pub(super) fn new(key: PersonHashKey) -> PersonHash {
+        PersonHash {
+            key,
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
 }
 
 macro_rules! identity_eq {
@@ -326,7 +367,7 @@ macro_rules! identity_eq {
         }
     )*};
 }
-identity_eq!(Keep, Release, ReleaseSet, PersonHash);
+identity_eq!(Keep, Release, ReleaseSet);
 
 fn int64(a: &ArrayRef) -> Result<&Int64Array> {
     match a.data_type() {
@@ -514,9 +555,10 @@ impl ScalarUDFImpl for ReleaseSet {
             };
             let set = tsunagu_udfs::bitmaps::from_bytes("rb_cardinality", bytes)?;
             let n = set.len();
+            let key = PersonHashKey::of(&p.key);
             let seed = set
                 .iter()
-                .fold(0i64, |acc, id| acc ^ person_hash(&p.key, id as i64));
+                .fold(0i64, |acc, id| acc ^ person_hash(&key, id as i64));
             if n < p.threshold(seed) {
                 withheld += 1;
                 out.push(None);
@@ -551,10 +593,9 @@ impl ScalarUDFImpl for PersonHash {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let ids = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
-        let key = self.params.key;
         let out: Int64Array = ids
             .as_primitive::<Int64Type>()
-            .unary(|p| person_hash(&key, p));
+            .unary(|p| person_hash(&self.key, p));
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }
@@ -586,10 +627,9 @@ impl Masks {
                 params: params.clone(),
                 signature: any(),
             })),
-            person_hash: Arc::new(ScalarUDF::new_from_impl(PersonHash {
-                params,
-                signature: any(),
-            })),
+            person_hash: Arc::new(ScalarUDF::new_from_impl(PersonHash::new(
+                PersonHashKey::of(&params.key),
+            ))),
             contributions: Arc::new(AggregateUDF::new_from_impl(Contributions::new())),
         }
     }
@@ -1301,8 +1341,23 @@ mod tests {
 
     #[test]
     fn person_hashes_depend_on_the_key() {
-        assert_eq!(person_hash(&[1; 32], 5), person_hash(&[1; 32], 5));
-        assert_ne!(person_hash(&[1; 32], 5), person_hash(&[2; 32], 5));
-        assert_ne!(person_hash(&[1; 32], 5), person_hash(&[1; 32], 6));
+        let key = |b: u8| PersonHashKey::of(&[b; 32]);
+        assert_eq!(person_hash(&key(1), 5), person_hash(&key(1), 5));
+        assert_ne!(person_hash(&key(1), 5), person_hash(&key(2), 5));
+        assert_ne!(person_hash(&key(1), 5), person_hash(&key(1), 6));
+        // Only the first half of the store's key enters the hash.
+        let mut other = [1; 32];
+        other[16..].fill(9);
+        assert_eq!(
+            person_hash(&PersonHashKey::of(&other), 5),
+            person_hash(&key(1), 5)
+        );
+        let hex = key(1).to_hex();
+        assert_eq!(
+            (hex.len(), PersonHashKey::from_hex(&hex)),
+            (32, Some(key(1)))
+        );
+        assert_eq!(PersonHashKey::from_hex("01"), None);
+        assert_eq!(format!("{:?}", key(1)), "PersonHashKey(..)");
     }
 }
