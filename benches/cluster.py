@@ -14,7 +14,11 @@ Build the binary first:
 
 usage: cluster.py [--persons N] [--runs R] [--work DIR] [--tsunagu BIN]
                   [--workers 1,2,4] [--markdown] [--rwd-only]
-                  [--only NAME[,NAME...]]
+                  [--only NAME[,NAME...]] [--role analyst]
+
+With `--role analyst` the studies run as an analyst would run them,
+through the privacy layer (no bytes moved: EXPLAIN ANALYZE is refused to
+analysts).
 """
 
 import argparse
@@ -32,6 +36,8 @@ STUDIES = REPO / "sql" / "studies"
 SECRET = "benchmark-cluster-secret-0123456789"
 # Extra coordinator arguments (--cluster-task-bytes), set from the command line.
 COORDINATOR_ARGS = []
+# Arguments of every statement (--role), set from the command line.
+STATEMENT_ARGS = []
 UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
@@ -54,7 +60,7 @@ def start_workers(binary, store, state, n):
 
 def run(binary, store, state, sql_file, runs, cluster, timeout=900):
     args = [str(binary), "sql", "--store", str(store), "--state", str(state), "--csv",
-            "--repeat", str(runs + 1), "--timing", "-f", str(sql_file)]
+            "--repeat", str(runs + 1), "--timing", "-f", str(sql_file)] + STATEMENT_ARGS
     if cluster:
         args += ["--cluster", ",".join(cluster)] + COORDINATOR_ARGS
     env = dict(os.environ, TSUNAGU_CLUSTER_SECRET=SECRET)
@@ -103,7 +109,10 @@ def main():
                    help="the studies only, not their plain-SQL twins (for large stores)")
     p.add_argument("--only", default=None, help="run only the studies whose file name contains this")
     p.add_argument("--timeout", type=int, default=900, help="seconds a query may take on the cluster")
+    p.add_argument("--role", default=None, help="run the statements as this role (analyst)")
     a = p.parse_args()
+    if a.role:
+        STATEMENT_ARGS.extend(["--role", a.role])
     counts = [int(n) for n in a.workers.split(",")]
     if a.task_bytes:
         COORDINATOR_ARGS.extend(["--cluster-task-bytes", a.task_bytes])
@@ -126,7 +135,7 @@ def main():
             time.sleep(0.5)
             for f in files:
                 results[f.name][n] = run(a.tsunagu, store, state, f, a.runs, addrs, a.timeout)
-                if (n == max(counts) and not f.name.endswith(".plain.sql")
+                if (n == max(counts) and not f.name.endswith(".plain.sql") and not a.role
                         and results[f.name][n][0] is not None):
                     moved[f.name] = bytes_moved(a.tsunagu, store, state, f, addrs)
         finally:
