@@ -147,10 +147,14 @@ impl S3Server {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Creates `bucket` and copies the folder `dir` under `prefix`.
+    /// Creates `bucket` (unless it is there) and copies the folder `dir`
+    /// under `prefix`.
     fn upload(&self, dir: &Path, bucket: &str, prefix: &str) {
         self.python(&format!(
-            "s3.create_bucket(Bucket='{bucket}')\n\
+            "try:\n\
+             \x20   s3.create_bucket(Bucket='{bucket}')\n\
+             except s3.exceptions.BucketAlreadyOwnedByYou:\n\
+             \x20   pass\n\
              root = {root:?}\n\
              for d, _, files in os.walk(root):\n\
              \x20   for f in files:\n\
@@ -761,4 +765,90 @@ fn workers_over_tls_answer_as_one_machine_and_take_no_plaintext() {
     let (ok, _, err) = psql(&stranger, "steward", &study("feasibility_funnel"), LIMIT);
     assert!(!ok, "a certificate of another authority was accepted");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+/// `tsunagu <args> --store <store>` with `state` and the S3 server's
+/// environment; its standard output.
+fn tsunagu_on(s3: &S3Server, state: &Path, store: &str, args: &[&str]) -> String {
+    let out = Command::new(tsunagu())
+        .args(args)
+        .args(["--store", store])
+        .envs(s3.env())
+        .env("TSUNAGU_STATE_DIR", state)
+        .output()
+        .expect("tsunagu runs");
+    assert!(
+        out.status.success(),
+        "tsunagu {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_keeping_an_outline_takes_in_a_delivery_on_object_storage_without_renumbering() {
+    let dir = crate::common::temp_folder("tsunagu-s3-deliveries-");
+    let (store, second) = (dir.join("store"), dir.join("second"));
+    crate::deliveries::split_store(&store, &second).await;
+    let s3 = S3Server::start();
+    s3.upload(&store, "rwd", "grown");
+    let url = "s3://rwd/grown";
+    let (first, joining) = (state_dir(), state_dir());
+    let refresh = |state: &Path| tsunagu_on(&s3, state, url, &["refresh"]);
+    let numbers = |state: &Path| {
+        tsunagu_on(
+            &s3,
+            state,
+            url,
+            &[
+                "sql",
+                "--csv",
+                "SELECT source, person_key, person_id FROM linked.person ORDER BY 1, 2",
+            ],
+        )
+    };
+
+    // The first machine derives the state; the second keeps an outline.
+    assert!(refresh(&first).contains("state derived"), "first open");
+    assert!(refresh(&joining).contains("derived state reused"));
+    let store_state = only_folder(&joining);
+    assert!(store_state.join("outline").is_dir() && !store_state.join("objects").exists());
+    let before = numbers(&joining);
+
+    // A delivery lands on object storage: the machine with the outline
+    // takes it in, growing the earlier state (fetched whole) so that every
+    // person keeps their number, and publishes it; the first machine then
+    // reuses it.
+    s3.upload(&second, "rwd", "grown");
+    let grown = refresh(&joining);
+    assert!(grown.contains("new files taken in"), "{grown}");
+    assert!(refresh(&first).contains("derived state reused"));
+    let after = numbers(&first);
+    let after_lines: std::collections::HashSet<&str> = after.lines().collect();
+    for line in before.lines() {
+        assert!(after_lines.contains(line), "renumbered: {line}");
+    }
+    assert!(after.lines().count() > before.lines().count());
+    // [oracle: the same two deliveries read from a local folder]
+    let local = dir.join("local");
+    std::fs::create_dir_all(&local).expect("a folder");
+    for from in [&store, &second] {
+        let copied = Command::new("cp")
+            .args([
+                "-r",
+                &format!("{}/.", from.display()),
+                &local.to_string_lossy(),
+            ])
+            .status()
+            .expect("cp runs");
+        assert!(copied.success());
+    }
+    let sql = "SELECT count(*), count(DISTINCT person_id) FROM kaigo.care_service";
+    let on_s3 = tsunagu_on(&s3, &joining, url, &["sql", "--csv", sql]);
+    let out = Command::new(tsunagu())
+        .args(["sql", "--csv", "--store", &local.to_string_lossy(), sql])
+        .env("TSUNAGU_STATE_DIR", state_dir())
+        .output()
+        .expect("tsunagu runs");
+    assert_eq!(on_s3, String::from_utf8_lossy(&out.stdout));
 }

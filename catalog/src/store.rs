@@ -340,12 +340,12 @@ impl Store {
         let derived_root = state_dir.join("derived");
         std::fs::create_dir_all(&derived_root)
             .map_err(|e| CatalogError::state(&derived_root, e))?;
-        if deliveries::previous(&derived_root).is_none() {
-            if let Some((_, earlier)) = deliveries::previous(outline_derived) {
-                remote
-                    .fetch_state(&derived_root, &earlier.fingerprint, LocalCopy::Whole)
-                    .await?;
-            }
+        if deliveries::previous(&derived_root).is_none()
+            && let Some((_, earlier)) = deliveries::previous(outline_derived)
+        {
+            remote
+                .fetch_state(&derived_root, &earlier.fingerprint, LocalCopy::Whole)
+                .await?;
         }
         let urls = remote.file_urls(&mirror, &derived_root);
         // The state is published with its layout.
