@@ -127,6 +127,18 @@ pub fn coordinator(
         let workers = workers.clone();
         Arc::new(move || workers.generation())
     };
+    // A statement failing on the cluster probes the workers at once: a
+    // stopped one refuses the connection.
+    let probe = {
+        let workers = workers.clone();
+        Arc::new(move || {
+            let workers = workers.clone();
+            Box::pin(async move {
+                workers.probe().await;
+                workers.generation()
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>
+        })
+    };
     let plan = Arc::new(
         move |mut builder: datafusion::execution::SessionStateBuilder| {
             let local = builder.query_planner().clone();
@@ -174,10 +186,7 @@ pub fn coordinator(
     );
     Distribute {
         plan,
-        membership: Some(Membership {
-            generation,
-            settle: workers::SETTLE,
-        }),
+        membership: Some(Membership { generation, probe }),
     }
 }
 

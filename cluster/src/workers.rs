@@ -25,9 +25,6 @@ pub struct Workers {
     changes: Arc<AtomicU64>,
 }
 
-/// How long after a change of the workers answering the probes have seen it.
-pub const SETTLE: Duration = Duration::from_millis(3 * PROBE_EVERY.as_millis() as u64);
-
 impl Workers {
     /// Workers at `addresses` (`host:port`, or with the scheme `http://`,
     /// or `https://` when `tls`), probed in the background from now on

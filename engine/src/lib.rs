@@ -116,14 +116,15 @@ pub struct Distribute {
 pub struct Membership {
     /// The current number.
     pub generation: Arc<dyn Fn() -> u64 + Send + Sync>,
-    /// How long the cluster takes to notice a change.
-    pub settle: std::time::Duration,
+    /// Asks every machine now whether it answers, and gives the number
+    /// after.
+    pub probe: Arc<dyn Fn() -> futures::future::BoxFuture<'static, u64> + Send + Sync>,
 }
 
 impl std::fmt::Debug for Membership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Membership")
-            .field("settle", &self.settle)
+            .field("generation", &(self.generation)())
             .finish()
     }
 }

@@ -6,9 +6,10 @@
 //!   rebuilt with sort-merge joins (whose sorts spill to disk) and run
 //!   again, so the analyst gets the answer later instead of an error.
 //! - **A cluster's workers changed.** A statement running on a worker that
-//!   stops fails. When the workers answering have changed by the time the
-//!   cluster has noticed ([`Membership::settle`]), the statement is planned
-//!   again, on the workers left, and run once more.
+//!   stops fails. The workers are then probed at once
+//!   ([`Membership::probe`]); when those answering have changed since the
+//!   statement started, it is planned again, on the workers left, and run
+//!   once more. Any other failure is reported as soon as the probe is done.
 //!
 //! Either retry happens once, and only before the first batch reaches the
 //! client.
@@ -79,8 +80,7 @@ pub fn with_retry(
                         let Some((membership, before)) = cluster else {
                             return Some((Err(e), State::Done));
                         };
-                        tokio::time::sleep(membership.settle).await;
-                        if (membership.generation)() == before {
+                        if (membership.probe)().await == before {
                             return Some((Err(e), State::Done));
                         }
                         log::info!(
@@ -213,9 +213,13 @@ mod tests {
         let ctx = context(64 << 20);
         let changes = Arc::new(std::sync::atomic::AtomicU64::new(7));
         let seen = Arc::clone(&changes);
+        let (seen, probed) = (seen.clone(), seen);
         let membership = Arc::new(crate::Membership {
             generation: Arc::new(move || seen.load(std::sync::atomic::Ordering::Relaxed)),
-            settle: std::time::Duration::from_millis(20),
+            probe: Arc::new(move || {
+                let now = probed.load(std::sync::atomic::Ordering::Relaxed);
+                Box::pin(async move { now })
+            }),
         });
         let run = |cluster: super::OnCluster| {
             let ctx = ctx.clone();
