@@ -277,6 +277,22 @@ impl ObjectStorage {
         write_record(record, &kept)
     }
 
+    /// The record (`complete.json`) of the derived state of `fingerprint`
+    /// beside the store, when that state is complete.
+    pub async fn state_record(&self, fingerprint: &str) -> Result<Option<Vec<u8>>> {
+        let complete = self.key(&format!(
+            "{STATE_PREFIX}/derived/{fingerprint}/complete.json"
+        ));
+        match self.store.get(&complete).await {
+            Ok(found) => {
+                let bytes = found.bytes().await.map_err(|e| self.failed(&complete, e))?;
+                Ok(Some(bytes.to_vec()))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed(&complete, e)),
+        }
+    }
+
     /// Fetches the derived state of `fingerprint` into
     /// `derived_root/<fingerprint>` when it is complete on object storage,
     /// the files of its person layout kept as `layout` says (plans read
@@ -288,11 +304,8 @@ impl ObjectStorage {
         layout: LocalCopy,
     ) -> Result<bool> {
         let rel = format!("{STATE_PREFIX}/derived/{fingerprint}");
-        let complete = self.key(&format!("{rel}/complete.json"));
-        match self.store.head(&complete).await {
-            Ok(_) => {}
-            Err(object_store::Error::NotFound { .. }) => return Ok(false),
-            Err(e) => return Err(self.failed(&complete, e)),
+        if self.state_record(fingerprint).await?.is_none() {
+            return Ok(false);
         }
         let target = derived_root.join(fingerprint);
         let work = crate::state::temp_sibling(&target);

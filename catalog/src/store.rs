@@ -219,13 +219,29 @@ impl Store {
         let fingerprint = state::fingerprint_of(&entries);
         let outline_root = state_dir.join("outline");
         let outline_derived = outline_root.join("derived");
-        let fetched = outline_derived
-            .join(&fingerprint)
-            .join("complete.json")
-            .is_file()
-            || remote
-                .fetch_state(&outline_derived, &fingerprint, LocalCopy::Footer)
-                .await?;
+        // State fetched before is used while the same state is beside the
+        // store (one derived again there numbers persons anew).
+        let fetched_before = outline_derived.join(&fingerprint);
+        let fetched = match remote.state_record(&fingerprint).await? {
+            None => false,
+            Some(record)
+                if std::fs::read(fetched_before.join("complete.json"))
+                    .ok()
+                    .as_ref()
+                    == Some(&record) =>
+            {
+                true
+            }
+            Some(_) => {
+                if fetched_before.exists() {
+                    std::fs::remove_dir_all(&fetched_before)
+                        .map_err(|e| CatalogError::state(&fetched_before, e))?;
+                }
+                remote
+                    .fetch_state(&outline_derived, &fingerprint, LocalCopy::Footer)
+                    .await?
+            }
+        };
         let mut store = if fetched {
             Self::open_outline(&remote, &objects, &outline_root, state_dir).await?
         } else {
