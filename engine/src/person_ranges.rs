@@ -22,6 +22,10 @@
 //!   (aggregates, windows), when the person column is one of them (not for
 //!   grouping sets, whose groups span persons).
 //!
+//! A hash join collecting a merge of person ranges as its build side, its
+//! probe side split by the same ranges and its keys including both person
+//! columns, is run within the ranges too (`collected_within_ranges`).
+//!
 //! DataFusion asks a partitioned join for partitions hashed on exactly its
 //! keys, which the ranges are not, although they place matching rows
 //! together; such a join is therefore wrapped in a [`PersonRangeJoinExec`],
@@ -39,6 +43,7 @@ use datafusion::physical_expr::{
     Distribution, OrderingRequirements, Partitioning, PhysicalExpr, PhysicalExprRef,
 };
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::distribution_requirements::{
     ChildSatisfactionOptions, InputDistributionRequirements,
 };
@@ -76,6 +81,60 @@ impl PhysicalOptimizerRule for KeepPersonRanges {
     }
 }
 
+/// Whether `plan`'s partitions are ranges, at least `cores` of them.
+fn ranged(plan: &Arc<dyn ExecutionPlan>, cores: usize) -> bool {
+    match plan.output_partitioning() {
+        Partitioning::Range(range) => range.partition_count() >= cores,
+        _ => false,
+    }
+}
+
+/// A hash join collecting its build side into one partition, as a join
+/// within person ranges, when the build side is a merge of the same person
+/// ranges as the probe side and the join's keys include the two person
+/// columns: each range's build rows are joined with that range's probe
+/// rows, no partition waits for the whole build side, and the join's output
+/// keeps the ranges (on a cluster, the build side is not gathered and sent
+/// to every task). Not for a join asked for a few rows or one treating
+/// NULLs as `NOT IN` does, which needs every probe row.
+fn collected_within_ranges(
+    node: &Arc<dyn ExecutionPlan>,
+    cores: usize,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+        return Ok(None);
+    };
+    if join.mode != PartitionMode::CollectLeft || join.null_aware || join.fetch().is_some() {
+        return Ok(None);
+    }
+    let Some(merge) = join.left.downcast_ref::<CoalescePartitionsExec>() else {
+        return Ok(None);
+    };
+    let (build, probe) = (merge.input(), &join.right);
+    if merge.fetch().is_some() || !ranged(build, cores) || !ranged(probe, cores) {
+        return Ok(None);
+    }
+    let Some(persons) = same_persons(join, build, probe) else {
+        return Ok(None);
+    };
+    let within = join
+        .builder()
+        .with_partition_mode(PartitionMode::Partitioned)
+        .with_new_children(vec![Arc::clone(build), Arc::clone(probe)])?
+        .recompute_properties()
+        .reset_state()
+        .build_exec()?;
+    // What the operators above were planned on stays true.
+    if let Some(order) = node.output_ordering()
+        && !within
+            .equivalence_properties()
+            .ordering_satisfy(order.clone())?
+    {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(PersonRangeJoinExec::new(within, persons)?)))
+}
+
 /// `node` with the hash repartitions below it removed, when the ranges
 /// beneath them serve it as well (see the module's documentation). Ranges
 /// fewer than `cores` are repartitioned as before, for parallelism.
@@ -83,11 +142,11 @@ fn keep_ranges(
     node: Arc<dyn ExecutionPlan>,
     cores: usize,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    if let Some(within) = collected_within_ranges(&node, cores)? {
+        return Ok(Transformed::yes(within));
+    }
     let children = node.children();
-    let ranged = |plan: &Arc<dyn ExecutionPlan>| match plan.output_partitioning() {
-        Partitioning::Range(range) => range.partition_count() >= cores,
-        _ => false,
-    };
+    let ranged = |plan: &Arc<dyn ExecutionPlan>| ranged(plan, cores);
     let mut removed = Vec::with_capacity(children.len());
     let mut candidate: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(children.len());
     for child in &children {
