@@ -139,9 +139,9 @@ impl ObjectStorage {
         (self.bucket.clone(), self.store.clone())
     }
 
-    /// How plans name local files: the store's mirror `mirror` and the
-    /// state folder `derived_root` (`<state>/derived`) are read from their
-    /// objects.
+    /// How plans name local files: those of the store's local copy or
+    /// outline `mirror` and of the state folder `derived_root` are read from
+    /// their objects.
     pub fn file_urls(&self, mirror: &Path, derived_root: &Path) -> FileUrls {
         FileUrls(vec![
             (
