@@ -428,21 +428,8 @@ async fn joins_on_a_visit_and_its_person_run_within_person_ranges() {
             .await
             .expect("sets");
     }
-    let ranges = engine
-        .store()
-        .tables()
-        .iter()
-        .find(|t| t.schema == "ndb" && t.name == "visit_occurrence")
-        .and_then(|t| t.person_ranges.as_ref())
-        .expect("a person layout")
-        .count;
-    let plan = crate::common::lines(
-        &session
-            .sql(&format!("EXPLAIN {WITHIN_PERSONS}"))
-            .await
-            .expect("explains"),
-    )
-    .join("\n");
+    let ranges = person_ranges(&engine, "visit_occurrence");
+    let plan = explained(&session, WITHIN_PERSONS).await;
     // The layout's person ranges serve the join on (visit, person), the
     // aggregate by person and the left join on the person as they are: no
     // row is repartitioned (a plan expectation written here).
@@ -511,21 +498,8 @@ async fn a_join_collecting_a_cohort_of_persons_runs_within_person_ranges() {
                                  AND c.condition_start_date BETWEEN f.first_day
                                      AND f.first_day + INTERVAL '30' DAY)
                 ORDER BY f.person_id";
-    let ranges = engine
-        .store()
-        .tables()
-        .iter()
-        .find(|t| t.schema == "ndb" && t.name == "drug_exposure")
-        .and_then(|t| t.person_ranges.as_ref())
-        .expect("a person layout")
-        .count;
-    let plan = crate::common::lines(
-        &session
-            .sql(&format!("EXPLAIN {sql}"))
-            .await
-            .expect("explains"),
-    )
-    .join("\n");
+    let ranges = person_ranges(&engine, "drug_exposure");
+    let plan = explained(&session, sql).await;
     // The cohort is joined range by range, not merged and collected (a plan
     // expectation written here).
     if ranges > 1 {
@@ -566,6 +540,29 @@ async fn a_join_collecting_a_cohort_of_persons_runs_within_person_ranges() {
     if let Some(i) = (0..ours.len()).find(|&i| ours[i] != theirs[i]) {
         panic!("row {i}: {} against {}", ours[i], theirs[i]);
     }
+}
+
+/// How many person ranges the layout of `ndb.<table>` has.
+fn person_ranges(engine: &Engine, table: &str) -> usize {
+    engine
+        .store()
+        .tables()
+        .iter()
+        .find(|t| t.schema == "ndb" && t.name == table)
+        .and_then(|t| t.person_ranges.as_ref())
+        .expect("a person layout")
+        .count
+}
+
+/// The plan `EXPLAIN` shows for `sql`, as one text.
+async fn explained(session: &tsunagu_engine::Session, sql: &str) -> String {
+    crate::common::lines(
+        &session
+            .sql(&format!("EXPLAIN {sql}"))
+            .await
+            .expect("explains"),
+    )
+    .join("\n")
 }
 
 /// `sql` in plain DataFusion over the Parquet files `tables` (name, file),
