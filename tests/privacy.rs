@@ -686,7 +686,10 @@ async fn every_planted_effect_survives_the_analysts_release() {
 
     let funnel = rows(rows_as(&engine, Role::Analyst, &study("feasibility_funnel")).await);
     let counts: Vec<f64> = funnel.iter().map(|r| num(&r[2])).collect();
-    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+    // Each step's true count is at most the one before; two steps a few
+    // persons apart can swap by one rounding step (5) under their own noise.
+    assert!(counts.windows(2).all(|w| w[1] <= w[0] + 5.0), "{counts:?}");
+    assert!(counts[0] > 4.0 * counts[counts.len() - 1], "{counts:?}");
 
     let prevalence = rows(
         rows_as(
