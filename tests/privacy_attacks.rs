@@ -613,10 +613,13 @@ async fn the_adversarial_corpus_holds_on_the_embedded_engine() {
                             continue;
                         }
                         checked += 1;
+                        // Rounding (2.5) and five standard deviations of the
+                        // noise: a row count carries up to two rows of one
+                        // person (insurer changes), so its noise is 2.
                         if released % 5.0 != 0.0
                             || released < 10.0
                             || exact < 10.0
-                            || (released - exact).abs() > 7.5 + 0.02 * exact
+                            || (released - exact).abs() > 12.5 + 0.02 * exact
                         {
                             failures.push(fail(format!("{n} released {released} for {exact}")));
                         }
