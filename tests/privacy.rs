@@ -724,3 +724,58 @@ async fn every_planted_effect_survives_the_analysts_release() {
         "{prevalence:?}"
     );
 }
+
+/// An analyst's statement fails on no data: arithmetic that would overflow
+/// or move a date beyond its range for some persons' rows, or a padding
+/// length of gigabytes, gives NULL for those rows, so whether such a row
+/// exists cannot be read from an error. The oracle is the steward's exact
+/// count of the rows that do not overflow.
+#[tokio::test]
+async fn overflows_on_some_rows_are_no_error_oracle() {
+    let engine = crate::common::open(crate::studies::demo_sized()).await;
+    let analyst = engine.session_as("tester", Role::Analyst).unwrap();
+    let steward = |sql: String| {
+        let engine = &engine;
+        async move {
+            rows_as(engine, Role::Steward, &sql).await[0]
+                .parse::<f64>()
+                .unwrap()
+        }
+    };
+    let overflowing = [
+        // i64::MIN / -1
+        "(CASE WHEN {c} THEN CAST(-9223372036854775808 AS BIGINT) ELSE 1 END) / -1 < 0",
+        // a decimal product past 128 bits
+        "(CASE WHEN {c} THEN CAST(10000000000000000000000000000000000000 AS DECIMAL(38, 0)) \
+         ELSE CAST(1 AS DECIMAL(38, 0)) END) * 100 > 0",
+        // a bigint sum that wraps around
+        "(CASE WHEN {c} THEN 9223372036854775807 ELSE 1 END) + 1 > 0",
+        // a date a hundred million years away
+        "DATE '2020-01-01' + (CASE WHEN {c} THEN INTERVAL '100000000 years' ELSE INTERVAL '1 day' END) \
+         > DATE '2000-01-01'",
+        // a padding of two gigabytes per row
+        "length(lpad('a', CASE WHEN {c} THEN 2000000000 ELSE 1 END)) > 0",
+    ];
+    for test in overflowing {
+        for condition in ["year_of_birth = 1950", "year_of_birth = 1800"] {
+            let sql = format!(
+                "SELECT count(*) FROM ndb.person WHERE {}",
+                test.replace("{c}", condition)
+            );
+            let batches = analyst
+                .sql(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let released: f64 = crate::common::lines(&batches)[0].parse().unwrap();
+            let exact = steward(format!(
+                "SELECT count(*) FROM ndb.person WHERE NOT ({condition})"
+            ))
+            .await;
+            // Rounding and five standard deviations of a row count's noise.
+            assert!(
+                (released - exact).abs() <= 12.5 + 0.02 * exact,
+                "{sql}: released {released}, {exact} rows do not overflow"
+            );
+        }
+    }
+}

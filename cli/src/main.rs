@@ -1055,7 +1055,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let started = std::time::Instant::now();
                 let mut statements = session.statements(&query).map_err(|e| e.to_string())?;
                 while let Some(next) = statements.next().await {
-                    let (prepared, mut stream) = next.map_err(|e| e.to_string())?;
+                    let (prepared, mut stream) = next.map_err(|e| e.client_message())?;
                     schema = Some(prepared.schema());
                     if let Some(action) = &prepared.action {
                         println!("{}", action.name());
@@ -1063,8 +1063,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                     }
                     batches.clear();
                     while let Some(b) = stream.next().await {
-                        batches
-                            .push(b.map_err(|e| tsunagu_engine::EngineError::from(e).to_string())?);
+                        batches.push(
+                            b.map_err(|e| tsunagu_engine::EngineError::from(e).client_message())?,
+                        );
                     }
                 }
                 if timing {

@@ -155,6 +155,32 @@ fn no_matching_signature(message: &str) -> bool {
         || message.starts_with("Failed to coerce arguments to satisfy a call to")
 }
 
+/// True for Arrow's cast errors of a value beyond the target type ("Can't
+/// cast value 3000000000 to type Int32", "... Overflowing on ..."):
+/// PostgreSQL's 22003 "integer out of range".
+fn cast_out_of_range(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.starts_with("can't cast value")
+        || m.contains("overflow")
+        || m.contains("out of range")
+        || m.contains("too large to store")
+        || m.contains("too small to store")
+}
+
+/// The message of the Arrow cast error at the root of `e`, if it is one
+/// (a decimal beyond its precision is an invalid argument to Arrow).
+fn cast_message(e: &DataFusionError) -> Option<&str> {
+    use datafusion::arrow::error::ArrowError;
+    match e.find_root() {
+        DataFusionError::ArrowError(a, _) => match a.as_ref() {
+            ArrowError::CastError(m) => Some(m),
+            ArrowError::InvalidArgumentError(m) if cast_out_of_range(m) => Some(m),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 impl ErrorKind {
     /// The kind of a DataFusion error.
     pub fn of(e: &DataFusionError) -> ErrorKind {
@@ -177,6 +203,11 @@ impl ErrorKind {
             DataFusionError::ResourcesExhausted(_) => ErrorKind::Resources,
             DataFusionError::ArrowError(a, _) => match a.as_ref() {
                 ArrowError::DivideByZero => ErrorKind::DivisionByZero,
+                ArrowError::CastError(m) | ArrowError::InvalidArgumentError(m)
+                    if cast_out_of_range(m) =>
+                {
+                    ErrorKind::Overflow
+                }
                 ArrowError::CastError(_) | ArrowError::ParseError(_) => ErrorKind::InvalidText,
                 ArrowError::ArithmeticOverflow(_) => ErrorKind::Overflow,
                 _ => ErrorKind::Internal,
@@ -268,9 +299,28 @@ impl EngineError {
     /// (SQLSTATE classes 22 and XX), without the values they quote. The one
     /// place values are taken out of errors.
     pub fn client_message(&self) -> String {
-        if matches!(self.kind(), ErrorKind::Overflow) {
+        let cast = match self {
+            EngineError::DataFusion(d) => cast_message(d),
+            _ => None,
+        };
+        match (self.kind(), cast) {
+            // Arrow writes the value unquoted ("Can't cast value 3000000000
+            // to type Int32").
+            (ErrorKind::Overflow, Some(_)) => {
+                return "value out of range for the type it is cast to".to_owned();
+            }
             // Arrow names the operands ("Overflow happened on: 123 * 10").
-            return "value out of range: arithmetic overflow".to_owned();
+            (ErrorKind::Overflow, None) => {
+                return "value out of range: arithmetic overflow".to_owned();
+            }
+            // Only these of Arrow's cast errors quote the value they quote.
+            (ErrorKind::InvalidText, Some(m))
+                if !(m.starts_with("Cannot cast string '")
+                    || m.starts_with("Cannot cast value '")) =>
+            {
+                return "invalid input: a value does not convert to the type asked for".to_owned();
+            }
+            _ => {}
         }
         if self.kind().reads_data() {
             scrub(&self.to_string())
@@ -342,6 +392,29 @@ mod tests {
             "{}",
             e.client_message()
         );
+    }
+
+    /// PostgreSQL: `SELECT CAST(3000000000 AS integer)` is 22003 "integer
+    /// out of range"; the value is not echoed.
+    #[tokio::test]
+    async fn casts_out_of_range_name_no_value() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        for sql in [
+            "SELECT CAST(x AS INT) FROM (VALUES (CAST(3000000077 AS BIGINT))) t(x)",
+            "SELECT CAST(x AS DECIMAL(5, 2)) FROM (VALUES (CAST(3000000077 AS BIGINT))) t(x)",
+        ] {
+            let e = match ctx.sql(sql).await {
+                Ok(df) => df.collect().await.expect_err(sql),
+                Err(e) => e,
+            };
+            let e = EngineError::DataFusion(e);
+            assert_eq!(e.sqlstate(), "22003", "{sql}: {e}");
+            assert!(
+                !e.client_message().contains("3000000077"),
+                "{}",
+                e.client_message()
+            );
+        }
     }
 
     #[test]

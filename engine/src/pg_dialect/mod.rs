@@ -36,6 +36,7 @@
 //! `docs/SQL_API.md` lists what is matched and what still differs.
 
 pub mod age;
+pub mod bounded_lengths;
 pub mod column_names;
 pub mod date_input;
 pub mod datetime_text;
@@ -136,7 +137,7 @@ pub(crate) fn rewrite_expressions(
 
 /// The schema a node's expressions are typed against: its input's, or both
 /// inputs' of a join; `None` for a leaf or a node of more inputs.
-fn inputs_schema(p: &LogicalPlan) -> Option<DFSchema> {
+pub(crate) fn inputs_schema(p: &LogicalPlan) -> Option<DFSchema> {
     match p.inputs().as_slice() {
         [one] => Some(one.schema().as_ref().clone()),
         [l, r] => {
@@ -154,6 +155,9 @@ pub fn register(ctx: &SessionContext) {
         ctx.register_udf(f);
     }
     for f in formatting::functions() {
+        ctx.register_udf(f);
+    }
+    for f in bounded_lengths::functions() {
         ctx.register_udf(f);
     }
     ctx.register_udf(interval_mul::interval_mul().as_ref().clone());

@@ -323,7 +323,7 @@ pub fn scalar(name: &str, extra: &dyn Fn(&str) -> Option<Disclosure>) -> Option<
     if let Some((_, why)) = REFUSED.iter().find(|(n, _)| *n == name) {
         return Some(Disclosure::Refused(why));
     }
-    if TOTAL_SCALARS.contains(&name) {
+    if TOTAL_SCALARS.contains(&name) || super::total::arithmetic_names().any(|n| n == name) {
         return Some(Disclosure::Total);
     }
     if HARDENED.contains(&name) {

@@ -103,9 +103,13 @@ fn calls_any(plan: &datafusion::logical_expr::LogicalPlan, which: impl Fn(&str) 
 }
 
 /// The privacy layer's scalar functions that hold no state of a
-/// statement, as the rewrite puts them in plans (the total `make_date`).
+/// statement, as the rewrite puts them in plans (the total `make_date` and
+/// arithmetic).
 pub fn plan_scalar_functions() -> Vec<std::sync::Arc<datafusion::logical_expr::ScalarUDF>> {
-    vec![std::sync::Arc::new(total::make_date_udf())]
+    std::iter::once(total::make_date_udf())
+        .chain(total::arithmetic_udfs())
+        .map(std::sync::Arc::new)
+        .collect()
 }
 
 /// The privacy layer's functions that hold no state of a statement, as the

@@ -422,14 +422,24 @@ fn correlates_person(e: &Expr, persons: &[Column], outer: &[Column]) -> bool {
     false
 }
 
-/// Division, casts and functions that cannot fail on data: `a / b` divides
-/// by `NULLIF(b, 0)` (and `mod(a, b)` is `a % NULLIF(b, 0)`, a numeric
-/// division divides by `NULLIF(b, 0)`), casts become `TRY_CAST`, `make_date` returns NULL for
-/// impossible dates, `power` computes in floating point; `rb_cardinality`
-/// is released like a count.
+/// Division, arithmetic, casts and functions that cannot fail on data:
+/// `a / b` divides by `NULLIF(b, 0)` (and `mod(a, b)` is `a % NULLIF(b, 0)`,
+/// a numeric division divides by `NULLIF(b, 0)`); `+ - * / %` of integers
+/// and decimals are NULL where they would overflow; casts become
+/// `TRY_CAST`, `make_date` returns NULL for impossible dates, `power`
+/// computes in floating point; `rb_cardinality` is released like a count.
 pub(super) fn harden(plan: LogicalPlan, masks: &Masks) -> DfResult<LogicalPlan> {
     plan.transform_up_with_subqueries(|node| {
         let names = NamePreserver::new(&node);
+        let schema = crate::pg_dialect::inputs_schema(&node);
+        let total = |left: Expr, op: Operator, right: Expr| -> Expr {
+            schema
+                .as_ref()
+                .and_then(|s| super::total::arithmetic(&left, op, &right, s))
+                .unwrap_or_else(|| {
+                    Expr::BinaryExpr(BinaryExpr::new(Box::new(left), op, Box::new(right)))
+                })
+        };
         node.map_expressions(|e| {
             let name = names.save(&e);
             let t = e.transform_up(|e| match e {
@@ -440,11 +450,17 @@ pub(super) fn harden(plan: LogicalPlan, masks: &Masks) -> DfResult<LogicalPlan> 
                         *right,
                         datafusion::logical_expr::lit(0),
                     );
-                    Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
-                        left,
-                        op,
-                        right: Box::new(right),
-                    })))
+                    Ok(Transformed::yes(total(*left, op, right)))
+                }
+                Expr::BinaryExpr(BinaryExpr { left, op, right })
+                    if matches!(op, Operator::Plus | Operator::Minus | Operator::Multiply) =>
+                {
+                    let e = total(*left, op, *right);
+                    Ok(if matches!(e, Expr::BinaryExpr(_)) {
+                        Transformed::no(e)
+                    } else {
+                        Transformed::yes(e)
+                    })
                 }
                 Expr::Cast(c) => Ok(Transformed::yes(Expr::TryCast(
                     datafusion::logical_expr::TryCast {
@@ -469,11 +485,11 @@ pub(super) fn harden(plan: LogicalPlan, masks: &Masks) -> DfResult<LogicalPlan> 
                             f.args.remove(1),
                             datafusion::logical_expr::lit(0),
                         );
-                        Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
-                            left: Box::new(f.args.remove(0)),
-                            op: Operator::Modulo,
-                            right: Box::new(right),
-                        })))
+                        Ok(Transformed::yes(total(
+                            f.args.remove(0),
+                            Operator::Modulo,
+                            right,
+                        )))
                     }
                     "make_date" if f.args.len() == 3 => {
                         Ok(Transformed::yes(super::total::make_date(f.args)))
