@@ -726,8 +726,8 @@ async fn every_planted_effect_survives_the_analysts_release() {
 }
 
 /// An analyst's statement fails on no data: arithmetic that would overflow
-/// or move a date beyond its range for some persons' rows, or a padding
-/// length of gigabytes, gives NULL for those rows, so whether such a row
+/// or move a date beyond its range for some persons' rows, or a padding,
+/// series or replacement of gigabytes, gives NULL for those rows, so whether such a row
 /// exists cannot be read from an error. The oracle is the steward's exact
 /// count of the rows that do not overflow.
 #[tokio::test]
@@ -755,6 +755,11 @@ async fn overflows_on_some_rows_are_no_error_oracle() {
          > DATE '2000-01-01'",
         // a padding of two gigabytes per row
         "length(lpad('a', CASE WHEN {c} THEN 2000000000 ELSE 1 END)) > 0",
+        // a series of twenty million numbers per row, and one of step zero
+        "cardinality(range(0, CASE WHEN {c} THEN 20000000 ELSE 1 END)) > 0",
+        "cardinality(range(1, 5, CASE WHEN {c} THEN 0 ELSE 1 END)) > 0",
+        // a replacement of ten billion characters per row
+        "length(replace(lpad('', 100000, 'a'), 'a', lpad('', CASE WHEN {c} THEN 100000 ELSE 1 END, 'b'))) > 0",
     ];
     for test in overflowing {
         for condition in ["year_of_birth = 1950", "year_of_birth = 1800"] {
