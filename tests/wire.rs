@@ -250,6 +250,61 @@ fn psql_sees_errors_with_sqlstate() {
     assert!(out.ends_with('t') || out.contains("\nt"), "{out}");
 }
 
+/// Integer overflow is PostgreSQL's error for the steward (PostgreSQL
+/// 15.18's answers, recorded with `psql -v VERBOSITY=verbose`), with no
+/// value in its message; results within range are unchanged.
+#[test]
+fn integer_overflow_is_postgresqls_error() {
+    let server = Server::start();
+    for (sql, message) in [
+        (
+            "SELECT CAST(2147483647 AS INT) + CAST(1 AS INT)",
+            "22003: integer out of range",
+        ),
+        (
+            "SELECT 9223372036854775807 + 1",
+            "22003: bigint out of range",
+        ),
+        (
+            "SELECT CAST(-9223372036854775807 AS BIGINT) * 2",
+            "22003: bigint out of range",
+        ),
+        (
+            "SELECT CAST(32767 AS SMALLINT) + CAST(1 AS SMALLINT)",
+            "22003: smallint out of range",
+        ),
+        (
+            "SELECT CAST(3000000000 AS INT)",
+            "22003: integer out of range",
+        ),
+        (
+            "SELECT year_of_birth * 9223372036854775 FROM ndb.person",
+            "22003: bigint out of range",
+        ),
+    ] {
+        let out = Command::new("psql")
+            .args([
+                server.conninfo().as_str(),
+                "-X",
+                "-v",
+                "VERBOSITY=verbose",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sql}");
+        assert!(err.contains(&format!("ERROR:  {message}")), "{sql}: {err}");
+    }
+    let (ok, out, err) = server.psql(
+        "SELECT CAST(2147483646 AS INT) + CAST(1 AS INT), 9223372036854775806 + 1, \
+         CAST(-3037000499 AS BIGINT) * 3037000499",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "2147483647|9223372036854775807|-9223372030926249001");
+}
+
 /// Long chains (thousands of `UNION ALL` branches, `+` terms or tables in
 /// `FROM`) are parsed into trees as deep as the chain: past the limit they
 /// are refused with 54001 instead of exhausting a stack (or holding a core

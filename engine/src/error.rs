@@ -181,6 +181,24 @@ fn cast_message(e: &DataFusionError) -> Option<&str> {
     }
 }
 
+/// PostgreSQL's "integer out of range" (no value in it) at the root of `e`,
+/// as integer arithmetic raises it (`pg_dialect::arithmetic`).
+fn pg_out_of_range(e: &DataFusionError) -> Option<String> {
+    let DataFusionError::ArrowError(a, _) = e.find_root() else {
+        return None;
+    };
+    let datafusion::arrow::error::ArrowError::ArithmeticOverflow(m) = a.as_ref() else {
+        return None;
+    };
+    [
+        "smallint out of range",
+        "integer out of range",
+        "bigint out of range",
+    ]
+    .contains(&m.as_str())
+    .then(|| m.clone())
+}
+
 impl ErrorKind {
     /// The kind of a DataFusion error.
     pub fn of(e: &DataFusionError) -> ErrorKind {
@@ -306,12 +324,27 @@ impl EngineError {
         match (self.kind(), cast) {
             // Arrow writes the value unquoted ("Can't cast value 3000000000
             // to type Int32").
-            (ErrorKind::Overflow, Some(_)) => {
-                return "value out of range for the type it is cast to".to_owned();
+            (ErrorKind::Overflow, Some(m)) => {
+                let integer = [
+                    ("Int16", "smallint"),
+                    ("Int32", "integer"),
+                    ("Int64", "bigint"),
+                ]
+                .into_iter()
+                .find(|(t, _)| m.ends_with(&format!("to type {t}")));
+                return match integer {
+                    Some((_, pg)) => format!("{pg} out of range"),
+                    None => "value out of range for the type it is cast to".to_owned(),
+                };
             }
-            // Arrow names the operands ("Overflow happened on: 123 * 10").
+            // Arrow names the operands ("Overflow happened on: 123 * 10");
+            // integer arithmetic says PostgreSQL's "bigint out of range".
             (ErrorKind::Overflow, None) => {
-                return "value out of range: arithmetic overflow".to_owned();
+                return match self {
+                    EngineError::DataFusion(d) => pg_out_of_range(d),
+                    _ => None,
+                }
+                .unwrap_or_else(|| "value out of range: arithmetic overflow".to_owned());
             }
             // Only these of Arrow's cast errors quote the value they quote.
             (ErrorKind::InvalidText, Some(m))

@@ -331,7 +331,9 @@ impl Engine {
             .with_optimizer_rule(Arc::new(join_order::LookupsThroughBridges))
             .with_optimizer_rule(Arc::new(cohort_algebra::CohortSetOperations))
             .with_optimizer_rule(Arc::new(tsunagu_udfs::graph::PathFilters));
-        let mut state = pg_dialect::install(state);
+        // Last: an analyst's expressions in their total forms.
+        let mut state =
+            pg_dialect::install(state).with_analyzer_rule(Arc::new(privacy::TotalExpressions));
         if let Some(distribute) = &self.options.distribute {
             let mut state_for_stages =
                 state.with_physical_optimizer_rule(Arc::new(join_orderings::WithoutUnordered));
@@ -357,10 +359,17 @@ impl Engine {
         let ctx = self.context();
         self.register(&ctx)?;
         let state = ctx.state();
+        let scalar: Vec<_> = (state.scalar_functions().values().cloned())
+            .chain(privacy::plan_scalar_functions())
+            .collect();
+        // The total forms an analyst's plans call (`privacy::TotalExpressions`).
+        let total: Vec<_> = scalar
+            .iter()
+            .filter(|f| !f.name().starts_with("tsunagu_"))
+            .map(|f| Arc::new(privacy::total_function(f.clone())))
+            .collect();
         Ok(Functions {
-            scalar: (state.scalar_functions().values().cloned())
-                .chain(privacy::plan_scalar_functions())
-                .collect(),
+            scalar: scalar.into_iter().chain(total).collect(),
             aggregate: (state.aggregate_functions().values().cloned())
                 .chain(privacy::plan_functions())
                 .collect(),
@@ -739,7 +748,8 @@ fn session_config(options: &EngineOptions) -> SessionConfig {
         // Larger batches than DataFusion's 8,192 rows: sorts by person
         // merge fewer runs (a quarter faster on 20M-row window queries)
         // and per-batch costs weigh less; see docs/BENCHMARKS.md.
-        .with_batch_size(32 * 1024);
+        .with_batch_size(32 * 1024)
+        .with_option_extension(pg_dialect::arithmetic::ArithmeticOptions::default());
     if let Some(n) = options.target_partitions {
         config = config.with_target_partitions(n.max(1));
     }

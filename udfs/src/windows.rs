@@ -102,7 +102,10 @@ fn rows<T>(args: &[ColumnarValue], n: usize, f: impl Fn(&[i64]) -> T) -> Result<
 }
 
 fn overlap(a0: i64, a1: i64, b0: i64, b1: i64) -> i64 {
-    (a1.min(b1) - a0.max(b0) + 1).max(0)
+    a1.min(b1)
+        .saturating_sub(a0.max(b0))
+        .saturating_add(1)
+        .max(0)
 }
 
 macro_rules! scalar_udf {
@@ -162,7 +165,10 @@ scalar_udf!(
     "DDNN",
     DataType::Boolean,
     |args: &[ColumnarValue], n| -> Result<ArrayRef> {
-        let v = rows(args, n, |x| x[1] + x[2] <= x[0] && x[0] <= x[1] + x[3])?;
+        // Saturating: offsets of any size are a window, not an overflow.
+        let v = rows(args, n, |x| {
+            x[1].saturating_add(x[2]) <= x[0] && x[0] <= x[1].saturating_add(x[3])
+        })?;
         Ok(Arc::new(BooleanArray::from(v)))
     },
     || {
@@ -210,7 +216,14 @@ scalar_udf!(
     "DNNDD",
     DataType::Int64,
     |args: &[ColumnarValue], n| -> Result<ArrayRef> {
-        let v = rows(args, n, |x| overlap(x[0] + x[1], x[0] + x[2], x[3], x[4]))?;
+        let v = rows(args, n, |x| {
+            overlap(
+                x[0].saturating_add(x[1]),
+                x[0].saturating_add(x[2]),
+                x[3],
+                x[4],
+            )
+        })?;
         Ok(Arc::new(Int64Array::from(v)))
     },
     || {

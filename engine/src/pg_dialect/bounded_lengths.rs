@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array};
+use datafusion::arrow::compute::kernels::zip::zip;
 use datafusion::arrow::compute::{cast, nullif};
 use datafusion::arrow::datatypes::{DataType, FieldRef, IntervalMonthDayNanoType, TimeUnit};
 use datafusion::common::{Result, ScalarValue};
@@ -158,6 +159,11 @@ fn series(args: &[ArrayRef], rows: usize) -> Vec<f64> {
                         let step = match &step {
                             Some(s) if !s.is_null(i) => {
                                 let v = s.value(i);
+                                // Months and days of opposite signs may never
+                                // reach the stop.
+                                if (v.months > 0 && v.days < 0) || (v.months < 0 && v.days > 0) {
+                                    return f64::INFINITY;
+                                }
                                 // The shortest month, so the count is not underestimated.
                                 (v.months as f64 * 28.0 + v.days as f64) * day
                                     + if day > 1.0 { v.nanoseconds as f64 } else { 0.0 }
@@ -266,11 +272,25 @@ impl ScalarUDFImpl for Bounded {
                 Some(sizes[i].is_nan() || sizes[i] > longest)
             })
             .collect();
-        if too_large.true_count() == 0 {
+        // A negative length pads to nothing, as in PostgreSQL (DataFusion's
+        // `lpad` panics on it).
+        let negative = match (self.growth, arrays.get(1)) {
+            (Growth::Length, Some(length)) if length.data_type().is_integer() => {
+                let n = numbers(length);
+                let negative: BooleanArray = n.iter().map(|v| v.map(|v| v < 0.0)).collect();
+                (negative.true_count() > 0).then_some(negative)
+            }
+            _ => None,
+        };
+        if too_large.true_count() == 0 && negative.is_none() {
             return self.inner.invoke_with_args(args);
         }
         let k = self.nulled(arrays.len());
         let mut arrays = arrays;
+        if let Some(negative) = negative {
+            let zero = ScalarValue::new_zero(arrays[1].data_type())?.to_scalar()?;
+            arrays[1] = zip(&negative, &zero, &arrays[1])?;
+        }
         arrays[k] = nullif(&arrays[k], &too_large)?;
         args.args = arrays
             .into_iter()
@@ -332,10 +352,13 @@ mod tests {
         assert_eq!(
             rows(
                 "SELECT range(1, 5, 0) IS NULL AS a, \
-                 length(replace(repeat('a', 100000) || repeat('a', 100000), 'a', 'b')) AS b"
+                 length(replace(repeat('a', 100000) || repeat('a', 100000), 'a', 'b')) AS b, \
+                 length(lpad('abc', x)) AS c, \
+                 range(DATE '2000-01-01', DATE '2000-01-01', INTERVAL '1 month' - INTERVAL '31 days') IS NULL AS d \
+                 FROM (VALUES (CAST(-1 AS BIGINT))) t(x)"
             )
             .await,
-            ["| true | 200000 |"]
+            ["| true | 200000 | 0 | true |"]
         );
     }
 }

@@ -36,6 +36,7 @@
 //! `docs/SQL_API.md` lists what is matched and what still differs.
 
 pub mod age;
+pub mod arithmetic;
 pub mod bounded_lengths;
 pub mod column_names;
 pub mod date_input;
@@ -95,6 +96,7 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
         .with_analyzer_rules(rules)
         .with_analyzer_rule(Arc::new(subquery_values::SubqueriesAsValues))
         .with_analyzer_rule(Arc::new(date_input::DateCasts))
+        .with_analyzer_rule(Arc::new(arithmetic::CheckedIntegerArithmetic))
 }
 
 /// Rewrites every node of `plan` (subqueries included) bottom-up with `f`.
@@ -158,6 +160,9 @@ pub fn register(ctx: &SessionContext) {
         ctx.register_udf(f);
     }
     for f in bounded_lengths::functions() {
+        ctx.register_udf(f);
+    }
+    for f in arithmetic::functions() {
         ctx.register_udf(f);
     }
     ctx.register_udf(interval_mul::interval_mul().as_ref().clone());

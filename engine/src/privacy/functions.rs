@@ -323,8 +323,12 @@ pub fn scalar(name: &str, extra: &dyn Fn(&str) -> Option<Disclosure>) -> Option<
     if let Some((_, why)) = REFUSED.iter().find(|(n, _)| *n == name) {
         return Some(Disclosure::Refused(why));
     }
-    if TOTAL_SCALARS.contains(&name) || super::total::arithmetic_names().any(|n| n == name) {
+    use crate::pg_dialect::arithmetic;
+    if TOTAL_SCALARS.contains(&name) || arithmetic::total_names().any(|n| n == name) {
         return Some(Disclosure::Total);
+    }
+    if arithmetic::checked_names().any(|n| n == name) {
+        return Some(Disclosure::Refused("fails on data (overflow)"));
     }
     if HARDENED.contains(&name) {
         return Some(Disclosure::Hardened);
@@ -339,6 +343,10 @@ pub fn scalar(name: &str, extra: &dyn Fn(&str) -> Option<Disclosure>) -> Option<
 pub fn aggregate(name: &str) -> Option<Disclosure> {
     if let Some(d) = tsunagu_udfs::disclosure(name) {
         return Some(d);
+    }
+    // `nth_value(x, n)` fails for an `n` it does not support.
+    if name == "nth_value" {
+        return Some(Disclosure::ConstantArguments(&[1]));
     }
     AGGREGATES.contains(&name).then_some(Disclosure::Total)
 }

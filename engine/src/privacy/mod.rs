@@ -107,7 +107,7 @@ fn calls_any(plan: &datafusion::logical_expr::LogicalPlan, which: impl Fn(&str) 
 /// arithmetic).
 pub fn plan_scalar_functions() -> Vec<std::sync::Arc<datafusion::logical_expr::ScalarUDF>> {
     std::iter::once(total::make_date_udf())
-        .chain(total::arithmetic_udfs())
+        .chain(crate::pg_dialect::arithmetic::functions())
         .map(std::sync::Arc::new)
         .collect()
 }
@@ -124,6 +124,7 @@ pub mod functions;
 mod policy;
 mod release;
 mod total;
+pub use total::{TotalExpressions, total_function};
 mod unique;
 mod walk;
 

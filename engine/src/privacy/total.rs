@@ -4,19 +4,20 @@
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Date32Array, Datum, new_null_array};
-use datafusion::arrow::compute::kernels::numeric;
-use datafusion::arrow::compute::{cast, concat};
-use datafusion::arrow::datatypes::{DataType, Int32Type};
-use datafusion::arrow::error::ArrowError;
-use datafusion::common::{DFSchema, Result, ScalarValue, exec_err, plan_err};
+use datafusion::arrow::array::{Array, AsArray, Date32Array, new_null_array};
+use datafusion::arrow::compute::concat;
+use datafusion::arrow::datatypes::{DataType, FieldRef, Int32Type};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{ExprSchema, Result, ScalarValue};
+use datafusion::logical_expr::interval_arithmetic::Interval;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
-use datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Volatility,
+    ColumnarValue, Expr, LogicalPlan, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion::physical_expr_common::datum::apply;
+use datafusion::optimizer::AnalyzerRule;
 
 /// `make_date(year, month, day)` that returns NULL for an impossible date.
 /// It has a name of its own: functions travel to a cluster's workers by
@@ -82,187 +83,174 @@ pub(super) fn make_date(args: Vec<Expr>) -> Expr {
     udf.call(args)
 }
 
-/// `a op b` over exact numbers (integers and decimals), or dates and
-/// timestamps moved by intervals, that is NULL where DataFusion would fail
-/// or wrap: a result beyond its type (`i64::MIN / -1`, a decimal product
-/// past 128 bits, an integer sum that would wrap around, a date a hundred
-/// million years away) or a zero divisor. An analyst's arithmetic thus fails on no data: an
-/// error that some row's value overflows would tell about that row.
+/// The prefix of a function's total form: `tsunagu_total:sqrt`.
+const TOTAL_PREFIX: &str = "tsunagu_total:";
+
+/// A scalar function that is NULL where it would fail or panic: the batch
+/// is computed as usual, and only when that fails each row alone, NULL for
+/// the rows that fail. Its names (column names, `EXPLAIN`) are the
+/// function's own.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct Arithmetic {
-    op: Operator,
-    name: &'static str,
-    signature: Signature,
+struct TotalFunction {
+    inner: Arc<ScalarUDF>,
+    name: String,
 }
 
-/// The total arithmetic operators and their functions' names.
-const ARITHMETIC: [(Operator, &str); 5] = [
-    (Operator::Plus, "tsunagu_total_plus"),
-    (Operator::Minus, "tsunagu_total_minus"),
-    (Operator::Multiply, "tsunagu_total_multiply"),
-    (Operator::Divide, "tsunagu_total_divide"),
-    (Operator::Modulo, "tsunagu_total_modulo"),
-];
-
-/// Every total arithmetic operator, as functions to register.
-pub(super) fn arithmetic_udfs() -> Vec<ScalarUDF> {
-    ARITHMETIC
-        .iter()
-        .map(|&(op, name)| {
-            ScalarUDF::new_from_impl(Arithmetic {
-                op,
-                name,
-                signature: Signature::user_defined(Volatility::Immutable),
-            })
-        })
-        .collect()
+/// The total form of `f`.
+pub fn total_function(f: Arc<ScalarUDF>) -> ScalarUDF {
+    let name = format!("{TOTAL_PREFIX}{}", f.name());
+    ScalarUDF::new_from_impl(TotalFunction { inner: f, name })
 }
 
-/// The names of the total arithmetic operators.
-pub(super) fn arithmetic_names() -> impl Iterator<Item = &'static str> {
-    ARITHMETIC.iter().map(|(_, name)| *name)
+/// `f(args)` computed without failing: `None` for a panic or an error.
+fn attempt(f: &ScalarUDF, args: ScalarFunctionArgs) -> Option<ColumnarValue> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.invoke_with_args(args)))
+        .ok()?
+        .ok()
 }
 
-/// True when `l op r` can fail or wrap on data: arithmetic of integers and
-/// decimals, and a date or timestamp moved by an interval (beyond the
-/// representable years).
-fn may_fail(op: Operator, l: &DataType, r: &DataType) -> bool {
-    let exact = |t: &DataType| t.is_integer() || t.is_decimal();
-    let temporal = |t: &DataType| {
-        matches!(
-            t,
-            DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
-        )
-    };
-    let interval = |t: &DataType| matches!(t, DataType::Interval(_));
-    (exact(l) && exact(r))
-        || match op {
-            Operator::Plus => {
-                (temporal(l) && interval(r))
-                    || (interval(l) && temporal(r))
-                    || (interval(l) && interval(r))
-            }
-            Operator::Minus => (temporal(l) || interval(l)) && interval(r),
-            _ => false,
-        }
-}
-
-/// `left op right` in its total form when it can fail on data (typed
-/// against `schema`); `None` for other operators or types.
-pub(super) fn arithmetic(
-    left: &Expr,
-    op: Operator,
-    right: &Expr,
-    schema: &DFSchema,
-) -> Option<Expr> {
-    let name = ARITHMETIC.iter().find(|(o, _)| *o == op)?.1;
-    let (l, r) = (left.get_type(schema).ok()?, right.get_type(schema).ok()?);
-    if !may_fail(op, &l, &r) {
-        return None;
-    }
-    let udf = arithmetic_udfs().into_iter().find(|u| u.name() == name)?;
-    Some(udf.call(vec![left.clone(), right.clone()]))
-}
-
-impl Arithmetic {
-    fn kernel(&self, l: &dyn Datum, r: &dyn Datum) -> std::result::Result<ArrayRef, ArrowError> {
-        match self.op {
-            Operator::Plus => numeric::add(l, r),
-            Operator::Minus => numeric::sub(l, r),
-            Operator::Multiply => numeric::mul(l, r),
-            Operator::Divide => numeric::div(l, r),
-            _ => numeric::rem(l, r),
-        }
-    }
-}
-
-impl ScalarUDFImpl for Arithmetic {
+impl ScalarUDFImpl for TotalFunction {
     fn name(&self) -> &str {
-        self.name
+        &self.name
     }
     fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn display_name(&self, args: &[Expr]) -> Result<String> {
-        match args {
-            [a, b] => Ok(format!("{a} {} {b}", self.op)),
-            _ => plan_err!("{} takes two numbers", self.name),
-        }
+        self.inner.signature()
     }
     fn schema_name(&self, args: &[Expr]) -> Result<String> {
-        match args {
-            [a, b] => Ok(format!(
-                "{} {} {}",
-                a.schema_name(),
-                self.op,
-                b.schema_name()
-            )),
-            _ => plan_err!("{} takes two numbers", self.name),
-        }
+        self.inner.schema_name(args)
     }
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
-        match args {
-            [a, b] => {
-                let (a, b) = BinaryTypeCoercer::new(a, &self.op, b).get_input_types()?;
-                Ok(vec![a, b])
-            }
-            _ => plan_err!("{} takes two numbers", self.name),
-        }
+        self.inner.coerce_types(args)
     }
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
-        match args {
-            [a, b] => BinaryTypeCoercer::new(a, &self.op, b).get_result_type(),
-            _ => plan_err!("{} takes two numbers", self.name),
-        }
+        self.inner.return_type(args)
     }
-    fn output_ordering(&self, inputs: &[ExprProperties]) -> Result<SortProperties> {
-        Ok(match (self.op, inputs) {
-            (Operator::Plus, [a, b]) => a.sort_properties.add(&b.sort_properties),
-            (Operator::Minus, [a, b]) => a.sort_properties.sub(&b.sort_properties),
-            _ => SortProperties::Unordered,
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        // Nullable: a row that fails is NULL.
+        let field = self.inner.return_field_from_args(args)?;
+        Ok(Arc::new(field.as_ref().clone().with_nullable(true)))
+    }
+    fn is_nullable(&self, _args: &[Expr], _schema: &dyn ExprSchema) -> bool {
+        true
+    }
+    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        // A function that simplifies into other expressions (`coalesce`
+        // into `CASE`) is total in them.
+        Ok(match self.inner.simplify(args, info)? {
+            ExprSimplifyResult::Original(args) => ExprSimplifyResult::Original(args),
+            ExprSimplifyResult::Simplified(e) => {
+                ExprSimplifyResult::Simplified(e.transform_up(total_expression)?.data)
+            }
         })
     }
+    fn short_circuits(&self) -> bool {
+        self.inner.short_circuits()
+    }
+    fn conditional_arguments<'a>(
+        &self,
+        args: &'a [Expr],
+    ) -> Option<(Vec<&'a Expr>, Vec<&'a Expr>)> {
+        self.inner.conditional_arguments(args)
+    }
+    fn evaluate_bounds(&self, input: &[&Interval]) -> Result<Interval> {
+        self.inner.evaluate_bounds(input)
+    }
+    fn output_ordering(&self, inputs: &[ExprProperties]) -> Result<SortProperties> {
+        self.inner.output_ordering(inputs)
+    }
+    fn preserves_lex_ordering(&self, inputs: &[ExprProperties]) -> Result<bool> {
+        self.inner.preserves_lex_ordering(inputs)
+    }
+    fn with_updated_config(&self, config: &ConfigOptions) -> Option<ScalarUDF> {
+        let inner = self.inner.inner().with_updated_config(config)?;
+        Some(total_function(Arc::new(inner)))
+    }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let [a, b] = args.args.as_slice() else {
-            return exec_err!("{} takes two numbers", self.name);
-        };
-        let out = args.return_field.data_type();
-        let value = match apply(a, b, |l, r| self.kernel(l, r)) {
-            Ok(v) => v,
-            // Some row fails: each row alone, NULL where it fails.
-            Err(_) => {
-                let n = args.number_rows;
-                let (a, b) = (a.to_array(n)?, b.to_array(n)?);
-                let rows = (0..n)
-                    .map(|i| {
-                        self.kernel(&a.slice(i, 1), &b.slice(i, 1))
-                            .and_then(|v| cast(&v, out))
-                            .unwrap_or_else(|_| new_null_array(out, 1))
-                    })
-                    .collect::<Vec<_>>();
-                let refs: Vec<&dyn Array> = rows.iter().map(|r| r.as_ref()).collect();
-                let array = if refs.is_empty() {
-                    new_null_array(out, 0)
-                } else {
-                    concat(&refs)?
-                };
-                match (
-                    a.len(),
-                    args.args
-                        .iter()
-                        .all(|v| matches!(v, ColumnarValue::Scalar(_))),
-                ) {
-                    (1, true) => ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?),
-                    _ => ColumnarValue::Array(array),
-                }
-            }
-        };
-        // Arrow types a decimal result by its own rules; DataFusion's are
-        // what the plan announced.
-        if value.data_type() == *out {
-            Ok(value)
-        } else {
-            value.cast_to(out, None)
+        if let Some(v) = attempt(&self.inner, args.clone()) {
+            return Ok(v);
         }
+        let out = args.return_field.data_type().clone();
+        let scalars = args
+            .args
+            .iter()
+            .all(|v| matches!(v, ColumnarValue::Scalar(_)));
+        if scalars {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from(&out)?));
+        }
+        // Each row alone, NULL where it fails.
+        let n = args.number_rows;
+        let rows = (0..n)
+            .map(|i| {
+                let mut one = args.clone();
+                one.number_rows = 1;
+                one.args = args
+                    .args
+                    .iter()
+                    .map(|v| match v {
+                        ColumnarValue::Array(a) => ColumnarValue::Array(a.slice(i, 1)),
+                        s => s.clone(),
+                    })
+                    .collect();
+                attempt(&self.inner, one)
+                    .and_then(|v| v.to_array(1).ok())
+                    .filter(|a| a.len() == 1 && a.data_type() == &out)
+                    .unwrap_or_else(|| new_null_array(&out, 1))
+            })
+            .collect::<Vec<_>>();
+        let refs: Vec<&dyn Array> = rows.iter().map(|r| r.as_ref()).collect();
+        Ok(ColumnarValue::Array(if refs.is_empty() {
+            new_null_array(&out, 0)
+        } else {
+            concat(&refs)?
+        }))
+    }
+}
+
+/// One expression in its total form: a cast becomes `TRY_CAST`, a scalar
+/// function (other than Tsunagu's own `tsunagu_*`, which the privacy layer
+/// places and keeps where it plans them) its total form.
+fn total_expression(e: Expr) -> Result<Transformed<Expr>> {
+    Ok(match e {
+        Expr::Cast(c) => Transformed::yes(Expr::TryCast(datafusion::logical_expr::TryCast {
+            expr: c.expr,
+            field: c.field,
+        })),
+        Expr::ScalarFunction(f) if !f.func.name().starts_with("tsunagu_") => Transformed::yes(
+            Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                Arc::new(total_function(f.func)),
+                f.args,
+            )),
+        ),
+        e => Transformed::no(e),
+    })
+}
+
+/// The last analyzer rule of a session under the privacy rules
+/// (`tsunagu.total_arithmetic`): every cast, including those type coercion
+/// adds (`year_of_birth = 'abc'`), is a `TRY_CAST`, and every scalar
+/// function is NULL where it would fail or panic (`sqrt(-1)`,
+/// `abs(i64::MIN)`, an array index beyond 32 bits, ...), so that an
+/// analyst's statement fails on no data, whatever function it calls under
+/// whatever condition.
+#[derive(Debug, Default)]
+pub struct TotalExpressions;
+
+impl AnalyzerRule for TotalExpressions {
+    fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
+        let total = config
+            .extensions
+            .get::<crate::pg_dialect::arithmetic::ArithmeticOptions>()
+            .is_some_and(|o| o.total_arithmetic);
+        if !total {
+            return Ok(plan);
+        }
+        plan.transform_up_with_subqueries(|node| {
+            node.map_expressions(|e| e.transform_up(total_expression))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "tsunagu_total_expressions"
     }
 }

@@ -214,7 +214,7 @@ impl Session {
         audit: Option<Arc<AuditLog>>,
         roots: Arc<crate::damaged::Roots>,
     ) -> Self {
-        Session {
+        let session = Session {
             ctx,
             cohorts: Arc::new(std::sync::RwLock::new(cohorts)),
             identity,
@@ -229,6 +229,24 @@ impl Session {
             store_tables: Arc::default(),
             epoch: Arc::new(AtomicU64::new(next_epoch())),
             settings: Arc::default(),
+        };
+        session.apply_role();
+        session
+    }
+
+    /// Integer arithmetic as the role computes it: PostgreSQL's error on
+    /// overflow for a steward, NULL under the privacy rules (no statement
+    /// of an analyst or viewer fails on data).
+    fn apply_role(&self) {
+        let total = self.role() != Role::Steward;
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        let options = state.config_mut().options_mut();
+        if let Some(o) = options
+            .extensions
+            .get_mut::<crate::pg_dialect::arithmetic::ArithmeticOptions>()
+        {
+            o.total_arithmetic = total;
         }
     }
 
@@ -309,6 +327,7 @@ impl Session {
         id.login_role = role;
         id.role = role;
         drop(id);
+        self.apply_role();
         self.settings_changed();
     }
 
@@ -337,6 +356,7 @@ impl Session {
         }
         id.role = role;
         drop(id);
+        self.apply_role();
         self.settings_changed();
         Ok(())
     }

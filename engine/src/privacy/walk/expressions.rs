@@ -147,6 +147,19 @@ impl Walker<'_> {
                             format!("{name}() is not available to analysts: {why}"),
                         ));
                     }
+                    Some(Disclosure::ConstantArguments(at)) => {
+                        for &i in at {
+                            if f.params.args.get(i).is_some_and(|a| !is_constant(a)) {
+                                return Err(Refusal::rule(
+                                    "function",
+                                    format!(
+                                        "argument {} of {name}() must be a constant: a value from the data could make it fail on that data",
+                                        i + 1
+                                    ),
+                                ));
+                            }
+                        }
+                    }
                     Some(Disclosure::PersonSet)
                         if name != "rb_build_agg"
                             && f.params

@@ -435,7 +435,7 @@ pub(super) fn harden(plan: LogicalPlan, masks: &Masks) -> DfResult<LogicalPlan> 
         let total = |left: Expr, op: Operator, right: Expr| -> Expr {
             schema
                 .as_ref()
-                .and_then(|s| super::total::arithmetic(&left, op, &right, s))
+                .and_then(|s| crate::pg_dialect::arithmetic::total(&left, op, &right, s))
                 .unwrap_or_else(|| {
                     Expr::BinaryExpr(BinaryExpr::new(Box::new(left), op, Box::new(right)))
                 })
