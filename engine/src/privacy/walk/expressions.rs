@@ -61,6 +61,28 @@ impl Walker<'_> {
                 *a.expr = self.expr(*a.expr, scope, pos)?;
                 Ok(Expr::Alias(a))
             }
+            // A pattern from the data could fail to compile on that data.
+            Expr::BinaryExpr(b)
+                if matches!(
+                    b.op,
+                    datafusion::logical_expr::Operator::RegexMatch
+                        | datafusion::logical_expr::Operator::RegexIMatch
+                        | datafusion::logical_expr::Operator::RegexNotMatch
+                        | datafusion::logical_expr::Operator::RegexNotIMatch
+                ) && !super::is_constant(&b.right) =>
+            {
+                Err(Refusal::rule(
+                    "function",
+                    format!(
+                        "the pattern of {} must be a constant: a pattern from the data could make it fail on that data",
+                        b.op
+                    ),
+                ))
+            }
+            Expr::SimilarTo(l) if !super::is_constant(&l.pattern) => Err(Refusal::rule(
+                "function",
+                "the pattern of SIMILAR TO must be a constant: a pattern from the data could make it fail on that data",
+            )),
             Expr::IsNull(x) => Ok(Expr::IsNull(Box::new(self.expr(*x, scope, Pos::Free)?))),
             Expr::IsNotNull(x) => Ok(Expr::IsNotNull(Box::new(self.expr(
                 *x,
