@@ -39,11 +39,12 @@ use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_expr_common::datum::apply;
 
 extensions_options! {
-    /// How a session computes integer arithmetic (`tsunagu.total_arithmetic`).
+    /// How a session's expressions fail (`tsunagu.total`).
     pub struct ArithmeticOptions {
-        /// NULL where integer `+ - *` overflow, instead of PostgreSQL's error:
+        /// NULL where integer `+ - *` overflow, instead of PostgreSQL's
+        /// error, and every cast and function total (`privacy::TotalExpressions`):
         /// set in sessions under the privacy rules.
-        pub total_arithmetic: bool, default = false
+        pub total: bool, default = false
     }
 }
 
@@ -163,7 +164,7 @@ pub struct CheckedIntegerArithmetic;
 impl AnalyzerRule for CheckedIntegerArithmetic {
     fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
         let failure = match config.extensions.get::<ArithmeticOptions>() {
-            Some(o) if o.total_arithmetic => Failure::Null,
+            Some(o) if o.total => Failure::Null,
             _ => Failure::Error,
         };
         super::retype_up(plan, |p| {

@@ -226,7 +226,7 @@ fn total_expression(e: Expr) -> Result<Transformed<Expr>> {
 }
 
 /// The last analyzer rule of a session under the privacy rules
-/// (`tsunagu.total_arithmetic`): every cast, including those type coercion
+/// (`tsunagu.total`): every cast, including those type coercion
 /// adds (`year_of_birth = 'abc'`), is a `TRY_CAST`, and every scalar
 /// function is NULL where it would fail or panic (`sqrt(-1)`,
 /// `abs(i64::MIN)`, an array index beyond 32 bits, ...), so that an
@@ -240,7 +240,7 @@ impl AnalyzerRule for TotalExpressions {
         let total = config
             .extensions
             .get::<crate::pg_dialect::arithmetic::ArithmeticOptions>()
-            .is_some_and(|o| o.total_arithmetic);
+            .is_some_and(|o| o.total);
         if !total {
             return Ok(plan);
         }

@@ -246,7 +246,7 @@ impl Session {
             .extensions
             .get_mut::<crate::pg_dialect::arithmetic::ArithmeticOptions>()
         {
-            o.total_arithmetic = total;
+            o.total = total;
         }
     }
 
