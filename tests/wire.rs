@@ -223,20 +223,25 @@ fn psql_queries_linked_person_and_every_source_schema() {
     );
 }
 
-#[test]
-fn psql_sees_errors_with_sqlstate() {
-    let server = Server::start();
-    let out = Command::new("psql")
+/// One statement through psql with verbose errors (the SQLSTATE shown).
+fn psql_verbose(server: &Server, sql: &str) -> std::process::Output {
+    Command::new("psql")
         .args([
             server.conninfo().as_str(),
             "-X",
             "-v",
             "VERBOSITY=verbose",
             "-c",
-            "SELECT * FROM ndb.no_such_table",
+            sql,
         ])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn psql_sees_errors_with_sqlstate() {
+    let server = Server::start();
+    let out = psql_verbose(&server, "SELECT * FROM ndb.no_such_table");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("42P01"), "{err}");
@@ -282,17 +287,7 @@ fn integer_overflow_is_postgresqls_error() {
             "22003: bigint out of range",
         ),
     ] {
-        let out = Command::new("psql")
-            .args([
-                server.conninfo().as_str(),
-                "-X",
-                "-v",
-                "VERBOSITY=verbose",
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
+        let out = psql_verbose(&server, sql);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{sql}");
         assert!(err.contains(&format!("ERROR:  {message}")), "{sql}: {err}");

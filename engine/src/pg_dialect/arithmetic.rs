@@ -194,6 +194,27 @@ impl AnalyzerRule for CheckedIntegerArithmetic {
     }
 }
 
+/// `n` rows of type `out`, each computed alone by `row`, NULL where it
+/// gives none: how a total form computes a batch in which some row fails.
+pub(crate) fn row_by_row(
+    n: usize,
+    out: &DataType,
+    row: impl Fn(usize) -> Option<ArrayRef>,
+) -> Result<ArrayRef> {
+    let rows: Vec<ArrayRef> = (0..n)
+        .map(|i| {
+            row(i)
+                .filter(|a| a.len() == 1 && a.data_type() == out)
+                .unwrap_or_else(|| new_null_array(out, 1))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(new_null_array(out, 0));
+    }
+    let refs: Vec<&dyn Array> = rows.iter().map(|r| r.as_ref()).collect();
+    Ok(concat(&refs)?)
+}
+
 /// PostgreSQL's name of an integer type, for its "out of range" error.
 fn pg_integer_name(t: &DataType) -> &'static str {
     match t {
@@ -288,19 +309,11 @@ impl ScalarUDFImpl for Arithmetic {
             (Err(_), Failure::Null) => {
                 let n = args.number_rows;
                 let (a, b) = (a.to_array(n)?, b.to_array(n)?);
-                let rows = (0..n)
-                    .map(|i| {
-                        self.kernel(&a.slice(i, 1), &b.slice(i, 1))
-                            .and_then(|v| cast(&v, out))
-                            .unwrap_or_else(|_| new_null_array(out, 1))
-                    })
-                    .collect::<Vec<_>>();
-                let refs: Vec<&dyn Array> = rows.iter().map(|r| r.as_ref()).collect();
-                let array = if refs.is_empty() {
-                    new_null_array(out, 0)
-                } else {
-                    concat(&refs)?
-                };
+                let array = row_by_row(n, out, |i| {
+                    self.kernel(&a.slice(i, 1), &b.slice(i, 1))
+                        .and_then(|v| cast(&v, out))
+                        .ok()
+                })?;
                 let scalars = args
                     .args
                     .iter()

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
-use datafusion::arrow::array::{Array, AsArray, Date32Array, new_null_array};
-use datafusion::arrow::compute::concat;
+use datafusion::arrow::array::{Array, AsArray, Date32Array};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int32Type};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -178,31 +177,20 @@ impl ScalarUDFImpl for TotalFunction {
             return Ok(ColumnarValue::Scalar(ScalarValue::try_from(&out)?));
         }
         // Each row alone, NULL where it fails.
-        let n = args.number_rows;
-        let rows = (0..n)
-            .map(|i| {
-                let mut one = args.clone();
-                one.number_rows = 1;
-                one.args = args
-                    .args
-                    .iter()
-                    .map(|v| match v {
-                        ColumnarValue::Array(a) => ColumnarValue::Array(a.slice(i, 1)),
-                        s => s.clone(),
-                    })
-                    .collect();
-                attempt(&self.inner, one)
-                    .and_then(|v| v.to_array(1).ok())
-                    .filter(|a| a.len() == 1 && a.data_type() == &out)
-                    .unwrap_or_else(|| new_null_array(&out, 1))
-            })
-            .collect::<Vec<_>>();
-        let refs: Vec<&dyn Array> = rows.iter().map(|r| r.as_ref()).collect();
-        Ok(ColumnarValue::Array(if refs.is_empty() {
-            new_null_array(&out, 0)
-        } else {
-            concat(&refs)?
-        }))
+        let array = crate::pg_dialect::arithmetic::row_by_row(args.number_rows, &out, |i| {
+            let mut one = args.clone();
+            one.number_rows = 1;
+            one.args = args
+                .args
+                .iter()
+                .map(|v| match v {
+                    ColumnarValue::Array(a) => ColumnarValue::Array(a.slice(i, 1)),
+                    s => s.clone(),
+                })
+                .collect();
+            attempt(&self.inner, one).and_then(|v| v.to_array(1).ok())
+        })?;
+        Ok(ColumnarValue::Array(array))
     }
 }
 
